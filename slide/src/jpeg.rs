@@ -1,0 +1,193 @@
+//! JPEG byte-stream helpers: completing TIFF's abbreviated tile streams, decoding and encoding.
+//!
+//! TIFF stores JPEG tiles as abbreviated streams whose tables live once in the JPEGTables tag.
+//! Splicing the tables back in gives a stand-alone JPEG that a browser can show as it is, which
+//! is what lets Deep Zoom serve stored tiles without decoding them.
+
+use image::RgbImage;
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
+use crate::error::{Result, SlideError};
+
+const SOI: [u8; 2] = [0xFF, 0xD8];
+const EOI: [u8; 2] = [0xFF, 0xD9];
+
+/// An APP14 "Adobe" segment with transform 0: tells every decoder the three components are
+/// RGB, not YCbCr. Aperio writes RGB JPEG tiles whose component ids say nothing either way.
+const ADOBE_RGB: [u8; 16] = [
+    0xFF, 0xEE, 0x00, 0x0E, b'A', b'd', b'o', b'b', b'e', 0x00, 0x64, 0x00, 0x00, 0x00, 0x00, 0x00,
+];
+
+/// Builds a stand-alone JPEG from a TIFF tile and the shared tables, marking RGB streams as such.
+pub fn complete_stream(tables: Option<&[u8]>, tile: &[u8], rgb: bool) -> Result<Vec<u8>> {
+    let body = tile
+        .strip_prefix(&SOI)
+        .ok_or_else(|| SlideError::InvalidTiff("JPEG tile does not start with SOI".into()))?;
+    let tables = match tables {
+        Some(t) => t
+            .strip_prefix(&SOI)
+            .map(|t| t.strip_suffix(&EOI).unwrap_or(t))
+            .ok_or_else(|| SlideError::InvalidTiff("JPEGTables does not start with SOI".into()))?,
+        None => &[],
+    };
+    let mut out = Vec::with_capacity(2 + ADOBE_RGB.len() + tables.len() + body.len());
+    out.extend_from_slice(&SOI);
+    if rgb {
+        out.extend_from_slice(&ADOBE_RGB);
+    }
+    out.extend_from_slice(tables);
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// Decodes a complete JPEG stream to RGB, refusing images larger than `max_side` on either axis.
+pub fn decode_rgb(data: &[u8], max_side: u32) -> Result<(u32, u32, Vec<u8>), String> {
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(max_side as usize)
+        .set_max_height(max_side as usize);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
+    let pixels = decoder.decode().map_err(|e| e.to_string())?;
+    let (w, h) = decoder
+        .dimensions()
+        .ok_or_else(|| "JPEG without dimensions".to_string())?;
+    if pixels.len() != w * h * 3 {
+        return Err(format!("decoded {} bytes for {w}×{h} RGB", pixels.len()));
+    }
+    Ok((w as u32, h as u32, pixels))
+}
+
+/// Encodes an RGB image as a baseline YCbCr JPEG (4:2:0) at `quality` (1–100).
+pub fn encode_rgb(image: &RgbImage, quality: u8) -> Result<Vec<u8>> {
+    encode_raw(image.as_raw(), image.width(), image.height(), quality)
+}
+
+/// Encodes raw RGB bytes (`width × height × 3`) as a baseline YCbCr JPEG at `quality`.
+pub fn encode_raw(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>> {
+    let (w, h) = dims16(width, height)?;
+    let mut out = Vec::with_capacity(rgb.len() / 8);
+    let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    encoder
+        .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| SlideError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Encodes raw RGB bytes without colour conversion or chroma subsampling, the way Aperio
+/// writes "JPEG/RGB" tiles; the result needs [`ADOBE_RGB`] (or TIFF's Photometric=RGB) to be
+/// read back correctly.
+pub fn encode_raw_rgb_components(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>> {
+    let (w, h) = dims16(width, height)?;
+    let mut out = Vec::with_capacity(rgb.len() / 6);
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+    // Declaring the input as YCbCr makes the encoder store the samples untransformed.
+    encoder
+        .encode(rgb, w, h, jpeg_encoder::ColorType::Ycbcr)
+        .map_err(|e| SlideError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+fn dims16(width: u32, height: u32) -> Result<(u16, u16)> {
+    match (u16::try_from(width), u16::try_from(height)) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(SlideError::Encode(format!(
+            "JPEG cannot hold {width}×{height} pixels"
+        ))),
+    }
+}
+
+/// A JPEG marker segment: marker byte and payload (without the length field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// The marker's second byte (0xDB for DQT, 0xC4 for DHT, ...).
+    pub marker: u8,
+    /// The segment's payload after the length field.
+    pub payload: &'a [u8],
+}
+
+/// Splits a JPEG stream into the segments before its first scan and the scan itself
+/// (SOS segment onwards, EOI included).
+pub fn split_header(data: &[u8]) -> Result<(Vec<Segment<'_>>, &[u8]), String> {
+    let mut at = 2;
+    if !data.starts_with(&SOI) {
+        return Err("no SOI".into());
+    }
+    let mut segments = Vec::new();
+    loop {
+        let (Some(&0xFF), Some(&marker)) = (data.get(at), data.get(at + 1)) else {
+            return Err(format!("no marker at byte {at}"));
+        };
+        if marker == 0xDA {
+            return Ok((segments, &data[at..]));
+        }
+        let len = data
+            .get(at + 2..at + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            .filter(|&len| len >= 2)
+            .ok_or_else(|| format!("bad segment length at byte {at}"))?;
+        let payload = data
+            .get(at + 4..at + 2 + len)
+            .ok_or_else(|| format!("segment at byte {at} runs past the end"))?;
+        segments.push(Segment { marker, payload });
+        at += 2 + len;
+    }
+}
+
+/// Writes one marker segment.
+pub fn push_segment(out: &mut Vec<u8>, marker: u8, payload: &[u8]) {
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> Vec<u8> {
+        (0..w * h)
+            .flat_map(|i| [(i % w * 255 / w) as u8, (i / w * 255 / h) as u8, 128])
+            .collect()
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips_closely() {
+        let rgb = gradient(64, 48);
+        let jpeg = encode_raw(&rgb, 64, 48, 95).unwrap();
+        let (w, h, back) = decode_rgb(&jpeg, 1024).unwrap();
+        assert_eq!((w, h), (64, 48));
+        let mad: f64 = rgb.iter().zip(&back).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+            / rgb.len() as f64;
+        assert!(mad < 2.0, "mean abs diff {mad}");
+    }
+
+    #[test]
+    fn rgb_component_streams_need_the_adobe_marker() {
+        let rgb = gradient(32, 32);
+        let jpeg = encode_raw_rgb_components(&rgb, 32, 32, 95).unwrap();
+        let (segments, scan) = split_header(&jpeg).unwrap();
+        // Re-assemble without JFIF, with the Adobe marker, as a TIFF reader would.
+        let mut tile = SOI.to_vec();
+        for s in segments.iter().filter(|s| s.marker != 0xE0) {
+            push_segment(&mut tile, s.marker, s.payload);
+        }
+        tile.extend_from_slice(scan);
+        let fixed = complete_stream(None, &tile, true).unwrap();
+        let (_, _, back) = decode_rgb(&fixed, 1024).unwrap();
+        let mad: f64 = rgb.iter().zip(&back).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+            / rgb.len() as f64;
+        assert!(mad < 2.0, "mean abs diff {mad}");
+    }
+
+    #[test]
+    fn decoding_refuses_oversized_and_garbage_streams() {
+        let jpeg = encode_raw(&gradient(64, 48), 64, 48, 80).unwrap();
+        assert!(decode_rgb(&jpeg, 32).is_err());
+        assert!(decode_rgb(b"\xFF\xD8garbage", 1024).is_err());
+        assert!(complete_stream(None, b"nope", false).is_err());
+    }
+}

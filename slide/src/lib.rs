@@ -1,0 +1,115 @@
+//! Whole-slide image access for pathfed.
+//!
+//! [`open`] looks at a file's bytes (never its name) and returns a [`SlideReader`]: the
+//! pure-Rust TIFF fast path for Aperio SVS and generic tiled TIFF, or OpenSlide for every other
+//! format. Every reader checks [`SlideLimits`] before decoding and reports typed
+//! [`SlideError`]s. On top of the readers sit Deep Zoom tiling ([`deepzoom`]), thumbnails
+//! ([`thumbnail`]) and a generator of synthetic test slides ([`synth`]).
+
+pub mod deepzoom;
+pub mod error;
+pub mod jpeg;
+#[cfg(feature = "openslide")]
+pub mod openslide;
+pub mod reader;
+pub mod resize;
+pub mod synth;
+pub mod thumbnail;
+pub mod tiff;
+
+use std::io::Read;
+use std::path::Path;
+
+pub use pathfed_core::SlideLimits;
+
+pub use crate::error::{Result, SlideError};
+pub use crate::reader::{AssociatedImage, Bounds, Level, RawTile, SlideProperties, SlideReader};
+
+/// Which backend a file goes to, decided from its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detected {
+    /// Aperio SVS or generic tiled TIFF, read by the fast path.
+    FastPath(tiff::TiffKind),
+    /// Read through OpenSlide; the vendor as far as the bytes tell.
+    OpenSlide(String),
+}
+
+/// Decides how to read `path` from its content.
+pub fn detect(path: &Path, limits: &SlideLimits) -> Result<Detected> {
+    let mut head = [0u8; 512];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| read_up_to(&mut f, &mut head))
+        .map_err(|source| SlideError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let head = &head[..n];
+    if n == 0 {
+        return Err(SlideError::NotASlide("empty file".into()));
+    }
+    if tiff::file::is_tiff_magic(head) {
+        let file = tiff::file::TiffFile::open(path, limits)?;
+        return Ok(match tiff::classify(&file)? {
+            tiff::TiffKind::OpenSlideOnly(vendor) => Detected::OpenSlide(vendor),
+            kind => Detected::FastPath(kind),
+        });
+    }
+    // Other formats OpenSlide reads start with a JPEG (MIRAX, VMU index images), an INI header
+    // (Hamamatsu VMS) or an SQLite header (Sakura). Nothing else is handed to a C library.
+    let vendor = if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "jpeg-based"
+    } else if head.starts_with(b"[Virtual Microscope Specimen]") {
+        "hamamatsu"
+    } else if head.starts_with(b"SQLite format 3\0") {
+        "sakura"
+    } else {
+        return Err(SlideError::NotASlide(format!(
+            "unrecognised content (starts with {})",
+            describe_bytes(head)
+        )));
+    };
+    Ok(Detected::OpenSlide(vendor.to_string()))
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// A short printable rendering of a file's first bytes, for error messages.
+fn describe_bytes(head: &[u8]) -> String {
+    let shown: String = head
+        .iter()
+        .take(8)
+        .map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02x}") })
+        .collect();
+    format!("\"{shown}\"")
+}
+
+/// Opens a slide with the default decoded-tile cache.
+pub fn open(path: &Path, limits: &SlideLimits) -> Result<Box<dyn SlideReader>> {
+    match detect(path, limits)? {
+        Detected::FastPath(_) => Ok(Box::new(tiff::TiffSlide::open(
+            path,
+            limits,
+            tiff::DEFAULT_TILE_CACHE_BYTES,
+        )?)),
+        Detected::OpenSlide(vendor) => open_with_openslide(path, limits, &vendor),
+    }
+}
+
+#[cfg(feature = "openslide")]
+fn open_with_openslide(path: &Path, limits: &SlideLimits, _vendor: &str) -> Result<Box<dyn SlideReader>> {
+    Ok(Box::new(openslide::OpenSlideReader::open(path, limits)?))
+}
+
+#[cfg(not(feature = "openslide"))]
+fn open_with_openslide(_path: &Path, _limits: &SlideLimits, vendor: &str) -> Result<Box<dyn SlideReader>> {
+    Err(SlideError::NeedsOpenSlide(vendor.to_string()))
+}
