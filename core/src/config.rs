@@ -211,13 +211,22 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_with_their_origin() {
-        let err = Config::from_sources(Some("[slide]\nmax_pixels = \"many\""), Path::new("a.toml"), &env(&[]))
-            .unwrap_err();
+        let err = Config::from_sources(
+            Some("[slide]\nmax_pixels = \"many\""),
+            Path::new("a.toml"),
+            &env(&[]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("max_pixels"), "{err}");
-        let err = Config::from_sources(None, Path::new("a.toml"), &env(&[("PATHFED_SLIDE_MAX_IFDS", "-3")]))
-            .unwrap_err();
+        let err = Config::from_sources(
+            None,
+            Path::new("a.toml"),
+            &env(&[("PATHFED_SLIDE_MAX_IFDS", "-3")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("max_ifds"), "{err}");
-        let err = Config::from_sources(Some("listen = "), Path::new("a.toml"), &env(&[])).unwrap_err();
+        let err =
+            Config::from_sources(Some("listen = "), Path::new("a.toml"), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("a.toml"), "{err}");
     }
 }

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Tile reads allocate and free buffers of a few hundred KiB at a high rate from many threads;
+// glibc returns such blocks to the kernel, so every read would page-fault under the process's
+// memory-map lock. mimalloc keeps them in per-thread heaps.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()

@@ -38,7 +38,10 @@ fn info_on_the_real_slide_shows_size_mpp_label_and_macro() {
     assert!(text.contains("macro: 1280 × 431"), "{text}");
     assert!(text.contains("aperio.AppMag = 20"), "{text}");
 
-    let out = pathfed(&["slide", "info", "--json", slide.to_str().unwrap()], dir.path());
+    let out = pathfed(
+        &["slide", "info", "--json", slide.to_str().unwrap()],
+        dir.path(),
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["levels"][0]["width"], 2220);
     assert_eq!(json["mpp_x"], 0.499);
@@ -54,16 +57,42 @@ fn bad_files_fail_with_a_message_and_nonzero_exit() {
     let out = pathfed(&["slide", "info", "missing.svs"], dir.path());
     assert!(!out.status.success());
     assert!(stderr(&out).contains("missing.svs"), "{}", stderr(&out));
-    let out = pathfed(&["slide", "thumbnail", real_slide().to_str().unwrap(), "--out", "t.gif"], dir.path());
+    let out = pathfed(
+        &[
+            "slide",
+            "thumbnail",
+            real_slide().to_str().unwrap(),
+            "--out",
+            "t.gif",
+        ],
+        dir.path(),
+    );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains(".png, .jpg or .jpeg"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(".png, .jpg or .jpeg"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn synth_then_tiles_and_thumbnail() {
     let dir = tempfile::tempdir().unwrap();
     let out = pathfed(
-        &["slide", "synth", "--out", "s.svs", "--width", "1600", "--height", "1200", "--meta", "Filename=case 7", "--classes", "stroma"],
+        &[
+            "slide",
+            "synth",
+            "--out",
+            "s.svs",
+            "--width",
+            "1600",
+            "--height",
+            "1200",
+            "--meta",
+            "Filename=case 7",
+            "--classes",
+            "stroma",
+        ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -74,11 +103,29 @@ fn synth_then_tiles_and_thumbnail() {
     assert!(dzi.contains("Width=\"1600\" Height=\"1200\""), "{dzi}");
     assert!(dir.path().join("dz/s_files/11/6_4.jpeg").exists());
     assert!(dir.path().join("dz/s_files/0/0_0.jpeg").exists());
-    let out = pathfed(&["slide", "thumbnail", "s.svs", "--size", "300", "--out", "t.png"], dir.path());
+    let out = pathfed(
+        &[
+            "slide",
+            "thumbnail",
+            "s.svs",
+            "--size",
+            "300",
+            "--out",
+            "t.png",
+        ],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let thumb = image::open(dir.path().join("t.png")).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (300, 225));
-    let out = pathfed(&["slide", "synth", "--out", "x.svs", "--classes", "bone"], dir.path());
+    let out = pathfed(
+        &["slide", "synth", "--out", "x.svs", "--classes", "bone"],
+        dir.path(),
+    );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("unknown tissue class"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown tissue class"),
+        "{}",
+        stderr(&out)
+    );
 }

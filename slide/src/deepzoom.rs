@@ -76,7 +76,10 @@ pub struct PyramidStats {
 impl DeepZoom {
     /// A Deep Zoom view of `slide` with `options`.
     pub fn new(slide: Arc<dyn SlideReader>, options: DeepZoomOptions) -> Result<Self> {
-        if options.tile_size == 0 || options.tile_size > 4096 || options.overlap > options.tile_size / 2 {
+        if options.tile_size == 0
+            || options.tile_size > 4096
+            || options.overlap > options.tile_size / 2
+        {
             return Err(SlideError::OutOfRange(format!(
                 "Deep Zoom tile size {} with overlap {}",
                 options.tile_size, options.overlap
@@ -115,12 +118,16 @@ impl DeepZoom {
     /// Columns and rows of tiles at Deep Zoom `level`.
     pub fn level_tiles(&self, level: usize) -> Option<(u64, u64)> {
         let ts = u64::from(self.options.tile_size);
-        self.level_dimensions(level).map(|(w, h)| (w.div_ceil(ts), h.div_ceil(ts)))
+        self.level_dimensions(level)
+            .map(|(w, h)| (w.div_ceil(ts), h.div_ceil(ts)))
     }
 
     /// Total number of tiles in the pyramid.
     pub fn tile_count(&self) -> u64 {
-        (0..self.level_count()).filter_map(|l| self.level_tiles(l)).map(|(c, r)| c * r).sum()
+        (0..self.level_count())
+            .filter_map(|l| self.level_tiles(l))
+            .map(|(c, r)| c * r)
+            .sum()
     }
 
     /// The `.dzi` XML descriptor.
@@ -143,7 +150,10 @@ impl DeepZoom {
             )));
         }
         let (w, h) = self.dimensions[level];
-        let (ts, ov) = (u64::from(self.options.tile_size), u64::from(self.options.overlap));
+        let (ts, ov) = (
+            u64::from(self.options.tile_size),
+            u64::from(self.options.overlap),
+        );
         let x0 = (col * ts).saturating_sub(if col > 0 { ov } else { 0 });
         let y0 = (row * ts).saturating_sub(if row > 0 { ov } else { 0 });
         let x1 = ((col + 1) * ts + ov).min(w);
@@ -190,14 +200,23 @@ impl DeepZoom {
             .rposition(|l| l.downsample <= scale * 1.01)
             .unwrap_or(0);
         let info = &properties.levels[source];
-        let (sx, sy) = (w0 as f64 / info.width as f64, h0 as f64 / info.height as f64);
+        let (sx, sy) = (
+            w0 as f64 / info.width as f64,
+            h0 as f64 / info.height as f64,
+        );
         let rect = Rect {
             x0: x0 as f64 * scale / sx,
             y0: y0 as f64 * scale / sy,
             x1: (x1 as f64 * scale).min(w0 as f64) / sx,
             y1: (y1 as f64 * scale).min(h0 as f64) / sy,
         };
-        let image = read_scaled(self.slide.as_ref(), source, rect, (x1 - x0) as u32, (y1 - y0) as u32)?;
+        let image = read_scaled(
+            self.slide.as_ref(),
+            source,
+            rect,
+            (x1 - x0) as u32,
+            (y1 - y0) as u32,
+        )?;
         Ok(Tile {
             jpeg: crate::jpeg::encode_rgb(&image, self.options.jpeg_quality)?,
             passthrough: false,

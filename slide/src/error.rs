@@ -33,7 +33,9 @@ pub enum SlideError {
     #[error("TIFF directory loop: directory at offset {0} is referenced twice")]
     IfdLoop(u64),
     /// A structure points past the end of the file.
-    #[error("{what} at offset {offset} (+{len} bytes) lies past the end of the file ({file_len} bytes)")]
+    #[error(
+        "{what} at offset {offset} (+{len} bytes) lies past the end of the file ({file_len} bytes)"
+    )]
     OffsetPastEnd {
         /// What was pointed to.
         what: &'static str,

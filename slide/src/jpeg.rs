@@ -79,7 +79,12 @@ pub fn encode_raw(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Ve
 /// Encodes raw RGB bytes without colour conversion or chroma subsampling, the way Aperio
 /// writes "JPEG/RGB" tiles; the result needs [`ADOBE_RGB`] (or TIFF's Photometric=RGB) to be
 /// read back correctly.
-pub fn encode_raw_rgb_components(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>> {
+pub fn encode_raw_rgb_components(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>> {
     let (w, h) = dims16(width, height)?;
     let mut out = Vec::with_capacity(rgb.len() / 6);
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
@@ -160,7 +165,11 @@ mod tests {
         let jpeg = encode_raw(&rgb, 64, 48, 95).unwrap();
         let (w, h, back) = decode_rgb(&jpeg, 1024).unwrap();
         assert_eq!((w, h), (64, 48));
-        let mad: f64 = rgb.iter().zip(&back).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+        let mad: f64 = rgb
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
             / rgb.len() as f64;
         assert!(mad < 2.0, "mean abs diff {mad}");
     }
@@ -178,7 +187,11 @@ mod tests {
         tile.extend_from_slice(scan);
         let fixed = complete_stream(None, &tile, true).unwrap();
         let (_, _, back) = decode_rgb(&fixed, 1024).unwrap();
-        let mad: f64 = rgb.iter().zip(&back).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+        let mad: f64 = rgb
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
             / rgb.len() as f64;
         assert!(mad < 2.0, "mean abs diff {mad}");
     }

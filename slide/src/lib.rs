@@ -36,6 +36,19 @@ pub enum Detected {
 
 /// Decides how to read `path` from its content.
 pub fn detect(path: &Path, limits: &SlideLimits) -> Result<Detected> {
+    Ok(match sniff(path, limits)? {
+        Sniffed::Tiff(_, kind) => Detected::FastPath(kind),
+        Sniffed::OpenSlide(vendor) => Detected::OpenSlide(vendor),
+    })
+}
+
+/// What the first bytes say, keeping a parsed TIFF so it is not parsed twice.
+enum Sniffed {
+    Tiff(Box<tiff::file::TiffFile>, tiff::TiffKind),
+    OpenSlide(String),
+}
+
+fn sniff(path: &Path, limits: &SlideLimits) -> Result<Sniffed> {
     let mut head = [0u8; 512];
     let n = std::fs::File::open(path)
         .and_then(|mut f| read_up_to(&mut f, &mut head))
@@ -50,8 +63,8 @@ pub fn detect(path: &Path, limits: &SlideLimits) -> Result<Detected> {
     if tiff::file::is_tiff_magic(head) {
         let file = tiff::file::TiffFile::open(path, limits)?;
         return Ok(match tiff::classify(&file)? {
-            tiff::TiffKind::OpenSlideOnly(vendor) => Detected::OpenSlide(vendor),
-            kind => Detected::FastPath(kind),
+            tiff::TiffKind::OpenSlideOnly(vendor) => Sniffed::OpenSlide(vendor),
+            kind => Sniffed::Tiff(Box::new(file), kind),
         });
     }
     // Other formats OpenSlide reads start with a JPEG (MIRAX, VMU index images), an INI header
@@ -68,7 +81,7 @@ pub fn detect(path: &Path, limits: &SlideLimits) -> Result<Detected> {
             describe_bytes(head)
         )));
     };
-    Ok(Detected::OpenSlide(vendor.to_string()))
+    Ok(Sniffed::OpenSlide(vendor.to_string()))
 }
 
 fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -87,29 +100,43 @@ fn describe_bytes(head: &[u8]) -> String {
     let shown: String = head
         .iter()
         .take(8)
-        .map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02x}") })
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
         .collect();
     format!("\"{shown}\"")
 }
 
 /// Opens a slide with the default decoded-tile cache.
 pub fn open(path: &Path, limits: &SlideLimits) -> Result<Box<dyn SlideReader>> {
-    match detect(path, limits)? {
-        Detected::FastPath(_) => Ok(Box::new(tiff::TiffSlide::open(
-            path,
-            limits,
+    match sniff(path, limits)? {
+        Sniffed::Tiff(file, kind) => Ok(Box::new(tiff::TiffSlide::from_file(
+            *file,
+            &kind,
             tiff::DEFAULT_TILE_CACHE_BYTES,
         )?)),
-        Detected::OpenSlide(vendor) => open_with_openslide(path, limits, &vendor),
+        Sniffed::OpenSlide(vendor) => open_with_openslide(path, limits, &vendor),
     }
 }
 
 #[cfg(feature = "openslide")]
-fn open_with_openslide(path: &Path, limits: &SlideLimits, _vendor: &str) -> Result<Box<dyn SlideReader>> {
+fn open_with_openslide(
+    path: &Path,
+    limits: &SlideLimits,
+    _vendor: &str,
+) -> Result<Box<dyn SlideReader>> {
     Ok(Box::new(openslide::OpenSlideReader::open(path, limits)?))
 }
 
 #[cfg(not(feature = "openslide"))]
-fn open_with_openslide(_path: &Path, _limits: &SlideLimits, vendor: &str) -> Result<Box<dyn SlideReader>> {
+fn open_with_openslide(
+    _path: &Path,
+    _limits: &SlideLimits,
+    vendor: &str,
+) -> Result<Box<dyn SlideReader>> {
     Err(SlideError::NeedsOpenSlide(vendor.to_string()))
 }

@@ -29,7 +29,9 @@ impl OpenSlideReader {
     /// Opens `path` with OpenSlide and checks its declared geometry against `limits`.
     pub fn open(path: &Path, limits: &SlideLimits) -> Result<Self> {
         if OpenSlide::detect_vendor(path).is_err() {
-            return Err(SlideError::NotASlide("OpenSlide does not recognise the file".into()));
+            return Err(SlideError::NotASlide(
+                "OpenSlide does not recognise the file".into(),
+            ));
         }
         let slide = OpenSlide::new(path).map_err(os_err)?;
         let mut raw = BTreeMap::new();
@@ -52,7 +54,9 @@ impl OpenSlideReader {
                     return Err(SlideError::LimitExceeded { what, value, limit });
                 }
             }
-            let tile = |axis: &str| float(&format!("openslide.level[{level}].tile-{axis}")).map(|v| v as u32);
+            let tile = |axis: &str| {
+                float(&format!("openslide.level[{level}].tile-{axis}")).map(|v| v as u32)
+            };
             levels.push(Level {
                 width: w,
                 height: h,
@@ -87,7 +91,10 @@ impl OpenSlideReader {
             _ => None,
         };
         let properties = SlideProperties {
-            vendor: raw.get("openslide.vendor").cloned().unwrap_or_else(|| "unknown".into()),
+            vendor: raw
+                .get("openslide.vendor")
+                .cloned()
+                .unwrap_or_else(|| "unknown".into()),
             backend: "openslide",
             levels,
             mpp_x: float("openslide.mpp-x"),
@@ -144,7 +151,12 @@ impl SlideReader for OpenSlideReader {
     }
 
     fn associated_image(&self, name: &str) -> Result<RgbImage> {
-        if !self.properties.associated_images.iter().any(|a| a.name == name) {
+        if !self
+            .properties
+            .associated_images
+            .iter()
+            .any(|a| a.name == name)
+        {
             return Err(SlideError::NoSuchAssociatedImage(name.to_string()));
         }
         self.slide.read_associated_image_rgb(name).map_err(os_err)

@@ -23,7 +23,13 @@ pub struct Rect {
 }
 
 /// Reads `rect` of `level` and resamples it to `out_w × out_h` (antialiased when shrinking).
-pub fn read_scaled(slide: &dyn SlideReader, level: usize, rect: Rect, out_w: u32, out_h: u32) -> Result<RgbImage> {
+pub fn read_scaled(
+    slide: &dyn SlideReader,
+    level: usize,
+    rect: Rect,
+    out_w: u32,
+    out_h: u32,
+) -> Result<RgbImage> {
     let info = slide
         .properties()
         .levels
@@ -34,23 +40,43 @@ pub fn read_scaled(slide: &dyn SlideReader, level: usize, rect: Rect, out_w: u32
     let (ix0, iy0) = (rect.x0.floor().max(0.0), rect.y0.floor().max(0.0));
     let (ix1, iy1) = (x1.ceil(), y1.ceil());
     if ix1 <= ix0 || iy1 <= iy0 || out_w == 0 || out_h == 0 {
-        return Ok(RgbImage::from_pixel(out_w, out_h, image::Rgb([255, 255, 255])));
+        return Ok(RgbImage::from_pixel(
+            out_w,
+            out_h,
+            image::Rgb([255, 255, 255]),
+        ));
     }
     let (rw, rh) = ((ix1 - ix0) as u32, (iy1 - iy0) as u32);
     let source = slide.read_region(level, ix0 as u64, iy0 as u64, rw, rh)?;
     let (cw, ch) = (x1 - rect.x0, y1 - rect.y0);
-    let exact = rect.x0 == ix0 && rect.y0 == iy0 && cw == f64::from(out_w) && ch == f64::from(out_h);
+    let exact =
+        rect.x0 == ix0 && rect.y0 == iy0 && cw == f64::from(out_w) && ch == f64::from(out_h);
     if exact {
         return Ok(image::imageops::crop_imm(&source, 0, 0, out_w, out_h).to_image());
     }
-    resample(&source, (rect.x0 - ix0, rect.y0 - iy0, cw, ch), out_w, out_h)
+    resample(
+        &source,
+        (rect.x0 - ix0, rect.y0 - iy0, cw, ch),
+        out_w,
+        out_h,
+    )
 }
 
 /// Resamples the (fractional) crop `(left, top, width, height)` of `source` to `out_w × out_h`.
-pub fn resample(source: &RgbImage, crop: (f64, f64, f64, f64), out_w: u32, out_h: u32) -> Result<RgbImage> {
+pub fn resample(
+    source: &RgbImage,
+    crop: (f64, f64, f64, f64),
+    out_w: u32,
+    out_h: u32,
+) -> Result<RgbImage> {
     let err = |e: &dyn std::fmt::Display| SlideError::Encode(format!("resize: {e}"));
-    let src = ImageRef::new(source.width(), source.height(), source.as_raw(), PixelType::U8x3)
-        .map_err(|e| err(&e))?;
+    let src = ImageRef::new(
+        source.width(),
+        source.height(),
+        source.as_raw(),
+        PixelType::U8x3,
+    )
+    .map_err(|e| err(&e))?;
     let mut dst = Image::new(out_w, out_h, PixelType::U8x3);
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))

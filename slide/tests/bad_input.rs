@@ -80,14 +80,28 @@ fn every_bad_file_gets_its_typed_error_quickly_and_cheaply() {
     one_tile_tiff(&p("valid.tif"), |_| {});
     pathfed_slide::open(&p("valid.tif"), &SlideLimits::default()).unwrap();
 
-    let slide = common::synth(dir.path(), "whole.svs", &SynthSpec { width: 1200, height: 900, ..SynthSpec::default() });
+    let slide = common::synth(
+        dir.path(),
+        "whole.svs",
+        &SynthSpec {
+            width: 1200,
+            height: 900,
+            ..SynthSpec::default()
+        },
+    );
     let bytes = std::fs::read(&slide).unwrap();
     std::fs::write(p("truncated.svs"), &bytes[..bytes.len() / 2]).unwrap();
     let real = std::fs::read(common::real_slide()).unwrap();
     std::fs::write(p("truncated-real.svs"), &real[..real.len() / 2]).unwrap();
-    let random: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let random: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(p("random.svs"), random).unwrap();
-    std::fs::write(p("page.tif"), b"<!DOCTYPE html><html><body>not a slide</body></html>").unwrap();
+    std::fs::write(
+        p("page.tif"),
+        b"<!DOCTYPE html><html><body>not a slide</body></html>",
+    )
+    .unwrap();
     std::fs::write(p("empty.svs"), b"").unwrap();
     one_tile_tiff(&p("huge.tif"), |d| {
         d.set(tag::IMAGE_WIDTH, Value::Long(vec![1_000_000]))
@@ -98,7 +112,11 @@ fn every_bad_file_gets_its_typed_error_quickly_and_cheaply() {
         d.set(tag::IMAGE_WIDTH, Value::Long(vec![400_000]))
             .set(tag::IMAGE_LENGTH, Value::Long(vec![400_000]));
     });
-    std::fs::write(p("loop.tif"), raw_tiff(&[(256, 3, 1, 16), (257, 3, 1, 16)], 8)).unwrap();
+    std::fs::write(
+        p("loop.tif"),
+        raw_tiff(&[(256, 3, 1, 16), (257, 3, 1, 16)], 8),
+    )
+    .unwrap();
     let mut far = raw_tiff(&[], 0);
     far[4..8].copy_from_slice(&1_000_000u32.to_le_bytes());
     std::fs::write(p("ifd-past-eof.tif"), far).unwrap();
@@ -124,20 +142,71 @@ fn every_bad_file_gets_its_typed_error_quickly_and_cheaply() {
 
     type Check = fn(&SlideError) -> bool;
     let corpus: &[(&str, Check)] = &[
-        ("truncated.svs", |e| matches!(e, SlideError::OffsetPastEnd { .. })),
-        ("truncated-real.svs", |e| matches!(e, SlideError::OffsetPastEnd { .. })),
+        ("truncated.svs", |e| {
+            matches!(e, SlideError::OffsetPastEnd { .. })
+        }),
+        ("truncated-real.svs", |e| {
+            matches!(e, SlideError::OffsetPastEnd { .. })
+        }),
         ("random.svs", |e| matches!(e, SlideError::NotASlide(_))),
         ("page.tif", |e| matches!(e, SlideError::NotASlide(_))),
         ("empty.svs", |e| matches!(e, SlideError::NotASlide(_))),
-        ("huge.tif", |e| matches!(e, SlideError::LimitExceeded { what: "image width", .. })),
-        ("many-pixels.tif", |e| matches!(e, SlideError::LimitExceeded { what: "image pixel count", .. })),
+        ("huge.tif", |e| {
+            matches!(
+                e,
+                SlideError::LimitExceeded {
+                    what: "image width",
+                    ..
+                }
+            )
+        }),
+        ("many-pixels.tif", |e| {
+            matches!(
+                e,
+                SlideError::LimitExceeded {
+                    what: "image pixel count",
+                    ..
+                }
+            )
+        }),
         ("loop.tif", |e| matches!(e, SlideError::IfdLoop(8))),
-        ("ifd-past-eof.tif", |e| matches!(e, SlideError::OffsetPastEnd { offset: 1_000_000, .. })),
-        ("zero-tile.tif", |e| matches!(e, SlideError::ZeroLengthTile { image: 0, index: 0 })),
-        ("spp.tif", |e| matches!(e, SlideError::Unsupported(m) if m.contains("65529"))),
-        ("tile-past-eof.tif", |e| matches!(e, SlideError::OffsetPastEnd { what: "tile/strip data", .. })),
-        ("wrong-tile-count.tif", |e| matches!(e, SlideError::InvalidTiff(_))),
-        ("many-entries.tif", |e| matches!(e, SlideError::LimitExceeded { what: "entries in a TIFF directory", .. })),
+        ("ifd-past-eof.tif", |e| {
+            matches!(
+                e,
+                SlideError::OffsetPastEnd {
+                    offset: 1_000_000,
+                    ..
+                }
+            )
+        }),
+        ("zero-tile.tif", |e| {
+            matches!(e, SlideError::ZeroLengthTile { image: 0, index: 0 })
+        }),
+        (
+            "spp.tif",
+            |e| matches!(e, SlideError::Unsupported(m) if m.contains("65529")),
+        ),
+        ("tile-past-eof.tif", |e| {
+            matches!(
+                e,
+                SlideError::OffsetPastEnd {
+                    what: "tile/strip data",
+                    ..
+                }
+            )
+        }),
+        ("wrong-tile-count.tif", |e| {
+            matches!(e, SlideError::InvalidTiff(_))
+        }),
+        ("many-entries.tif", |e| {
+            matches!(
+                e,
+                SlideError::LimitExceeded {
+                    what: "entries in a TIFF directory",
+                    ..
+                }
+            )
+        }),
     ];
     for (name, is_expected) in corpus {
         let baseline = LIVE.load(Ordering::Relaxed);
@@ -161,16 +230,62 @@ fn every_bad_file_gets_its_typed_error_quickly_and_cheaply() {
 #[test]
 fn tighter_limits_reject_what_defaults_accept() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = SynthSpec { width: 1200, height: 900, format: SynthFormat::GenericTiff, ..SynthSpec::default() };
+    let spec = SynthSpec {
+        width: 1200,
+        height: 900,
+        format: SynthFormat::GenericTiff,
+        ..SynthSpec::default()
+    };
     let path = common::synth(dir.path(), "ok.tiff", &spec);
     pathfed_slide::open(&path, &SlideLimits::default()).unwrap();
-    let tight = SlideLimits { max_pixels: 1000 * 1000, ..SlideLimits::default() };
+    let tight = SlideLimits {
+        max_pixels: 1000 * 1000,
+        ..SlideLimits::default()
+    };
     let err = pathfed_slide::open(&path, &tight).err().unwrap();
-    assert!(matches!(err, SlideError::LimitExceeded { what: "image pixel count", value: 1_080_000, .. }), "{err:?}");
-    let tight = SlideLimits { max_ifds: 2, ..SlideLimits::default() };
+    assert!(
+        matches!(
+            err,
+            SlideError::LimitExceeded {
+                what: "image pixel count",
+                value: 1_080_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let tight = SlideLimits {
+        max_ifds: 2,
+        ..SlideLimits::default()
+    };
     let err = pathfed_slide::open(&path, &tight).err().unwrap();
-    assert!(matches!(err, SlideError::LimitExceeded { what: "number of TIFF directories", .. }), "{err:?}");
-    let slide = pathfed_slide::open(&path, &SlideLimits { max_region_pixels: 100, ..SlideLimits::default() }).unwrap();
+    assert!(
+        matches!(
+            err,
+            SlideError::LimitExceeded {
+                what: "number of TIFF directories",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let slide = pathfed_slide::open(
+        &path,
+        &SlideLimits {
+            max_region_pixels: 100,
+            ..SlideLimits::default()
+        },
+    )
+    .unwrap();
     let err = slide.read_region(0, 0, 0, 11, 10).err().unwrap();
-    assert!(matches!(err, SlideError::LimitExceeded { what: "region pixel count", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            SlideError::LimitExceeded {
+                what: "region pixel count",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

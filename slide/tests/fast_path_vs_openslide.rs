@@ -41,7 +41,12 @@ fn assert_agree(path: &Path, expect_mpp: bool) {
     assert_eq!(pf.levels.len(), po.levels.len(), "level count");
     for (a, b) in pf.levels.iter().zip(&po.levels) {
         assert_eq!((a.width, a.height), (b.width, b.height), "level size");
-        assert!((a.downsample - b.downsample).abs() < 1e-6, "downsample {} vs {}", a.downsample, b.downsample);
+        assert!(
+            (a.downsample - b.downsample).abs() < 1e-6,
+            "downsample {} vs {}",
+            a.downsample,
+            b.downsample
+        );
     }
     if expect_mpp {
         assert!(po.mpp_x.is_some(), "OpenSlide reports MPP");
@@ -55,11 +60,19 @@ fn assert_agree(path: &Path, expect_mpp: bool) {
             let a = fast.read_region(level, x, y, w, h).unwrap();
             let b = os.read_region(level, x, y, w, h).unwrap();
             let mad = common::mean_abs_diff(&a, &b);
-            assert!(mad <= 1.0, "{}: level {level} region ({x},{y},{w},{h}): mean abs diff {mad}", path.display());
+            assert!(
+                mad <= 1.0,
+                "{}: level {level} region ({x},{y},{w},{h}): mean abs diff {mad}",
+                path.display()
+            );
         }
     }
     let names = |p: &pathfed_slide::SlideProperties| {
-        let mut v: Vec<_> = p.associated_images.iter().map(|a| (a.name.clone(), a.width, a.height)).collect();
+        let mut v: Vec<_> = p
+            .associated_images
+            .iter()
+            .map(|a| (a.name.clone(), a.width, a.height))
+            .collect();
         v.sort();
         v
     };
@@ -68,7 +81,11 @@ fn assert_agree(path: &Path, expect_mpp: bool) {
         let mine = fast.associated_image(&a.name).unwrap();
         let theirs = os.associated_image(&a.name).unwrap();
         let mad = common::mean_abs_diff(&mine, &theirs);
-        assert!(mad <= 1.0, "associated image {}: mean abs diff {mad}", a.name);
+        assert!(
+            mad <= 1.0,
+            "associated image {}: mean abs diff {mad}",
+            a.name
+        );
     }
 }
 
@@ -80,7 +97,11 @@ fn real_aperio_slide_agrees_with_openslide() {
     let p = fast.properties();
     assert_eq!(p.dimensions(), (2220, 2967));
     assert_eq!(p.mpp_x, Some(0.499));
-    let mut names: Vec<_> = p.associated_images.iter().map(|a| a.name.as_str()).collect();
+    let mut names: Vec<_> = p
+        .associated_images
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
     names.sort_unstable();
     assert_eq!(names, ["label", "macro", "thumbnail"]);
 }
@@ -95,16 +116,56 @@ fn generated_slides_agree_with_openslide() {
         ..SynthSpec::default()
     };
     let cases = [
-        ("svs-jpeg-rgb.svs", SynthFormat::Svs, SynthCompression::JpegRgb, false),
-        ("svs-jpeg-ycc.svs", SynthFormat::Svs, SynthCompression::Jpeg, false),
-        ("svs-lzw.svs", SynthFormat::Svs, SynthCompression::Lzw, false),
-        ("generic-jpeg.tiff", SynthFormat::GenericTiff, SynthCompression::Jpeg, false),
-        ("generic-deflate-big.tiff", SynthFormat::GenericTiff, SynthCompression::Deflate, true),
-        ("generic-raw.tiff", SynthFormat::GenericTiff, SynthCompression::None, false),
-        ("generic-lzw-big.tiff", SynthFormat::GenericTiff, SynthCompression::Lzw, true),
+        (
+            "svs-jpeg-rgb.svs",
+            SynthFormat::Svs,
+            SynthCompression::JpegRgb,
+            false,
+        ),
+        (
+            "svs-jpeg-ycc.svs",
+            SynthFormat::Svs,
+            SynthCompression::Jpeg,
+            false,
+        ),
+        (
+            "svs-lzw.svs",
+            SynthFormat::Svs,
+            SynthCompression::Lzw,
+            false,
+        ),
+        (
+            "generic-jpeg.tiff",
+            SynthFormat::GenericTiff,
+            SynthCompression::Jpeg,
+            false,
+        ),
+        (
+            "generic-deflate-big.tiff",
+            SynthFormat::GenericTiff,
+            SynthCompression::Deflate,
+            true,
+        ),
+        (
+            "generic-raw.tiff",
+            SynthFormat::GenericTiff,
+            SynthCompression::None,
+            false,
+        ),
+        (
+            "generic-lzw-big.tiff",
+            SynthFormat::GenericTiff,
+            SynthCompression::Lzw,
+            true,
+        ),
     ];
     for (name, format, compression, big_tiff) in cases {
-        let spec = SynthSpec { format, compression, big_tiff, ..base.clone() };
+        let spec = SynthSpec {
+            format,
+            compression,
+            big_tiff,
+            ..base.clone()
+        };
         let path = common::synth(dir.path(), name, &spec);
         // OpenSlide 3.4 reports MPP for Aperio only; generic TIFF MPP is checked in synth tests.
         assert_agree(&path, format == SynthFormat::Svs);

@@ -36,9 +36,12 @@ pub struct SlideBenchArgs {
     /// Region reads per measurement.
     #[arg(long, default_value_t = 2000)]
     reads: usize,
-    /// Deep Zoom tile geometries as SIZE:OVERLAP; 0:0 is the slide's native tile size.
+    /// Deep Zoom tile geometries as SIZE:OVERLAP; 0:0 is the slide's native tile size; "" skips Deep Zoom.
     #[arg(long, value_delimiter = ',', default_value = "0:0,254:1")]
     geometry: Vec<String>,
+    /// Decoded-tile cache of pathfed's reader, in MiB (OpenSlide keeps its own default cache).
+    #[arg(long, default_value_t = 64)]
+    tile_cache_mb: usize,
 }
 
 pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
@@ -49,7 +52,9 @@ pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "openslide"))]
 fn slide_bench(_args: &SlideBenchArgs, _config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!("this build has no OpenSlide backend to compare against; build with the `openslide` feature")
+    anyhow::bail!(
+        "this build has no OpenSlide backend to compare against; build with the `openslide` feature"
+    )
 }
 
 #[cfg(feature = "openslide")]
@@ -60,15 +65,18 @@ fn slide_bench(args: &SlideBenchArgs, config: &Config) -> anyhow::Result<()> {
     match &args.real {
         Some(real) => slides.push(("real", real.clone())),
         None if default_real.exists() => slides.push(("real", default_real)),
-        None => println!("(no real slide given and no fixture found; measuring the synthetic slide only)"),
+        None => println!(
+            "(no real slide given and no fixture found; measuring the synthetic slide only)"
+        ),
     }
     let geometries = args
         .geometry
         .iter()
+        .filter(|g| !g.is_empty())
         .map(|g| parse_geometry(g))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for (kind, path) in &slides {
-        measure::slide(kind, path, args.reads, &geometries, config)?;
+        measure::slide(kind, path, args, &geometries, config)?;
     }
     Ok(())
 }
@@ -78,8 +86,11 @@ fn parse_geometry(text: &str) -> anyhow::Result<(u32, u32)> {
         .split_once(':')
         .with_context(|| format!("geometry {text:?} is not SIZE:OVERLAP"))?;
     Ok((
-        size.parse().with_context(|| format!("tile size in {text:?}"))?,
-        overlap.parse().with_context(|| format!("overlap in {text:?}"))?,
+        size.parse()
+            .with_context(|| format!("tile size in {text:?}"))?,
+        overlap
+            .parse()
+            .with_context(|| format!("overlap in {text:?}"))?,
     ))
 }
 
@@ -93,11 +104,18 @@ fn ensure_synthetic(args: &SlideBenchArgs) -> anyhow::Result<PathBuf> {
     };
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating {}", args.work_dir.display()))?;
-    let path = args.work_dir.join(format!("synthetic-{}x{}.svs", args.width, args.height));
+    let path = args
+        .work_dir
+        .join(format!("synthetic-{}x{}.svs", args.width, args.height));
     let spec_path = path.with_extension("spec.json");
     let spec_json = serde_json::to_string_pretty(&spec)?;
-    if path.exists() && std::fs::read_to_string(&spec_path).ok().as_deref() == Some(spec_json.as_str()) {
-        println!("using {} (generated earlier from the same spec)", path.display());
+    if path.exists()
+        && std::fs::read_to_string(&spec_path).ok().as_deref() == Some(spec_json.as_str())
+    {
+        println!(
+            "using {} (generated earlier from the same spec)",
+            path.display()
+        );
         return Ok(path);
     }
     let bar = super::progress::bar("generating benchmark slide", "tiles");
@@ -128,26 +146,44 @@ mod measure {
     use pathfed_core::config::TilesConfig;
     use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
     use pathfed_slide::openslide::OpenSlideReader;
-    use pathfed_slide::tiff::{DEFAULT_TILE_CACHE_BYTES, TiffSlide};
+    use pathfed_slide::tiff::TiffSlide;
     use pathfed_slide::{SlideReader, jpeg};
 
     /// Runs both measurements on one slide and prints them.
-    pub fn slide(kind: &str, path: &Path, reads: usize, geometries: &[(u32, u32)], config: &Config) -> anyhow::Result<()> {
+    pub fn slide(
+        kind: &str,
+        path: &Path,
+        args: &super::SlideBenchArgs,
+        geometries: &[(u32, u32)],
+        config: &Config,
+    ) -> anyhow::Result<()> {
         let limits = &config.slide;
-        let fast = TiffSlide::open(path, limits, DEFAULT_TILE_CACHE_BYTES)
+        let cache = args.tile_cache_mb << 20;
+        let fast = TiffSlide::open(path, limits, cache)
             .with_context(|| format!("{} is not readable by the fast path", path.display()))?;
         let (w, h) = fast.properties().dimensions();
-        println!("\n== {kind} slide: {} ({w} × {h} px, {} levels)", path.display(), fast.properties().levels.len());
+        println!(
+            "\n== {kind} slide: {} ({w} × {h} px, {} levels)",
+            path.display(),
+            fast.properties().levels.len()
+        );
         drop(fast);
 
-        let positions = aligned_positions(w, h, reads);
-        println!("-- aligned 256 px level-0 region reads ({} distinct regions)", positions.len());
+        let positions = aligned_positions(w, h, args.reads);
+        // A small slide has few distinct regions: repeat the pass with fresh readers (so no pass
+        // profits from an earlier one's cache) until about `reads` regions have been read.
+        let rounds = args.reads.div_ceil(positions.len().max(1));
+        println!(
+            "-- aligned 256 px level-0 region reads ({} distinct regions x {rounds} rounds, fresh readers each round)",
+            positions.len()
+        );
         for threads in [1usize, 2] {
-            // Fresh readers each time, so no run profits from another's cache.
-            let fast: Arc<dyn SlideReader> = Arc::new(TiffSlide::open(path, limits, DEFAULT_TILE_CACHE_BYTES)?);
-            let fast_rate = reads_per_second(&fast, &positions, threads)?;
-            let open: Arc<dyn SlideReader> = Arc::new(OpenSlideReader::open(path, limits)?);
-            let os_rate = reads_per_second(&open, &positions, threads)?;
+            let fast_rate = rate(rounds, &positions, threads, || {
+                Ok(Arc::new(TiffSlide::open(path, limits, cache)?) as Arc<dyn SlideReader>)
+            })?;
+            let os_rate = rate(rounds, &positions, threads, || {
+                Ok(Arc::new(OpenSlideReader::open(path, limits)?) as Arc<dyn SlideReader>)
+            })?;
             println!(
                 "   {threads} thread{}: pathfed {fast_rate:>8.0} reads/s | OpenSlide {os_rate:>8.0} reads/s | ratio {:.2}x (target >= 4x)",
                 if threads == 1 { " " } else { "s" },
@@ -156,8 +192,12 @@ mod measure {
         }
 
         for &(size, overlap) in geometries {
-            let fast: Arc<dyn SlideReader> = Arc::new(TiffSlide::open(path, limits, DEFAULT_TILE_CACHE_BYTES)?);
-            let tiles = TilesConfig { tile_size: size, overlap, jpeg_quality: config.tiles.jpeg_quality };
+            let fast: Arc<dyn SlideReader> = Arc::new(TiffSlide::open(path, limits, cache)?);
+            let tiles = TilesConfig {
+                tile_size: size,
+                overlap,
+                jpeg_quality: config.tiles.jpeg_quality,
+            };
             let options = DeepZoomOptions::for_slide(fast.properties(), &tiles);
             let dz = DeepZoom::new(fast, options)?;
             let started = Instant::now();
@@ -173,10 +213,14 @@ mod measure {
             let ours = dz.tile_count() as f64 / started.elapsed().as_secs_f64();
 
             let slide = OpenSlide::new(path).map_err(|e| anyhow::anyhow!("OpenSlide: {e}"))?;
-            let generator = DeepZoomGenerator::new(&slide, OsDzOptions::new(options.tile_size).with_overlap(options.overlap))
-                .map_err(|e| anyhow::anyhow!("OpenSlide Deep Zoom: {e}"))?;
+            let generator = DeepZoomGenerator::new(
+                &slide,
+                OsDzOptions::new(options.tile_size).with_overlap(options.overlap),
+            )
+            .map_err(|e| anyhow::anyhow!("OpenSlide Deep Zoom: {e}"))?;
             anyhow::ensure!(
-                generator.level_count() as usize == dz.level_count() && generator.tile_count() == dz.tile_count(),
+                generator.level_count() as usize == dz.level_count()
+                    && generator.tile_count() == dz.tile_count(),
                 "the two Deep Zoom pyramids differ in shape"
             );
             let started = Instant::now();
@@ -208,7 +252,10 @@ mod measure {
         let (cols, rows) = ((w / 256).max(1), (h / 256).max(1));
         let total = cols * rows;
         // A multiplicative stride coprime with `total` visits cells in a scattered order.
-        let stride = (1..).map(|k| total / 2 + k).find(|s| gcd(*s, total) == 1).unwrap_or(1);
+        let stride = (1..)
+            .map(|k| total / 2 + k)
+            .find(|s| gcd(*s, total) == 1)
+            .unwrap_or(1);
         (0..(count as u64).min(total))
             .map(|i| {
                 let cell = (i * stride) % total;
@@ -221,7 +268,26 @@ mod measure {
         if b == 0 { a } else { gcd(b, a % b) }
     }
 
-    fn reads_per_second(slide: &Arc<dyn SlideReader>, positions: &[(u64, u64)], threads: usize) -> anyhow::Result<f64> {
+    /// Reads per second over `rounds` passes, each with a reader from `open` (not timed).
+    fn rate(
+        rounds: usize,
+        positions: &[(u64, u64)],
+        threads: usize,
+        open: impl Fn() -> anyhow::Result<Arc<dyn SlideReader>>,
+    ) -> anyhow::Result<f64> {
+        let mut seconds = 0.0;
+        for _ in 0..rounds {
+            let slide = open()?;
+            seconds += positions.len() as f64 / reads_per_second(&slide, positions, threads)?;
+        }
+        Ok((rounds * positions.len()) as f64 / seconds)
+    }
+
+    fn reads_per_second(
+        slide: &Arc<dyn SlideReader>,
+        positions: &[(u64, u64)],
+        threads: usize,
+    ) -> anyhow::Result<f64> {
         let started = Instant::now();
         std::thread::scope(|scope| {
             let handles: Vec<_> = positions
@@ -236,9 +302,10 @@ mod measure {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?)
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?
+            })
         })?;
         Ok(positions.len() as f64 / started.elapsed().as_secs_f64())
     }

@@ -5,7 +5,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// A bar counting `unit`s with rate and time left.
 pub fn bar(message: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(0).with_message(message.to_string());
-    let template = format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)");
+    let template =
+        format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }

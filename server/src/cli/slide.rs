@@ -116,7 +116,11 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 20)]
     objective: u32,
     /// Tissue classes, comma-separated (nucleus-dense, stroma, adipose).
-    #[arg(long, value_delimiter = ',', default_value = "nucleus-dense,stroma,adipose")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "nucleus-dense,stroma,adipose"
+    )]
     classes: Vec<String>,
     /// Fraction of the slide covered by tissue.
     #[arg(long, default_value_t = 0.4)]
@@ -184,14 +188,24 @@ pub fn run(cmd: SlideCommand, config: &Config) -> anyhow::Result<()> {
             let slide = open(&file, config)?;
             let image = thumbnail::thumbnail(slide.as_ref(), size)?;
             save(&image, &out)?;
-            println!("wrote {} ({}×{})", out.display(), image.width(), image.height());
+            println!(
+                "wrote {} ({}×{})",
+                out.display(),
+                image.width(),
+                image.height()
+            );
             Ok(())
         }
         SlideCommand::Associated { file, name, out } => {
             let slide = open(&file, config)?;
             let image = slide.associated_image(&name)?;
             save(&image, &out)?;
-            println!("wrote {} ({}×{})", out.display(), image.width(), image.height());
+            println!(
+                "wrote {} ({}×{})",
+                out.display(),
+                image.width(),
+                image.height()
+            );
             Ok(())
         }
         SlideCommand::Synth(args) => synth(args),
@@ -203,11 +217,17 @@ fn open(file: &Path, config: &Config) -> anyhow::Result<Box<dyn SlideReader>> {
 }
 
 fn save(image: &image::RgbImage, out: &Path) -> anyhow::Result<()> {
-    let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("png") => image.save_with_format(out, image::ImageFormat::Png)?,
         Some("jpg" | "jpeg") => std::fs::write(out, pathfed_slide::jpeg::encode_rgb(image, 90)?)?,
-        _ => bail!("{}: the output must end in .png, .jpg or .jpeg", out.display()),
+        _ => bail!(
+            "{}: the output must end in .png, .jpg or .jpeg",
+            out.display()
+        ),
     }
     Ok(())
 }
@@ -224,15 +244,27 @@ fn info(file: &Path, json: bool, config: &Config) -> anyhow::Result<()> {
     println!("file:            {}", file.display());
     println!("format:          {} (read by {})", p.vendor, p.backend);
     println!("dimensions:      {w} × {h} px");
-    println!("MPP:             x {} µm/px, y {} µm/px", opt(p.mpp_x), opt(p.mpp_y));
+    println!(
+        "MPP:             x {} µm/px, y {} µm/px",
+        opt(p.mpp_x),
+        opt(p.mpp_y)
+    );
     println!("objective power: {}", opt(p.objective_power));
     if let Some(b) = p.bounds {
-        println!("bounds:          {}×{} at ({}, {})", b.width, b.height, b.x, b.y);
+        println!(
+            "bounds:          {}×{} at ({}, {})",
+            b.width, b.height, b.x, b.y
+        );
     }
     println!("levels:          {}", p.levels.len());
     for (i, l) in p.levels.iter().enumerate() {
-        let tiles = l.tile_size.map_or_else(String::new, |(tw, th)| format!(", tiles {tw}×{th}"));
-        println!("  {i}: {} × {} px, downsample {:.3}{tiles}", l.width, l.height, l.downsample);
+        let tiles = l
+            .tile_size
+            .map_or_else(String::new, |(tw, th)| format!(", tiles {tw}×{th}"));
+        println!(
+            "  {i}: {} × {} px, downsample {:.3}{tiles}",
+            l.width, l.height, l.downsample
+        );
     }
     if p.associated_images.is_empty() {
         println!("associated:      none");
@@ -244,7 +276,10 @@ fn info(file: &Path, json: bool, config: &Config) -> anyhow::Result<()> {
     }
     println!("properties:");
     for (k, v) in &p.raw {
-        let v: String = v.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let v: String = v
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         println!("  {k} = {v}");
     }
     Ok(())
@@ -254,7 +289,11 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
     let classes = args
         .classes
         .iter()
-        .map(|c| TissueClass::parse(c).with_context(|| format!("unknown tissue class {c:?} (nucleus-dense, stroma, adipose)")))
+        .map(|c| {
+            TissueClass::parse(c).with_context(|| {
+                format!("unknown tissue class {c:?} (nucleus-dense, stroma, adipose)")
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let metadata = args
         .metadata
@@ -270,7 +309,9 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         FormatArg::GenericTiff => SynthFormat::GenericTiff,
     };
     let compression = match (args.compression, format) {
-        (Some(CompressionArg::Jpeg), _) | (None, SynthFormat::GenericTiff) => SynthCompression::Jpeg,
+        (Some(CompressionArg::Jpeg), _) | (None, SynthFormat::GenericTiff) => {
+            SynthCompression::Jpeg
+        }
         (Some(CompressionArg::JpegRgb), _) | (None, SynthFormat::Svs) => SynthCompression::JpegRgb,
         (Some(CompressionArg::Lzw), _) => SynthCompression::Lzw,
         (Some(CompressionArg::Deflate), _) => SynthCompression::Deflate,
@@ -290,7 +331,11 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         classes,
         tissue_fraction: args.tissue_fraction,
         seed: args.seed,
-        label_lines: if args.label_lines.is_empty() { defaults.label_lines } else { args.label_lines },
+        label_lines: if args.label_lines.is_empty() {
+            defaults.label_lines
+        } else {
+            args.label_lines
+        },
         barcode: args.barcode,
         metadata,
     };
@@ -298,7 +343,11 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
     let report = pathfed_slide::synth::generate(&spec, &args.out, &progress::reporter(&bar))
         .with_context(|| format!("writing {}", args.out.display()))?;
     bar.finish_and_clear();
-    let levels: Vec<String> = report.levels.iter().map(|(w, h)| format!("{w}×{h}")).collect();
+    let levels: Vec<String> = report
+        .levels
+        .iter()
+        .map(|(w, h)| format!("{w}×{h}"))
+        .collect();
     println!(
         "wrote {} ({} levels: {}; {} tiles; {:.1} MB)",
         args.out.display(),

@@ -116,7 +116,7 @@ pub struct SynthReport {
 }
 
 /// Near-white glass, used for tiles the texture reports as empty.
-const GLASS: [u8; 3] = [243, 243, 245];
+const GLASS: [u8; 3] = [245, 244, 246];
 /// Levels that small are kept whole to make the thumbnail and macro from.
 const KEEP_WHOLE_PIXELS: u64 = 16 << 20;
 
@@ -141,7 +141,8 @@ impl TileEncoder {
             }
             SynthCompression::Deflate => {
                 use std::io::Write;
-                let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut z =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
                 z.write_all(rgb)
                     .and_then(|()| z.finish())
                     .map_err(|e| SlideError::Encode(format!("deflate: {e}")))?
@@ -151,7 +152,10 @@ impl TileEncoder {
     }
 
     fn is_jpeg(&self) -> bool {
-        matches!(self.compression, SynthCompression::Jpeg | SynthCompression::JpegRgb)
+        matches!(
+            self.compression,
+            SynthCompression::Jpeg | SynthCompression::JpegRgb
+        )
     }
 
     fn code(&self) -> u16 {
@@ -292,7 +296,8 @@ impl Pyramid<'_> {
         if let Some(whole) = &mut self.levels[level].whole {
             whole.extend_from_slice(&band);
         }
-        let reduced = (level + 1 < self.levels.len()).then(|| reduce(&band, width, rows, self.factor));
+        let reduced =
+            (level + 1 < self.levels.len()).then(|| reduce(&band, width, rows, self.factor));
         let state = &mut self.levels[level];
         state.band = band;
         state.band.clear();
@@ -353,8 +358,11 @@ fn check_spec(spec: &SynthSpec) -> Result<()> {
     if spec.width == 0 || spec.height == 0 || spec.width > 1_000_000 || spec.height > 1_000_000 {
         return bad(format!("slide size {}×{}", spec.width, spec.height));
     }
-    if spec.tile_size < 16 || spec.tile_size > 4096 || spec.tile_size % 16 != 0 {
-        return bad(format!("tile size {} (a multiple of 16 from 16 to 4096)", spec.tile_size));
+    if spec.tile_size < 16 || spec.tile_size > 4096 || !spec.tile_size.is_multiple_of(16) {
+        return bad(format!(
+            "tile size {} (a multiple of 16 from 16 to 4096)",
+            spec.tile_size
+        ));
     }
     if !(spec.mpp > 0.0 && spec.mpp.is_finite()) {
         return bad(format!("MPP {}", spec.mpp));
@@ -367,17 +375,30 @@ fn check_spec(spec: &SynthSpec) -> Result<()> {
 
 /// Writes the slide `spec` describes to `path` (atomically); `progress` gets (level-0 tiles
 /// done, total).
-pub fn generate(spec: &SynthSpec, path: &Path, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<SynthReport> {
+pub fn generate(
+    spec: &SynthSpec,
+    path: &Path,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<SynthReport> {
     check_spec(spec)?;
     let svs = spec.format == SynthFormat::Svs;
     let factor: u64 = if svs { 4 } else { 2 };
     let min_side = if svs { 512 } else { u64::from(spec.tile_size) };
     let dims = level_dimensions(spec.width, spec.height, factor, min_side);
-    let field = TissueField::new(spec.seed, spec.width, spec.height, &spec.classes, spec.tissue_fraction);
+    let field = TissueField::new(
+        spec.seed,
+        spec.width,
+        spec.height,
+        &spec.classes,
+        spec.tissue_fraction,
+    );
     let mut writer = TiffWriter::create(path, spec.big_tiff)?;
     let tile = spec.tile_size;
     let mut pyramid = Pyramid {
-        levels: dims.iter().map(|&(w, h)| LevelBand::new(w, h, tile)).collect(),
+        levels: dims
+            .iter()
+            .map(|&(w, h)| LevelBand::new(w, h, tile))
+            .collect(),
         factor: factor as usize,
         tile,
         encoder: TileEncoder {
@@ -401,7 +422,9 @@ pub fn generate(spec: &SynthSpec, path: &Path, progress: &(dyn Fn(u64, u64) + Sy
                 let tile_w = (w - x).min(u64::from(tile)) as u32;
                 let mut pixels = vec![0u8; tile_w as usize * band_h as usize * 3];
                 if field.is_background(x, y, tile_w, band_h) {
-                    pixels.chunks_exact_mut(3).for_each(|p| p.copy_from_slice(&GLASS));
+                    pixels
+                        .chunks_exact_mut(3)
+                        .for_each(|p| p.copy_from_slice(&GLASS));
                 } else {
                     field.render(x, y, tile_w, band_h, &mut pixels);
                 }
@@ -429,8 +452,13 @@ pub fn generate(spec: &SynthSpec, path: &Path, progress: &(dyn Fn(u64, u64) + Sy
         .ok_or_else(|| SlideError::Encode("no level small enough for an overview".into()))?;
 
     let describe = |extra: &str| -> String {
-        let mut d = format!("Aperio Image Library v12.0.15\r\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}){extra} {} Q={}|AppMag = {}|MPP = {:.4}",
-            compression_label(spec.compression), spec.jpeg_quality, spec.objective_power, spec.mpp);
+        let mut d = format!(
+            "Aperio Image Library v12.0.15\r\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}){extra} {} Q={}|AppMag = {}|MPP = {:.4}",
+            compression_label(spec.compression),
+            spec.jpeg_quality,
+            spec.objective_power,
+            spec.mpp
+        );
         for (k, v) in &spec.metadata {
             d.push_str(&format!("|{k} = {v}"));
         }
@@ -444,7 +472,11 @@ pub fn generate(spec: &SynthSpec, path: &Path, progress: &(dyn Fn(u64, u64) + Sy
             .set(tag::TILE_OFFSETS, writer.offsets_value(&level.offsets))
             .set(tag::TILE_BYTE_COUNTS, writer.offsets_value(&level.counts));
         if svs {
-            let extra = if i == 0 { String::new() } else { format!(" -> {}x{}", level.width, level.height) };
+            let extra = if i == 0 {
+                String::new()
+            } else {
+                format!(" -> {}x{}", level.width, level.height)
+            };
             dir.set(tag::IMAGE_DESCRIPTION, Value::Ascii(describe(&extra)));
         } else {
             if i > 0 {
@@ -458,39 +490,64 @@ pub fn generate(spec: &SynthSpec, path: &Path, progress: &(dyn Fn(u64, u64) + Sy
     if svs {
         // Aperio order: level 0, thumbnail, reduced levels, label, macro.
         let (tw, th) = fit(overview.width(), overview.height(), 768);
-        let thumb = image::imageops::resize(&overview, tw, th, image::imageops::FilterType::Triangle);
-        let mut tables_for_strips = JpegTables { tables: tables.clone() };
+        let thumb =
+            image::imageops::resize(&overview, tw, th, image::imageops::FilterType::Triangle);
+        let mut tables_for_strips = JpegTables {
+            tables: tables.clone(),
+        };
         let mut thumb_dir = write_strips(&mut writer, &encoder, &mut tables_for_strips, &thumb)?;
         thumb_dir.set(
             tag::IMAGE_DESCRIPTION,
-            Value::Ascii(format!("Aperio Image Library v12.0.15\r\n{w}x{h} -> {tw}x{th} - |AppMag = {}|MPP = {:.4}", spec.objective_power, spec.mpp)),
+            Value::Ascii(format!(
+                "Aperio Image Library v12.0.15\r\n{w}x{h} -> {tw}x{th} - |AppMag = {}|MPP = {:.4}",
+                spec.objective_power, spec.mpp
+            )),
         );
         directories.insert(1, thumb_dir);
 
         let lines: Vec<&str> = spec.label_lines.iter().map(String::as_str).collect();
         let label = label::render_label(400, 400, &lines, &spec.barcode);
-        let lzw = TileEncoder { compression: SynthCompression::Lzw, quality: spec.jpeg_quality };
+        let lzw = TileEncoder {
+            compression: SynthCompression::Lzw,
+            quality: spec.jpeg_quality,
+        };
         let mut label_dir = write_strips(&mut writer, &lzw, &mut JpegTables::default(), &label)?;
         label_dir
             .set(tag::NEW_SUBFILE_TYPE, Value::Long(vec![1]))
-            .set(tag::IMAGE_DESCRIPTION, Value::Ascii("Aperio Image Library v12.0.15\nlabel 400x400".into()));
+            .set(
+                tag::IMAGE_DESCRIPTION,
+                Value::Ascii("Aperio Image Library v12.0.15\nlabel 400x400".into()),
+            );
         directories.push(label_dir);
 
         let macro_image = label::render_macro(1280, 431, &lines, &spec.barcode, &overview);
-        let ycc = TileEncoder { compression: SynthCompression::Jpeg, quality: 85 };
-        let mut macro_dir = write_strips(&mut writer, &ycc, &mut JpegTables::default(), &macro_image)?;
+        let ycc = TileEncoder {
+            compression: SynthCompression::Jpeg,
+            quality: 85,
+        };
+        let mut macro_dir =
+            write_strips(&mut writer, &ycc, &mut JpegTables::default(), &macro_image)?;
         macro_dir
             .set(tag::NEW_SUBFILE_TYPE, Value::Long(vec![9]))
-            .set(tag::IMAGE_DESCRIPTION, Value::Ascii("Aperio Image Library v12.0.15\nmacro 1280x431".into()));
+            .set(
+                tag::IMAGE_DESCRIPTION,
+                Value::Ascii("Aperio Image Library v12.0.15\nmacro 1280x431".into()),
+            );
         directories.push(macro_dir);
     }
     let tiles = levels.iter().map(|l| l.offsets.len() as u64).sum();
     writer.finish(&directories)?;
-    let bytes = std::fs::metadata(path).map(|m| m.len()).map_err(|source| SlideError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(SynthReport { levels: dims, tiles, bytes })
+    let bytes = std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| SlideError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(SynthReport {
+        levels: dims,
+        tiles,
+        bytes,
+    })
 }
 
 fn compression_label(c: SynthCompression) -> &'static str {
@@ -506,13 +563,25 @@ fn compression_label(c: SynthCompression) -> &'static str {
 /// Largest size within `max × max` with the aspect ratio of `w × h`.
 fn fit(w: u32, h: u32, max: u32) -> (u32, u32) {
     let scale = (f64::from(max) / f64::from(w.max(h))).min(1.0);
-    (((f64::from(w) * scale).round() as u32).max(1), ((f64::from(h) * scale).round() as u32).max(1))
+    (
+        ((f64::from(w) * scale).round() as u32).max(1),
+        ((f64::from(h) * scale).round() as u32).max(1),
+    )
 }
 
 /// Tags shared by every image directory the generator writes.
-fn image_directory(encoder: &TileEncoder, width: u64, height: u64, tables: Option<&[u8]>) -> Directory {
+fn image_directory(
+    encoder: &TileEncoder,
+    width: u64,
+    height: u64,
+    tables: Option<&[u8]>,
+) -> Directory {
     let mut dir = Directory::default();
-    let photometric = if encoder.compression == SynthCompression::Jpeg { 6 } else { 2 };
+    let photometric = if encoder.compression == SynthCompression::Jpeg {
+        6
+    } else {
+        2
+    };
     dir.set(tag::NEW_SUBFILE_TYPE, Value::Long(vec![0]))
         .set(tag::IMAGE_WIDTH, Value::Long(vec![width as u32]))
         .set(tag::IMAGE_LENGTH, Value::Long(vec![height as u32]))
@@ -548,12 +617,21 @@ fn write_strips(
         let start = (y * w * 3) as usize;
         let pixels = &image.as_raw()[start..start + (rows * w * 3) as usize];
         let bytes = encoder.encode(pixels, w, rows)?;
-        let stored = if encoder.is_jpeg() { tables.abbreviate(&bytes)? } else { bytes };
+        let stored = if encoder.is_jpeg() {
+            tables.abbreviate(&bytes)?
+        } else {
+            bytes
+        };
         let (offset, len) = writer.append(&stored)?;
         offsets.push(offset);
         counts.push(len);
     }
-    let mut dir = image_directory(encoder, u64::from(w), u64::from(h), tables.tables.as_deref());
+    let mut dir = image_directory(
+        encoder,
+        u64::from(w),
+        u64::from(h),
+        tables.tables.as_deref(),
+    );
     dir.set(tag::ROWS_PER_STRIP, Value::Long(vec![ROWS]))
         .set(tag::STRIP_OFFSETS, writer.offsets_value(&offsets))
         .set(tag::STRIP_BYTE_COUNTS, writer.offsets_value(&counts));

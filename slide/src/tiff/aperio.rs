@@ -43,9 +43,18 @@ mod tests {
 
     #[test]
     fn recognises_label_and_macro() {
-        assert_eq!(associated_name("Aperio Image Library v11.2.1 \nlabel 387x463"), Some("label"));
-        assert_eq!(associated_name("Aperio Image Library v11.2.1 \r\nmacro 1280x431"), Some("macro"));
-        assert_eq!(associated_name("Aperio Image Library\r\n2220x2967 -> 574x768"), None);
+        assert_eq!(
+            associated_name("Aperio Image Library v11.2.1 \nlabel 387x463"),
+            Some("label")
+        );
+        assert_eq!(
+            associated_name("Aperio Image Library v11.2.1 \r\nmacro 1280x431"),
+            Some("macro")
+        );
+        assert_eq!(
+            associated_name("Aperio Image Library\r\n2220x2967 -> 574x768"),
+            None
+        );
         assert_eq!(associated_name("one line"), None);
     }
 }

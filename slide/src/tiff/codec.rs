@@ -46,12 +46,14 @@ pub fn decode_chunk(image: &TiffImage, index: usize, data: &[u8]) -> Result<Vec<
             let samples = usize::from(image.samples);
             let expected = cw * ch * samples;
             let mut raw = match image.compression {
-                Compression::None => data.get(..expected).map(<[u8]>::to_vec).unwrap_or_else(|| {
-                    // Short last strips are legal; pad them.
-                    let mut v = data.to_vec();
-                    v.resize(expected, 0);
-                    v
-                }),
+                Compression::None => {
+                    data.get(..expected).map(<[u8]>::to_vec).unwrap_or_else(|| {
+                        // Short last strips are legal; pad them.
+                        let mut v = data.to_vec();
+                        v.resize(expected, 0);
+                        v
+                    })
+                }
                 Compression::Lzw => inflate_lzw(data, expected).map_err(fail)?,
                 _ => inflate_zlib(data, expected).map_err(fail)?,
             };
@@ -65,7 +67,9 @@ pub fn decode_chunk(image: &TiffImage, index: usize, data: &[u8]) -> Result<Vec<
         Compression::Jpeg2000 => Err(SlideError::Unsupported(
             "JPEG 2000 tiles (read through OpenSlide)".into(),
         )),
-        Compression::Other(code) => Err(SlideError::Unsupported(format!("TIFF compression {code}"))),
+        Compression::Other(code) => {
+            Err(SlideError::Unsupported(format!("TIFF compression {code}")))
+        }
     }
 }
 
@@ -79,7 +83,9 @@ fn inflate_lzw(data: &[u8], expected: usize) -> Result<Vec<u8>, String> {
         read += result.consumed_in;
         written += result.consumed_out;
         match result.status {
-            Ok(weezl::LzwStatus::Ok) if result.consumed_in == 0 && result.consumed_out == 0 => break,
+            Ok(weezl::LzwStatus::Ok) if result.consumed_in == 0 && result.consumed_out == 0 => {
+                break;
+            }
             Ok(weezl::LzwStatus::Ok) => {}
             Ok(weezl::LzwStatus::Done | weezl::LzwStatus::NoProgress) => break,
             Err(e) => return Err(format!("LZW: {e}")),
@@ -110,7 +116,10 @@ fn undo_horizontal_predictor(raw: &mut [u8], width: usize, samples: usize) {
 fn to_rgb(raw: Vec<u8>, samples: usize, photometric: Photometric) -> Vec<u8> {
     match (samples, photometric) {
         (3, _) => raw,
-        (4, _) => raw.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        (4, _) => raw
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
         (_, Photometric::MinIsWhite) => raw.iter().flat_map(|&g| [255 - g; 3]).collect(),
         _ => raw.iter().flat_map(|&g| [g; 3]).collect(),
     }

@@ -146,7 +146,9 @@ impl TiffFile {
                 return Err(SlideError::Truncated("BigTIFF header".into()));
             }
             if tiff.u16_at(&head, 4) != 8 {
-                return Err(SlideError::InvalidTiff("BigTIFF offset size is not 8".into()));
+                return Err(SlideError::InvalidTiff(
+                    "BigTIFF offset size is not 8".into(),
+                ));
             }
             tiff.u64_at(&head, 8)
         } else {
@@ -214,7 +216,11 @@ impl TiffFile {
     }
 
     fn read_ifd(&self, offset: u64, index: usize) -> Result<(Ifd, u64)> {
-        let (count_size, entry_size, value_size) = if self.big_tiff { (8, 20, 8) } else { (2, 12, 4) };
+        let (count_size, entry_size, value_size) = if self.big_tiff {
+            (8, 20, 8)
+        } else {
+            (2, 12, 4)
+        };
         let head = self.read_exact_at(offset, count_size, "TIFF directory")?;
         let count = if self.big_tiff {
             self.u64_at(&head, 0)
@@ -322,12 +328,20 @@ impl TiffFile {
         };
         let bytes = self.entry_bytes(entry)?;
         let values = match entry.field_type {
-            field_type::BYTE | field_type::UNDEFINED => bytes.iter().map(|&b| u64::from(b)).collect(),
-            field_type::SHORT => bytes.chunks_exact(2).map(|c| u64::from(self.u16_at(c, 0))).collect(),
-            field_type::LONG | field_type::IFD => {
-                bytes.chunks_exact(4).map(|c| u64::from(self.u32_at(c, 0))).collect()
+            field_type::BYTE | field_type::UNDEFINED => {
+                bytes.iter().map(|&b| u64::from(b)).collect()
             }
-            field_type::LONG8 | field_type::IFD8 => bytes.chunks_exact(8).map(|c| self.u64_at(c, 0)).collect(),
+            field_type::SHORT => bytes
+                .chunks_exact(2)
+                .map(|c| u64::from(self.u16_at(c, 0)))
+                .collect(),
+            field_type::LONG | field_type::IFD => bytes
+                .chunks_exact(4)
+                .map(|c| u64::from(self.u32_at(c, 0)))
+                .collect(),
+            field_type::LONG8 | field_type::IFD8 => {
+                bytes.chunks_exact(8).map(|c| self.u64_at(c, 0)).collect()
+            }
             other => {
                 return Err(SlideError::InvalidTiff(format!(
                     "tag {tag} has type {other}, expected an integer"

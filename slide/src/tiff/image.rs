@@ -100,9 +100,8 @@ fn limit(what: &'static str, value: u64, max: u64) -> Result<()> {
 }
 
 fn required(tiff: &TiffFile, ifd: &Ifd, tag: u16, name: &str) -> Result<u64> {
-    tiff.uint(ifd, tag)?.ok_or_else(|| {
-        SlideError::InvalidTiff(format!("directory {} has no {name}", ifd.index))
-    })
+    tiff.uint(ifd, tag)?
+        .ok_or_else(|| SlideError::InvalidTiff(format!("directory {} has no {name}", ifd.index)))
 }
 
 impl TiffImage {
@@ -173,7 +172,10 @@ impl TiffImage {
             let th = required(tiff, ifd, tag::TILE_LENGTH, "TileLength")?;
             (tw, th, tag::TILE_OFFSETS, tag::TILE_BYTE_COUNTS)
         } else {
-            let rows = tiff.uint(ifd, tag::ROWS_PER_STRIP)?.unwrap_or(height).min(height);
+            let rows = tiff
+                .uint(ifd, tag::ROWS_PER_STRIP)?
+                .unwrap_or(height)
+                .min(height);
             (width, rows, tag::STRIP_OFFSETS, tag::STRIP_BYTE_COUNTS)
         };
         if chunk_width == 0 || chunk_height == 0 {
@@ -182,8 +184,16 @@ impl TiffImage {
                 ifd.index
             )));
         }
-        limit("tile width", chunk_width, u64::from(limits.max_tile_dimension))?;
-        limit("tile height", chunk_height, u64::from(limits.max_tile_dimension))?;
+        limit(
+            "tile width",
+            chunk_width,
+            u64::from(limits.max_tile_dimension),
+        )?;
+        limit(
+            "tile height",
+            chunk_height,
+            u64::from(limits.max_tile_dimension),
+        )?;
         let cols = width.div_ceil(chunk_width);
         let rows = height.div_ceil(chunk_height);
         limit("tile count", cols * rows, limits.max_tiles)?;
@@ -192,7 +202,10 @@ impl TiffImage {
             SlideError::InvalidTiff(format!("directory {} has no tile/strip offsets", ifd.index))
         })?;
         let byte_counts = tiff.uints(ifd, counts_tag)?.ok_or_else(|| {
-            SlideError::InvalidTiff(format!("directory {} has no tile/strip byte counts", ifd.index))
+            SlideError::InvalidTiff(format!(
+                "directory {} has no tile/strip byte counts",
+                ifd.index
+            ))
         })?;
         let expected = (cols * rows) as usize;
         if offsets.len() != expected || byte_counts.len() != expected {
@@ -248,7 +261,8 @@ impl TiffImage {
     /// Pixel size of chunk (`col`, `row`) inside the image (edge chunks are cropped).
     pub fn chunk_extent(&self, col: u64, row: u64) -> (u32, u32) {
         let w = (self.width - col * u64::from(self.chunk_width)).min(u64::from(self.chunk_width));
-        let h = (self.height - row * u64::from(self.chunk_height)).min(u64::from(self.chunk_height));
+        let h =
+            (self.height - row * u64::from(self.chunk_height)).min(u64::from(self.chunk_height));
         (w as u32, h as u32)
     }
 }

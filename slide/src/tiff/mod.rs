@@ -40,7 +40,9 @@ pub enum TiffKind {
 /// detection does, so each file reaches the backend that understands its layout.
 pub fn classify(tiff: &TiffFile) -> Result<TiffKind> {
     let first = &tiff.ifds()[0];
-    let description = tiff.ascii(first, tag::IMAGE_DESCRIPTION)?.unwrap_or_default();
+    let description = tiff
+        .ascii(first, tag::IMAGE_DESCRIPTION)?
+        .unwrap_or_default();
     let software = tiff.ascii(first, tag::SOFTWARE)?.unwrap_or_default();
     let other = |vendor: &str| Ok(TiffKind::OpenSlideOnly(vendor.to_string()));
     if first.entries.contains_key(&tag::NDPI_FORMAT_FLAG) {
@@ -95,14 +97,21 @@ pub struct TiffSlide {
 }
 
 impl TiffSlide {
-    /// Opens `path` as `kind` (from [`classify`]) with the given decoded-tile cache size.
+    /// Opens `path` with the given decoded-tile cache size.
     pub fn open(path: &Path, limits: &SlideLimits, cache_bytes: usize) -> Result<Self> {
         let tiff = TiffFile::open(path, limits)?;
         let kind = classify(&tiff)?;
+        Self::from_file(tiff, &kind, cache_bytes)
+    }
+
+    /// Reads the slide of an already parsed and classified TIFF.
+    pub fn from_file(tiff: TiffFile, kind: &TiffKind, cache_bytes: usize) -> Result<Self> {
         let vendor = match kind {
             TiffKind::Aperio => "aperio",
             TiffKind::Generic => "generic-tiff",
-            TiffKind::OpenSlideOnly(vendor) => return Err(SlideError::NeedsOpenSlide(vendor)),
+            TiffKind::OpenSlideOnly(vendor) => {
+                return Err(SlideError::NeedsOpenSlide(vendor.clone()));
+            }
         };
         let mut levels = Vec::new();
         let mut associated = Vec::new();
@@ -114,7 +123,11 @@ impl TiffSlide {
                     levels.push(image);
                 } else if ifd.index == 1 {
                     associated.push(("thumbnail".to_string(), image));
-                } else if let Some(name) = image.description.as_deref().and_then(aperio::associated_name) {
+                } else if let Some(name) = image
+                    .description
+                    .as_deref()
+                    .and_then(aperio::associated_name)
+                {
                     associated.push((name.to_string(), image));
                 }
             } else if tiled {
@@ -123,7 +136,7 @@ impl TiffSlide {
             }
         }
         if vendor == "generic-tiff" {
-            levels.sort_by(|a, b| b.width.cmp(&a.width));
+            levels.sort_by_key(|image| std::cmp::Reverse(image.width));
         }
         let Some(base) = levels.first() else {
             return Err(SlideError::NotASlide("no tiled pyramid level".into()));
@@ -147,13 +160,19 @@ impl TiffSlide {
 
     fn level(&self, level: usize) -> Result<&TiffImage> {
         self.levels.get(level).ok_or_else(|| {
-            SlideError::OutOfRange(format!("level {level} of a slide with {} levels", self.levels.len()))
+            SlideError::OutOfRange(format!(
+                "level {level} of a slide with {} levels",
+                self.levels.len()
+            ))
         })
     }
 
     fn read_chunk_bytes(&self, image: &TiffImage, index: usize) -> Result<Vec<u8>> {
-        self.tiff
-            .read_exact_at(image.offsets[index], image.byte_counts[index], "tile/strip data")
+        self.tiff.read_exact_at(
+            image.offsets[index],
+            image.byte_counts[index],
+            "tile/strip data",
+        )
     }
 
     /// The decoded chunk `index` of `image`, from the cache when possible.
@@ -184,7 +203,15 @@ impl TiffSlide {
     }
 
     /// Composes `w × h` pixels of `image` at (`x`, `y`), decoding the chunks it overlaps.
-    fn compose(&self, image: &TiffImage, x: u64, y: u64, w: u32, h: u32, cached: bool) -> Result<RgbImage> {
+    fn compose(
+        &self,
+        image: &TiffImage,
+        x: u64,
+        y: u64,
+        w: u32,
+        h: u32,
+        cached: bool,
+    ) -> Result<RgbImage> {
         let pixels = u64::from(w) * u64::from(h);
         let max = self.tiff.limits().max_region_pixels;
         if pixels > max {
@@ -273,14 +300,22 @@ fn describe(
         raw.extend(aperio::parse_description(
             raw.get("tiff.ImageDescription").map_or("", String::as_str),
         ));
-        let mpp = raw.get("aperio.MPP").and_then(|v| v.parse::<f64>().ok()).filter(|v| *v > 0.0);
+        let mpp = raw
+            .get("aperio.MPP")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| *v > 0.0);
         let objective = raw.get("aperio.AppMag").and_then(|v| v.parse::<f64>().ok());
         (mpp, mpp, objective)
     } else {
         // Resolution tags in pixels per centimetre, as OpenSlide 4 reads them; per-inch values
         // are usually a picture editor's 72 dpi default, not a microscope's scale.
         let per_unit = (unit == 3).then_some(10_000.0);
-        let mpp = |res: Option<f64>| per_unit.zip(res).map(|(u, r)| u / r).filter(|v| v.is_finite() && *v > 0.0);
+        let mpp = |res: Option<f64>| {
+            per_unit
+                .zip(res)
+                .map(|(u, r)| u / r)
+                .filter(|v| v.is_finite() && *v > 0.0)
+        };
         (mpp(x_res), mpp(y_res), None)
     };
 
@@ -291,7 +326,9 @@ fn describe(
             width: image.width,
             height: image.height,
             downsample: (w0 / image.width as f64 + h0 / image.height as f64) / 2.0,
-            tile_size: image.tiled.then_some((image.chunk_width, image.chunk_height)),
+            tile_size: image
+                .tiled
+                .then_some((image.chunk_width, image.chunk_height)),
         })
         .collect();
     Ok(SlideProperties {

@@ -27,9 +27,21 @@ pub enum Value {
 impl Value {
     fn type_and_bytes(&self) -> (u16, u64, Vec<u8>) {
         match self {
-            Value::Short(v) => (3, v.len() as u64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            Value::Long(v) => (4, v.len() as u64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            Value::Long8(v) => (16, v.len() as u64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Value::Short(v) => (
+                3,
+                v.len() as u64,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Value::Long(v) => (
+                4,
+                v.len() as u64,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Value::Long8(v) => (
+                16,
+                v.len() as u64,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
             Value::Ascii(s) => {
                 let mut b = s.as_bytes().to_vec();
                 b.push(0);
@@ -39,7 +51,10 @@ impl Value {
             Value::Rational(v) => (
                 5,
                 v.len() as u64,
-                v.iter().flat_map(|(n, d)| [n.to_le_bytes(), d.to_le_bytes()]).flatten().collect(),
+                v.iter()
+                    .flat_map(|(n, d)| [n.to_le_bytes(), d.to_le_bytes()])
+                    .flatten()
+                    .collect(),
             ),
         }
     }
@@ -73,7 +88,9 @@ pub struct TiffWriter {
 impl TiffWriter {
     /// Starts writing `path` (through a temporary file beside it).
     pub fn create(path: &Path, big_tiff: bool) -> Result<Self> {
-        let name = path.file_name().map_or_else(|| "slide".into(), |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(|| "slide".into(), |n| n.to_string_lossy().into_owned());
         let partial = path.with_file_name(format!(".{name}.partial"));
         let file = File::create(&partial).map_err(|source| SlideError::Write {
             path: partial.clone(),
@@ -103,10 +120,12 @@ impl TiffWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(|source| SlideError::Write {
-            path: self.partial.clone(),
-            source,
-        })?;
+        self.out
+            .write_all(bytes)
+            .map_err(|source| SlideError::Write {
+                path: self.partial.clone(),
+                source,
+            })?;
         self.position += bytes.len() as u64;
         Ok(())
     }
@@ -140,7 +159,11 @@ impl TiffWriter {
 
     /// Writes the directories in order, links them, and moves the file into place.
     pub fn finish(mut self, directories: &[Directory]) -> Result<()> {
-        let (count_size, entry_size, word) = if self.big_tiff { (8u64, 20u64, 8u64) } else { (2, 12, 4) };
+        let (count_size, entry_size, word) = if self.big_tiff {
+            (8u64, 20u64, 8u64)
+        } else {
+            (2, 12, 4)
+        };
         self.align()?;
         let first = self.position;
         for (i, dir) in directories.iter().enumerate() {
@@ -180,7 +203,11 @@ impl TiffWriter {
                     extra.extend_from_slice(&bytes);
                 }
             }
-            let next = if i + 1 < directories.len() { extra_at } else { 0 };
+            let next = if i + 1 < directories.len() {
+                extra_at
+            } else {
+                0
+            };
             if self.big_tiff {
                 table.extend_from_slice(&next.to_le_bytes());
             } else {

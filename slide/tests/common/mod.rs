@@ -21,6 +21,11 @@ pub fn synth(dir: &Path, name: &str, spec: &SynthSpec) -> PathBuf {
 /// Mean absolute difference per channel between two images of equal size.
 pub fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
     assert_eq!(a.dimensions(), b.dimensions(), "images differ in size");
-    let sum: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
     sum as f64 / a.as_raw().len() as f64
 }
