@@ -1,5 +1,6 @@
 # pathfed: the two commands a new user needs are `make run` and `make test`.
 CARGO ?= cargo
+SHELL := /bin/bash
 DEMO := data/demo
 
 .PHONY: setup build run test lint bench clean-demo
@@ -24,8 +25,11 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The total on the last line sums every test binary's result.
 test: lint
-	$(CARGO) test --workspace
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
 
 bench: build
 	target/release/pathfed bench slide

@@ -192,13 +192,7 @@ impl DeepZoom {
         let properties = self.slide.properties();
         let (w0, h0) = properties.dimensions();
         let scale = 2f64.powi((self.level_count() - 1 - level) as i32);
-        // The most reduced stored level that still has at least the resolution we need; the
-        // 1% tolerance accepts Aperio's 4.0002-style downsamples as 4.
-        let source = properties
-            .levels
-            .iter()
-            .rposition(|l| l.downsample <= scale * 1.01)
-            .unwrap_or(0);
+        let source = properties.best_level_for_downsample(scale);
         let info = &properties.levels[source];
         let (sx, sy) = (
             w0 as f64 / info.width as f64,

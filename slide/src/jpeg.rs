@@ -159,18 +159,22 @@ mod tests {
             .collect()
     }
 
+    fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+        let sum: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(x.abs_diff(*y)))
+            .sum();
+        sum / a.len() as f64
+    }
+
     #[test]
     fn encode_then_decode_round_trips_closely() {
         let rgb = gradient(64, 48);
         let jpeg = encode_raw(&rgb, 64, 48, 95).unwrap();
         let (w, h, back) = decode_rgb(&jpeg, 1024).unwrap();
         assert_eq!((w, h), (64, 48));
-        let mad: f64 = rgb
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| f64::from(a.abs_diff(*b)))
-            .sum::<f64>()
-            / rgb.len() as f64;
+        let mad = mean_abs_diff(&rgb, &back);
         assert!(mad < 2.0, "mean abs diff {mad}");
     }
 
@@ -187,12 +191,7 @@ mod tests {
         tile.extend_from_slice(scan);
         let fixed = complete_stream(None, &tile, true).unwrap();
         let (_, _, back) = decode_rgb(&fixed, 1024).unwrap();
-        let mad: f64 = rgb
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| f64::from(a.abs_diff(*b)))
-            .sum::<f64>()
-            / rgb.len() as f64;
+        let mad = mean_abs_diff(&rgb, &back);
         assert!(mad < 2.0, "mean abs diff {mad}");
     }
 

@@ -74,6 +74,15 @@ impl SlideProperties {
             .first()
             .map_or((0, 0), |level| (level.width, level.height))
     }
+
+    /// The most reduced level that still has at least the resolution of `downsample`; the 1%
+    /// tolerance accepts Aperio-style downsamples such as 4.0002 as 4.
+    pub fn best_level_for_downsample(&self, downsample: f64) -> usize {
+        self.levels
+            .iter()
+            .rposition(|l| l.downsample <= downsample * 1.01)
+            .unwrap_or(0)
+    }
 }
 
 /// A stored, already-compressed tile that can be served without decoding.

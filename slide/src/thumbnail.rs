@@ -20,11 +20,7 @@ pub fn thumbnail(slide: &dyn SlideReader, max_side: u32) -> Result<RgbImage> {
     let out_w = ((w0 as f64 * scale).round() as u32).max(1);
     let out_h = ((h0 as f64 * scale).round() as u32).max(1);
     let downsample = w0 as f64 / f64::from(out_w);
-    let level = properties
-        .levels
-        .iter()
-        .rposition(|l| l.downsample <= downsample * 1.01)
-        .unwrap_or(0);
+    let level = properties.best_level_for_downsample(downsample);
     let info = &properties.levels[level];
     // Output pixels → level pixels, per axis.
     let fx = info.width as f64 / f64::from(out_w);

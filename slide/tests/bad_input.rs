@@ -5,13 +5,12 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pathfed_slide::synth::{SynthFormat, SynthSpec};
 use pathfed_slide::tiff::file::tag;
-use pathfed_slide::tiff::writer::{Directory, TiffWriter, Value};
+use pathfed_slide::tiff::writer::Value;
 use pathfed_slide::{SlideError, SlideLimits};
 
 /// Counts live and peak heap bytes so the test can bound what parsing a hostile file costs.
@@ -52,32 +51,13 @@ fn raw_tiff(entries: &[(u16, u16, u32, u32)], next: u32) -> Vec<u8> {
     b
 }
 
-/// A one-tile generic TIFF, written with the project's writer and then edited by `edit`.
-fn one_tile_tiff(path: &Path, edit: impl FnOnce(&mut Directory)) {
-    let mut w = TiffWriter::create(path, false).unwrap();
-    let (offset, len) = w.append(&vec![200u8; 16 * 16 * 3]).unwrap();
-    let mut d = Directory::default();
-    d.set(tag::IMAGE_WIDTH, Value::Long(vec![16]))
-        .set(tag::IMAGE_LENGTH, Value::Long(vec![16]))
-        .set(tag::BITS_PER_SAMPLE, Value::Short(vec![8, 8, 8]))
-        .set(tag::COMPRESSION, Value::Short(vec![1]))
-        .set(tag::PHOTOMETRIC, Value::Short(vec![2]))
-        .set(tag::SAMPLES_PER_PIXEL, Value::Short(vec![3]))
-        .set(tag::TILE_WIDTH, Value::Long(vec![16]))
-        .set(tag::TILE_LENGTH, Value::Long(vec![16]))
-        .set(tag::TILE_OFFSETS, Value::Long(vec![offset as u32]))
-        .set(tag::TILE_BYTE_COUNTS, Value::Long(vec![len as u32]));
-    edit(&mut d);
-    w.finish(&[d]).unwrap();
-}
-
 #[test]
 fn every_bad_file_gets_its_typed_error_quickly_and_cheaply() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name);
 
     // A valid one-tile TIFF first: the corpus edits must be what breaks the others.
-    one_tile_tiff(&p("valid.tif"), |_| {});
+    common::one_tile_tiff(&p("valid.tif"), |_| {});
     pathfed_slide::open(&p("valid.tif"), &SlideLimits::default()).unwrap();
 
     let slide = common::synth(
@@ -103,12 +83,12 @@ fn every_bad_file_gets_its_typed_error_quickly_and_cheaply() {
     )
     .unwrap();
     std::fs::write(p("empty.svs"), b"").unwrap();
-    one_tile_tiff(&p("huge.tif"), |d| {
+    common::one_tile_tiff(&p("huge.tif"), |d| {
         d.set(tag::IMAGE_WIDTH, Value::Long(vec![1_000_000]))
             .set(tag::IMAGE_LENGTH, Value::Long(vec![1_000_000]));
     });
     // 256 × 256 tiles of a 400k × 400k image: within the dimension limit, over the pixel limit.
-    one_tile_tiff(&p("many-pixels.tif"), |d| {
+    common::one_tile_tiff(&p("many-pixels.tif"), |d| {
         d.set(tag::IMAGE_WIDTH, Value::Long(vec![400_000]))
             .set(tag::IMAGE_LENGTH, Value::Long(vec![400_000]));
     });
@@ -120,16 +100,16 @@ fn every_bad_file_gets_its_typed_error_quickly_and_cheaply() {
     let mut far = raw_tiff(&[], 0);
     far[4..8].copy_from_slice(&1_000_000u32.to_le_bytes());
     std::fs::write(p("ifd-past-eof.tif"), far).unwrap();
-    one_tile_tiff(&p("zero-tile.tif"), |d| {
+    common::one_tile_tiff(&p("zero-tile.tif"), |d| {
         d.set(tag::TILE_BYTE_COUNTS, Value::Long(vec![0]));
     });
-    one_tile_tiff(&p("spp.tif"), |d| {
+    common::one_tile_tiff(&p("spp.tif"), |d| {
         d.set(tag::SAMPLES_PER_PIXEL, Value::Short(vec![65529]));
     });
-    one_tile_tiff(&p("tile-past-eof.tif"), |d| {
+    common::one_tile_tiff(&p("tile-past-eof.tif"), |d| {
         d.set(tag::TILE_OFFSETS, Value::Long(vec![4_000_000_000]));
     });
-    one_tile_tiff(&p("wrong-tile-count.tif"), |d| {
+    common::one_tile_tiff(&p("wrong-tile-count.tif"), |d| {
         d.set(tag::IMAGE_WIDTH, Value::Long(vec![64]));
     });
     // A directory claiming 60,000 entries: over the entry limit before anything is read.

@@ -187,26 +187,12 @@ pub fn run(cmd: SlideCommand, config: &Config) -> anyhow::Result<()> {
         SlideCommand::Thumbnail { file, size, out } => {
             let slide = open(&file, config)?;
             let image = thumbnail::thumbnail(slide.as_ref(), size)?;
-            save(&image, &out)?;
-            println!(
-                "wrote {} ({}×{})",
-                out.display(),
-                image.width(),
-                image.height()
-            );
-            Ok(())
+            save(&image, &out)
         }
         SlideCommand::Associated { file, name, out } => {
             let slide = open(&file, config)?;
             let image = slide.associated_image(&name)?;
-            save(&image, &out)?;
-            println!(
-                "wrote {} ({}×{})",
-                out.display(),
-                image.width(),
-                image.height()
-            );
-            Ok(())
+            save(&image, &out)
         }
         SlideCommand::Synth(args) => synth(args),
     }
@@ -216,6 +202,7 @@ fn open(file: &Path, config: &Config) -> anyhow::Result<Box<dyn SlideReader>> {
     pathfed_slide::open(file, &config.slide).with_context(|| format!("opening {}", file.display()))
 }
 
+/// Writes `image` as PNG or JPEG by the extension of `out`, and says so.
 fn save(image: &image::RgbImage, out: &Path) -> anyhow::Result<()> {
     let ext = out
         .extension()

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use pathfed_slide::synth::{SynthSpec, generate};
+use pathfed_slide::tiff::file::tag;
+use pathfed_slide::tiff::writer::{Directory, TiffWriter, Value};
 
 /// The real Aperio slide shipped with the tests.
 pub fn real_slide() -> PathBuf {
@@ -28,4 +30,24 @@ pub fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
         .map(|(x, y)| u64::from(x.abs_diff(*y)))
         .sum();
     sum as f64 / a.as_raw().len() as f64
+}
+
+/// A one-tile (16 × 16, uncompressed) generic TIFF, written with the project's writer after
+/// `edit` has changed its tags.
+pub fn one_tile_tiff(path: &Path, edit: impl FnOnce(&mut Directory)) {
+    let mut w = TiffWriter::create(path, false).unwrap();
+    let (offset, len) = w.append(&vec![200u8; 16 * 16 * 3]).unwrap();
+    let mut d = Directory::default();
+    d.set(tag::IMAGE_WIDTH, Value::Long(vec![16]))
+        .set(tag::IMAGE_LENGTH, Value::Long(vec![16]))
+        .set(tag::BITS_PER_SAMPLE, Value::Short(vec![8, 8, 8]))
+        .set(tag::COMPRESSION, Value::Short(vec![1]))
+        .set(tag::PHOTOMETRIC, Value::Short(vec![2]))
+        .set(tag::SAMPLES_PER_PIXEL, Value::Short(vec![3]))
+        .set(tag::TILE_WIDTH, Value::Long(vec![16]))
+        .set(tag::TILE_LENGTH, Value::Long(vec![16]))
+        .set(tag::TILE_OFFSETS, Value::Long(vec![offset as u32]))
+        .set(tag::TILE_BYTE_COUNTS, Value::Long(vec![len as u32]));
+    edit(&mut d);
+    w.finish(&[d]).unwrap();
 }
