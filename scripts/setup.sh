@@ -8,6 +8,7 @@ packages=(
   libopenslide-dev  # the OpenSlide backend (openslide-sys)
   libclang-dev      # bindgen, which generates the OpenSlide bindings
   clang
+  build-essential   # the C compiler for mimalloc and the linker
 )
 
 missing=()
