@@ -117,7 +117,7 @@ pub struct SynthReport {
 
 /// Near-white glass, used for tiles the texture reports as empty.
 const GLASS: [u8; 3] = [245, 244, 246];
-/// Levels that small are kept whole to make the thumbnail and macro from.
+/// The largest level at most this big is kept whole to make the thumbnail and macro from.
 const KEEP_WHOLE_PIXELS: u64 = 16 << 20;
 
 /// Encodes tiles the same way for the whole file, so the tables can be shared.
@@ -224,7 +224,7 @@ struct LevelBand {
 }
 
 impl LevelBand {
-    fn new(width: u64, height: u64, tile: u32) -> Self {
+    fn new(width: u64, height: u64, tile: u32, keep_whole: bool) -> Self {
         Self {
             width,
             height,
@@ -233,7 +233,7 @@ impl LevelBand {
             rows_done: 0,
             offsets: Vec::new(),
             counts: Vec::new(),
-            whole: (width * height <= KEEP_WHOLE_PIXELS).then(Vec::new),
+            whole: keep_whole.then(Vec::new),
         }
     }
 }
@@ -392,12 +392,15 @@ pub fn generate(
         &spec.classes,
         spec.tissue_fraction,
     );
+    // Reduced levels end below 2048 px a side, so one always qualifies.
+    let overview_level = dims.iter().position(|&(w, h)| w * h <= KEEP_WHOLE_PIXELS);
     let mut writer = TiffWriter::create(path, spec.big_tiff)?;
     let tile = spec.tile_size;
     let mut pyramid = Pyramid {
         levels: dims
             .iter()
-            .map(|&(w, h)| LevelBand::new(w, h, tile))
+            .enumerate()
+            .map(|(i, &(w, h))| LevelBand::new(w, h, tile, Some(i) == overview_level))
             .collect(),
         factor: factor as usize,
         tile,
@@ -443,12 +446,13 @@ pub fn generate(
     }
 
     let tables = pyramid.tables.tables.take();
-    let levels = std::mem::take(&mut pyramid.levels);
+    let mut levels = std::mem::take(&mut pyramid.levels);
     let encoder = pyramid.encoder;
-    let overview = levels
-        .iter()
-        .find_map(|l| l.whole.as_ref().map(|px| (l.width, l.height, px)))
-        .and_then(|(w, h, px)| RgbImage::from_raw(w as u32, h as u32, px.clone()))
+    let overview = overview_level
+        .and_then(|i| {
+            let level = &mut levels[i];
+            RgbImage::from_raw(level.width as u32, level.height as u32, level.whole.take()?)
+        })
         .ok_or_else(|| SlideError::Encode("no level small enough for an overview".into()))?;
 
     let describe = |extra: &str| -> String {

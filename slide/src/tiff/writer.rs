@@ -114,11 +114,6 @@ impl TiffWriter {
         Ok(writer)
     }
 
-    /// Whether offsets are 64-bit.
-    pub fn is_big_tiff(&self) -> bool {
-        self.big_tiff
-    }
-
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.out
             .write_all(bytes)
