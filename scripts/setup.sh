@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Installs what building and testing pathfed needs on Debian 12, idempotently: packages that are
-# already present are left alone, so running it again costs a few dpkg queries.
+# Installs what building and testing pathfed needs on Debian 12, idempotently: whatever is already
+# present is left alone, so running it again costs a few dpkg queries and prints nothing.
 set -euo pipefail
 
+# Everything below is relative to the repository root, wherever the script is called from.
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Each entry is "package" or "package:command"; with a command, that command being on PATH also
+# counts as present, so a Node.js from another source (NodeSource ships npm inside its nodejs,
+# which conflicts with Debian's npm package) is not fought over.
 packages=(
   pkg-config        # locates libopenslide for the build
   libopenslide-dev  # the OpenSlide backend (openslide-sys)
   libclang-dev      # bindgen, which generates the OpenSlide bindings
   clang
   build-essential   # the C compiler for mimalloc and the linker
+  postgresql        # initdb/pg_ctl/postgres for throwaway test clusters; the system cluster is unused
+  chromium:chromium # headless browser for the web tests
+  nodejs:node       # builds and tests the web client
+  npm:npm
+  python3-venv      # the venv holding moto, the S3 stand-in for tests
+  python3-pip
+  ca-certificates   # HTTPS to the package registries
+  curl
 )
 
 missing=()
-for p in "${packages[@]}"; do
+for entry in "${packages[@]}"; do
+  p=${entry%%:*}
+  cmd=${entry#*:}
+  [ "$cmd" != "$entry" ] && command -v "$cmd" >/dev/null 2>&1 && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
@@ -21,7 +38,37 @@ if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
+  # Installing postgresql may create and try to start the distro's "main" cluster; the tests never
+  # use it (each test binary runs its own cluster on a free port), so whether it runs is irrelevant.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The tests run initdb/pg_ctl from here rather than relying on the system cluster or PATH.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "setup: no /usr/lib/postgresql/*/bin/initdb after installing postgresql" >&2
+  exit 1
+fi
+
+# moto_server, the S3 stand-in for tests. Debian's interpreter explicitly, not whatever python3
+# is first on PATH (a pyenv shim, say), so every machine builds the same venv.
+venv=.tools/venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "setup: installing moto into $venv"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==5.*"
+fi
+
+# The web client's dependencies, once it exists. Reinstall when the lock file is newer than
+# node_modules; the touch afterwards marks node_modules current even when npm changed nothing.
+if [ -f web/package.json ]; then
+  lock=web/package-lock.json
+  if [ ! -d web/node_modules ] || { [ -f "$lock" ] && [ "$lock" -nt web/node_modules ]; }; then
+    echo "setup: installing web dependencies"
+    npm_cmd=install
+    [ -f "$lock" ] && npm_cmd=ci
+    (cd web && npm "$npm_cmd" --no-audit --no-fund --loglevel=error)
+    touch web/node_modules
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -53,6 +53,97 @@ impl Default for TilesConfig {
     }
 }
 
+/// Credentials and endpoint for an S3-compatible object store (`s3://bucket/prefix` URLs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of a non-AWS server, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// Region; `us-east-1` when unset.
+    pub region: Option<String>,
+    /// Access key id (falls back to `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (falls back to `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// Allow plain HTTP endpoints (test servers, private networks).
+    pub allow_http: bool,
+}
+
+/// Upload and validation limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Seconds an unfinished upload is kept before it expires.
+    pub upload_expiry_s: u64,
+    /// Seconds the validation child process may run.
+    pub validation_timeout_s: u64,
+    /// Address-space limit of the validation child process, in MiB.
+    pub validation_memory_mb: u64,
+    /// Most entries a zip upload may hold.
+    pub zip_max_entries: u64,
+    /// Most bytes a zip upload may unpack to.
+    pub zip_max_unpacked_bytes: u64,
+    /// Largest unpacked/packed size ratio of any zip entry (zip bombs exceed it).
+    pub zip_max_ratio: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 20 << 30,
+            upload_expiry_s: 24 * 3600,
+            validation_timeout_s: 300,
+            validation_memory_mb: 4096,
+            zip_max_entries: 10_000,
+            zip_max_unpacked_bytes: 40 << 30,
+            zip_max_ratio: 200,
+        }
+    }
+}
+
+/// Sessions and sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Hours a browser session lasts.
+    pub session_hours: u64,
+    /// Mark the session cookie `Secure` (set when the server is reached over TLS).
+    pub secure_cookies: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_hours: 12,
+            secure_cookies: false,
+        }
+    }
+}
+
+/// The node-local cache that materialises slide objects as files for the readers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bytes the cache may hold on disk.
+    pub max_bytes: u64,
+    /// Open slide readers kept in memory.
+    pub open_slides: usize,
+    /// Bytes of encoded Deep Zoom tiles kept in memory.
+    pub tile_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 20 << 30,
+            open_slides: 64,
+            tile_bytes: 256 << 20,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,10 +152,23 @@ pub struct Config {
     pub listen: String,
     /// Directory for the database, local objects, the slide cache and keys.
     pub data_dir: PathBuf,
+    /// Database URL; a SQLite file in the data directory when unset.
+    pub database_url: Option<String>,
+    /// Object store URL (`file:///…`, `s3://bucket/prefix`, `memory://`); `DATA_DIR/objects`
+    /// when unset.
+    pub object_store_url: Option<String>,
     /// Limits for untrusted slide files.
     pub slide: SlideLimits,
     /// Deep Zoom tiling.
     pub tiles: TilesConfig,
+    /// S3 options.
+    pub s3: S3Config,
+    /// Uploads.
+    pub ingest: IngestConfig,
+    /// Sign-in and sessions.
+    pub auth: AuthConfig,
+    /// Slide cache.
+    pub cache: CacheConfig,
 }
 
 impl Default for Config {
@@ -72,8 +176,14 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
+            database_url: None,
+            object_store_url: None,
             slide: SlideLimits::default(),
             tiles: TilesConfig::default(),
+            s3: S3Config::default(),
+            ingest: IngestConfig::default(),
+            auth: AuthConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -95,6 +205,29 @@ impl Config {
             Err(source) => return Err(ConfigError::Read { path: file, source }),
         };
         Self::from_sources(text.as_deref(), &file, &env)
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("pathfed.db").display()
+            ),
+        }
+    }
+
+    /// The object store URL in effect.
+    pub fn object_store_url(&self) -> String {
+        match &self.object_store_url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = self.data_dir.join("objects");
+                let dir = std::path::absolute(&dir).unwrap_or(dir);
+                format!("file://{}", dir.display())
+            }
+        }
     }
 
     /// Builds the configuration from a file's text (if any) and environment variables.
@@ -124,9 +257,11 @@ fn invalid(origin: String, e: impl std::fmt::Display) -> ConfigError {
 }
 
 /// Top-level keys that are not sections; every other variable is `PATHFED_<SECTION>_<KEY>`.
-const TOP_LEVEL: &[&str] = &["listen", "data_dir"];
+const TOP_LEVEL: &[&str] = &["listen", "data_dir", "database_url", "object_store_url"];
 /// Sections the environment may set.
-const SECTIONS: &[&str] = &["slide", "tiles"];
+const SECTIONS: &[&str] = &["slide", "tiles", "s3", "ingest", "auth", "cache"];
+/// Fields that stay strings even when the value looks like a number (keys, secrets).
+const STRING_FIELDS: &[&str] = &["access_key_id", "secret_access_key", "region", "endpoint"];
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (name, raw) in env {
@@ -136,9 +271,9 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
         let key = rest.to_ascii_lowercase();
         // Only known sections take part, so unrelated PATHFED_* variables (used by tests and
         // scripts) do not make the configuration invalid.
-        let value = parse_env_value(raw);
         if TOP_LEVEL.contains(&key.as_str()) {
-            table.insert(key, value);
+            // Every top-level key is a string (addresses, paths, URLs).
+            table.insert(key, toml::Value::String(raw.clone()));
             continue;
         }
         let Some((section, field)) = key.split_once('_') else {
@@ -147,6 +282,11 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
         if !SECTIONS.contains(&section) {
             continue;
         }
+        let value = if STRING_FIELDS.contains(&field) {
+            toml::Value::String(raw.clone())
+        } else {
+            parse_env_value(raw)
+        };
         let entry = table
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));

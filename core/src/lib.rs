@@ -1,10 +1,22 @@
-//! Shared foundations of pathfed: configuration and the limits every component enforces.
+//! Shared foundations of pathfed: configuration, limits, the database, the object store,
+//! accounts (hospitals, users, sessions, tokens), the audit log and the slide cache.
 //!
-//! Later issues add the database, object store, audit log, accounts and job queue here; every
-//! domain crate depends on this one and nothing here depends on a domain crate.
+//! Every domain crate depends on this one and nothing here depends on a domain crate.
 
+pub mod accounts;
+pub mod audit;
+pub mod cache;
 pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
 pub mod limits;
+pub mod platform;
+pub mod secrets;
+pub mod store;
 
 pub use config::{Config, ConfigError};
+pub use db::Db;
+pub use error::{CoreError, CoreResult};
 pub use limits::SlideLimits;
+pub use platform::Platform;

@@ -1,6 +1,7 @@
 //! `pathfed`: the platform's server and command-line tool.
 
 mod cli;
+mod http;
 
 use std::process::ExitCode;
 

@@ -1,8 +1,10 @@
 //! Command-line interface: argument parsing and dispatch to the subcommands.
 
+mod admin;
 mod bench;
 mod progress;
 mod slide;
+mod upload;
 
 use std::path::PathBuf;
 
@@ -23,6 +25,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the web application and API.
+    Serve {
+        /// Address to listen on (overrides the configuration).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Upload slides to a server (resumable).
+    Upload(upload::UploadArgs),
+    /// Manage hospitals, users and API tokens.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Check or read the audit log.
+    #[command(subcommand)]
+    Audit(admin::AuditCommand),
     /// Inspect, tile and generate whole-slide images.
     #[command(subcommand)]
     Slide(slide::SlideCommand),
@@ -33,8 +49,23 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
     match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            runtime()?.block_on(crate::http::serve(config))
+        }
+        Command::Upload(args) => runtime()?.block_on(upload::run(args)),
+        Command::Admin(cmd) => runtime()?.block_on(admin::run(cmd, &config)),
+        Command::Audit(cmd) => runtime()?.block_on(admin::run_audit(cmd, &config)),
         Command::Slide(cmd) => slide::run(cmd, &config),
         Command::Bench(cmd) => bench::run(cmd, &config),
     }

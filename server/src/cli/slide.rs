@@ -66,6 +66,24 @@ pub enum SlideCommand {
     },
     /// Generate a synthetic pyramidal test slide.
     Synth(SynthArgs),
+    /// Check that an untrusted file is a readable slide and write its thumbnail (the server
+    /// runs this in a child process for every upload).
+    Validate {
+        /// The file to check.
+        file: PathBuf,
+        /// Where to write the thumbnail JPEG.
+        #[arg(long)]
+        thumbnail: PathBuf,
+        /// Cap this process's address space (MiB) before touching the file.
+        #[arg(long)]
+        max_memory_mb: Option<u64>,
+        /// Slide limits as JSON (default: from the configuration).
+        #[arg(long)]
+        limits_json: Option<String>,
+        /// Print the verdict as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -142,6 +160,20 @@ pub struct SynthArgs {
 pub fn run(cmd: SlideCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
         SlideCommand::Info { file, json } => info(&file, json, config),
+        SlideCommand::Validate {
+            file,
+            thumbnail,
+            max_memory_mb,
+            limits_json,
+            json,
+        } => validate(
+            &file,
+            &thumbnail,
+            max_memory_mb,
+            limits_json.as_deref(),
+            json,
+            config,
+        ),
         SlideCommand::Tiles {
             file,
             out,
@@ -344,4 +376,43 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         report.bytes as f64 / 1e6
     );
     Ok(())
+}
+
+fn validate(
+    file: &Path,
+    thumbnail: &Path,
+    max_memory_mb: Option<u64>,
+    limits_json: Option<&str>,
+    json: bool,
+    config: &Config,
+) -> anyhow::Result<()> {
+    use pathfed_ingest::validate::{limit_own_memory, validate_here};
+    if let Some(mb) = max_memory_mb {
+        limit_own_memory(mb).context("setting the memory limit")?;
+    }
+    let limits = match limits_json {
+        Some(text) => serde_json::from_str(text).context("--limits-json")?,
+        None => config.slide.clone(),
+    };
+    match validate_here(file, &limits, thumbnail) {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "valid {} slide: {} x {} px, {} levels",
+                    report.format, report.width, report.height, report.levels
+                );
+            }
+            Ok(())
+        }
+        Err(failure) => {
+            if json {
+                println!("{}", serde_json::to_string(&failure)?);
+                // The verdict is on stdout; the exit status says "refused".
+                std::process::exit(2);
+            }
+            bail!("{} ({})", failure.message, failure.code)
+        }
+    }
 }

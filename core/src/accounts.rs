@@ -1,0 +1,479 @@
+//! Hospitals, users and roles, browser sessions and API tokens.
+//!
+//! Every request is made by a [`Principal`]: a user with a role in one hospital. Sessions and
+//! tokens are random bearer secrets of which the database keeps only a SHA-256.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::{Db, new_id, now};
+use crate::error::{CoreError, CoreResult};
+use crate::secrets::{
+    hash_password, hash_secret, new_secret, verify_against_dummy, verify_password,
+};
+
+/// A user's role: what kind of work they do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Spoke staff who submit slides.
+    Submitter,
+    /// Hub pathologist who views and diagnoses.
+    Pathologist,
+    /// Works on the de-identified research tier only.
+    Researcher,
+    /// Manages the hospital's users and tokens.
+    Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [
+        Role::Submitter,
+        Role::Pathologist,
+        Role::Researcher,
+        Role::Admin,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Submitter => "submitter",
+            Role::Pathologist => "pathologist",
+            Role::Researcher => "researcher",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// True for roles that may see identifiable (clinical-tier) data of their hospital.
+    pub fn sees_clinical_data(self) -> bool {
+        !matches!(self, Role::Researcher)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = CoreError;
+    fn from_str(s: &str) -> CoreResult<Self> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                CoreError::Invalid(format!(
+                    "unknown role {s:?} (submitter, pathologist, researcher or admin)"
+                ))
+            })
+    }
+}
+
+/// Whether a hospital sends cases (spoke) or reads them (hub).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HospitalKind {
+    /// Sends slides for consultation.
+    Spoke,
+    /// Has pathologists who read them.
+    Hub,
+}
+
+impl HospitalKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HospitalKind::Spoke => "spoke",
+            HospitalKind::Hub => "hub",
+        }
+    }
+}
+
+impl std::str::FromStr for HospitalKind {
+    type Err = CoreError;
+    fn from_str(s: &str) -> CoreResult<Self> {
+        match s {
+            "spoke" => Ok(HospitalKind::Spoke),
+            "hub" => Ok(HospitalKind::Hub),
+            _ => Err(CoreError::Invalid(format!(
+                "unknown hospital kind {s:?} (spoke or hub)"
+            ))),
+        }
+    }
+}
+
+/// A hospital.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hospital {
+    /// Id.
+    pub id: String,
+    /// Unique display name.
+    pub name: String,
+    /// Spoke or hub.
+    pub kind: HospitalKind,
+}
+
+/// A user as the rest of the platform sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Unique sign-in name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+    /// The user's hospital.
+    pub hospital: Hospital,
+    /// Disabled users cannot sign in and their sessions and tokens stop working.
+    pub disabled: bool,
+}
+
+/// Who is making a request.
+pub type Principal = User;
+
+/// An API token's public description (the secret is shown once, at creation).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    /// Id (used to revoke it).
+    pub id: String,
+    /// Owner's user name.
+    pub username: String,
+    /// What the token is for.
+    pub name: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+const USER_COLUMNS: &str = "u.id, u.username, u.role, u.disabled, h.id AS hid, h.name AS hname, \
+                            h.kind AS hkind FROM users u JOIN hospitals h ON h.id = u.hospital_id";
+
+fn user_from_row(row: &AnyRow) -> CoreResult<User> {
+    let role: String = row.try_get("role")?;
+    let kind: String = row.try_get("hkind")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        role: role.parse()?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        hospital: Hospital {
+            id: row.try_get("hid")?,
+            name: row.try_get("hname")?,
+            kind: kind.parse()?,
+        },
+    })
+}
+
+fn check_name(what: &str, name: &str) -> CoreResult<()> {
+    let ok = !name.trim().is_empty()
+        && name.len() <= 100
+        && name.trim() == name
+        && !name.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid(format!(
+            "{what} must be 1–100 printable characters without leading or trailing spaces"
+        )))
+    }
+}
+
+fn unique_or(e: sqlx::Error, what: String) -> CoreError {
+    let e = CoreError::Database(e);
+    if e.is_unique_violation() {
+        CoreError::Conflict(what)
+    } else {
+        e
+    }
+}
+
+/// Creates a hospital.
+pub async fn create_hospital(db: &Db, name: &str, kind: HospitalKind) -> CoreResult<Hospital> {
+    check_name("hospital name", name)?;
+    let id = new_id();
+    sqlx::query("INSERT INTO hospitals (id, name, kind, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&id)
+        .bind(name)
+        .bind(kind.as_str())
+        .bind(now())
+        .execute(db.pool())
+        .await
+        .map_err(|e| unique_or(e, format!("hospital {name:?}")))?;
+    Ok(Hospital {
+        id,
+        name: name.to_string(),
+        kind,
+    })
+}
+
+/// Every hospital, by name.
+pub async fn list_hospitals(db: &Db) -> CoreResult<Vec<Hospital>> {
+    let rows = sqlx::query("SELECT id, name, kind FROM hospitals ORDER BY name")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let kind: String = row.try_get("kind")?;
+            Ok(Hospital {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                kind: kind.parse()?,
+            })
+        })
+        .collect()
+}
+
+/// The hospital with this name.
+pub async fn hospital_by_name(db: &Db, name: &str) -> CoreResult<Hospital> {
+    list_hospitals(db)
+        .await?
+        .into_iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| CoreError::NotFound(format!("hospital {name:?}")))
+}
+
+/// Creates a user with an argon2id-hashed password.
+pub async fn create_user(
+    db: &Db,
+    hospital: &Hospital,
+    username: &str,
+    role: Role,
+    password: &str,
+) -> CoreResult<User> {
+    check_name("user name", username)?;
+    let hash = hash_password(password)?;
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO users (id, hospital_id, username, role, password_hash, disabled, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6)",
+    )
+    .bind(&id)
+    .bind(&hospital.id)
+    .bind(username)
+    .bind(role.as_str())
+    .bind(&hash)
+    .bind(now())
+    .execute(db.pool())
+    .await
+    .map_err(|e| unique_or(e, format!("user {username:?}")))?;
+    Ok(User {
+        id,
+        username: username.to_string(),
+        role,
+        hospital: hospital.clone(),
+        disabled: false,
+    })
+}
+
+/// Every user, by hospital then name.
+pub async fn list_users(db: &Db) -> CoreResult<Vec<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} ORDER BY h.name, u.username");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(user_from_row).collect()
+}
+
+/// The user with this name.
+pub async fn user_by_name(db: &Db, username: &str) -> CoreResult<User> {
+    let sql = format!("SELECT {USER_COLUMNS} WHERE u.username = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(username)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| CoreError::NotFound(format!("user {username:?}")))?;
+    user_from_row(&row)
+}
+
+/// Number of users (an empty platform needs `admin init`).
+pub async fn count_users(db: &Db) -> CoreResult<i64> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// Enables or disables a user; disabling also ends their sessions.
+pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> CoreResult<()> {
+    let user = user_by_name(db, username).await?;
+    sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+        .bind(i64::from(disabled))
+        .bind(&user.id)
+        .execute(db.pool())
+        .await?;
+    if disabled {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(&user.id)
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sets a new password.
+pub async fn set_password(db: &Db, username: &str, password: &str) -> CoreResult<()> {
+    let user = user_by_name(db, username).await?;
+    let hash = hash_password(password)?;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(&hash)
+        .bind(&user.id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The user if the name and password match and the account is enabled. Unknown names cost
+/// the same time as wrong passwords.
+pub async fn authenticate(db: &Db, username: &str, password: &str) -> CoreResult<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} WHERE u.username = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(username)
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(row) = row else {
+        let password = password.to_string();
+        let _ = tokio::task::spawn_blocking(move || verify_against_dummy(&password)).await;
+        return Ok(None);
+    };
+    let user = user_from_row(&row)?;
+    let hash: String = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+        .bind(&user.id)
+        .fetch_one(db.pool())
+        .await?
+        .try_get("password_hash")?;
+    let password = password.to_string();
+    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    Ok((matches && !user.disabled).then_some(user))
+}
+
+/// A new browser session: returns (session secret for the cookie, CSRF token).
+pub async fn create_session(db: &Db, user: &User, hours: u64) -> CoreResult<(String, String)> {
+    let secret = new_secret("pfs_");
+    let csrf = new_secret("");
+    let created = now();
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(hash_secret(&secret))
+    .bind(&user.id)
+    .bind(&csrf)
+    .bind(created)
+    .bind(created + (hours as i64) * 3600)
+    .execute(db.pool())
+    .await?;
+    Ok((secret, csrf))
+}
+
+/// The user and CSRF token of a live session.
+pub async fn session_user(db: &Db, secret: &str) -> CoreResult<Option<(User, String)>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} JOIN sessions s ON s.user_id = u.id \
+         WHERE s.token_hash = $1 AND s.expires_at > $2"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hash_secret(secret))
+        .bind(now())
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let user = user_from_row(&row)?;
+    if user.disabled {
+        return Ok(None);
+    }
+    let csrf: String = sqlx::query("SELECT csrf_token FROM sessions WHERE token_hash = $1")
+        .bind(hash_secret(secret))
+        .fetch_one(db.pool())
+        .await?
+        .try_get("csrf_token")?;
+    Ok(Some((user, csrf)))
+}
+
+/// Ends a session (logout).
+pub async fn delete_session(db: &Db, secret: &str) -> CoreResult<()> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1 OR expires_at <= $2")
+        .bind(hash_secret(secret))
+        .bind(now())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Creates an API token for a user; returns its description and the secret (shown once).
+pub async fn create_token(db: &Db, user: &User, name: &str) -> CoreResult<(TokenInfo, String)> {
+    check_name("token name", name)?;
+    let secret = new_secret("pf_");
+    let info = TokenInfo {
+        id: new_id(),
+        username: user.username.clone(),
+        name: name.to_string(),
+        created_at: now(),
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&info.id)
+    .bind(&user.id)
+    .bind(name)
+    .bind(hash_secret(&secret))
+    .bind(info.created_at)
+    .execute(db.pool())
+    .await?;
+    Ok((info, secret))
+}
+
+/// The user an unrevoked token belongs to.
+pub async fn token_user(db: &Db, secret: &str) -> CoreResult<Option<User>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} JOIN api_tokens t ON t.user_id = u.id \
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hash_secret(secret))
+        .fetch_optional(db.pool())
+        .await?;
+    match row {
+        Some(row) => {
+            let user = user_from_row(&row)?;
+            Ok((!user.disabled).then_some(user))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Every token (revoked ones too), newest first.
+pub async fn list_tokens(db: &Db) -> CoreResult<Vec<TokenInfo>> {
+    let rows = sqlx::query(
+        "SELECT t.id, u.username, t.name, t.created_at, t.revoked_at FROM api_tokens t \
+         JOIN users u ON u.id = t.user_id ORDER BY t.created_at DESC, t.id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TokenInfo {
+                id: row.try_get("id")?,
+                username: row.try_get("username")?,
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes a token by id; it stops working at once.
+pub async fn revoke_token(db: &Db, id: &str) -> CoreResult<()> {
+    let done =
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(id)
+            .execute(db.pool())
+            .await?;
+    if done.rows_affected() == 0 {
+        return Err(CoreError::NotFound(format!("active token {id:?}")));
+    }
+    Ok(())
+}

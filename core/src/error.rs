@@ -1,0 +1,53 @@
+//! The error type of the platform foundations.
+
+/// What went wrong in the database, the object store or an account operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The database failed or refused a statement.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Schema migration failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A unique name is already taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An argument is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Stored data does not match its recorded SHA-256.
+    #[error("integrity check failed for {0}")]
+    Integrity(String),
+}
+
+impl CoreError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the database refused a duplicate of a unique value.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+/// Result with [`CoreError`].
+pub type CoreResult<T> = Result<T, CoreError>;

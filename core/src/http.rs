@@ -1,0 +1,192 @@
+//! HTTP plumbing every service router shares: JSON errors and the authentication extractor.
+//!
+//! A request is authenticated by an API token (`Authorization: Bearer pf_…`, for the CLI) or a
+//! session cookie (browsers). Cookie-authenticated requests that change state must echo the
+//! session's CSRF token in `X-CSRF-Token`. Every refusal is written to the audit log.
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::accounts::{Principal, session_user, token_user};
+use crate::audit::AuditEvent;
+use crate::error::CoreError;
+use crate::platform::Platform;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "pathfed_session";
+/// Header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// An error answered as `{"error": {"code", "message"}}` with its status.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What a person should read.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404: the same answer for "does not exist" and "not yours", so ids cannot be probed.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 401.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 500 with the cause logged, not shown.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the cause is in the server log",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.code, self.message)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
+            CoreError::NotFound(what) => Self::not_found(&what),
+            CoreError::Invalid(message) => Self::bad_request("invalid", message),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The signed-in user of a request; extracting it refuses (and audits) everyone else.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+/// The session secret from the `Cookie` header, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Platform: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let platform = Platform::from_ref(state);
+        let target = parts.uri.path().to_string();
+        let deny = |event: AuditEvent, error: ApiError| {
+            let platform = platform.clone();
+            async move {
+                let _ = platform.audit(event.detail(error.message.clone())).await;
+                Err(error)
+            }
+        };
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+        if let Some(token) = bearer {
+            return match token_user(&platform.db, &token).await? {
+                Some(user) => Ok(Self(user)),
+                None => {
+                    deny(
+                        AuditEvent::anonymous("auth.token", &target, "denied"),
+                        ApiError::unauthenticated("the API token is invalid or revoked"),
+                    )
+                    .await
+                }
+            };
+        }
+        let Some(secret) = session_cookie(&parts.headers) else {
+            return deny(
+                AuditEvent::anonymous("auth.required", &target, "denied"),
+                ApiError::unauthenticated("sign in first"),
+            )
+            .await;
+        };
+        let Some((user, csrf)) = session_user(&platform.db, &secret).await? else {
+            return deny(
+                AuditEvent::anonymous("auth.session", &target, "denied"),
+                ApiError::unauthenticated("your session has ended; sign in again"),
+            )
+            .await;
+        };
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !constant_time_eq(sent, csrf.as_bytes()) {
+                return deny(
+                    AuditEvent::by(&user, "auth.csrf", &target, "denied"),
+                    ApiError::forbidden("missing or wrong CSRF token; reload the page"),
+                )
+                .await;
+            }
+        }
+        Ok(Self(user))
+    }
+}

@@ -1,0 +1,604 @@
+//! The tus 1.0 resumable-upload protocol (core, creation, checksum with sha256, termination,
+//! expiration) under `/api/v1/uploads`, so any tus client can upload.
+//!
+//! State lives in two places that survive a restart: the `uploads` row (who, what, how long,
+//! which digest) and the staging file, whose length *is* the upload offset. Uploads belong to
+//! the user who created them; anyone else gets 404 as if the upload did not exist.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use futures::StreamExt;
+use pathfed_core::Platform;
+use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::audit::AuditEvent;
+use pathfed_core::db::{new_id, now};
+use pathfed_core::http::{ApiError, Authenticated};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+use crate::names::check_filename;
+use crate::register::complete;
+use crate::{Ingest, keyed_lock};
+
+/// The protocol version spoken.
+pub const TUS_VERSION: &str = "1.0.0";
+/// Extensions supported.
+pub const TUS_EXTENSIONS: &str = "creation,checksum,termination,expiration";
+/// Header naming the slide an upload became.
+pub const SLIDE_ID_HEADER: &str = "pathfed-slide-id";
+/// Status for a chunk whose checksum does not match (tus checksum extension).
+pub const CHECKSUM_MISMATCH: u16 = 460;
+
+/// The routes of the upload service.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Ingest: FromRef<S>,
+    Platform: FromRef<S>,
+{
+    Router::new()
+        .route("/api/v1/uploads", post(create).options(options))
+        .route(
+            "/api/v1/uploads/{id}",
+            axum::routing::head(status)
+                .patch(append)
+                .delete(terminate)
+                .options(options),
+        )
+        .layer(axum::middleware::map_response(tus_headers))
+}
+
+async fn tus_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An upload in progress.
+#[derive(Debug, Clone)]
+pub struct UploadRow {
+    /// Id (also the staging file's name).
+    pub id: String,
+    /// Owner's hospital.
+    pub hospital_id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Declared total length.
+    pub length: u64,
+    /// Name as uploaded.
+    pub filename: String,
+    /// Declared whole-file SHA-256 (hex).
+    pub sha256: String,
+    /// Unix seconds after which the upload is discarded.
+    pub expires_at: i64,
+}
+
+impl Ingest {
+    pub(crate) fn staged_path(&self, id: &str) -> PathBuf {
+        self.inner.staging.join(format!("{id}.part"))
+    }
+
+    pub(crate) fn work_dir(&self, id: &str) -> PathBuf {
+        self.inner.staging.join(format!("{id}.work"))
+    }
+
+    /// Removes an upload's row and staged bytes.
+    pub(crate) async fn discard(&self, id: &str) {
+        let _ = tokio::fs::remove_file(self.staged_path(id)).await;
+        let _ = tokio::fs::remove_dir_all(self.work_dir(id)).await;
+        self.inner
+            .digests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Err(e) = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(self.platform().db.pool())
+            .await
+        {
+            tracing::error!(upload = id, error = %e, "cannot delete upload row");
+        }
+    }
+
+    /// Discards expired uploads and staging files that belong to no upload.
+    pub async fn sweep(&self) -> Result<usize, pathfed_core::CoreError> {
+        let rows = sqlx::query("SELECT id FROM uploads WHERE expires_at <= $1")
+            .bind(now())
+            .fetch_all(self.platform().db.pool())
+            .await?;
+        let mut removed = 0;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            self.discard(&id).await;
+            removed += 1;
+        }
+        let live: std::collections::HashSet<String> = sqlx::query("SELECT id FROM uploads")
+            .fetch_all(self.platform().db.pool())
+            .await?
+            .iter()
+            .filter_map(|row| row.try_get("id").ok())
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&self.inner.staging) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let id = name.split('.').next().unwrap_or_default();
+                if !live.contains(id) {
+                    let path = entry.path();
+                    let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs [`Ingest::sweep`] every minute for the life of the process.
+    pub fn spawn_janitor(&self) {
+        let ingest = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                match ingest.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "discarded expired uploads"),
+                    Err(e) => tracing::warn!(error = %e, "upload sweep failed"),
+                }
+            }
+        });
+    }
+
+    async fn load_upload(&self, user: &Principal, id: &str) -> Result<UploadRow, ApiError> {
+        let row = sqlx::query(
+            "SELECT id, hospital_id, user_id, length, filename, sha256, expires_at FROM uploads \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.platform().db.pool())
+        .await
+        .map_err(ApiError::internal)?;
+        let Some(row) = row else {
+            return Err(ApiError::not_found("upload"));
+        };
+        let upload = UploadRow {
+            id: row.try_get("id").map_err(ApiError::internal)?,
+            hospital_id: row.try_get("hospital_id").map_err(ApiError::internal)?,
+            user_id: row.try_get("user_id").map_err(ApiError::internal)?,
+            length: row
+                .try_get::<i64, _>("length")
+                .map_err(ApiError::internal)? as u64,
+            filename: row.try_get("filename").map_err(ApiError::internal)?,
+            sha256: row.try_get("sha256").map_err(ApiError::internal)?,
+            expires_at: row.try_get("expires_at").map_err(ApiError::internal)?,
+        };
+        if upload.user_id != user.id {
+            let _ = self
+                .platform()
+                .audit(AuditEvent::by(
+                    user,
+                    "upload.access",
+                    &format!("upload:{id}"),
+                    "denied",
+                ))
+                .await;
+            return Err(ApiError::not_found("upload"));
+        }
+        if upload.expires_at <= now() {
+            self.discard(id).await;
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "upload_expired",
+                "this upload expired; start it again",
+            ));
+        }
+        Ok(upload)
+    }
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "tus_version",
+            "send Tus-Resumable: 1.0.0",
+        )),
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("bad_header", format!("{name} must be a number"))),
+    }
+}
+
+/// `Upload-Metadata`: comma-separated `key base64(value)` pairs.
+fn parse_metadata(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (key, value) = item.split_once(' ').unwrap_or((item, ""));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| {
+                ApiError::bad_request("bad_metadata", format!("Upload-Metadata {key}: not base64"))
+            })?;
+        let value = String::from_utf8(bytes).map_err(|_| {
+            ApiError::bad_request("bad_metadata", format!("Upload-Metadata {key}: not UTF-8"))
+        })?;
+        pairs.push((key.to_string(), value));
+    }
+    Ok(pairs)
+}
+
+fn expires_header(at: i64) -> HeaderValue {
+    let time = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).unwrap_or(HeaderValue::from_static(""))
+}
+
+async fn options(State(ingest): State<Ingest>) -> Response {
+    let max = ingest.platform().config.ingest.max_upload_bytes;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    headers.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
+    headers.insert("tus-checksum-algorithm", HeaderValue::from_static("sha256"));
+    headers.insert("tus-max-size", HeaderValue::from(max));
+    response
+}
+
+async fn create(
+    State(ingest): State<Ingest>,
+    Authenticated(user): Authenticated,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    if !matches!(user.role, Role::Submitter | Role::Pathologist | Role::Admin) {
+        let _ = ingest
+            .platform()
+            .audit(AuditEvent::by(&user, "upload.create", "uploads", "denied"))
+            .await;
+        return Err(ApiError::forbidden("your role cannot upload slides"));
+    }
+    let config = &ingest.platform().config.ingest;
+    let length = header_u64(&headers, "upload-length")?.ok_or_else(|| {
+        ApiError::bad_request(
+            "length_required",
+            "send Upload-Length (deferred length is not supported)",
+        )
+    })?;
+    if length > config.max_upload_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!(
+                "the file has {length} bytes; the limit is {} bytes",
+                config.max_upload_bytes
+            ),
+        ));
+    }
+    if length == 0 {
+        return Err(ApiError::bad_request("empty_upload", "the file is empty"));
+    }
+    let raw = headers
+        .get("upload-metadata")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let metadata = parse_metadata(raw)?;
+    let get = |key: &str| {
+        metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let filename = get("filename")
+        .ok_or_else(|| ApiError::bad_request("bad_metadata", "Upload-Metadata needs filename"))?;
+    check_filename(&filename)?;
+    let sha256 = get("sha256")
+        .map(|s| s.to_ascii_lowercase())
+        .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_metadata",
+                "Upload-Metadata needs sha256: the whole file's SHA-256 as 64 hex digits",
+            )
+        })?;
+    let id = new_id().replace('-', "");
+    let expires_at = now() + config.upload_expiry_s as i64;
+    tokio::fs::File::create(ingest.staged_path(&id))
+        .await
+        .map_err(ApiError::internal)?;
+    sqlx::query(
+        "INSERT INTO uploads (id, hospital_id, user_id, length, filename, sha256, created_at, \
+         expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&id)
+    .bind(&user.hospital.id)
+    .bind(&user.id)
+    .bind(length as i64)
+    .bind(&filename)
+    .bind(&sha256)
+    .bind(now())
+    .bind(expires_at)
+    .execute(ingest.platform().db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    tracing::info!(upload = %id, user = %user.username, length, "upload created");
+    let mut response = StatusCode::CREATED.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/api/v1/uploads/{id}")).map_err(ApiError::internal)?,
+    );
+    h.insert("upload-expires", expires_header(expires_at));
+    h.insert("upload-offset", HeaderValue::from(0u64));
+    Ok(response)
+}
+
+async fn staged_len(ingest: &Ingest, id: &str) -> Result<u64, ApiError> {
+    match tokio::fs::metadata(ingest.staged_path(id)).await {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::not_found("upload")),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn status(
+    State(ingest): State<Ingest>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    let upload = ingest.load_upload(&user, &id).await?;
+    let offset = staged_len(&ingest, &id).await?;
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert("upload-offset", HeaderValue::from(offset));
+    h.insert("upload-length", HeaderValue::from(upload.length));
+    h.insert("upload-expires", expires_header(upload.expires_at));
+    Ok(response)
+}
+
+async fn terminate(
+    State(ingest): State<Ingest>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    ingest.load_upload(&user, &id).await?;
+    let gate = keyed_lock(&ingest.inner.upload_locks, &id);
+    let _busy = gate.try_lock().map_err(|_| busy())?;
+    ingest.discard(&id).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::LOCKED,
+        "upload_busy",
+        "another request is writing to this upload",
+    )
+}
+
+/// `Upload-Checksum: sha256 <base64>`.
+fn parse_checksum(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(raw) = headers.get("upload-checksum").and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let (algorithm, value) = raw.trim().split_once(' ').unwrap_or((raw, ""));
+    if algorithm != "sha256" {
+        return Err(ApiError::bad_request(
+            "checksum_algorithm",
+            format!("checksum algorithm {algorithm:?} is not supported; use sha256"),
+        ));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()
+        .filter(|d| d.len() == 32)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_checksum",
+                "Upload-Checksum value is not a base64 SHA-256",
+            )
+        })
+}
+
+async fn append(
+    State(ingest): State<Ingest>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    let upload = ingest.load_upload(&user, &id).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if content_type != Some("application/offset+octet-stream") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "send Content-Type: application/offset+octet-stream",
+        ));
+    }
+    let offset = header_u64(&headers, "upload-offset")?
+        .ok_or_else(|| ApiError::bad_request("offset_required", "send Upload-Offset"))?;
+    let checksum = parse_checksum(&headers)?;
+    let gate = keyed_lock(&ingest.inner.upload_locks, &id);
+    let _busy = gate.try_lock().map_err(|_| busy())?;
+    let current = staged_len(&ingest, &id).await?;
+    if offset != current {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "offset_mismatch",
+            format!("Upload-Offset is {offset} but the server has {current} bytes"),
+        ));
+    }
+    let new_offset = write_chunk(&ingest, &upload, current, checksum, body).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if new_offset == upload.length {
+        let digest = {
+            let mut digests = ingest
+                .inner
+                .digests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match digests.remove(&id) {
+                Some((hashed, hasher)) if hashed == upload.length => {
+                    Some(hex::encode(hasher.finalize()))
+                }
+                _ => None,
+            }
+        };
+        match complete(&ingest, &upload, &user, digest).await {
+            Ok(slide) => {
+                ingest.discard(&id).await;
+                response.headers_mut().insert(
+                    SLIDE_ID_HEADER,
+                    HeaderValue::from_str(&slide.id).map_err(ApiError::internal)?,
+                );
+            }
+            Err(error) => {
+                let _ = ingest
+                    .platform()
+                    .audit(
+                        AuditEvent::by(&user, "slide.upload", &format!("upload:{id}"), "failed")
+                            .detail(format!("{}: {}", upload.filename, error.message)),
+                    )
+                    .await;
+                // A refused file is gone for good; a server-side failure keeps the bytes so
+                // the client can repeat the final request.
+                if error.status.is_client_error() {
+                    ingest.discard(&id).await;
+                }
+                return Err(error);
+            }
+        }
+    }
+    response
+        .headers_mut()
+        .insert("upload-offset", HeaderValue::from(new_offset));
+    Ok(response)
+}
+
+/// Appends the request body at `current`; returns the new offset. A chunk whose checksum fails,
+/// or that overruns the declared length, is rolled back entirely.
+async fn write_chunk(
+    ingest: &Ingest,
+    upload: &UploadRow,
+    current: u64,
+    checksum: Option<Vec<u8>>,
+    body: Body,
+) -> Result<u64, ApiError> {
+    let path = ingest.staged_path(&upload.id);
+    let file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut out = BufWriter::with_capacity(4 << 20, file);
+    let mut whole = {
+        let mut digests = ingest
+            .inner
+            .digests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match digests.remove(&upload.id) {
+            Some((hashed, hasher)) if hashed == current => Some(hasher),
+            // First chunk, or the server restarted: start afresh only from byte 0.
+            _ if current == 0 => Some(Sha256::new()),
+            _ => None,
+        }
+    };
+    let mut chunk_hash = checksum.as_ref().map(|_| Sha256::new());
+    let remaining = upload.length - current;
+    let mut written: u64 = 0;
+    let mut stream = body.into_data_stream();
+    let mut failure: Option<ApiError> = None;
+    let mut interrupted = false;
+    while let Some(frame) = stream.next().await {
+        let data = match frame {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::info!(upload = %upload.id, error = %e, "upload request interrupted");
+                interrupted = true;
+                break;
+            }
+        };
+        if written + data.len() as u64 > remaining {
+            failure = Some(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "past_length",
+                format!(
+                    "the upload was declared as {} bytes; more arrived",
+                    upload.length
+                ),
+            ));
+            break;
+        }
+        if let Err(e) = out.write_all(&data).await {
+            failure = Some(ApiError::internal(e));
+            break;
+        }
+        if let Some(h) = whole.as_mut() {
+            h.update(&data);
+        }
+        if let Some(h) = chunk_hash.as_mut() {
+            h.update(&data);
+        }
+        written += data.len() as u64;
+    }
+    let flushed = out.flush().await;
+    let file = out.into_inner();
+    let synced = file.sync_data().await;
+    if failure.is_none() {
+        if let Err(e) = flushed.and(synced) {
+            failure = Some(ApiError::internal(e));
+        }
+    }
+    if failure.is_none() {
+        if let (Some(expected), Some(h)) = (&checksum, chunk_hash) {
+            if interrupted || h.finalize().as_slice() != expected.as_slice() {
+                failure = Some(ApiError::new(
+                    StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
+                    "checksum_mismatch",
+                    "the chunk's SHA-256 does not match Upload-Checksum; send it again",
+                ));
+            }
+        }
+    }
+    if let Some(error) = failure {
+        file.set_len(current).await.map_err(ApiError::internal)?;
+        return Err(error);
+    }
+    let new_offset = current + written;
+    if let Some(hasher) = whole {
+        ingest
+            .inner
+            .digests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(upload.id.clone(), (new_offset, hasher));
+    }
+    Ok(new_offset)
+}

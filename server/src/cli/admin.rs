@@ -1,0 +1,315 @@
+//! `pathfed admin ...` and `pathfed audit ...`: hospitals, users, tokens and the audit chain,
+//! run on the server host against the configured database. Every change is audited.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use pathfed_core::accounts::{self, HospitalKind, Role};
+use pathfed_core::audit::{self, AuditEvent, Verification};
+use pathfed_core::{Config, Platform};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create the first hospital and its admin (refused once any user exists).
+    Init {
+        /// Hospital name.
+        #[arg(long)]
+        hospital: String,
+        /// Hospital kind.
+        #[arg(long, default_value = "hub")]
+        kind: String,
+        /// The admin's user name.
+        #[arg(long)]
+        user: String,
+        /// File holding the password (first line).
+        #[arg(long, conflicts_with = "generate_password")]
+        password_file: Option<PathBuf>,
+        /// Generate a password and print it.
+        #[arg(long)]
+        generate_password: bool,
+        /// Succeed without changes when the platform already has users.
+        #[arg(long)]
+        if_empty: bool,
+    },
+    /// Manage hospitals.
+    #[command(subcommand)]
+    Hospital(HospitalCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HospitalCommand {
+    /// Add a hospital.
+    Add {
+        /// Name.
+        name: String,
+        /// spoke or hub.
+        #[arg(long)]
+        kind: String,
+    },
+    /// List hospitals.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user.
+    Add {
+        /// User name.
+        username: String,
+        /// The user's hospital (name).
+        #[arg(long)]
+        hospital: String,
+        /// submitter, pathologist, researcher or admin.
+        #[arg(long)]
+        role: String,
+        /// File holding the password (first line).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// List users.
+    List,
+    /// Stop a user from signing in (ends their sessions; tokens stop working).
+    Disable {
+        /// User name.
+        username: String,
+    },
+    /// Let a disabled user sign in again.
+    Enable {
+        /// User name.
+        username: String,
+    },
+    /// Set a new password.
+    Password {
+        /// User name.
+        username: String,
+        /// File holding the password (first line).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user and print it (shown once).
+    Create {
+        /// Owner.
+        #[arg(long)]
+        user: String,
+        /// What it is for.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List tokens.
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id (from `token list`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; names the first row that does not fit.
+    Verify,
+    /// Print the most recent entries.
+    Tail {
+        /// How many.
+        #[arg(short, long, default_value_t = 20)]
+        n: i64,
+    },
+}
+
+fn read_password(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading password file {}", path.display()))?;
+    let password = text.lines().next().unwrap_or_default().to_string();
+    if password.is_empty() {
+        bail!("password file {} is empty", path.display());
+    }
+    Ok(password)
+}
+
+fn cli_event(action: &str, target: &str) -> AuditEvent {
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    AuditEvent {
+        actor: format!("cli:{operator}"),
+        hospital_id: String::new(),
+        action: action.into(),
+        target: target.into(),
+        outcome: "ok".into(),
+        detail: String::new(),
+    }
+}
+
+async fn platform(config: &Config) -> anyhow::Result<Platform> {
+    Platform::open(config.clone())
+        .await
+        .context("opening the platform database and store")
+}
+
+/// Runs an admin command.
+pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
+    let p = platform(config).await?;
+    let db = &p.db;
+    match cmd {
+        AdminCommand::Init {
+            hospital,
+            kind,
+            user,
+            password_file,
+            generate_password,
+            if_empty,
+        } => {
+            if accounts::count_users(db).await? > 0 {
+                if if_empty {
+                    println!("pathfed already has users; sign in with your account");
+                    return Ok(());
+                }
+                bail!("pathfed is already initialised; use `pathfed admin user add`");
+            }
+            let password = match (password_file, generate_password) {
+                (Some(file), _) => read_password(&file)?,
+                (None, true) => pathfed_core::secrets::new_secret("")[..20].to_string(),
+                (None, false) => bail!("pass --password-file FILE or --generate-password"),
+            };
+            let kind: HospitalKind = kind.parse()?;
+            let h = match accounts::hospital_by_name(db, &hospital).await {
+                Ok(h) => h,
+                Err(_) => accounts::create_hospital(db, &hospital, kind).await?,
+            };
+            let u = accounts::create_user(db, &h, &user, Role::Admin, &password).await?;
+            p.audit(
+                cli_event("admin.init", &format!("user:{}", u.username)).detail(h.name.clone()),
+            )
+            .await?;
+            println!(
+                "created hospital {:?} ({}) and admin {:?}",
+                h.name,
+                h.kind.as_str(),
+                u.username
+            );
+            if generate_password {
+                println!("sign in as {} with password: {password}", u.username);
+            }
+        }
+        AdminCommand::Hospital(HospitalCommand::Add { name, kind }) => {
+            let h = accounts::create_hospital(db, &name, kind.parse()?).await?;
+            p.audit(cli_event("admin.hospital.create", &format!("hospital:{}", h.id)).detail(name))
+                .await?;
+            println!("{}\t{}\t{}", h.id, h.name, h.kind.as_str());
+        }
+        AdminCommand::Hospital(HospitalCommand::List) => {
+            for h in accounts::list_hospitals(db).await? {
+                println!("{}\t{}\t{}", h.id, h.name, h.kind.as_str());
+            }
+        }
+        AdminCommand::User(UserCommand::Add {
+            username,
+            hospital,
+            role,
+            password_file,
+        }) => {
+            let h = accounts::hospital_by_name(db, &hospital).await?;
+            let password = read_password(&password_file)?;
+            let u = accounts::create_user(db, &h, &username, role.parse()?, &password).await?;
+            p.audit(cli_event("admin.user.create", &format!("user:{}", u.username)).detail(role))
+                .await?;
+            println!("created {} ({}) in {}", u.username, u.role.as_str(), h.name);
+        }
+        AdminCommand::User(UserCommand::List) => {
+            for u in accounts::list_users(db).await? {
+                let state = if u.disabled { "disabled" } else { "active" };
+                println!(
+                    "{}\t{}\t{}\t{state}",
+                    u.username,
+                    u.role.as_str(),
+                    u.hospital.name
+                );
+            }
+        }
+        AdminCommand::User(UserCommand::Disable { username }) => {
+            accounts::set_disabled(db, &username, true).await?;
+            p.audit(cli_event("admin.user.disable", &format!("user:{username}")))
+                .await?;
+            println!("disabled {username}");
+        }
+        AdminCommand::User(UserCommand::Enable { username }) => {
+            accounts::set_disabled(db, &username, false).await?;
+            p.audit(cli_event("admin.user.enable", &format!("user:{username}")))
+                .await?;
+            println!("enabled {username}");
+        }
+        AdminCommand::User(UserCommand::Password {
+            username,
+            password_file,
+        }) => {
+            accounts::set_password(db, &username, &read_password(&password_file)?).await?;
+            p.audit(cli_event(
+                "admin.user.password",
+                &format!("user:{username}"),
+            ))
+            .await?;
+            println!("password changed for {username}");
+        }
+        AdminCommand::Token(TokenCommand::Create { user, name }) => {
+            let u = accounts::user_by_name(db, &user).await?;
+            let (info, secret) = accounts::create_token(db, &u, &name).await?;
+            p.audit(cli_event("admin.token.create", &format!("token:{}", info.id)).detail(user))
+                .await?;
+            eprintln!(
+                "token {} for {} (store it now; it is not shown again):",
+                info.id, u.username
+            );
+            println!("{secret}");
+        }
+        AdminCommand::Token(TokenCommand::List) => {
+            for t in accounts::list_tokens(db).await? {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{}\t{state}", t.id, t.username, t.name);
+            }
+        }
+        AdminCommand::Token(TokenCommand::Revoke { id }) => {
+            accounts::revoke_token(db, &id).await?;
+            p.audit(cli_event("admin.token.revoke", &format!("token:{id}")))
+                .await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs an audit command.
+pub async fn run_audit(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
+    let p = platform(config).await?;
+    match cmd {
+        AuditCommand::Verify => match audit::verify(&p.db).await? {
+            Verification::Intact(rows) => {
+                println!("audit log intact: {rows} rows");
+                Ok(())
+            }
+            Verification::Broken(broken) => bail!("{broken}"),
+        },
+        AuditCommand::Tail { n } => {
+            for r in audit::recent(&p.db, n).await? {
+                let e = &r.event;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.seq, r.at, e.actor, e.action, e.target, e.outcome, e.detail
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The slide API: list, metadata, thumbnail, label, Deep Zoom descriptor and tiles, delete.
+//!
+//! Deny by default: every handler starts from [`owned_slide`], which answers 404 for ids of
+//! other hospitals exactly as for unknown ids, 403 for roles without clinical access, and
+//! writes every refusal to the audit log. Tiles are immutable, so they carry strong ETags and
+//! long private cache lifetimes, and recently served tiles are kept in memory.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use lru::LruCache;
+use pathfed_core::Platform;
+use pathfed_core::SlideLimits;
+use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::audit::AuditEvent;
+use pathfed_core::cache::CachedSlide;
+use pathfed_core::config::{Config, TilesConfig};
+use pathfed_core::http::{ApiError, Authenticated};
+use pathfed_core::store::{delete_prefix, get_bytes};
+use pathfed_ingest::slides::{self, Slide, slide_prefix, thumbnail_key};
+use pathfed_slide::SlideReader;
+use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/slides", get(list))
+        .route("/api/v1/slides/{id}", get(metadata).delete(remove))
+        .route("/api/v1/slides/{id}/thumbnail", get(thumbnail))
+        .route("/api/v1/slides/{id}/label", get(label))
+        .route("/api/v1/slides/{id}/slide.dzi", get(dzi))
+        .route("/api/v1/slides/{id}/slide_files/{level}/{tile}", get(tile))
+}
+
+/// A slide ready for tiles: its files pinned in the cache, its reader and Deep Zoom view.
+pub struct OpenedSlide {
+    _files: Arc<CachedSlide>,
+    reader: Arc<dyn SlideReader>,
+    deepzoom: DeepZoom,
+}
+
+type TileKey = (String, usize, u64, u64);
+
+/// Open slides and recently served tiles.
+pub struct SlideService {
+    open: Mutex<LruCache<String, Arc<OpenedSlide>>>,
+    tiles: Mutex<(LruCache<TileKey, Bytes>, u64)>,
+    tile_budget: u64,
+    tile_sessions: Mutex<LruCache<(String, String), Instant>>,
+    tiles_config: TilesConfig,
+    limits: SlideLimits,
+}
+
+/// How long a viewing session lasts for the audit log: one `slide.tiles` entry per user,
+/// slide and hour rather than one per tile.
+const TILE_SESSION: Duration = Duration::from_secs(3600);
+
+impl SlideService {
+    /// Empty caches sized from the configuration.
+    pub fn new(config: &Config) -> Self {
+        let slots = NonZeroUsize::new(config.cache.open_slides).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            open: Mutex::new(LruCache::new(slots)),
+            tiles: Mutex::new((LruCache::unbounded(), 0)),
+            tile_budget: config.cache.tile_bytes,
+            tile_sessions: Mutex::new(LruCache::new(
+                NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            )),
+            tiles_config: config.tiles.clone(),
+            limits: config.slide.clone(),
+        }
+    }
+
+    /// Drops every in-memory tile (benchmarks measure cold serving with it).
+    pub fn clear_tiles(&self) {
+        let mut tiles = self.tiles.lock().unwrap_or_else(|p| p.into_inner());
+        tiles.0.clear();
+        tiles.1 = 0;
+    }
+
+    async fn opened(
+        &self,
+        platform: &Platform,
+        slide: &Slide,
+    ) -> Result<Arc<OpenedSlide>, ApiError> {
+        if let Some(hit) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slide.id)
+        {
+            return Ok(hit.clone());
+        }
+        let files = platform
+            .cache
+            .get(&slide.id, &slide.files, &platform.store)
+            .await?;
+        let path = files.dir.join(&slide.main_file);
+        let limits = self.limits.clone();
+        let tiles_config = self.tiles_config.clone();
+        let (reader, deepzoom) = tokio::task::spawn_blocking(move || {
+            let reader: Arc<dyn SlideReader> = Arc::from(pathfed_slide::open(&path, &limits)?);
+            let options = DeepZoomOptions::for_slide(reader.properties(), &tiles_config);
+            let deepzoom = DeepZoom::new(reader.clone(), options)?;
+            Ok::<_, pathfed_slide::SlideError>((reader, deepzoom))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+        let opened = Arc::new(OpenedSlide {
+            _files: files,
+            reader,
+            deepzoom,
+        });
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(slide.id.clone(), opened.clone());
+        Ok(opened)
+    }
+
+    fn forget(&self, slide_id: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(slide_id);
+    }
+
+    fn cached_tile(&self, key: &TileKey) -> Option<Bytes> {
+        self.tiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(key)
+            .cloned()
+    }
+
+    fn keep_tile(&self, key: TileKey, bytes: Bytes) {
+        let mut guard = self.tiles.lock().unwrap_or_else(|p| p.into_inner());
+        let (tiles, total) = &mut *guard;
+        *total += bytes.len() as u64;
+        if let Some(old) = tiles.put(key, bytes) {
+            *total -= old.len() as u64;
+        }
+        while *total > self.tile_budget {
+            match tiles.pop_lru() {
+                Some((_, old)) => *total -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// True once per user, slide and [`TILE_SESSION`].
+    fn starts_tile_session(&self, user: &Principal, slide_id: &str) -> bool {
+        let mut sessions = self.tile_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (user.id.clone(), slide_id.to_string());
+        match sessions.get(&key) {
+            Some(started) if started.elapsed() < TILE_SESSION => false,
+            _ => {
+                sessions.put(key, Instant::now());
+                true
+            }
+        }
+    }
+}
+
+/// The slide, if this user may see it; otherwise the refusal, audited.
+async fn owned_slide(
+    platform: &Platform,
+    user: &Principal,
+    id: &str,
+    action: &str,
+) -> Result<Slide, ApiError> {
+    let target = format!("slide:{id}");
+    if !user.role.sees_clinical_data() {
+        let _ = platform
+            .audit(AuditEvent::by(user, action, &target, "denied").detail("role"))
+            .await;
+        return Err(ApiError::forbidden(
+            "your role has no access to clinical slides",
+        ));
+    }
+    match slides::get_for_hospital(&platform.db, &user.hospital.id, id).await? {
+        Some(slide) => Ok(slide),
+        None => {
+            let _ = platform
+                .audit(AuditEvent::by(user, action, &target, "denied").detail("not visible"))
+                .await;
+            Err(ApiError::not_found("slide"))
+        }
+    }
+}
+
+fn slide_json(slide: &Slide) -> serde_json::Value {
+    let mut value = serde_json::to_value(slide).unwrap_or_default();
+    let base = format!("/api/v1/slides/{}", slide.id);
+    value["thumbnail_url"] = format!("{base}/thumbnail").into();
+    value["dzi_url"] = format!("{base}/slide.dzi").into();
+    value["label_url"] = if slide.has_label {
+        format!("{base}/label").into()
+    } else {
+        serde_json::Value::Null
+    };
+    value
+}
+
+async fn list(
+    State(platform): State<Platform>,
+    Authenticated(user): Authenticated,
+) -> Result<Response, ApiError> {
+    if !user.role.sees_clinical_data() {
+        let _ = platform
+            .audit(AuditEvent::by(&user, "slide.list", "slides", "denied").detail("role"))
+            .await;
+        return Err(ApiError::forbidden(
+            "your role has no access to clinical slides",
+        ));
+    }
+    let all = slides::list_for_hospital(&platform.db, &user.hospital.id).await?;
+    let slides: Vec<_> = all.iter().map(slide_json).collect();
+    Ok(axum::Json(serde_json::json!({ "slides": slides })).into_response())
+}
+
+async fn metadata(
+    State(platform): State<Platform>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let slide = owned_slide(&platform, &user, &id, "slide.view").await?;
+    let _ = platform
+        .audit(AuditEvent::by(
+            &user,
+            "slide.view",
+            &format!("slide:{id}"),
+            "ok",
+        ))
+        .await;
+    let mut body = slide_json(&slide);
+    body["properties"] = serde_json::from_str(&slide.properties).unwrap_or_default();
+    Ok(axum::Json(body).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let platform = &state.platform;
+    let slide = owned_slide(platform, &user, &id, "slide.delete").await?;
+    if !matches!(user.role, Role::Submitter | Role::Admin) {
+        let _ = platform
+            .audit(
+                AuditEvent::by(&user, "slide.delete", &format!("slide:{id}"), "denied")
+                    .detail("role"),
+            )
+            .await;
+        return Err(ApiError::forbidden(
+            "only submitters and admins can delete slides",
+        ));
+    }
+    // Row first: once it is gone nobody can reach the objects, even if deleting them fails.
+    slides::delete(&platform.db, &user.hospital.id, &id).await?;
+    state.slides.forget(&id);
+    platform.cache.remove(&id);
+    if let Err(e) = delete_prefix(&platform.store, &slide_prefix(&slide.hospital_id, &id)).await {
+        tracing::error!(slide = %id, error = %e, "slide row deleted but its objects remain");
+    }
+    let _ = platform
+        .audit(
+            AuditEvent::by(&user, "slide.delete", &format!("slide:{id}"), "ok")
+                .detail(slide.filename.clone()),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn image_response(content_type: &'static str, bytes: Vec<u8>, max_age: u64) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(&format!("private, max-age={max_age}"))
+                    .unwrap_or(HeaderValue::from_static("private")),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn thumbnail(
+    State(platform): State<Platform>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let slide = owned_slide(&platform, &user, &id, "slide.thumbnail").await?;
+    let bytes = get_bytes(
+        &platform.store,
+        &thumbnail_key(&slide.hospital_id, &slide.id),
+    )
+    .await?;
+    Ok(image_response("image/jpeg", bytes, 3600))
+}
+
+async fn label(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let platform = &state.platform;
+    let slide = owned_slide(platform, &user, &id, "slide.label").await?;
+    if !slide.has_label {
+        return Err(ApiError::not_found("label image"));
+    }
+    let opened = state.slides.opened(platform, &slide).await?;
+    let png = tokio::task::spawn_blocking(move || {
+        let image = opened
+            .reader
+            .associated_image("label")
+            .map_err(ApiError::internal)?;
+        let mut out = std::io::Cursor::new(Vec::new());
+        image
+            .write_to(&mut out, image::ImageFormat::Png)
+            .map_err(ApiError::internal)?;
+        Ok::<_, ApiError>(out.into_inner())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let _ = platform
+        .audit(AuditEvent::by(
+            &user,
+            "slide.label",
+            &format!("slide:{id}"),
+            "ok",
+        ))
+        .await;
+    Ok(image_response("image/png", png, 300))
+}
+
+async fn dzi(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let slide = owned_slide(&state.platform, &user, &id, "slide.tiles").await?;
+    let opened = state.slides.opened(&state.platform, &slide).await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=3600"),
+            ),
+        ],
+        opened.deepzoom.dzi(),
+    )
+        .into_response())
+}
+
+async fn tile(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+    Path((id, level, name)): Path<(String, usize, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let platform = &state.platform;
+    let slide = owned_slide(platform, &user, &id, "slide.tiles").await?;
+    let (col, row) = name
+        .strip_suffix(".jpeg")
+        .and_then(|s| s.split_once('_'))
+        .and_then(|(c, r)| Some((c.parse::<u64>().ok()?, r.parse::<u64>().ok()?)))
+        .ok_or_else(|| ApiError::not_found("tile"))?;
+    if state.slides.starts_tile_session(&user, &id) {
+        let _ = platform
+            .audit(AuditEvent::by(
+                &user,
+                "slide.tiles",
+                &format!("slide:{id}"),
+                "ok",
+            ))
+            .await;
+    }
+    let tiles = &state.slides.tiles_config;
+    let etag = format!(
+        "\"{}-{}-{}-{}-{level}-{col}-{row}\"",
+        &slide.sha256[..16],
+        tiles.tile_size,
+        tiles.overlap,
+        tiles.jpeg_quality
+    );
+    let tile_headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=31536000, immutable"),
+        ),
+        (
+            header::ETAG,
+            HeaderValue::from_str(&etag).map_err(ApiError::internal)?,
+        ),
+    ];
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, tile_headers).into_response());
+    }
+    let key = (id.clone(), level, col, row);
+    if let Some(bytes) = state.slides.cached_tile(&key) {
+        state.metrics.tile("memory");
+        return Ok((tile_headers, bytes).into_response());
+    }
+    let opened = state.slides.opened(platform, &slide).await?;
+    let rendered = tokio::task::spawn_blocking(move || opened.deepzoom.tile(level, col, row))
+        .await
+        .map_err(ApiError::internal)?;
+    let tile = match rendered {
+        Ok(tile) => tile,
+        Err(pathfed_slide::SlideError::OutOfRange(_)) => return Err(ApiError::not_found("tile")),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    state.metrics.tile(if tile.passthrough {
+        "stored"
+    } else {
+        "rendered"
+    });
+    let bytes = Bytes::from(tile.jpeg);
+    state.slides.keep_tile(key, bytes.clone());
+    Ok((tile_headers, bytes).into_response())
+}

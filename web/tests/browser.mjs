@@ -1,0 +1,458 @@
+// End-to-end browser test for the pathfed web UI.
+//
+// Run from the repository root:   node web/tests/browser.mjs
+//
+// It sets up a throwaway data directory with one hospital and user, generates
+// a synthetic slide, starts `pathfed serve` on a free loopback port, and drives
+// a real Chromium through login → upload → viewer → slide list, checking that
+// the viewer actually paints tissue (not a blank canvas).
+//
+// Environment:
+//   PATHFED_BIN        pathfed binary        (default target/debug/pathfed)
+//   CHROMIUM           Chromium executable   (default /usr/bin/chromium)
+//   PATHFED_ARTIFACTS  screenshots go here   (default target/test-artifacts)
+//   PATHFED_KEEP_TMP   set to 1 to keep the temporary directory for debugging
+
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { chromium } from "playwright-core";
+
+const execFileAsync = promisify(execFile);
+
+const BIN = path.resolve(process.env.PATHFED_BIN || "target/debug/pathfed");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARTIFACTS = path.resolve(process.env.PATHFED_ARTIFACTS || "target/test-artifacts");
+const KEEP_TMP = process.env.PATHFED_KEEP_TMP === "1";
+
+const USERNAME = "alice";
+// Random per run: nothing depends on its value, and no fixed password ends
+// up in a data directory that someone might keep around.
+const PASSWORD = `pw-${randomBytes(12).toString("hex")}`;
+const SLIDE_NAME = "browser.svs";
+
+const HEALTH_TIMEOUT_MS = 60_000;
+const UPLOAD_TIMEOUT_MS = 120_000;
+const TILES_TIMEOUT_MS = 60_000;
+// Hard ceiling so a wedged browser or server cannot hang CI forever.
+const WATCHDOG_MS = 10 * 60_000;
+
+const started = Date.now();
+function step(message) {
+  const seconds = ((Date.now() - started) / 1000).toFixed(1).padStart(6);
+  console.log(`[browser-test ${seconds}s] ${message}`);
+}
+
+class TestFailure extends Error {}
+
+function check(condition, message) {
+  if (!condition) throw new TestFailure(message);
+}
+
+// ---- Resources to release on every exit path ------------------------------
+
+let tmpDir = null;
+let server = null;
+let browser = null;
+let page = null;
+const serverLog = []; // last lines of the server's stderr and stdout
+const browserLog = []; // console messages, page errors, failed requests
+const LOG_LINES = 200;
+
+function remember(buffer, line) {
+  buffer.push(line);
+  if (buffer.length > LOG_LINES) buffer.shift();
+}
+
+async function stopServer() {
+  if (!server || server.exitCode !== null || server.signalCode !== null) return;
+  const exited = new Promise((resolve) => server.once("exit", resolve));
+  server.kill("SIGTERM");
+  const timer = setTimeout(() => server.kill("SIGKILL"), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+// Shared so that a signal arriving mid-test and the normal exit path both wait
+// for the same, single cleanup before the process exits.
+let cleanupPromise = null;
+function cleanup() {
+  cleanupPromise ??= releaseAll();
+  return cleanupPromise;
+}
+
+async function releaseAll() {
+  if (browser) await browser.close().catch(() => {});
+  await stopServer().catch(() => {});
+  if (tmpDir) {
+    if (KEEP_TMP) step(`keeping temporary directory ${tmpDir}`);
+    else await rm(tmpDir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+// Last resort if the process exits some other way: never leave a server behind.
+process.on("exit", () => {
+  if (server && server.exitCode === null && server.signalCode === null) server.kill("SIGKILL");
+});
+const SIGNAL_EXIT_CODES = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+let interrupted = null;
+for (const signal of Object.keys(SIGNAL_EXIT_CODES)) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = signal;
+    console.error(`\n[browser-test] interrupted by ${signal}, cleaning up`);
+    cleanup().finally(() => process.exit(SIGNAL_EXIT_CODES[signal]));
+  });
+}
+
+// ---- Helpers ------------------------------------------------------------------
+
+async function run(args, env) {
+  step(`$ pathfed ${args.join(" ")}`);
+  try {
+    const { stdout } = await execFileAsync(BIN, args, {
+      env: { ...process.env, ...env },
+      timeout: 300_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return stdout;
+  } catch (err) {
+    const output = [err.stdout, err.stderr].filter(Boolean).join("\n").trim();
+    throw new TestFailure(`pathfed ${args[0]} ${args[1] || ""} failed (${err.code ?? err.signal}):\n${output}`);
+  }
+}
+
+/** A port the kernel just handed out, so very likely still free. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.unref();
+    probe.on("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function waitForHealth(base) {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+  let last = "no answer yet";
+  while (Date.now() < deadline) {
+    if (server.exitCode !== null || server.signalCode !== null) {
+      throw new TestFailure(`server exited early (${server.exitCode ?? server.signalCode})`);
+    }
+    try {
+      const response = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(2_000) });
+      if (response.status === 200) return;
+      last = `HTTP ${response.status}`;
+    } catch (err) {
+      last = err.cause?.code || err.message;
+    }
+    await sleep(250);
+  }
+  throw new TestFailure(`server not healthy after ${HEALTH_TIMEOUT_MS / 1000}s (last: ${last})`);
+}
+
+/** page.waitForFunction with a readable failure that includes page state. */
+async function waitInPage(description, fn, arg, timeout) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout, polling: 250 });
+  } catch (err) {
+    const state = await page
+      .evaluate(() => ({
+        url: location.href,
+        error: document.getElementById("app-error")?.textContent || "",
+        tilesLoaded: window.pathfedTilesLoaded,
+      }))
+      .catch(() => ({}));
+    throw new TestFailure(`timed out waiting for ${description}: ${err.message.split("\n")[0]} — page state ${JSON.stringify(state)}`);
+  }
+}
+
+// Runs inside the page: luminance statistics of the viewer's 2D canvas,
+// over opaque pixels only (outside the slide the canvas stays transparent).
+function canvasStats() {
+  const viewer = window.pathfedViewer;
+  const canvas = viewer && viewer.drawer && viewer.drawer.canvas;
+  if (!canvas || typeof canvas.getContext !== "function") return { error: "no drawer canvas" };
+  const context = canvas.getContext("2d");
+  if (!context) return { error: `drawer is ${viewer.drawer.getType()}, not a 2D canvas` };
+  const { width, height } = canvas;
+  const data = context.getImageData(0, 0, width, height).data;
+  let opaque = 0;
+  let sum = 0;
+  let sumSquares = 0;
+  let nonWhite = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] < 250) continue;
+    const lum = 0.2126 * data[i] + 0.7152 * data[i + 1] + 0.0722 * data[i + 2];
+    opaque += 1;
+    sum += lum;
+    sumSquares += lum * lum;
+    if (lum < 235) nonWhite += 1;
+  }
+  const mean = opaque ? sum / opaque : 0;
+  const std = opaque ? Math.sqrt(Math.max(0, sumSquares / opaque - mean * mean)) : 0;
+  return { width, height, opaque, mean, std, nonWhiteFraction: opaque ? nonWhite / opaque : 0 };
+}
+
+// Runs inside the page: tiles have arrived, the zoom has settled and the
+// tiled image has everything it needs for the current view.
+function viewerSettled(minTiles) {
+  const viewer = window.pathfedViewer;
+  if (!viewer || !(window.pathfedTilesLoaded > minTiles)) return false;
+  const item = viewer.world.getItemAt(0);
+  if (!item || !item.getFullyLoaded()) return false;
+  const current = viewer.viewport.getZoom(true);
+  const target = viewer.viewport.getZoom(false);
+  return Math.abs(current - target) <= 1e-6 * target;
+}
+
+const SCALE_TEXT = /^\d+(\.\d+)?\s*(µm|mm)$/;
+
+async function scaleText() {
+  return ((await page.textContent("#scale-bar-label")) || "").trim();
+}
+
+// ---- The test -------------------------------------------------------------------
+
+async function main() {
+  check(existsSync(BIN), `pathfed binary not found at ${BIN} (build it, or set PATHFED_BIN)`);
+  check(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (install it, or set CHROMIUM)`);
+
+  tmpDir = await mkdtemp(path.join(os.tmpdir(), "pathfed-browser-"));
+  const dataDir = path.join(tmpDir, "data");
+  await mkdir(dataDir, { recursive: true });
+  const env = { PATHFED_DATA_DIR: dataDir };
+  step(`temporary directory ${tmpDir}`);
+
+  const passwordFile = path.join(tmpDir, "password");
+  await writeFile(passwordFile, PASSWORD, { mode: 0o600 });
+  await run(["admin", "init", "--hospital", "Test Hub", "--kind", "hub", "--user", USERNAME, "--password-file", passwordFile], env);
+
+  const slidePath = path.join(tmpDir, SLIDE_NAME);
+  await run(["slide", "synth", "--out", slidePath, "--width", "6000", "--height", "4000"], env);
+
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  step(`starting pathfed serve on ${base}`);
+  server = spawn(BIN, ["serve"], {
+    env: { ...process.env, ...env, PATHFED_LISTEN: `127.0.0.1:${port}` },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  for (const [stream, tag] of [[server.stdout, "out"], [server.stderr, "err"]]) {
+    let partial = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop();
+      for (const line of lines) remember(serverLog, `[${tag}] ${line}`);
+    });
+  }
+  server.on("exit", (code, signal) => remember(serverLog, `[exit] code=${code} signal=${signal}`));
+  await waitForHealth(base);
+  step("server is healthy");
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Root in CI containers needs --no-sandbox; a small /dev/shm there would
+    // otherwise crash renderers on large canvases.
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    // Our own signal handlers close the browser and then stop the server and
+    // remove the temporary directory; Playwright's would exit before that.
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  page = await context.newPage();
+  page.on("console", (message) => remember(browserLog, `[console.${message.type()}] ${message.text()}`));
+  page.on("pageerror", (error) => remember(browserLog, `[pageerror] ${error.message}`));
+  page.on("requestfailed", (request) => remember(browserLog, `[requestfailed] ${request.method()} ${request.url()} ${request.failure()?.errorText}`));
+  page.on("response", (response) => {
+    if (response.status() >= 400) remember(browserLog, `[http ${response.status()}] ${response.request().method()} ${response.url()}`);
+  });
+  page.on("dialog", (dialog) => {
+    step(`accepting ${dialog.type()} dialog: ${dialog.message()}`);
+    dialog.accept().catch(() => {});
+  });
+
+  // -- Login: a wrong password first, to see the server's message displayed.
+  step("login page: wrong password shows an error");
+  await page.goto(`${base}/login`);
+  await page.fill("#username", USERNAME);
+  await page.fill("#password", `${PASSWORD}-wrong`);
+  await page.click("#login-button");
+  await page.locator("#app-error").waitFor({ state: "visible", timeout: 10_000 });
+  const loginError = ((await page.textContent("#app-error")) || "").trim();
+  check(loginError.length > 0, "login error banner is empty");
+  step(`  error shown: "${loginError}"`);
+
+  step(`logging in as ${USERNAME}`);
+  await page.fill("#username", USERNAME);
+  await page.fill("#password", PASSWORD);
+  await Promise.all([page.waitForURL(`${base}/`, { timeout: 15_000 }), page.click("#login-button")]);
+  await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
+  const navText = (await page.textContent("#app-nav")) || "";
+  check(navText.includes(USERNAME), `nav bar does not name the user: "${navText}"`);
+  check(navText.includes("Test Hub"), `nav bar does not name the hospital: "${navText}"`);
+  step("slide list: expecting the empty state");
+  await page.locator("#empty-state").waitFor({ timeout: 10_000 });
+
+  // -- Upload.
+  step("going to the upload page");
+  await Promise.all([page.waitForURL(`${base}/upload`), page.click('#app-nav a[href="/upload"]')]);
+  await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
+  step(`uploading ${SLIDE_NAME}`);
+  await page.setInputFiles("#file-input", slidePath);
+
+  const uploadDeadline = Date.now() + UPLOAD_TIMEOUT_MS;
+  let lastPhase = null;
+  let row = null;
+  while (Date.now() < uploadDeadline) {
+    row = await page.evaluate(() => {
+      const element = document.querySelector(".upload-row");
+      if (!element) return null;
+      return {
+        phase: element.dataset.phase,
+        percent: element.querySelector(".upload-percent")?.textContent || "",
+        bytes: element.querySelector(".upload-bytes")?.textContent || "",
+        error: element.querySelector(".upload-error")?.textContent || "",
+      };
+    });
+    if (row && row.phase !== lastPhase) {
+      step(`  upload phase: ${row.phase} ${row.bytes}`);
+      lastPhase = row.phase;
+    }
+    if (row && (row.phase === "done" || row.phase === "error" || row.phase === "cancelled")) break;
+    await sleep(250);
+  }
+  check(row, "no upload row appeared after choosing the file");
+  check(row.phase !== "error", `upload failed: ${row.error}`);
+  check(row.phase === "done", `upload not done after ${UPLOAD_TIMEOUT_MS / 1000}s (phase ${row.phase}, ${row.bytes})`);
+
+  const openLink = page.locator('.upload-row[data-phase="done"] a.open-viewer');
+  check((await openLink.count()) === 1, 'no "Open in viewer" link (was the Pathfed-Slide-Id header sent?)');
+  const href = await openLink.getAttribute("href");
+  const slideId = new URLSearchParams(href.split("?")[1] || "").get("slide");
+  check(href.startsWith("/viewer?slide=") && slideId, `unexpected viewer link: ${href}`);
+  step(`upload done, slide id ${slideId}`);
+
+  // -- Viewer.
+  step("opening the viewer");
+  await Promise.all([page.waitForURL(/\/viewer\?slide=/), openLink.click()]);
+  await waitInPage("the first tiles to load and the image to be fully loaded", viewerSettled, 0, TILES_TIMEOUT_MS);
+  const tilesAtHome = await page.evaluate(() => window.pathfedTilesLoaded);
+  step(`  ${tilesAtHome} tiles loaded at home zoom`);
+
+  const title = ((await page.textContent("#slide-title")) || "").trim();
+  check(title === SLIDE_NAME, `viewer header shows "${title}", expected "${SLIDE_NAME}"`);
+
+  // The drawer paints on the next animation frame after the last tile; poll
+  // briefly instead of reading the canvas once.
+  let stats = null;
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    stats = await page.evaluate(canvasStats);
+    if (!stats.error && stats.opaque > 1000 && stats.std > 5 && stats.nonWhiteFraction > 0.01) break;
+    await sleep(250);
+  }
+  step(`  canvas ${JSON.stringify(stats, (key, value) => (typeof value === "number" ? Number(value.toFixed(3)) : value))}`);
+  check(!stats.error, `canvas check impossible: ${stats.error}`);
+  check(stats.opaque > 1000, "the viewer canvas has (almost) no painted pixels");
+  check(stats.std > 5, `the viewer canvas looks blank (luminance std ${stats.std.toFixed(2)})`);
+  check(stats.nonWhiteFraction > 0.01, "the viewer canvas is all white");
+
+  await waitInPage("the scale bar to show a length", (pattern) => new RegExp(pattern).test((document.getElementById("scale-bar-label")?.textContent || "").trim()), SCALE_TEXT.source, 10_000);
+  const scaleAtHome = await scaleText();
+  step(`  scale bar at home zoom: ${scaleAtHome}`);
+
+  step("zooming in 4×");
+  await page.evaluate(() => {
+    const viewport = window.pathfedViewer.viewport;
+    viewport.zoomBy(4);
+    viewport.applyConstraints();
+  });
+  await waitInPage("more tiles after zooming in", viewerSettled, tilesAtHome, TILES_TIMEOUT_MS);
+  const tilesZoomed = await page.evaluate(() => window.pathfedTilesLoaded);
+  step(`  ${tilesZoomed - tilesAtHome} more tiles loaded`);
+  // The bar redraws on the next animation frame after the zoom settles.
+  await waitInPage("the scale bar to change after zooming", (before) => {
+    const text = (document.getElementById("scale-bar-label")?.textContent || "").trim();
+    return text !== before && /^\d+(\.\d+)?\s*(µm|mm)$/.test(text);
+  }, scaleAtHome, 10_000);
+  step(`  scale bar after zoom: ${await scaleText()}`);
+
+  await mkdir(ARTIFACTS, { recursive: true });
+  const viewerShot = path.join(ARTIFACTS, "viewer.png");
+  await page.screenshot({ path: viewerShot });
+  step(`saved ${viewerShot}`);
+
+  // -- Back to the list: the new slide with its thumbnail.
+  step("back to the slide list");
+  await Promise.all([page.waitForURL(`${base}/`), page.click("#back-link")]);
+  const listRow = page.locator(`#slide-list tr[data-slide-id="${slideId}"]`);
+  await listRow.waitFor({ timeout: 10_000 });
+  const rowText = (await listRow.textContent()) || "";
+  check(rowText.includes(SLIDE_NAME), `slide row does not show the filename: "${rowText}"`);
+  // Digit grouping depends on the browser's locale; compare digits only.
+  check(rowText.replace(/[^\d×]/g, "").includes("6000×4000"), `slide row does not show 6000 × 4000: "${rowText}"`);
+  const thumbnail = listRow.locator("img.thumbnail");
+  await thumbnail.scrollIntoViewIfNeeded();
+  const thumbHandle = await thumbnail.elementHandle();
+  await waitInPage("the thumbnail to load", (img) => img.complete && img.naturalWidth > 0, thumbHandle, 30_000);
+  const thumbSize = await thumbHandle.evaluate((img) => `${img.naturalWidth}×${img.naturalHeight}`);
+  step(`  thumbnail loaded (${thumbSize})`);
+}
+
+async function reportFailure(err) {
+  console.error("\n[browser-test] FAILED:", err instanceof TestFailure ? err.message : err?.stack || err);
+  if (browserLog.length) {
+    console.error("\n--- browser log (last 40 lines) ---");
+    console.error(browserLog.slice(-40).join("\n"));
+  }
+  console.error("\n--- server log (last 60 lines) ---");
+  console.error(serverLog.length ? serverLog.slice(-60).join("\n") : "(no server output)");
+  if (page) {
+    try {
+      await mkdir(ARTIFACTS, { recursive: true });
+      const shot = path.join(ARTIFACTS, "failure.png");
+      await page.screenshot({ path: shot, timeout: 10_000 });
+      console.error(`\nsaved ${shot}`);
+    } catch (shotError) {
+      console.error(`\n(could not save failure screenshot: ${shotError.message})`);
+    }
+  }
+}
+
+const watchdog = setTimeout(() => {
+  reportFailure(new TestFailure(`the whole test took longer than ${WATCHDOG_MS / 60_000} minutes`))
+    .finally(cleanup)
+    .finally(() => process.exit(1));
+}, WATCHDOG_MS);
+watchdog.unref();
+
+let exitCode = 0;
+try {
+  await main();
+  console.log("browser test passed");
+} catch (err) {
+  exitCode = 1;
+  // After a signal the browser is closed under the test's feet; the errors
+  // that follow are noise, not a finding.
+  if (!interrupted) await reportFailure(err);
+} finally {
+  clearTimeout(watchdog);
+  await cleanup();
+}
+process.exit(interrupted ? SIGNAL_EXIT_CODES[interrupted] : exitCode);
