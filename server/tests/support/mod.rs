@@ -1,0 +1,291 @@
+//! Test harness: real servers (the `pathfed` binary) on real backends.
+//!
+//! [`Backend::Local`] is the embedded default (SQLite file + local object store);
+//! [`Backend::Remote`] is a throwaway PostgreSQL cluster + an S3-compatible server, both
+//! started by [`services`]. Every behaviour test runs on both.
+#![allow(dead_code)]
+
+pub mod services;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pathfed_core::config::S3Config;
+use pathfed_core::store::{Store, list_keys, open_store};
+
+/// Which database and object store a server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite + local files.
+    Local,
+    /// PostgreSQL + S3.
+    Remote,
+}
+
+/// Both backends, for tests that loop over them.
+pub const BACKENDS: [Backend; 2] = [Backend::Local, Backend::Remote];
+
+/// A running `pathfed serve` and everything to inspect what it stored.
+pub struct TestServer {
+    /// Base URL.
+    pub url: String,
+    /// Which backend.
+    pub backend: Backend,
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    s3: S3Config,
+    object_store_url: String,
+    database_url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// The `pathfed` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pathfed"))
+}
+
+impl TestServer {
+    /// Starts a server on `backend` with extra `PATHFED_*` settings.
+    pub fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATHFED_DATA_DIR".into(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("PATHFED_LOG".into(), "warn".into()),
+        ];
+        let mut s3 = S3Config::default();
+        let (database_url, object_store_url) = match backend {
+            Backend::Local => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("data/pathfed.db").display()
+                ),
+                format!("file://{}", dir.path().join("data/objects").display()),
+            ),
+            Backend::Remote => {
+                let pg = services::Postgres::shared();
+                let s3_server = services::S3Server::shared();
+                let bucket = s3_server.create_bucket("pathfed");
+                s3 = S3Config {
+                    endpoint: Some(s3_server.endpoint()),
+                    region: Some("us-east-1".into()),
+                    access_key_id: Some("testing".into()),
+                    secret_access_key: Some("testing".into()),
+                    allow_http: true,
+                };
+                env.extend([
+                    ("PATHFED_S3_ENDPOINT".into(), s3_server.endpoint()),
+                    ("PATHFED_S3_REGION".into(), "us-east-1".into()),
+                    ("PATHFED_S3_ACCESS_KEY_ID".into(), "testing".into()),
+                    ("PATHFED_S3_SECRET_ACCESS_KEY".into(), "testing".into()),
+                    ("PATHFED_S3_ALLOW_HTTP".into(), "true".into()),
+                ]);
+                (
+                    pg.create_database("pathfed"),
+                    format!("s3://{bucket}/objects"),
+                )
+            }
+        };
+        env.push(("PATHFED_DATABASE_URL".into(), database_url.clone()));
+        env.push(("PATHFED_OBJECT_STORE_URL".into(), object_store_url.clone()));
+        for (k, v) in extra {
+            env.push((k.to_string(), v.to_string()));
+        }
+        let mut server = Self {
+            url: String::new(),
+            backend,
+            dir,
+            env,
+            child: None,
+            s3,
+            object_store_url,
+            database_url,
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts a server on `backend` with default settings.
+    pub fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[])
+    }
+
+    fn launch(&mut self) {
+        // A restarted server comes back on the same address, as clients expect.
+        let port = match self.url.rsplit(':').next().and_then(|p| p.parse().ok()) {
+            Some(port) => port,
+            None => free_port(),
+        };
+        self.url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
+        let child = Command::new(bin())
+            .arg("serve")
+            .envs(self.env.iter().cloned())
+            .env("PATHFED_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start pathfed serve");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                panic!("server did not start; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server abruptly (SIGKILL), as a crash or power loss would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts the server again on the same data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Runs a `pathfed` command against this server's database and store.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("run pathfed")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "pathfed {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Creates a hospital (if new) and a user in it; returns an API token for the user.
+    pub fn user(&self, hospital: &str, kind: &str, username: &str, role: &str) -> String {
+        if !self
+            .cli_ok(&["admin", "hospital", "list"])
+            .contains(&format!("\t{hospital}\t"))
+        {
+            self.cli_ok(&["admin", "hospital", "add", hospital, "--kind", kind]);
+        }
+        let pw = self.dir.path().join(format!("{username}.pw"));
+        std::fs::write(&pw, password(username)).expect("password file");
+        self.cli_ok(&[
+            "admin",
+            "user",
+            "add",
+            username,
+            "--hospital",
+            hospital,
+            "--role",
+            role,
+            "--password-file",
+            pw.to_str().expect("utf-8 path"),
+        ]);
+        self.cli_ok(&["admin", "token", "create", "--user", username])
+    }
+
+    /// The object store the server writes to.
+    pub fn store(&self) -> Store {
+        open_store(&self.object_store_url, &self.s3).expect("open store")
+    }
+
+    /// Keys of every object under `clinical/`.
+    pub async fn clinical_objects(&self) -> Vec<String> {
+        list_keys(&self.store(), "clinical")
+            .await
+            .expect("list objects")
+    }
+
+    /// The database the server uses.
+    pub async fn db(&self) -> pathfed_core::Db {
+        pathfed_core::Db::connect(&self.database_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Files left in the staging folder.
+    pub fn staging_files(&self) -> Vec<String> {
+        match std::fs::read_dir(self.dir.path().join("data/staging")) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The password the harness gives `username`.
+pub fn password(username: &str) -> String {
+    format!("{username}-password-123")
+}
+
+/// A generated SVS slide of the given size in `dir`.
+pub fn synth_slide(dir: &Path, name: &str, width: u32, height: u32, seed: u32) -> PathBuf {
+    let out = dir.join(name);
+    let status = Command::new(bin())
+        .args(["slide", "synth", "--out"])
+        .arg(&out)
+        .args([
+            "--width",
+            &width.to_string(),
+            "--height",
+            &height.to_string(),
+        ])
+        .args(["--seed", &seed.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run slide synth");
+    assert!(status.success(), "slide synth failed");
+    out
+}
+
+/// SHA-256 (hex) of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// An HTTP client with a bearer token.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
