@@ -1,9 +1,8 @@
 # pathfed: the two commands a new user needs are `make run` and `make test`.
 CARGO ?= cargo
 SHELL := /bin/bash
-DEMO := data/demo
 
-.PHONY: setup build run test lint bench clean-demo
+.PHONY: setup build run test lint bench
 
 setup:
 	@scripts/setup.sh
@@ -11,15 +10,12 @@ setup:
 build: setup
 	$(CARGO) build --release -p pathfed
 
-# Until the platform service lands, `run` prepares a demo: a generated slide, its details and
-# its Deep Zoom pyramid, ready for any Deep Zoom viewer.
+# Starts the platform on the embedded default (SQLite + local object store under ./data).
+# The first run creates an admin and prints the password once.
 run: build
-	@mkdir -p $(DEMO)
-	@[ -f $(DEMO)/demo.svs ] || target/release/pathfed slide synth --out $(DEMO)/demo.svs --width 20000 --height 15000 --label-line "PATHFED DEMO"
-	target/release/pathfed slide info $(DEMO)/demo.svs
-	target/release/pathfed slide thumbnail $(DEMO)/demo.svs --size 1024 --out $(DEMO)/thumbnail.png
-	target/release/pathfed slide tiles $(DEMO)/demo.svs --out $(DEMO)/deepzoom
-	@echo "Demo ready in $(DEMO)/: thumbnail.png and deepzoom/demo.dzi. See 'target/release/pathfed --help'."
+	@target/release/pathfed admin init --if-empty --hospital "Demo Hub" --kind hub --user admin --generate-password
+	@echo "Open http://127.0.0.1:8080 and sign in (Ctrl-C stops the server)."
+	target/release/pathfed serve
 
 lint: setup
 	$(CARGO) fmt --all -- --check
@@ -31,5 +27,7 @@ test: lint
 	set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
 
+# Both compare against a reference measured in the same run (OpenSlide, sha256sum).
 bench: build
 	target/release/pathfed bench slide
+	target/release/pathfed bench serve

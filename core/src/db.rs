@@ -90,11 +90,11 @@ fn create_sqlite_parent(url: &str) -> CoreResult<()> {
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| crate::CoreError::io(format!("creating {}", parent.display()), e))?;
-        }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| crate::CoreError::io(format!("creating {}", parent.display()), e))?;
     }
     Ok(())
 }

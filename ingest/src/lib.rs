@@ -24,6 +24,9 @@ use sha2::Sha256;
 
 pub use tus::router;
 
+/// A lock that serialises work on one key (an upload, a digest).
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
 /// The upload service's state; cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
@@ -35,13 +38,13 @@ struct Inner {
     validator: PathBuf,
     staging: PathBuf,
     /// One request at a time per upload.
-    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    upload_locks: Mutex<HashMap<String, Gate>>,
     /// Whole-file digests carried across chunks: (offset hashed so far, hasher). Lost on
     /// restart, in which case the staged file is hashed again at the end.
     digests: Mutex<HashMap<String, (u64, Sha256)>>,
     /// One registration at a time per (hospital, digest), so identical parallel uploads
     /// make one slide.
-    registrations: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    registrations: Mutex<HashMap<(String, String), Gate>>,
 }
 
 impl Ingest {
@@ -72,10 +75,7 @@ impl Ingest {
     }
 }
 
-fn keyed_lock<K: std::hash::Hash + Eq + Clone>(
-    map: &Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
-    key: &K,
-) -> Arc<tokio::sync::Mutex<()>> {
+fn keyed_lock<K: std::hash::Hash + Eq + Clone>(map: &Mutex<HashMap<K, Gate>>, key: &K) -> Gate {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     // Drop gates nobody waits on, so the map does not grow with every upload ever made.
     map.retain(|_, gate| Arc::strong_count(gate) > 1);

@@ -571,21 +571,20 @@ async fn write_chunk(
     let flushed = out.flush().await;
     let file = out.into_inner();
     let synced = file.sync_data().await;
-    if failure.is_none() {
-        if let Err(e) = flushed.and(synced) {
-            failure = Some(ApiError::internal(e));
-        }
+    if failure.is_none()
+        && let Err(e) = flushed.and(synced)
+    {
+        failure = Some(ApiError::internal(e));
     }
-    if failure.is_none() {
-        if let (Some(expected), Some(h)) = (&checksum, chunk_hash) {
-            if interrupted || h.finalize().as_slice() != expected.as_slice() {
-                failure = Some(ApiError::new(
-                    StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
-                    "checksum_mismatch",
-                    "the chunk's SHA-256 does not match Upload-Checksum; send it again",
-                ));
-            }
-        }
+    if failure.is_none()
+        && let (Some(expected), Some(h)) = (&checksum, chunk_hash)
+        && (interrupted || h.finalize().as_slice() != expected.as_slice())
+    {
+        failure = Some(ApiError::new(
+            StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
+            "checksum_mismatch",
+            "the chunk's SHA-256 does not match Upload-Checksum; send it again",
+        ));
     }
     if let Some(error) = failure {
         file.set_len(current).await.map_err(ApiError::internal)?;

@@ -1,6 +1,8 @@
 //! The tus upload protocol against a running server, on both backends: chunking, a server
 //! killed mid-upload and resumed, offsets, checksums, expiry, and identical parallel uploads.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step should panic with its cause.
+
 mod support;
 
 use std::time::Duration;

@@ -5,18 +5,26 @@
 //! 2. Deep Zoom tiles per second over a whole pyramid (tiles rendered and JPEG-encoded in
 //!    memory), pathfed's `DeepZoom` against openslide-rs's `DeepZoomGenerator` plus the same
 //!    JPEG encoder.
+//!
+//! `pathfed bench serve` (in `bench_serve.rs`) measures the HTTP service the same way.
 
-use std::path::PathBuf;
+#[path = "bench_serve.rs"]
+mod serve;
+
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use pathfed_core::Config;
+use pathfed_slide::synth::SynthSpec;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Slide reading and Deep Zoom tiling: fast path vs OpenSlide.
     Slide(SlideBenchArgs),
+    /// The HTTP service in-process: upload vs sha256sum, tile serving vs OpenSlide.
+    Serve(serve::ServeBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +55,7 @@ pub struct SlideBenchArgs {
 pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Slide(args) => slide_bench(&args, config),
+        BenchCommand::Serve(args) => serve::run(&args, config),
     }
 }
 
@@ -96,19 +105,27 @@ fn parse_geometry(text: &str) -> anyhow::Result<(u32, u32)> {
 
 /// Generates the synthetic benchmark slide unless an identical one is already there.
 fn ensure_synthetic(args: &SlideBenchArgs) -> anyhow::Result<PathBuf> {
-    use pathfed_slide::synth::{SynthSpec, generate};
     let spec = SynthSpec {
         width: args.width,
         height: args.height,
         ..SynthSpec::default()
     };
-    std::fs::create_dir_all(&args.work_dir)
-        .with_context(|| format!("creating {}", args.work_dir.display()))?;
-    let path = args
-        .work_dir
-        .join(format!("synthetic-{}x{}.svs", args.width, args.height));
+    cached_synthetic(
+        &args.work_dir,
+        &format!("synthetic-{}x{}", args.width, args.height),
+        &spec,
+    )
+}
+
+/// `work_dir/{stem}.svs` as `spec` describes it, generated unless an identical one is already
+/// there (its spec is kept beside it as `{stem}.spec.json`).
+fn cached_synthetic(work_dir: &Path, stem: &str, spec: &SynthSpec) -> anyhow::Result<PathBuf> {
+    use pathfed_slide::synth::generate;
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+    let path = work_dir.join(format!("{stem}.svs"));
     let spec_path = path.with_extension("spec.json");
-    let spec_json = serde_json::to_string_pretty(&spec)?;
+    let spec_json = serde_json::to_string_pretty(spec)?;
     if path.exists()
         && std::fs::read_to_string(&spec_path).ok().as_deref() == Some(spec_json.as_str())
     {
@@ -118,11 +135,19 @@ fn ensure_synthetic(args: &SlideBenchArgs) -> anyhow::Result<PathBuf> {
         );
         return Ok(path);
     }
+    // The bar is hidden when stderr is not a terminal; this line says why nothing moves.
+    eprintln!(
+        "generating {} ({} x {} px)...",
+        path.display(),
+        spec.width,
+        spec.height
+    );
     let bar = super::progress::bar("generating benchmark slide", "tiles");
     let started = Instant::now();
-    let report = generate(&spec, &path, &super::progress::reporter(&bar))?;
+    let report = generate(spec, &path, &super::progress::reporter(&bar))?;
     bar.finish_and_clear();
-    std::fs::write(&spec_path, spec_json)?;
+    std::fs::write(&spec_path, spec_json)
+        .with_context(|| format!("writing {}", spec_path.display()))?;
     println!(
         "generated {} ({} tiles, {:.0} MB) in {:.1} s",
         path.display(),
