@@ -120,6 +120,20 @@ async fn bad_files_are_refused_and_leave_nothing() {
         // The server survived all of it and still takes a good slide.
         let good = synth_slide(server.dir.path(), "good.svs", 3000, 2000, 1);
         uploader.upload(&good, &quiet).await.unwrap();
+        // A zip holding a slide is unpacked and registered like the slide itself.
+        let zipped = server.dir.path().join("case.zip");
+        let other = synth_slide(server.dir.path(), "other.svs", 3000, 2000, 2);
+        zip_with(
+            &zipped,
+            &[("case 7/other.svs", std::fs::read(&other).unwrap())],
+        );
+        let slide = uploader.upload(&zipped, &quiet).await.unwrap();
+        let keys = server.clinical_objects().await;
+        assert!(
+            keys.iter()
+                .any(|k| k.contains(&slide.slide_id) && k.ends_with("original/case_7/other.svs")),
+            "{backend:?}: {keys:?}"
+        );
     }
 }
 
