@@ -79,8 +79,10 @@ pub fn run(args: &ServeBenchArgs, config: &Config) -> anyhow::Result<()> {
     )?;
 
     // The reference first: the upload leaves gigabytes of dirty pages (staging file, stored
-    // object) whose write-back would otherwise run during `sha256sum`. Both read from the page
-    // cache, warmed here.
+    // object) whose write-back would otherwise run during `sha256sum`. Both start with no
+    // write-back pending (a slide generated just now is still being written) and read from the
+    // page cache, warmed here.
+    settle_writeback();
     eprintln!(
         "reading {} once to warm the page cache",
         upload_path.display()
@@ -414,6 +416,16 @@ async fn serve_measurements(
     })
 }
 
+/// Flushes dirty pages (`sync`), so that the write-back of freshly written slides does not
+/// compete with the next measurement. Best effort: without `sync` the figures are noisier.
+fn settle_writeback() {
+    match std::process::Command::new("sync").status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("warning: sync exited with {status}"),
+        Err(e) => eprintln!("warning: cannot run sync: {e}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Upload
 
@@ -721,6 +733,7 @@ async fn serve_tiles(
         .await
         .context("reading the .dzi")?;
     let dzi = Dzi::parse(&xml)?;
+    tokio::task::block_in_place(settle_writeback);
     let sample = sample_tiles(&dzi, args.tiles);
     let urls: Arc<Vec<String>> = Arc::new(
         sample
