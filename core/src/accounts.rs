@@ -323,7 +323,7 @@ pub async fn set_password(db: &Db, username: &str, password: &str) -> CoreResult
 /// The user if the name and password match and the account is enabled. Unknown names cost
 /// the same time as wrong passwords.
 pub async fn authenticate(db: &Db, username: &str, password: &str) -> CoreResult<Option<User>> {
-    let sql = format!("SELECT {USER_COLUMNS} WHERE u.username = $1");
+    let sql = format!("SELECT u.password_hash, {USER_COLUMNS} WHERE u.username = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(username)
         .fetch_optional(db.pool())
@@ -334,11 +334,7 @@ pub async fn authenticate(db: &Db, username: &str, password: &str) -> CoreResult
         return Ok(None);
     };
     let user = user_from_row(&row)?;
-    let hash: String = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
-        .bind(&user.id)
-        .fetch_one(db.pool())
-        .await?
-        .try_get("password_hash")?;
+    let hash: String = row.try_get("password_hash")?;
     let password = password.to_string();
     let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
@@ -368,7 +364,7 @@ pub async fn create_session(db: &Db, user: &User, hours: u64) -> CoreResult<(Str
 /// The user and CSRF token of a live session.
 pub async fn session_user(db: &Db, secret: &str) -> CoreResult<Option<(User, String)>> {
     let sql = format!(
-        "SELECT {USER_COLUMNS} JOIN sessions s ON s.user_id = u.id \
+        "SELECT s.csrf_token, {USER_COLUMNS} JOIN sessions s ON s.user_id = u.id \
          WHERE s.token_hash = $1 AND s.expires_at > $2"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -381,12 +377,7 @@ pub async fn session_user(db: &Db, secret: &str) -> CoreResult<Option<(User, Str
     if user.disabled {
         return Ok(None);
     }
-    let csrf: String = sqlx::query("SELECT csrf_token FROM sessions WHERE token_hash = $1")
-        .bind(hash_secret(secret))
-        .fetch_one(db.pool())
-        .await?
-        .try_get("csrf_token")?;
-    Ok(Some((user, csrf)))
+    Ok(Some((user, row.try_get("csrf_token")?)))
 }
 
 /// Ends a session (logout).

@@ -21,11 +21,10 @@ use anyhow::Context;
 use clap::Args;
 use pathfed_core::accounts::{self, HospitalKind, Role};
 use pathfed_core::{Config, Platform};
-use pathfed_ingest::Ingest;
 use pathfed_ingest::client::{Phase, UploadClient};
 use pathfed_slide::synth::{SynthSpec, generate};
 
-use crate::http::{AppState, Metrics, SlideService, app};
+use crate::http::{AppState, SlideService, app};
 
 #[derive(Debug, Args)]
 pub struct ServeBenchArgs {
@@ -317,16 +316,8 @@ impl BenchServer {
         let (_, token) = accounts::create_token(db, &user, "bench serve")
             .await
             .context("creating the API token")?;
-        // As in `pathfed serve`: the validation child is this program (`pathfed slide validate`).
-        let exe = std::env::current_exe().context("locating this program for slide validation")?;
-        let ingest = Ingest::new(platform.clone(), &exe).context("preparing the staging folder")?;
-        let slides = Arc::new(SlideService::new(&platform.config));
-        let state = AppState {
-            platform: platform.clone(),
-            ingest,
-            slides: slides.clone(),
-            metrics: Arc::new(Metrics::new()),
-        };
+        let state = AppState::new(platform.clone())?;
+        let slides = state.slides.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("listening on a loopback port")?;

@@ -33,6 +33,22 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+impl AppState {
+    /// The services over an opened platform; uploads are validated by this program
+    /// (`pathfed slide validate`) in a child process.
+    pub fn new(platform: Platform) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let exe = std::env::current_exe().context("locating this program for slide validation")?;
+        let ingest = Ingest::new(platform.clone(), &exe).context("preparing the staging folder")?;
+        Ok(Self {
+            slides: Arc::new(SlideService::new(&platform.config)),
+            metrics: Arc::new(Metrics::new()),
+            platform,
+            ingest,
+        })
+    }
+}
+
 impl FromRef<AppState> for Platform {
     fn from_ref(state: &AppState) -> Self {
         state.platform.clone()
@@ -120,19 +136,12 @@ pub async fn serve(config: pathfed_core::Config) -> anyhow::Result<()> {
     let platform = Platform::open(config)
         .await
         .context("opening the platform")?;
-    let exe = std::env::current_exe().context("locating this program for slide validation")?;
-    let ingest = Ingest::new(platform.clone(), &exe).context("preparing the staging folder")?;
-    if let Err(e) = ingest.sweep().await {
+    let users = pathfed_core::accounts::count_users(&platform.db).await?;
+    let state = AppState::new(platform)?;
+    if let Err(e) = state.ingest.sweep().await {
         tracing::warn!(error = %e, "initial upload sweep failed");
     }
-    ingest.spawn_janitor();
-    let users = pathfed_core::accounts::count_users(&platform.db).await?;
-    let state = AppState {
-        slides: Arc::new(SlideService::new(&platform.config)),
-        metrics: Arc::new(Metrics::new()),
-        platform,
-        ingest,
-    };
+    state.ingest.spawn_janitor();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
