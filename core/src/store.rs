@@ -2,8 +2,11 @@
 //!
 //! Chosen by URL: `file:///dir` (the default, `DATA_DIR/objects`), `s3://bucket[/prefix]` with
 //! the `[s3]` options, or `memory://` for unit tests. Objects are written once, streamed from
-//! local files so a multi-gigabyte slide never sits in memory.
+//! local files so a multi-gigabyte slide never sits in memory. A file the caller hands over for
+//! good ([`adopt_file`]) becomes a local object by hard link rather than by copy.
 
+use std::fmt;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,22 +24,61 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::S3Config;
 use crate::error::{CoreError, CoreResult};
 
-/// A shared object store.
-pub type Store = Arc<dyn ObjectStore>;
+/// A shared object store; dereferences to [`ObjectStore`].
+#[derive(Clone)]
+pub struct Store {
+    objects: Arc<dyn ObjectStore>,
+    /// Set for `file://` stores, whose objects are plain files that can be linked in.
+    local: Option<Arc<LocalFileSystem>>,
+}
+
+impl Store {
+    fn remote(objects: impl ObjectStore) -> Self {
+        Self {
+            objects: Arc::new(objects),
+            local: None,
+        }
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn ObjectStore;
+
+    fn deref(&self) -> &Self::Target {
+        self.objects.as_ref()
+    }
+}
+
+impl fmt::Display for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.objects, f)
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.objects, f)
+    }
+}
 
 /// Opens the store a URL names.
 pub fn open_store(url: &str, s3: &S3Config) -> CoreResult<Store> {
     let parsed = url::Url::parse(url)
         .map_err(|e| CoreError::Invalid(format!("object store URL {url:?}: {e}")))?;
     match parsed.scheme() {
-        "memory" => Ok(Arc::new(InMemory::new())),
+        "memory" => Ok(Store::remote(InMemory::new())),
         "file" => {
             let dir = parsed.to_file_path().map_err(|()| {
                 CoreError::Invalid(format!("object store URL {url:?}: not a path"))
             })?;
             std::fs::create_dir_all(&dir)
                 .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
-            Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
+            // Clinical originals must survive a power cut once the upload has been answered.
+            let local = Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true));
+            Ok(Store {
+                objects: local.clone(),
+                local: Some(local),
+            })
         }
         "s3" => {
             let bucket = parsed.host_str().ok_or_else(|| {
@@ -58,9 +100,9 @@ pub fn open_store(url: &str, s3: &S3Config) -> CoreResult<Store> {
             let store = builder.build()?;
             let prefix = parsed.path().trim_matches('/');
             if prefix.is_empty() {
-                Ok(Arc::new(store))
+                Ok(Store::remote(store))
             } else {
-                Ok(Arc::new(PrefixStore::new(store, prefix)))
+                Ok(Store::remote(PrefixStore::new(store, prefix)))
             }
         }
         other => Err(CoreError::Invalid(format!(
@@ -74,7 +116,8 @@ pub async fn put_file(store: &Store, key: &str, file: &Path) -> CoreResult<()> {
     let mut source = tokio::fs::File::open(file)
         .await
         .map_err(|e| CoreError::io(format!("opening {}", file.display()), e))?;
-    let mut writer = BufWriter::with_capacity(store.clone(), ObjectPath::from(key), 16 << 20);
+    let mut writer =
+        BufWriter::with_capacity(store.objects.clone(), ObjectPath::from(key), 16 << 20);
     let mut buf = vec![0u8; 4 << 20];
     loop {
         let n = source
@@ -93,6 +136,68 @@ pub async fn put_file(store: &Store, key: &str, file: &Path) -> CoreResult<()> {
         .shutdown()
         .await
         .map_err(|e| CoreError::io(format!("storing {key}"), e))
+}
+
+/// Stores a local file the caller will not change again under `key`.
+///
+/// On a `file://` store on the same filesystem the object is a hard link to `file`: no bytes
+/// are copied, and the caller may delete its own name afterwards. Anywhere else it is copied
+/// like [`put_file`].
+pub async fn adopt_file(store: &Store, key: &str, file: &Path) -> CoreResult<()> {
+    let Some(local) = &store.local else {
+        return put_file(store, key, file).await;
+    };
+    let target = local.path_to_filesystem(&ObjectPath::from(key))?;
+    let source = file.to_path_buf();
+    let linked = tokio::task::spawn_blocking(move || link_durably(&source, &target))
+        .await
+        .map_err(|e| CoreError::io(format!("storing {key}"), std::io::Error::other(e)))?;
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if link_unsupported(&e) => {
+            tracing::debug!(key, error = %e, "cannot link into the object store; copying");
+            put_file(store, key, file).await
+        }
+        Err(e) => Err(CoreError::io(format!("storing {key}"), e)),
+    }
+}
+
+/// Links `source` at `target` (the link appears whole, at once), then makes both the data and
+/// the new directory entry durable.
+fn link_durably(source: &Path, target: &Path) -> std::io::Result<()> {
+    std::fs::File::open(source)?.sync_all()?;
+    let parent = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("object path has no folder"))?;
+    std::fs::create_dir_all(parent)?;
+    match std::fs::hard_link(source, target) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if same_file(source, target)? {
+                return Ok(());
+            }
+            // Objects are overwritten whole: link beside the old one, then swap names.
+            let beside = parent.join(format!(".adopt-{}", uuid::Uuid::new_v4()));
+            std::fs::hard_link(source, &beside)?;
+            std::fs::rename(&beside, target)?;
+        }
+        other => other?,
+    }
+    std::fs::File::open(parent)?.sync_all()
+}
+
+fn same_file(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+/// Whether a failed link means "copy instead" (another filesystem, no link support).
+fn link_unsupported(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::CrossesDevices | ErrorKind::Unsupported | ErrorKind::PermissionDenied
+    ) || error.raw_os_error() == Some(31) // EMLINK: the source has too many links already
 }
 
 /// Stores a small object from memory.
@@ -185,6 +290,50 @@ mod tests {
         assert_eq!(list_keys(&store, "clinical/h/s").await.unwrap().len(), 2);
         delete_prefix(&store, "clinical/h/s").await.unwrap();
         assert!(list_keys(&store, "clinical/h").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn adopted_files_are_linked_locally_and_copied_elsewhere() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        let local = open_store(
+            &format!("file://{}", objects.display()),
+            &S3Config::default(),
+        )
+        .unwrap();
+        let memory = open_store("memory://", &S3Config::default()).unwrap();
+        let src = dir.path().join("staged.part");
+        std::fs::write(&src, b"slide bytes").unwrap();
+        for store in [&local, &memory] {
+            adopt_file(store, "clinical/h/s/original/a.svs", &src)
+                .await
+                .unwrap();
+            // Adopting again replaces the object rather than failing.
+            adopt_file(store, "clinical/h/s/original/a.svs", &src)
+                .await
+                .unwrap();
+            let back = get_bytes(store, "clinical/h/s/original/a.svs")
+                .await
+                .unwrap();
+            assert_eq!(back, b"slide bytes");
+            assert_eq!(list_keys(store, "clinical/h/s").await.unwrap().len(), 1);
+        }
+        let stored = objects.join("clinical/h/s/original/a.svs");
+        assert_eq!(
+            std::fs::metadata(&stored).unwrap().ino(),
+            std::fs::metadata(&src).unwrap().ino(),
+            "a local object should share the staged file's inode"
+        );
+        std::fs::remove_file(&src).unwrap();
+        assert_eq!(std::fs::read(&stored).unwrap(), b"slide bytes");
+        let other = dir.path().join("other.part");
+        std::fs::write(&other, b"other bytes").unwrap();
+        adopt_file(&local, "clinical/h/s/original/a.svs", &other)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&stored).unwrap(), b"other bytes");
+        assert_eq!(list_keys(&local, "clinical/h/s").await.unwrap().len(), 1);
     }
 
     #[test]

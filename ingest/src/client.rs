@@ -5,7 +5,7 @@
 //! (`HEAD`) and sends only the rest. Every chunk carries an `Upload-Checksum`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,18 +197,32 @@ impl UploadClient {
             .await?
             .ok_or_else(|| ClientError::Protocol("the upload vanished before it started".into()))?;
         let resumed_from = offset;
-        let mut source =
-            std::fs::File::open(file).map_err(io(format!("opening {}", file.display())))?;
+        let source = std::sync::Arc::new(
+            std::fs::File::open(file).map_err(io(format!("opening {}", file.display())))?,
+        );
+        let read_error = format!("reading {}", file.display());
         let mut failures = 0u32;
+        // The next chunk is read and hashed while the current one is on the wire.
+        let mut prefetched: Option<(u64, tokio::task::JoinHandle<std::io::Result<Chunk>>)> = None;
         loop {
             progress(Phase::Uploading, offset, size);
             let len = self.chunk_bytes.min(size - offset);
-            let mut chunk = vec![0u8; len as usize];
-            source
-                .seek(SeekFrom::Start(offset))
-                .and_then(|_| source.read_exact(&mut chunk))
-                .map_err(io(format!("reading {}", file.display())))?;
-            let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&chunk));
+            let pending = match prefetched.take() {
+                Some((at, pending)) if at == offset => pending,
+                _ => Chunk::read(source.clone(), offset, len),
+            };
+            let Chunk {
+                bytes: chunk,
+                checksum,
+            } = pending
+                .await
+                .map_err(|e| io(read_error.clone())(std::io::Error::other(e)))?
+                .map_err(io(read_error.clone()))?;
+            let next = offset + len;
+            if next < size {
+                let next_len = self.chunk_bytes.min(size - next);
+                prefetched = Some((next, Chunk::read(source.clone(), next, next_len)));
+            }
             if offset + len == size {
                 progress(Phase::Processing, size, size);
             }
@@ -346,4 +360,27 @@ async fn hash_with_progress(
         done += n as u64;
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// One request's worth of the file with its `Upload-Checksum` value.
+struct Chunk {
+    bytes: Vec<u8>,
+    checksum: String,
+}
+
+impl Chunk {
+    /// Reads and hashes `len` bytes at `offset` off the async threads.
+    fn read(
+        file: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> tokio::task::JoinHandle<std::io::Result<Chunk>> {
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact_at(&mut bytes, offset)?;
+            let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&bytes));
+            Ok(Chunk { bytes, checksum })
+        })
+    }
 }

@@ -13,7 +13,7 @@ use pathfed_core::audit::AuditEvent;
 use pathfed_core::cache::SlideFile;
 use pathfed_core::db::{new_id, now};
 use pathfed_core::http::ApiError;
-use pathfed_core::store::{delete_prefix, put_file};
+use pathfed_core::store::{adopt_file, delete_prefix, put_file};
 use sha2::{Digest, Sha256};
 
 use crate::names::sanitise;
@@ -205,8 +205,9 @@ async fn store_and_insert(
     thumbnail: &Path,
 ) -> Result<Slide, ApiError> {
     let platform = ingest.platform();
+    // The work folder's files are ours alone and go afterwards: adopt rather than copy.
     for (local, file) in files {
-        put_file(&platform.store, &file.key, local).await?;
+        adopt_file(&platform.store, &file.key, local).await?;
     }
     put_file(
         &platform.store,

@@ -23,7 +23,6 @@ use pathfed_core::db::{new_id, now};
 use pathfed_core::http::{ApiError, Authenticated};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use tokio::io::{AsyncWriteExt, BufWriter};
 
 use crate::names::check_filename;
 use crate::register::complete;
@@ -503,6 +502,9 @@ async fn append(
 
 /// Appends the request body at `current`; returns the new offset. A chunk whose checksum fails,
 /// or that overruns the declared length, is rolled back entirely.
+///
+/// The bytes go to disk on a writer thread while this task hashes them, so writing and hashing
+/// overlap instead of adding up.
 async fn write_chunk(
     ingest: &Ingest,
     upload: &UploadRow,
@@ -516,7 +518,7 @@ async fn write_chunk(
         .open(&path)
         .await
         .map_err(ApiError::internal)?;
-    let mut out = BufWriter::with_capacity(4 << 20, file);
+    let (frames, writer) = StagingWriter::start(file.into_std().await);
     let mut whole = {
         let mut digests = ingest
             .inner
@@ -556,8 +558,9 @@ async fn write_chunk(
             ));
             break;
         }
-        if let Err(e) = out.write_all(&data).await {
-            failure = Some(ApiError::internal(e));
+        written += data.len() as u64;
+        if frames.send(data.clone()).await.is_err() {
+            // The writer stopped on an error; joining it below reports which.
             break;
         }
         if let Some(h) = whole.as_mut() {
@@ -566,13 +569,10 @@ async fn write_chunk(
         if let Some(h) = chunk_hash.as_mut() {
             h.update(&data);
         }
-        written += data.len() as u64;
     }
-    let flushed = out.flush().await;
-    let file = out.into_inner();
-    let synced = file.sync_data().await;
-    if failure.is_none()
-        && let Err(e) = flushed.and(synced)
+    drop(frames);
+    if let Err(e) = writer.finish().await
+        && failure.is_none()
     {
         failure = Some(ApiError::internal(e));
     }
@@ -587,7 +587,12 @@ async fn write_chunk(
         ));
     }
     if let Some(error) = failure {
-        file.set_len(current).await.map_err(ApiError::internal)?;
+        let truncated = tokio::fs::OpenOptions::new().write(true).open(&path).await;
+        truncated
+            .map_err(ApiError::internal)?
+            .set_len(current)
+            .await
+            .map_err(ApiError::internal)?;
         return Err(error);
     }
     let new_offset = current + written;
@@ -600,4 +605,33 @@ async fn write_chunk(
             .insert(upload.id.clone(), (new_offset, hasher));
     }
     Ok(new_offset)
+}
+
+/// Request-body frames queued for the writer thread; enough to ride out a slow disk moment.
+const QUEUED_FRAMES: usize = 256;
+
+/// A thread appending one chunk's frames to the staging file, then syncing it.
+struct StagingWriter {
+    thread: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl StagingWriter {
+    fn start(file: std::fs::File) -> (tokio::sync::mpsc::Sender<bytes::Bytes>, Self) {
+        let (frames, mut queue) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUED_FRAMES);
+        let thread = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut out = &file;
+            while let Some(frame) = queue.blocking_recv() {
+                out.write_all(&frame)?;
+            }
+            // Acknowledged bytes must survive a crash: the offset we answer is a promise.
+            file.sync_data()
+        });
+        (frames, Self { thread })
+    }
+
+    /// Waits until every queued frame is written and synced.
+    async fn finish(self) -> std::io::Result<()> {
+        self.thread.await.map_err(std::io::Error::other)?
+    }
 }
