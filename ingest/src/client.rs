@@ -5,7 +5,6 @@
 //! (`HEAD`) and sends only the rest. Every chunk carries an `Upload-Checksum`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use base64::Engine;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
+use crate::digest::sha256_file;
 use crate::tus::{SLIDE_ID_HEADER, TUS_VERSION};
 
 /// What can stop an upload.
@@ -344,22 +344,8 @@ async fn hash_with_progress(
     size: u64,
     progress: &(dyn Fn(Phase, u64, u64) + Send + Sync),
 ) -> Result<String, ClientError> {
-    let mut source =
-        std::fs::File::open(file).map_err(io(format!("opening {}", file.display())))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 8 << 20];
-    let mut done = 0u64;
-    loop {
-        progress(Phase::Hashing, done, size);
-        let n = tokio::task::block_in_place(|| source.read(&mut buf))
-            .map_err(io(format!("reading {}", file.display())))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        done += n as u64;
-    }
-    Ok(hex::encode(hasher.finalize()))
+    tokio::task::block_in_place(|| sha256_file(file, |done| progress(Phase::Hashing, done, size)))
+        .map_err(io(format!("reading {}", file.display())))
 }
 
 /// One request's worth of the file with its `Upload-Checksum` value.

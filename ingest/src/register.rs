@@ -14,8 +14,8 @@ use pathfed_core::cache::SlideFile;
 use pathfed_core::db::{new_id, now};
 use pathfed_core::http::ApiError;
 use pathfed_core::store::{adopt_file, delete_prefix, put_file};
-use sha2::{Digest, Sha256};
 
+use crate::digest::sha256_file;
 use crate::names::sanitise;
 use crate::slides::{self, Slide, slide_prefix, thumbnail_key};
 use crate::tus::UploadRow;
@@ -23,25 +23,12 @@ use crate::unzip::{is_zip, main_file, unpack};
 use crate::validate::validate_in_child;
 use crate::{Ingest, keyed_lock};
 
-/// SHA-256 (hex) of a file, read in large blocks off the async threads.
+/// SHA-256 (hex) of a file, hashed off the async threads.
 pub async fn hash_file(path: &Path) -> std::io::Result<String> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 4 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || sha256_file(&path, |_| {}))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Registers the staged upload; returns the new (or identical existing) slide.
