@@ -17,6 +17,7 @@ packages=(
   build-essential   # the C compiler for mimalloc and the linker
   postgresql        # initdb/pg_ctl/postgres for throwaway test clusters; the system cluster is unused
   chromium:chromium # headless browser for the web tests
+  poppler-utils:pdftoppm # renders report PDFs to PNG in the report tests
   nodejs:node       # builds and tests the web client
   npm:npm
   python3-venv      # the venv holding moto, the S3 stand-in for tests

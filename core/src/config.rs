@@ -144,6 +144,26 @@ impl Default for CacheConfig {
     }
 }
 
+/// Consultation between spokes and hubs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsultConfig {
+    /// Seconds a hub keeps read access to a case's slides after the case is closed
+    /// (signed out or cancelled).
+    pub access_after_close_s: u64,
+    /// A TOML file of extra diagnosis taxonomies and organ mappings, added to the built-in ones.
+    pub taxonomy_file: Option<PathBuf>,
+}
+
+impl Default for ConsultConfig {
+    fn default() -> Self {
+        Self {
+            access_after_close_s: 30 * 24 * 3600,
+            taxonomy_file: None,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -169,6 +189,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Slide cache.
     pub cache: CacheConfig,
+    /// Consultation.
+    pub consult: ConsultConfig,
 }
 
 impl Default for Config {
@@ -184,6 +206,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),
+            consult: ConsultConfig::default(),
         }
     }
 }
@@ -259,9 +282,15 @@ fn invalid(origin: String, e: impl std::fmt::Display) -> ConfigError {
 /// Top-level keys that are not sections; every other variable is `PATHFED_<SECTION>_<KEY>`.
 const TOP_LEVEL: &[&str] = &["listen", "data_dir", "database_url", "object_store_url"];
 /// Sections the environment may set.
-const SECTIONS: &[&str] = &["slide", "tiles", "s3", "ingest", "auth", "cache"];
+const SECTIONS: &[&str] = &["slide", "tiles", "s3", "ingest", "auth", "cache", "consult"];
 /// Fields that stay strings even when the value looks like a number (keys, secrets).
-const STRING_FIELDS: &[&str] = &["access_key_id", "secret_access_key", "region", "endpoint"];
+const STRING_FIELDS: &[&str] = &[
+    "access_key_id",
+    "secret_access_key",
+    "region",
+    "endpoint",
+    "taxonomy_file",
+];
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (name, raw) in env {

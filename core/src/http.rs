@@ -103,6 +103,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A JSON request body whose rejections answer like every other error: a status and a JSON
+/// body saying what was wrong.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "bad_body",
+                format!(
+                    "the request body is not what this endpoint takes: {}",
+                    rejection.body_text()
+                ),
+            )),
+        }
+    }
+}
+
 /// The signed-in user of a request; extracting it refuses (and audits) everyone else.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);

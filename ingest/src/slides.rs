@@ -116,6 +116,16 @@ pub async fn get_for_hospital(db: &Db, hospital_id: &str, id: &str) -> CoreResul
     row.as_ref().map(from_row).transpose()
 }
 
+/// The slide with this id, whoever owns it (callers decide access, e.g. through a case).
+pub async fn get_any(db: &Db, id: &str) -> CoreResult<Option<Slide>> {
+    let sql = format!("SELECT {COLUMNS} WHERE s.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// The hospital's slide with these bytes, if already registered.
 pub async fn find_by_digest(db: &Db, hospital_id: &str, sha256: &str) -> CoreResult<Option<Slide>> {
     let sql = format!("SELECT {COLUMNS} WHERE s.hospital_id = $1 AND s.sha256 = $2");

@@ -55,6 +55,16 @@ pub enum HospitalCommand {
     },
     /// List hospitals.
     List,
+    /// Set the hub a spoke's cases go to unless the submitter chooses one.
+    DefaultHub {
+        /// The spoke (name).
+        spoke: String,
+        /// The hub (name); omit with --clear to remove the default.
+        hub: Option<String>,
+        /// Remove the default hub.
+        #[arg(long, conflicts_with = "hub")]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +196,10 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
                 Err(_) => accounts::create_hospital(db, &hospital, kind).await?,
             };
             let u = accounts::create_user(db, &h, &user, Role::Admin, &password).await?;
+            // Keys that must live outside the database are made now, so a backup plan can
+            // include them from day one.
+            pathfed_consult::patient::PatientIds::load(config)
+                .context("creating the patient-id keys")?;
             p.audit(
                 cli_event("admin.init", &format!("user:{}", u.username)).detail(h.name.clone()),
             )
@@ -205,6 +219,21 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             p.audit(cli_event("admin.hospital.create", &format!("hospital:{}", h.id)).detail(name))
                 .await?;
             println!("{}\t{}\t{}", h.id, h.name, h.kind.as_str());
+        }
+        AdminCommand::Hospital(HospitalCommand::DefaultHub { spoke, hub, clear }) => {
+            if hub.is_none() && !clear {
+                anyhow::bail!("name the hub, or pass --clear to remove the default");
+            }
+            pathfed_consult::cases::set_default_hub(db, &spoke, hub.as_deref()).await?;
+            p.audit(
+                cli_event("admin.hospital.default_hub", &format!("hospital:{spoke}"))
+                    .detail(hub.clone().unwrap_or_else(|| "(none)".into())),
+            )
+            .await?;
+            match hub {
+                Some(hub) => println!("{spoke}: cases go to {hub} by default"),
+                None => println!("{spoke}: no default hub"),
+            }
         }
         AdminCommand::Hospital(HospitalCommand::List) => {
             for h in accounts::list_hospitals(db).await? {

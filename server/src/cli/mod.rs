@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod case;
 mod progress;
 mod slide;
 mod upload;
@@ -33,6 +34,9 @@ enum Command {
     },
     /// Upload slides to a server (resumable).
     Upload(upload::UploadArgs),
+    /// Create, submit and follow consultation cases; fetch and verify reports.
+    #[command(subcommand)]
+    Case(case::CaseCommand),
     /// Manage hospitals, users and API tokens.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -64,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(crate::http::serve(config))
         }
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),
+        Command::Case(cmd) => runtime()?.block_on(case::run(cmd)),
         Command::Admin(cmd) => runtime()?.block_on(admin::run(cmd, &config)),
         Command::Audit(cmd) => runtime()?.block_on(admin::run_audit(cmd, &config)),
         Command::Slide(cmd) => slide::run(cmd, &config),

@@ -1,11 +1,14 @@
-//! `pathfed upload FILE... --server URL`: resumable uploads with progress bars.
+//! `pathfed upload FILE... --server URL`: resumable uploads with progress bars, optionally
+//! straight into a case.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use pathfed_ingest::client::{Phase, UploadClient};
+
+use super::case::Api;
 
 #[derive(Debug, Args)]
 pub struct UploadArgs {
@@ -18,6 +21,9 @@ pub struct UploadArgs {
     /// API token (from `pathfed admin token create`).
     #[arg(long, env = "PATHFED_TOKEN", hide_env_values = true)]
     token: String,
+    /// Attach the uploaded slides to this (draft) case.
+    #[arg(long)]
+    case: Option<String>,
     /// Where unfinished uploads are remembered, so a rerun resumes them.
     #[arg(long, env = "PATHFED_UPLOAD_STATE")]
     state_file: Option<PathBuf>,
@@ -34,12 +40,21 @@ fn default_state_file() -> PathBuf {
     base.join("pathfed").join("uploads.json")
 }
 
-/// Uploads every file in turn; reports each result and fails if any failed.
-pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
-    let state = args.state_file.unwrap_or_else(default_state_file);
-    let client = UploadClient::new(&args.server, &args.token, &state)
+/// Uploads every file in turn with a progress bar each; returns the slide ids of those that
+/// succeeded and fails (after trying all) if any failed.
+pub async fn upload_files(
+    server: &str,
+    token: &str,
+    state_file: Option<&Path>,
+    chunk_bytes: u64,
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<String>> {
+    let state = state_file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_state_file);
+    let client = UploadClient::new(server, token, &state)
         .context("preparing the HTTP client")?
-        .with_chunk_bytes(args.chunk_bytes);
+        .with_chunk_bytes(chunk_bytes);
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template(
         "{prefix:30!} {msg:10} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
@@ -47,7 +62,8 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
     .context("progress style")?
     .progress_chars("=> ");
     let mut failed = 0;
-    for file in &args.files {
+    let mut slides = Vec::new();
+    for file in files {
         let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
         bar.set_prefix(file.display().to_string());
         let report = |phase: Phase, done: u64, total: u64| {
@@ -68,6 +84,7 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
                     String::new()
                 };
                 println!("{}\tslide {}{resumed}", file.display(), done.slide_id);
+                slides.push(done.slide_id);
             }
             Err(e) => {
                 bar.abandon_with_message("failed");
@@ -77,7 +94,33 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} uploads failed", args.files.len());
+        bail!("{failed} of {} uploads failed", files.len());
+    }
+    Ok(slides)
+}
+
+/// Uploads the files, then attaches them to the case if one is named.
+pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
+    // Check the case first, so a typo does not cost a long upload.
+    let api = Api::new(&args.server, &args.token)?;
+    if let Some(case) = &args.case {
+        api.get(&format!("/api/v1/cases/{case}"))
+            .await
+            .with_context(|| format!("case {case}"))?;
+    }
+    let slides = upload_files(
+        &args.server,
+        &args.token,
+        args.state_file.as_deref(),
+        args.chunk_bytes,
+        &args.files,
+    )
+    .await?;
+    if let Some(case) = &args.case {
+        for slide in &slides {
+            api.attach(case, slide).await?;
+        }
+        println!("attached {} slide(s) to case {case}", slides.len());
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use pathfed_consult::Consult;
 use pathfed_core::Platform;
 use pathfed_core::http::ApiError;
 use pathfed_ingest::Ingest;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub platform: Platform,
     /// Uploads.
     pub ingest: Ingest,
+    /// Cases, reads, reports and annotations.
+    pub consult: Consult,
     /// Open slides and tiles.
     pub slides: Arc<SlideService>,
     /// Prometheus registry.
@@ -40,7 +43,10 @@ impl AppState {
         use anyhow::Context;
         let exe = std::env::current_exe().context("locating this program for slide validation")?;
         let ingest = Ingest::new(platform.clone(), &exe).context("preparing the staging folder")?;
+        let consult = Consult::new(platform.clone())
+            .context("loading diagnosis taxonomies and patient-id keys")?;
         Ok(Self {
+            consult,
             slides: Arc::new(SlideService::new(&platform.config)),
             metrics: Arc::new(Metrics::new()),
             platform,
@@ -52,6 +58,12 @@ impl AppState {
 impl FromRef<AppState> for Platform {
     fn from_ref(state: &AppState) -> Self {
         state.platform.clone()
+    }
+}
+
+impl FromRef<AppState> for Consult {
+    fn from_ref(state: &AppState) -> Self {
+        state.consult.clone()
     }
 }
 
@@ -74,6 +86,7 @@ pub fn app(state: AppState) -> Router {
         .merge(session::router())
         .merge(slides::router())
         .merge(pathfed_ingest::router())
+        .merge(pathfed_consult::router())
         .merge(web::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

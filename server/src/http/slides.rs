@@ -1,7 +1,8 @@
 //! The slide API: list, metadata, thumbnail, label, Deep Zoom descriptor and tiles, delete.
 //!
-//! Deny by default: every handler starts from [`owned_slide`], which answers 404 for ids of
-//! other hospitals exactly as for unknown ids, 403 for roles without clinical access, and
+//! Deny by default: every handler starts from [`visible_slide`], which answers 404 for ids of
+//! other hospitals (unless a case consulting the user's hub includes the slide) exactly as for
+//! unknown ids, 403 for roles without clinical access, and
 //! writes every refusal to the audit log. Tiles are immutable, so they carry strong ETags and
 //! long private cache lifetimes, and recently served tiles are kept in memory.
 
@@ -173,11 +174,21 @@ impl SlideService {
 }
 
 /// The slide, if this user may see it; otherwise the refusal, audited.
-async fn owned_slide(
+/// What a handler needs to do with a slide.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// View it: the owning hospital, or a hub reading a case that includes it.
+    Read,
+    /// Its label or deletion: the owning hospital only.
+    Own,
+}
+
+async fn visible_slide(
     platform: &Platform,
     user: &Principal,
     id: &str,
     action: &str,
+    need: Need,
 ) -> Result<Slide, ApiError> {
     let target = format!("slide:{id}");
     if !user.role.sees_clinical_data() {
@@ -188,15 +199,23 @@ async fn owned_slide(
             "your role has no access to clinical slides",
         ));
     }
-    match slides::get_for_hospital(&platform.db, &user.hospital.id, id).await? {
-        Some(slide) => Ok(slide),
-        None => {
-            let _ = platform
-                .audit(AuditEvent::by(user, action, &target, "denied").detail("not visible"))
-                .await;
-            Err(ApiError::not_found("slide"))
+    if let Some(slide) = slides::get_for_hospital(&platform.db, &user.hospital.id, id).await? {
+        return Ok(slide);
+    }
+    if need == Need::Read {
+        let window = platform.config.consult.access_after_close_s;
+        let granted =
+            pathfed_consult::access::slide_readable_through_case(&platform.db, user, id, window)
+                .await
+                .map_err(ApiError::from)?;
+        if granted && let Some(slide) = slides::get_any(&platform.db, id).await? {
+            return Ok(slide);
         }
     }
+    let _ = platform
+        .audit(AuditEvent::by(user, action, &target, "denied").detail("not visible"))
+        .await;
+    Err(ApiError::not_found("slide"))
 }
 
 fn slide_json(slide: &Slide) -> serde_json::Value {
@@ -234,7 +253,7 @@ async fn metadata(
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let slide = owned_slide(&platform, &user, &id, "slide.view").await?;
+    let slide = visible_slide(&platform, &user, &id, "slide.view", Need::Read).await?;
     let _ = platform
         .audit(AuditEvent::by(
             &user,
@@ -254,7 +273,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    let slide = owned_slide(platform, &user, &id, "slide.delete").await?;
+    let slide = visible_slide(platform, &user, &id, "slide.delete", Need::Own).await?;
     if !matches!(user.role, Role::Submitter | Role::Admin) {
         let _ = platform
             .audit(
@@ -266,6 +285,25 @@ async fn remove(
             "only submitters and admins can delete slides",
         ));
     }
+    let in_use = pathfed_consult::access::slide_in_submitted_case(&platform.db, &id)
+        .await
+        .map_err(ApiError::from)?;
+    if in_use {
+        let _ = platform
+            .audit(
+                AuditEvent::by(&user, "slide.delete", &format!("slide:{id}"), "refused")
+                    .detail("part of a submitted case"),
+            )
+            .await;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "slide_in_case",
+            "this slide belongs to a submitted case; it is kept with the case's record",
+        ));
+    }
+    pathfed_consult::access::forget_slide(&platform.db, &id)
+        .await
+        .map_err(ApiError::from)?;
     // Row first: once it is gone nobody can reach the objects, even if deleting them fails.
     slides::delete(&platform.db, &user.hospital.id, &id).await?;
     state.slides.forget(&id);
@@ -302,7 +340,7 @@ async fn thumbnail(
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let slide = owned_slide(&platform, &user, &id, "slide.thumbnail").await?;
+    let slide = visible_slide(&platform, &user, &id, "slide.thumbnail", Need::Read).await?;
     let bytes = get_bytes(
         &platform.store,
         &thumbnail_key(&slide.hospital_id, &slide.id),
@@ -317,7 +355,7 @@ async fn label(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    let slide = owned_slide(platform, &user, &id, "slide.label").await?;
+    let slide = visible_slide(platform, &user, &id, "slide.label", Need::Own).await?;
     if !slide.has_label {
         return Err(ApiError::not_found("label image"));
     }
@@ -351,7 +389,7 @@ async fn dzi(
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let slide = owned_slide(&state.platform, &user, &id, "slide.tiles").await?;
+    let slide = visible_slide(&state.platform, &user, &id, "slide.tiles", Need::Read).await?;
     let opened = state.slides.opened(&state.platform, &slide).await?;
     Ok((
         [
@@ -376,7 +414,7 @@ async fn tile(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    let slide = owned_slide(platform, &user, &id, "slide.tiles").await?;
+    let slide = visible_slide(platform, &user, &id, "slide.tiles", Need::Read).await?;
     let (col, row) = name
         .strip_suffix(".jpeg")
         .and_then(|s| s.split_once('_'))

@@ -1,0 +1,702 @@
+//! The consultation API under `/api/v1/cases`, `/api/v1/taxonomies` and `/api/v1/stats`.
+//!
+//! Every handler starts from [`open_case`], which answers "not found" for cases the user may
+//! not see, and every outcome (done, denied, refused) is written to the audit log with the
+//! case as target.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use pathfed_core::Platform;
+use pathfed_core::accounts::Principal;
+use pathfed_core::audit::AuditEvent;
+use pathfed_core::http::{ApiError, Authenticated, JsonBody};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Consult;
+use crate::access::{self, Relation};
+use crate::annotations::{self, AnnotationForm};
+use crate::cases::{self, Case, CaseForm, ListFilter, Status};
+use crate::error::{ConsultError, ConsultResult};
+use crate::reads::{self, FinalForm, ReadForm};
+use crate::report::{self, AmendForm};
+use crate::stats;
+
+/// Largest GeoJSON import accepted.
+pub const MAX_GEOJSON_BYTES: usize = 16 << 20;
+
+/// The consultation routes.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Consult: FromRef<S>,
+    Platform: FromRef<S>,
+{
+    Router::new()
+        .route("/api/v1/taxonomies", get(taxonomies))
+        .route("/api/v1/stats/concordance", get(concordance))
+        .route("/api/v1/cases", get(list).post(create))
+        .route("/api/v1/cases/{id}", get(show).put(update))
+        .route("/api/v1/cases/{id}/slides", post(attach))
+        .route("/api/v1/cases/{id}/slides/{slide}", delete(detach))
+        .route("/api/v1/cases/{id}/submit", post(submit))
+        .route("/api/v1/cases/{id}/cancel", post(cancel))
+        .route("/api/v1/cases/{id}/claim", post(claim))
+        .route("/api/v1/cases/{id}/assign", post(assign))
+        .route("/api/v1/cases/{id}/reads/primary", put(primary_read))
+        .route("/api/v1/cases/{id}/double-check", post(double_check))
+        .route("/api/v1/cases/{id}/reads/second", put(second_read))
+        .route("/api/v1/cases/{id}/adjudication", post(adjudicate))
+        .route("/api/v1/cases/{id}/sign-out", post(sign_out))
+        .route("/api/v1/cases/{id}/amendments", post(amend))
+        .route("/api/v1/cases/{id}/reports", get(report_versions))
+        .route("/api/v1/cases/{id}/reports/{version}", get(report_version))
+        .route(
+            "/api/v1/cases/{id}/reports/{version}/{file}",
+            get(report_file),
+        )
+        .route(
+            "/api/v1/cases/{id}/slides/{slide}/annotations",
+            get(list_annotations).post(create_annotation),
+        )
+        .route(
+            "/api/v1/cases/{id}/slides/{slide}/annotations.geojson",
+            get(export_geojson)
+                .post(import_geojson)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_GEOJSON_BYTES)),
+        )
+        .route(
+            "/api/v1/cases/{id}/annotations/{annotation}",
+            delete(delete_annotation),
+        )
+}
+
+/// Writes the audit entry for an outcome and turns the error into an API answer.
+async fn audited<T>(
+    consult: &Consult,
+    user: &Principal,
+    action: &str,
+    target: &str,
+    result: ConsultResult<T>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(ConsultError::NotFound(_) | ConsultError::Forbidden(_)) => "denied",
+        Err(ConsultError::Invalid(_) | ConsultError::Transition(_)) => "refused",
+        Err(ConsultError::Core(_)) => "failed",
+    };
+    let mut event = AuditEvent::by(user, action, target, outcome);
+    if let Err(e) = &result {
+        event = event.detail(e.to_string());
+    }
+    let _ = consult.platform.audit(event).await;
+    result.map_err(ApiError::from)
+}
+
+/// The case if `user` may see it; a refusal is audited as `action`.
+async fn open_case(
+    consult: &Consult,
+    user: &Principal,
+    id: &str,
+    action: &str,
+) -> Result<(Case, Relation), ApiError> {
+    let found = access::visible_case(
+        &consult.platform.db,
+        user,
+        id,
+        consult.access_after_close_s(),
+    )
+    .await;
+    match found {
+        Ok(found) => Ok(found),
+        Err(e) => Err(
+            audited::<()>(consult, user, action, &format!("case:{id}"), Err(e))
+                .await
+                .err()
+                .unwrap_or_else(|| ApiError::not_found("case")),
+        ),
+    }
+}
+
+fn target(case: &Case) -> String {
+    format!("case:{}", case.id)
+}
+
+/// The case as `relation` may see it: the patient id for the spoke only, the final diagnosis
+/// for the spoke only once signed out.
+fn case_json(consult: &Consult, case: &Case, relation: Relation) -> Value {
+    let mut value = serde_json::to_value(case).unwrap_or_default();
+    match relation {
+        Relation::Spoke => {
+            value["patient_id"] = json!(consult.patients.decrypt(&case.patient_cipher));
+            value["new_report"] = json!(case.report_version > case.report_seen_version);
+            if case.status != Status::SignedOut {
+                for field in ["final_code", "final_findings", "final_note", "concordant"] {
+                    value[field] = Value::Null;
+                }
+            }
+        }
+        Relation::HubPathologist | Relation::HubAdmin => {}
+    }
+    value
+}
+
+async fn taxonomies(
+    State(consult): State<Consult>,
+    Authenticated(_user): Authenticated,
+) -> Response {
+    axum::Json(consult.taxonomies.as_ref()).into_response()
+}
+
+async fn concordance(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+) -> Result<Response, ApiError> {
+    let rows = audited(
+        &consult,
+        &user,
+        "case.stats",
+        &format!("hospital:{}", user.hospital.id),
+        stats::concordance(&consult.platform.db, Some(&user.hospital.id)).await,
+    )
+    .await?;
+    Ok(axum::Json(json!({ "concordance": rows })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    urgency: Option<String>,
+    organ: Option<String>,
+    older_than_hours: Option<u64>,
+}
+
+async fn list(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let filter = ListFilter {
+        status: query.status.filter(|s| !s.is_empty()),
+        urgency: query.urgency.filter(|s| !s.is_empty()),
+        organ: query.organ.filter(|s| !s.is_empty()),
+        older_than_hours: query.older_than_hours,
+    };
+    let window = consult.access_after_close_s();
+    let listed = cases::list(&consult.platform.db, &user, &filter).await;
+    let all = audited(&consult, &user, "case.list", "cases", listed).await?;
+    let visible: Vec<Value> = all
+        .iter()
+        .filter_map(|case| {
+            access::relation(&user, case, window).map(|rel| case_json(&consult, case, rel))
+        })
+        .collect();
+    Ok(axum::Json(json!({ "cases": visible })).into_response())
+}
+
+async fn create(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    JsonBody(form): JsonBody<CaseForm>,
+) -> Result<Response, ApiError> {
+    let created = cases::create(
+        &consult.platform.db,
+        &consult.patients,
+        &consult.taxonomies,
+        &user,
+        &form,
+    )
+    .await;
+    let case = audited(&consult, &user, "case.create", "cases", created).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(case_json(&consult, &case, Relation::Spoke)),
+    )
+        .into_response())
+}
+
+async fn detail(
+    consult: &Consult,
+    user: &Principal,
+    case: &Case,
+    relation: Relation,
+) -> Result<Value, ApiError> {
+    let db = &consult.platform.db;
+    let mut value = case_json(consult, case, relation);
+    value["relation"] = json!(match relation {
+        Relation::Spoke => "spoke",
+        Relation::HubPathologist => "hub_pathologist",
+        Relation::HubAdmin => "hub_admin",
+    });
+    value["slides"] = json!(
+        cases::slide_ids(db, &case.id)
+            .await
+            .map_err(ApiError::from)?
+    );
+    value["reads"] = json!(
+        reads::visible_reads(db, user, case)
+            .await
+            .map_err(ApiError::from)?
+    );
+    value["reports"] = json!(
+        report::versions(consult, &case.id)
+            .await
+            .map_err(ApiError::from)?
+    );
+    value["taxonomy_labels"] = json!(consult.taxonomy_of(case).map_err(ApiError::from)?.labels);
+    Ok(value)
+}
+
+async fn show(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (case, relation) = open_case(&consult, &user, &id, "case.view").await?;
+    let value = detail(&consult, &user, &case, relation).await?;
+    audited(&consult, &user, "case.view", &target(&case), Ok(())).await?;
+    Ok(axum::Json(value).into_response())
+}
+
+async fn update(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<CaseForm>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_case(&consult, &user, &id, "case.update").await?;
+    let updated = cases::update_draft(
+        &consult.platform.db,
+        &consult.patients,
+        &consult.taxonomies,
+        &user,
+        &case,
+        &form,
+    )
+    .await;
+    let case = audited(&consult, &user, "case.update", &target(&case), updated).await?;
+    Ok(axum::Json(case_json(&consult, &case, Relation::Spoke)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachForm {
+    slide_id: String,
+}
+
+async fn attach(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<AttachForm>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_case(&consult, &user, &id, "case.attach").await?;
+    let done = cases::attach_slide(&consult.platform.db, &user, &case, &form.slide_id).await;
+    audited(&consult, &user, "case.attach", &target(&case), done).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn detach(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, slide)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_case(&consult, &user, &id, "case.detach").await?;
+    let done = cases::detach_slide(&consult.platform.db, &user, &case, &slide).await;
+    audited(&consult, &user, "case.detach", &target(&case), done).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Runs a state change and answers with the case as the user now sees it.
+async fn moved(
+    consult: &Consult,
+    user: &Principal,
+    action: &str,
+    case: &Case,
+    relation: Relation,
+    result: ConsultResult<Case>,
+) -> Result<Response, ApiError> {
+    let case = audited(consult, user, action, &target(case), result).await?;
+    Ok(axum::Json(detail(consult, user, &case, relation).await?).into_response())
+}
+
+async fn submit(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.submit").await?;
+    let result = cases::submit(&consult.platform.db, &user, &case).await;
+    moved(&consult, &user, "case.submit", &case, rel, result).await
+}
+
+async fn cancel(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.cancel").await?;
+    let result = cases::cancel(&consult.platform.db, &user, &case).await;
+    moved(&consult, &user, "case.cancel", &case, rel, result).await
+}
+
+async fn claim(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.claim").await?;
+    let result = reads::claim(&consult.platform.db, &user, &case).await;
+    moved(&consult, &user, "case.claim", &case, rel, result).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignForm {
+    username: Option<String>,
+}
+
+async fn assign(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<AssignForm>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.assign").await?;
+    let Some(name) = form.username.filter(|n| !n.trim().is_empty()) else {
+        return Err(ApiError::bad_request("invalid", "username is required"));
+    };
+    let result = reads::assign(&consult.platform.db, &user, &case, name.trim()).await;
+    moved(&consult, &user, "case.assign", &case, rel, result).await
+}
+
+async fn primary_read(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<ReadForm>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.diagnose").await?;
+    let result = match consult.taxonomy_of(&case) {
+        Ok(taxonomy) => {
+            reads::enter_primary(&consult.platform.db, taxonomy, &user, &case, &form).await
+        }
+        Err(e) => Err(e),
+    };
+    moved(&consult, &user, "case.diagnose", &case, rel, result).await
+}
+
+async fn double_check(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.double_check").await?;
+    // An empty body means "I take it"; {"username": …} gives it to a colleague.
+    let form: AssignForm = if body.iter().all(u8::is_ascii_whitespace) {
+        AssignForm { username: None }
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_body", format!("send {{\"username\"}}: {e}")))?
+    };
+    let result =
+        reads::start_double_check(&consult.platform.db, &user, &case, form.username.as_deref())
+            .await;
+    moved(&consult, &user, "case.double_check", &case, rel, result).await
+}
+
+async fn second_read(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<ReadForm>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.diagnose").await?;
+    let result = match consult.taxonomy_of(&case) {
+        Ok(taxonomy) => {
+            reads::enter_second(&consult.platform.db, taxonomy, &user, &case, &form).await
+        }
+        Err(e) => Err(e),
+    };
+    moved(
+        &consult,
+        &user,
+        "case.double_check_read",
+        &case,
+        rel,
+        result,
+    )
+    .await
+}
+
+async fn adjudicate(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<FinalForm>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_case(&consult, &user, &id, "case.adjudicate").await?;
+    let result = match consult.taxonomy_of(&case) {
+        Ok(taxonomy) => {
+            reads::adjudicate(&consult.platform.db, taxonomy, &user, &case, &form).await
+        }
+        Err(e) => Err(e),
+    };
+    moved(&consult, &user, "case.adjudicate", &case, rel, result).await
+}
+
+async fn sign_out(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_case(&consult, &user, &id, "case.sign_out").await?;
+    let result = report::sign_out(&consult, &user, &case).await;
+    let version = audited(&consult, &user, "case.sign_out", &target(&case), result).await?;
+    Ok(axum::Json(version).into_response())
+}
+
+async fn amend(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<AmendForm>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_case(&consult, &user, &id, "case.amend").await?;
+    let result = report::amend(&consult, &user, &case, &form).await;
+    let version = audited(&consult, &user, "case.amend", &target(&case), result).await?;
+    Ok(axum::Json(version).into_response())
+}
+
+/// Reports are for the spoke once signed out and for the hub's pathologists.
+async fn open_reports(
+    consult: &Consult,
+    user: &Principal,
+    id: &str,
+    action: &str,
+) -> Result<(Case, Relation), ApiError> {
+    let (case, relation) = open_case(consult, user, id, action).await?;
+    if relation == Relation::HubAdmin {
+        let denied: ConsultResult<()> = Err(ConsultError::Forbidden(
+            "reports are for the case's pathologists and the submitting hospital".into(),
+        ));
+        audited(consult, user, action, &target(&case), denied).await?;
+    }
+    Ok((case, relation))
+}
+
+async fn report_versions(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_reports(&consult, &user, &id, "case.reports").await?;
+    let versions = report::versions(&consult, &case.id)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(json!({ "reports": versions })).into_response())
+}
+
+async fn report_version(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, version)): Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_reports(&consult, &user, &id, "case.report").await?;
+    let found = report::version(&consult, &case.id, version).await;
+    let version = audited(&consult, &user, "case.report", &target(&case), found).await?;
+    Ok(axum::Json(version).into_response())
+}
+
+async fn report_file(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, version, file)): Path<(String, i64, String)>,
+) -> Result<Response, ApiError> {
+    let (case, relation) = open_reports(&consult, &user, &id, "case.report.download").await?;
+    let content_type = match file.as_str() {
+        "report.pdf" => "application/pdf",
+        "report.html" => "text/html; charset=utf-8",
+        "report.json" => "application/json",
+        _ => return Err(ApiError::not_found("report file")),
+    };
+    let loaded = async {
+        report::version(&consult, &case.id, version).await?;
+        report::file(&consult, &case, version, &file).await
+    }
+    .await;
+    let bytes = audited(
+        &consult,
+        &user,
+        "case.report.download",
+        &format!("case:{}/report:v{version}/{file}", case.id),
+        loaded,
+    )
+    .await?;
+    if relation == Relation::Spoke {
+        let _ = report::mark_seen(&consult, &case, version).await;
+    }
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(disposition) = HeaderValue::from_str(&format!(
+        "inline; filename=\"report-{}-v{version}.{}\"",
+        case.id,
+        file.rsplit('.').next().unwrap_or("bin")
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    // The HTML report carries its own styles; nothing else may load or run in it.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    Ok(response)
+}
+
+/// Annotation endpoints are for people who may see the slides: not hub admins.
+async fn open_for_slides(
+    consult: &Consult,
+    user: &Principal,
+    id: &str,
+    action: &str,
+) -> Result<(Case, Relation), ApiError> {
+    let (case, relation) = open_case(consult, user, id, action).await?;
+    if relation == Relation::HubAdmin {
+        let denied: ConsultResult<()> = Err(ConsultError::NotFound("case"));
+        audited(consult, user, action, &target(&case), denied).await?;
+    }
+    Ok((case, relation))
+}
+
+async fn list_annotations(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, slide)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotations").await?;
+    let found = annotations::visible(&consult.platform.db, &user, &case, rel, &slide).await;
+    let list = audited(&consult, &user, "case.annotations", &target(&case), found).await?;
+    Ok(axum::Json(json!({ "annotations": list })).into_response())
+}
+
+async fn create_annotation(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, slide)): Path<(String, String)>,
+    JsonBody(form): JsonBody<AnnotationForm>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotate").await?;
+    let result = match consult.taxonomy_of(&case) {
+        Ok(taxonomy) => {
+            annotations::create(
+                &consult.platform.db,
+                taxonomy,
+                &user,
+                &case,
+                rel,
+                &slide,
+                &form,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let created = audited(&consult, &user, "case.annotate", &target(&case), result).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+async fn delete_annotation(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, annotation)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotate").await?;
+    let result = annotations::delete(&consult.platform.db, &user, &case, rel, &annotation).await;
+    audited(
+        &consult,
+        &user,
+        "case.annotation.delete",
+        &target(&case),
+        result,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn export_geojson(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, slide)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotations.export").await?;
+    let taxonomy = consult.taxonomy_of(&case).map_err(ApiError::from)?;
+    let found = annotations::visible(&consult.platform.db, &user, &case, rel, &slide).await;
+    let list = audited(
+        &consult,
+        &user,
+        "case.annotations.export",
+        &target(&case),
+        found,
+    )
+    .await?;
+    let mut response = axum::Json(annotations::to_geojson(&list, taxonomy)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/geo+json"),
+    );
+    Ok(response)
+}
+
+async fn import_geojson(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, slide)): Path<(String, String)>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotations.import").await?;
+    let body = body.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "GeoJSON imports are limited to {} MiB",
+                MAX_GEOJSON_BYTES >> 20
+            ),
+        )
+    })?;
+    let result = match consult.taxonomy_of(&case) {
+        Ok(taxonomy) => {
+            annotations::import(
+                &consult.platform.db,
+                taxonomy,
+                &user,
+                &case,
+                rel,
+                &slide,
+                &body,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let imported = audited(
+        &consult,
+        &user,
+        "case.annotations.import",
+        &target(&case),
+        result,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "annotations": imported })),
+    )
+        .into_response())
+}

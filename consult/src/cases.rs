@@ -1,0 +1,729 @@
+//! Cases: what a spoke sends, where it goes, and the states it passes through.
+//!
+//! `draft → submitted → assigned → diagnosed → in_double_check → ready_for_sign_out →
+//! signed_out`, with `adjudication` between double-check and sign-out when the two reads
+//! disagree, and `cancelled` while nobody has started reading. Every transition is one
+//! conditional `UPDATE … WHERE status = <expected>`, so two people acting at once cannot both
+//! succeed; the loser gets a clear 409.
+
+use pathfed_core::Db;
+use pathfed_core::accounts::{HospitalKind, Principal, Role};
+use pathfed_core::db::{new_id, now};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::error::{ConsultError, ConsultResult};
+use crate::patient::PatientIds;
+use crate::taxonomy::Taxonomies;
+
+/// Where a case stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Being prepared by the spoke.
+    Draft,
+    /// Waiting in the hub's worklist.
+    Submitted,
+    /// A hub pathologist has it.
+    Assigned,
+    /// The first read is entered.
+    Diagnosed,
+    /// A second pathologist is reading blind.
+    InDoubleCheck,
+    /// The reads disagree; both readers agree a final diagnosis.
+    Adjudication,
+    /// The final diagnosis is settled.
+    ReadyForSignOut,
+    /// Reported back to the spoke.
+    SignedOut,
+    /// Withdrawn before anyone read it.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in workflow order.
+    pub const ALL: [Status; 9] = [
+        Status::Draft,
+        Status::Submitted,
+        Status::Assigned,
+        Status::Diagnosed,
+        Status::InDoubleCheck,
+        Status::Adjudication,
+        Status::ReadyForSignOut,
+        Status::SignedOut,
+        Status::Cancelled,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Draft => "draft",
+            Status::Submitted => "submitted",
+            Status::Assigned => "assigned",
+            Status::Diagnosed => "diagnosed",
+            Status::InDoubleCheck => "in_double_check",
+            Status::Adjudication => "adjudication",
+            Status::ReadyForSignOut => "ready_for_sign_out",
+            Status::SignedOut => "signed_out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored or requested name.
+    pub fn parse(s: &str) -> ConsultResult<Self> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| ConsultError::Invalid(format!("unknown case status {s:?}")))
+    }
+
+    /// Closed cases change no more (amendments aside).
+    pub fn is_closed(self) -> bool {
+        matches!(self, Status::SignedOut | Status::Cancelled)
+    }
+
+    /// While the first read may still be unseen by a second reader: annotations and the read
+    /// of the hub stay with their author.
+    pub fn is_blind(self) -> bool {
+        matches!(
+            self,
+            Status::Assigned | Status::Diagnosed | Status::InDoubleCheck
+        )
+    }
+}
+
+/// How soon the spoke needs the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    /// Normal turnaround.
+    Routine,
+    /// Ahead of routine cases.
+    Urgent,
+}
+
+impl Urgency {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Routine => "routine",
+            Urgency::Urgent => "urgent",
+        }
+    }
+
+    fn parse(s: &str) -> ConsultResult<Self> {
+        match s {
+            "routine" => Ok(Urgency::Routine),
+            "urgent" => Ok(Urgency::Urgent),
+            other => Err(ConsultError::Invalid(format!(
+                "urgency must be routine or urgent, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Age bands a case may carry (never a birth date).
+pub const AGE_BANDS: [&str; 11] = [
+    "0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80-89", "90+", "unknown",
+];
+/// Sexes a case may carry.
+pub const SEXES: [&str; 4] = ["female", "male", "other", "unknown"];
+
+/// A case as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Case {
+    /// Id.
+    pub id: String,
+    /// Submitting hospital.
+    pub spoke_id: String,
+    /// Submitting hospital's name.
+    pub spoke_name: String,
+    /// Reading hospital, once chosen.
+    pub hub_id: Option<String>,
+    /// Reading hospital's name.
+    pub hub_name: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// Keyed hash of the patient id (not serialised to clients).
+    #[serde(skip)]
+    pub patient_hash: String,
+    /// Encrypted patient id (not serialised to clients).
+    #[serde(skip)]
+    pub patient_cipher: String,
+    /// Age band.
+    pub age_band: String,
+    /// Sex.
+    pub sex: String,
+    /// Organ, lower case.
+    pub organ: String,
+    /// Specimen description.
+    pub specimen: String,
+    /// What the spoke asks.
+    pub clinical_question: String,
+    /// Urgency.
+    pub urgency: Urgency,
+    /// Taxonomy the diagnoses use.
+    pub taxonomy: String,
+    /// Status.
+    pub status: Status,
+    /// First reader.
+    pub primary_reader: Option<String>,
+    /// Second (blind) reader.
+    pub second_reader: Option<String>,
+    /// Whether the two reads agreed.
+    pub concordant: Option<bool>,
+    /// Final diagnosis code.
+    pub final_code: Option<String>,
+    /// Final findings.
+    pub final_findings: Option<String>,
+    /// Who decided the final diagnosis after adjudication.
+    pub final_by: Option<String>,
+    /// Adjudication note.
+    pub final_note: Option<String>,
+    /// Latest report version (0: none yet).
+    pub report_version: i64,
+    /// Latest report version the spoke has opened.
+    pub report_seen_version: i64,
+    /// Created (unix seconds).
+    pub created_at: i64,
+    /// Submitted.
+    pub submitted_at: Option<i64>,
+    /// Signed out or cancelled.
+    pub closed_at: Option<i64>,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+const CASE_COLUMNS: &str = "c.id, c.spoke_id, s.name AS spoke_name, c.hub_id, h.name AS hub_name, \
+     c.created_by, c.patient_hash, c.patient_cipher, c.age_band, c.sex, c.organ, c.specimen, \
+     c.clinical_question, c.urgency, c.taxonomy, c.status, c.primary_reader, c.second_reader, \
+     c.concordant, c.final_code, c.final_findings, c.final_by, c.final_note, c.report_version, \
+     c.report_seen_version, c.created_at, c.submitted_at, c.closed_at, c.updated_at";
+const CASE_FROM: &str =
+    "FROM cases c JOIN hospitals s ON s.id = c.spoke_id LEFT JOIN hospitals h ON h.id = c.hub_id";
+
+fn case_from_row(row: &AnyRow) -> ConsultResult<Case> {
+    let concordant: Option<i64> = row.try_get("concordant")?;
+    Ok(Case {
+        id: row.try_get("id")?,
+        spoke_id: row.try_get("spoke_id")?,
+        spoke_name: row.try_get("spoke_name")?,
+        hub_id: row.try_get("hub_id")?,
+        hub_name: row.try_get("hub_name")?,
+        created_by: row.try_get("created_by")?,
+        patient_hash: row.try_get("patient_hash")?,
+        patient_cipher: row.try_get("patient_cipher")?,
+        age_band: row.try_get("age_band")?,
+        sex: row.try_get("sex")?,
+        organ: row.try_get("organ")?,
+        specimen: row.try_get("specimen")?,
+        clinical_question: row.try_get("clinical_question")?,
+        urgency: Urgency::parse(&row.try_get::<String, _>("urgency")?)?,
+        taxonomy: row.try_get("taxonomy")?,
+        status: Status::parse(&row.try_get::<String, _>("status")?)?,
+        primary_reader: row.try_get("primary_reader")?,
+        second_reader: row.try_get("second_reader")?,
+        concordant: concordant.map(|c| c != 0),
+        final_code: row.try_get("final_code")?,
+        final_findings: row.try_get("final_findings")?,
+        final_by: row.try_get("final_by")?,
+        final_note: row.try_get("final_note")?,
+        report_version: row.try_get("report_version")?,
+        report_seen_version: row.try_get("report_seen_version")?,
+        created_at: row.try_get("created_at")?,
+        submitted_at: row.try_get("submitted_at")?,
+        closed_at: row.try_get("closed_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Loads a case by id, whoever asks (callers check access).
+pub async fn load(db: &Db, id: &str) -> ConsultResult<Case> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CASE_COLUMNS} {CASE_FROM} WHERE c.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or(ConsultError::NotFound("case"))?;
+    case_from_row(&row)
+}
+
+/// What a spoke fills in for a new case (or a draft's edit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseForm {
+    /// The patient's id at the spoke.
+    pub patient_id: String,
+    /// One of [`AGE_BANDS`].
+    pub age_band: String,
+    /// One of [`SEXES`].
+    pub sex: String,
+    /// Organ, e.g. `stomach`.
+    pub organ: String,
+    /// Specimen, e.g. `endoscopic biopsy, antrum`.
+    pub specimen: String,
+    /// The question for the pathologist.
+    pub clinical_question: String,
+    /// `routine` (default) or `urgent`.
+    #[serde(default)]
+    pub urgency: Option<String>,
+    /// The hub to send it to; the spoke's default hub when absent.
+    #[serde(default)]
+    pub hub: Option<String>,
+}
+
+/// Longest free text accepted in any form field.
+pub const MAX_TEXT_CHARS: usize = 20_000;
+
+/// Checks free text: bounded, no control characters but newlines and tabs.
+pub fn check_text(field: &str, text: &str, required: bool) -> ConsultResult<String> {
+    let text = text.trim();
+    if required && text.is_empty() {
+        return Err(ConsultError::Invalid(format!("{field} is required")));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ConsultError::Invalid(format!(
+            "{field} is longer than {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(ConsultError::Invalid(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(text.to_string())
+}
+
+struct CheckedForm {
+    patient_id: String,
+    age_band: String,
+    sex: String,
+    organ: String,
+    specimen: String,
+    clinical_question: String,
+    urgency: Urgency,
+}
+
+fn check_form(form: &CaseForm) -> ConsultResult<CheckedForm> {
+    let patient_id = PatientIds::check(&form.patient_id)?.to_string();
+    if !AGE_BANDS.contains(&form.age_band.as_str()) {
+        return Err(ConsultError::Invalid(format!(
+            "age_band must be one of {}",
+            AGE_BANDS.join(", ")
+        )));
+    }
+    if !SEXES.contains(&form.sex.as_str()) {
+        return Err(ConsultError::Invalid(format!(
+            "sex must be one of {}",
+            SEXES.join(", ")
+        )));
+    }
+    let organ = check_text("organ", &form.organ, true)?.to_lowercase();
+    if organ.chars().count() > 64 {
+        return Err(ConsultError::Invalid(
+            "organ is longer than 64 characters".into(),
+        ));
+    }
+    Ok(CheckedForm {
+        patient_id,
+        age_band: form.age_band.clone(),
+        sex: form.sex.clone(),
+        organ,
+        specimen: check_text("specimen", &form.specimen, true)?,
+        clinical_question: check_text("clinical_question", &form.clinical_question, true)?,
+        urgency: Urgency::parse(form.urgency.as_deref().unwrap_or("routine"))?,
+    })
+}
+
+/// True when `user` works at the case's spoke with a clinical role.
+pub fn is_spoke_member(user: &Principal, case: &Case) -> bool {
+    user.hospital.id == case.spoke_id && user.role.sees_clinical_data()
+}
+
+/// Resolves a hub by id or name; it must be a hub other than the spoke itself.
+async fn resolve_hub(db: &Db, spoke_id: &str, hub: &str) -> ConsultResult<String> {
+    let row = sqlx::query("SELECT id, kind FROM hospitals WHERE id = $1 OR name = $1")
+        .bind(hub)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| ConsultError::Invalid(format!("no hospital {hub:?}")))?;
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("kind")?;
+    if kind != HospitalKind::Hub.as_str() {
+        return Err(ConsultError::Invalid(format!(
+            "{hub:?} is not a hub: cases go to hub hospitals"
+        )));
+    }
+    if id == spoke_id {
+        return Err(ConsultError::Invalid(
+            "a hospital cannot send a case to itself".into(),
+        ));
+    }
+    Ok(id)
+}
+
+/// Creates a draft case for the user's hospital.
+pub async fn create(
+    db: &Db,
+    ids: &PatientIds,
+    taxonomies: &Taxonomies,
+    user: &Principal,
+    form: &CaseForm,
+) -> ConsultResult<Case> {
+    if !matches!(user.role, Role::Submitter | Role::Pathologist | Role::Admin) {
+        return Err(ConsultError::Forbidden(
+            "only clinical staff create cases".into(),
+        ));
+    }
+    let checked = check_form(form)?;
+    let hub_id = match &form.hub {
+        Some(hub) if !hub.trim().is_empty() => {
+            Some(resolve_hub(db, &user.hospital.id, hub.trim()).await?)
+        }
+        _ => None,
+    };
+    let id = new_id();
+    let at = now();
+    sqlx::query(
+        "INSERT INTO cases (id, spoke_id, hub_id, created_by, patient_hash, patient_cipher, \
+         age_band, sex, organ, specimen, clinical_question, urgency, taxonomy, status, \
+         report_version, report_seen_version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'draft', 0, 0, $14, $14)",
+    )
+    .bind(&id)
+    .bind(&user.hospital.id)
+    .bind(&hub_id)
+    .bind(&user.id)
+    .bind(ids.hash(&user.hospital.id, &checked.patient_id))
+    .bind(ids.encrypt(&checked.patient_id)?)
+    .bind(&checked.age_band)
+    .bind(&checked.sex)
+    .bind(&checked.organ)
+    .bind(&checked.specimen)
+    .bind(&checked.clinical_question)
+    .bind(checked.urgency.as_str())
+    .bind(&taxonomies.for_organ(&checked.organ).id)
+    .bind(at)
+    .execute(db.pool())
+    .await?;
+    load(db, &id).await
+}
+
+/// Replaces a draft's details.
+pub async fn update_draft(
+    db: &Db,
+    ids: &PatientIds,
+    taxonomies: &Taxonomies,
+    user: &Principal,
+    case: &Case,
+    form: &CaseForm,
+) -> ConsultResult<Case> {
+    require_spoke(user, case)?;
+    let checked = check_form(form)?;
+    let hub_id = match &form.hub {
+        Some(hub) if !hub.trim().is_empty() => {
+            Some(resolve_hub(db, &user.hospital.id, hub.trim()).await?)
+        }
+        _ => case.hub_id.clone(),
+    };
+    let done = sqlx::query(
+        "UPDATE cases SET hub_id = $1, patient_hash = $2, patient_cipher = $3, age_band = $4, \
+         sex = $5, organ = $6, specimen = $7, clinical_question = $8, urgency = $9, \
+         taxonomy = $10, updated_at = $11 WHERE id = $12 AND status = 'draft'",
+    )
+    .bind(&hub_id)
+    .bind(ids.hash(&case.spoke_id, &checked.patient_id))
+    .bind(ids.encrypt(&checked.patient_id)?)
+    .bind(&checked.age_band)
+    .bind(&checked.sex)
+    .bind(&checked.organ)
+    .bind(&checked.specimen)
+    .bind(&checked.clinical_question)
+    .bind(checked.urgency.as_str())
+    .bind(&taxonomies.for_organ(&checked.organ).id)
+    .bind(now())
+    .bind(&case.id)
+    .execute(db.pool())
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(ConsultError::Transition(
+            "only a draft can be edited; this case has been submitted".into(),
+        ));
+    }
+    load(db, &case.id).await
+}
+
+fn require_spoke(user: &Principal, case: &Case) -> ConsultResult<()> {
+    if is_spoke_member(user, case) && user.role != Role::Researcher {
+        Ok(())
+    } else {
+        Err(ConsultError::Forbidden(
+            "only the submitting hospital can do this".into(),
+        ))
+    }
+}
+
+/// Slides attached to a case, in order.
+pub async fn slide_ids(db: &Db, case_id: &str) -> ConsultResult<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT slide_id FROM case_slides WHERE case_id = $1 ORDER BY position, slide_id",
+    )
+    .bind(case_id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get("slide_id").map_err(ConsultError::from))
+        .collect()
+}
+
+/// Attaches one of the spoke's slides to a draft.
+pub async fn attach_slide(
+    db: &Db,
+    user: &Principal,
+    case: &Case,
+    slide_id: &str,
+) -> ConsultResult<()> {
+    require_spoke(user, case)?;
+    require_status(case, &[Status::Draft], "attach slides")?;
+    let owned = sqlx::query("SELECT 1 AS one FROM slides WHERE id = $1 AND hospital_id = $2")
+        .bind(slide_id)
+        .bind(&case.spoke_id)
+        .fetch_optional(db.pool())
+        .await?;
+    if owned.is_none() {
+        return Err(ConsultError::NotFound("slide"));
+    }
+    let position = slide_ids(db, &case.id).await?.len() as i64;
+    let inserted =
+        sqlx::query("INSERT INTO case_slides (case_id, slide_id, position) VALUES ($1, $2, $3)")
+            .bind(&case.id)
+            .bind(slide_id)
+            .bind(position)
+            .execute(db.pool())
+            .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        // Attaching twice is harmless.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Detaches a slide from a draft.
+pub async fn detach_slide(
+    db: &Db,
+    user: &Principal,
+    case: &Case,
+    slide_id: &str,
+) -> ConsultResult<()> {
+    require_spoke(user, case)?;
+    require_status(case, &[Status::Draft], "detach slides")?;
+    let done = sqlx::query("DELETE FROM case_slides WHERE case_id = $1 AND slide_id = $2")
+        .bind(&case.id)
+        .bind(slide_id)
+        .execute(db.pool())
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ConsultError::NotFound("slide"));
+    }
+    Ok(())
+}
+
+/// The refusal for an action not allowed in the case's state.
+pub fn require_status(case: &Case, allowed: &[Status], action: &str) -> ConsultResult<()> {
+    if allowed.contains(&case.status) {
+        return Ok(());
+    }
+    let wanted: Vec<_> = allowed.iter().map(|s| s.as_str()).collect();
+    Err(ConsultError::Transition(format!(
+        "cannot {action}: the case is {}, and this needs {}",
+        case.status.as_str(),
+        wanted.join(" or ")
+    )))
+}
+
+/// A value bound into a transition's extra assignments.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    /// A text column (or NULL).
+    Text(Option<String>),
+    /// An integer column (or NULL).
+    Int(Option<i64>),
+}
+
+/// Moves the case from `from` to `to` with extra `SET` assignments; fails with a 409 if
+/// someone else moved it first.
+pub(crate) async fn transition(
+    db: &Db,
+    case: &Case,
+    from: Status,
+    to: Status,
+    extra_sets: &str,
+    binds: &[Value],
+) -> ConsultResult<Case> {
+    let mut sql = format!(
+        "UPDATE cases SET status = '{}', updated_at = $1",
+        to.as_str()
+    );
+    if !extra_sets.is_empty() {
+        sql.push_str(", ");
+        sql.push_str(extra_sets);
+    }
+    let id_param = binds.len() + 2;
+    sql.push_str(&format!(
+        " WHERE id = ${id_param} AND status = '{}'",
+        from.as_str()
+    ));
+    // Only our own constants and parameter numbers are formatted into the statement.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
+    for value in binds {
+        query = match value {
+            Value::Text(text) => query.bind(text.clone()),
+            Value::Int(int) => query.bind(*int),
+        };
+    }
+    let done = query.bind(&case.id).execute(db.pool()).await?;
+    if done.rows_affected() != 1 {
+        let current = load(db, &case.id).await?;
+        return Err(ConsultError::Transition(format!(
+            "the case changed meanwhile: it is now {}",
+            current.status.as_str()
+        )));
+    }
+    load(db, &case.id).await
+}
+
+/// Sends a draft to its hub (the chosen one, else the spoke's default hub).
+pub async fn submit(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Case> {
+    require_spoke(user, case)?;
+    require_status(case, &[Status::Draft], "submit")?;
+    if slide_ids(db, &case.id).await?.is_empty() {
+        return Err(ConsultError::Invalid(
+            "attach at least one slide before submitting".into(),
+        ));
+    }
+    let hub_id = match &case.hub_id {
+        Some(hub) => hub.clone(),
+        None => {
+            let default: Option<String> =
+                sqlx::query("SELECT default_hub_id FROM hospitals WHERE id = $1")
+                    .bind(&case.spoke_id)
+                    .fetch_one(db.pool())
+                    .await?
+                    .try_get("default_hub_id")?;
+            default.ok_or_else(|| {
+                ConsultError::Invalid(
+                    "choose a hub: this hospital has no default hub configured".into(),
+                )
+            })?
+        }
+    };
+    transition(
+        db,
+        case,
+        Status::Draft,
+        Status::Submitted,
+        "hub_id = $2, submitted_at = $3",
+        &[Value::Text(Some(hub_id)), Value::Int(Some(now()))],
+    )
+    .await
+}
+
+/// Withdraws a case nobody has started reading.
+pub async fn cancel(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Case> {
+    require_spoke(user, case)?;
+    require_status(case, &[Status::Draft, Status::Submitted], "cancel")?;
+    transition(
+        db,
+        case,
+        case.status,
+        Status::Cancelled,
+        "closed_at = $2",
+        &[Value::Int(Some(now()))],
+    )
+    .await
+}
+
+/// Filters of the list endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this urgency.
+    pub urgency: Option<String>,
+    /// Only this organ.
+    pub organ: Option<String>,
+    /// Only cases submitted at least this many hours ago.
+    pub older_than_hours: Option<u64>,
+}
+
+/// Cases the user's hospital sent (spoke view) or received (hub worklist), newest or most
+/// urgent first.
+pub async fn list(db: &Db, user: &Principal, filter: &ListFilter) -> ConsultResult<Vec<Case>> {
+    if !user.role.sees_clinical_data() {
+        return Err(ConsultError::Forbidden(
+            "your role has no access to clinical cases".into(),
+        ));
+    }
+    let mut sql = format!(
+        "SELECT {CASE_COLUMNS} {CASE_FROM} WHERE (c.spoke_id = $1 OR (c.hub_id = $1 AND c.status <> 'draft'))"
+    );
+    let mut binds: Vec<String> = vec![user.hospital.id.clone()];
+    if let Some(status) = &filter.status {
+        binds.push(Status::parse(status)?.as_str().to_string());
+        sql.push_str(&format!(" AND c.status = ${}", binds.len()));
+    }
+    if let Some(urgency) = &filter.urgency {
+        binds.push(Urgency::parse(urgency)?.as_str().to_string());
+        sql.push_str(&format!(" AND c.urgency = ${}", binds.len()));
+    }
+    if let Some(organ) = &filter.organ {
+        binds.push(organ.trim().to_lowercase());
+        sql.push_str(&format!(" AND c.organ = ${}", binds.len()));
+    }
+    sql.push_str(" ORDER BY CASE c.urgency WHEN 'urgent' THEN 0 ELSE 1 END, c.created_at DESC");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for value in &binds {
+        query = query.bind(value.clone());
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    let cutoff = filter
+        .older_than_hours
+        .map(|h| now() - (h as i64).saturating_mul(3600));
+    let mut cases = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let case = case_from_row(row)?;
+        if let Some(cutoff) = cutoff
+            && case.submitted_at.is_none_or(|at| at > cutoff)
+        {
+            continue;
+        }
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
+/// Sets (or clears) the hub a spoke's cases go to by default.
+pub async fn set_default_hub(db: &Db, spoke: &str, hub: Option<&str>) -> ConsultResult<()> {
+    let spoke_id: String = sqlx::query("SELECT id FROM hospitals WHERE id = $1 OR name = $1")
+        .bind(spoke)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| ConsultError::Invalid(format!("no hospital {spoke:?}")))?
+        .try_get("id")?;
+    let hub_id = match hub {
+        Some(hub) => Some(resolve_hub(db, &spoke_id, hub).await?),
+        None => None,
+    };
+    sqlx::query("UPDATE hospitals SET default_hub_id = $1 WHERE id = $2")
+        .bind(hub_id)
+        .bind(&spoke_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
