@@ -556,6 +556,20 @@ pub(crate) enum Value {
     Int(Option<i64>),
 }
 
+/// Binds `values` in order.
+pub(crate) fn bind_values<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    values: &[Value],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for value in values {
+        query = match value {
+            Value::Text(text) => query.bind(text.clone()),
+            Value::Int(int) => query.bind(*int),
+        };
+    }
+    query
+}
+
 /// Moves the case from `from` to `to` with extra `SET` assignments; fails with a 409 if
 /// someone else moved it first.
 pub(crate) async fn transition(
@@ -580,13 +594,7 @@ pub(crate) async fn transition(
         from.as_str()
     ));
     // Only our own constants and parameter numbers are formatted into the statement.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
-    for value in binds {
-        query = match value {
-            Value::Text(text) => query.bind(text.clone()),
-            Value::Int(int) => query.bind(*int),
-        };
-    }
+    let query = bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now()), binds);
     let done = query.bind(&case.id).execute(db.pool()).await?;
     if done.rows_affected() != 1 {
         let current = load(db, &case.id).await?;

@@ -11,7 +11,9 @@ use pathfed_core::db::now;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::cases::{self, Case, Status, Value, check_text, require_status, transition};
+use crate::cases::{
+    self, Case, Status, Value, bind_values, check_text, require_status, transition,
+};
 use crate::error::{ConsultError, ConsultResult};
 use crate::taxonomy::Taxonomy;
 
@@ -242,13 +244,7 @@ async fn store_read(
         from.as_str()
     ));
     // Only our own constants and parameter numbers are formatted into the statement.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
-    for value in extra {
-        query = match value {
-            Value::Text(text) => query.bind(text.clone()),
-            Value::Int(int) => query.bind(*int),
-        };
-    }
+    let query = bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now()), extra);
     let done = query
         .bind(&case.id)
         .bind(&user.id)
