@@ -173,6 +173,7 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 const NAV_LINKS = [
+  { href: "/cases", label: "Cases", key: "cases" },
   { href: "/", label: "Slides", key: "slides" },
   { href: "/upload", label: "Upload", key: "upload" },
 ];

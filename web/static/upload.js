@@ -2,6 +2,7 @@
 // assembled file), then send it with the tus resumable protocol. Uses the
 // globals `hashwasm` and `tus` from the vendor scripts loaded by upload.html.
 import {
+  api,
   el,
   fetchSession,
   formatBytes,
@@ -45,6 +46,23 @@ let running = 0;
 // Files picked before the session check finishes wait for it: every tus
 // request needs the CSRF token that comes with the session.
 const sessionReady = requireSession({ active: "upload" });
+
+// Opened from a draft case ("Upload slides into this case"): each finished
+// upload is attached to that case.
+const targetCase = new URLSearchParams(window.location.search).get("case");
+if (targetCase) {
+  const heading = document.querySelector("h1");
+  if (heading) {
+    heading.replaceChildren(
+      "Upload slides into case ",
+      el("a", { href: `/case?id=${encodeURIComponent(targetCase)}`, id: "back-to-case", text: targetCase.slice(0, 8) }),
+    );
+  }
+}
+
+async function attachToCase(slideId) {
+  await api(`/api/v1/cases/${encodeURIComponent(targetCase)}/slides`, { method: "POST", json: { slide_id: slideId } });
+}
 
 class CancelledError extends Error {
   constructor() {
@@ -304,6 +322,7 @@ async function runItem(item) {
     item.setProgress(0);
     const slideId = await sendFile(item, sha256);
     item.slideId = slideId || null;
+    if (targetCase && slideId) await attachToCase(slideId);
     item.setPhase("done");
     item.setProgress(item.file.size);
   } catch (err) {

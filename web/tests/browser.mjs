@@ -5,7 +5,10 @@
 // It sets up a throwaway data directory with one hospital and user, generates
 // a synthetic slide, starts `pathfed serve` on a free loopback port, and drives
 // a real Chromium through login → upload → viewer → slide list, checking that
-// the viewer actually paints tissue (not a blank canvas).
+// the viewer actually paints tissue (not a blank canvas); then the consultation
+// flow: a hub pathologist claims a case from the worklist, pans, draws an
+// annotation and enters a read; a second pathologist double-checks blind and
+// signs out; the spoke sees the new report.
 //
 // Environment:
 //   PATHFED_BIN        pathfed binary        (default target/debug/pathfed)
@@ -224,6 +227,20 @@ async function scaleText() {
   return ((await page.textContent("#scale-bar-label")) || "").trim();
 }
 
+/** Records what a page logs, fails and answers with errors, for failure reports. */
+function watchPage(target) {
+  target.on("console", (message) => remember(browserLog, `[console.${message.type()}] ${message.text()}`));
+  target.on("pageerror", (error) => remember(browserLog, `[pageerror] ${error.message}`));
+  target.on("requestfailed", (request) => remember(browserLog, `[requestfailed] ${request.method()} ${request.url()} ${request.failure()?.errorText}`));
+  target.on("response", (response) => {
+    if (response.status() >= 400) remember(browserLog, `[http ${response.status()}] ${response.request().method()} ${response.url()}`);
+  });
+  target.on("dialog", (dialog) => {
+    step(`accepting ${dialog.type()} dialog: ${dialog.message()}`);
+    dialog.accept().catch(() => {});
+  });
+}
+
 // ---- The test -------------------------------------------------------------------
 
 async function main() {
@@ -277,16 +294,7 @@ async function main() {
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   page = await context.newPage();
-  page.on("console", (message) => remember(browserLog, `[console.${message.type()}] ${message.text()}`));
-  page.on("pageerror", (error) => remember(browserLog, `[pageerror] ${error.message}`));
-  page.on("requestfailed", (request) => remember(browserLog, `[requestfailed] ${request.method()} ${request.url()} ${request.failure()?.errorText}`));
-  page.on("response", (response) => {
-    if (response.status() >= 400) remember(browserLog, `[http ${response.status()}] ${response.request().method()} ${response.url()}`);
-  });
-  page.on("dialog", (dialog) => {
-    step(`accepting ${dialog.type()} dialog: ${dialog.message()}`);
-    dialog.accept().catch(() => {});
-  });
+  watchPage(page);
 
   // -- Login: a wrong password first, to see the server's message displayed.
   step("login page: wrong password shows an error");
@@ -413,6 +421,139 @@ async function main() {
   await waitInPage("the thumbnail to load", (img) => img.complete && img.naturalWidth > 0, thumbHandle, 30_000);
   const thumbSize = await thumbHandle.evaluate((img) => `${img.naturalWidth}×${img.naturalHeight}`);
   step(`  thumbnail loaded (${thumbSize})`);
+
+  await consultation(base, env, slidePath);
+}
+
+// ---- Consultation: worklist → claim → annotate → read → blind check → report ----
+
+/** A fresh browser context signed in as `username`; becomes the current page. */
+async function signIn(base, username, password) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
+  page = await context.newPage();
+  watchPage(page);
+  step(`signing in as ${username}`);
+  await page.goto(`${base}/login`);
+  await page.fill("#username", username);
+  await page.fill("#password", password);
+  await Promise.all([page.waitForURL(`${base}/`, { timeout: 15_000 }), page.click("#login-button")]);
+  await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
+  return page;
+}
+
+async function openCaseFromList(base, caseId) {
+  await page.goto(`${base}/cases`);
+  const row = page.locator(`tr[data-case-id="${caseId}"]`);
+  await row.waitFor({ timeout: 10_000 });
+  await Promise.all([page.waitForURL(/\/case\?id=/), row.locator("a.case-link").click()]);
+  await page.locator("#status-badge").waitFor({ timeout: 10_000 });
+}
+
+async function waitForStatus(status) {
+  await waitInPage(`case status "${status}"`, (want) => (document.getElementById("status-badge")?.textContent || "") === want, status, 15_000);
+}
+
+async function consultation(base, env, slidePath) {
+  const passwords = {};
+  await run(["admin", "hospital", "add", "Test Spoke", "--kind", "spoke"], env);
+  for (const [name, hospital, role] of [["spoke1", "Test Spoke", "submitter"], ["path1", "Test Hub", "pathologist"], ["path2", "Test Hub", "pathologist"]]) {
+    passwords[name] = `pw-${randomBytes(12).toString("hex")}`;
+    const file = path.join(tmpDir, `${name}.pw`);
+    await writeFile(file, passwords[name], { mode: 0o600 });
+    await run(["admin", "user", "add", name, "--hospital", hospital, "--role", role, "--password-file", file], env);
+  }
+  await run(["admin", "hospital", "default-hub", "Test Spoke", "Test Hub"], env);
+  const token = (await run(["admin", "token", "create", "--user", "spoke1"], env)).trim().split("\n").pop();
+  const created = await run([
+    "case", "create", "--server", base, "--token", token, "--patient-id", "MRN-BROWSER-1",
+    "--age-band", "50-59", "--sex", "female", "--organ", "stomach", "--specimen", "gastric biopsy",
+    "--question", "Neoplasia?", "--upload", slidePath, "--submit", "--state-file", path.join(tmpDir, "uploads.json"),
+  ], env);
+  const caseId = created.trim().split("\n").pop().trim();
+  step(`case ${caseId} submitted by the spoke`);
+
+  // -- First pathologist: worklist → claim → pan → annotate → first read.
+  await signIn(base, "path1", passwords.path1);
+  await openCaseFromList(base, caseId);
+  await page.click("#claim-case");
+  await waitForStatus("assigned");
+  await waitInPage("the case's slide to load", viewerSettled, 0, TILES_TIMEOUT_MS);
+  const box = await page.locator("#osd-a").boundingBox();
+  const centre = () => page.evaluate(() => {
+    const c = window.pathfedViewer.viewport.getCenter(true);
+    return [c.x, c.y];
+  });
+  const before = await centre();
+  step("panning the slide with the mouse");
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width / 2 - 120, box.y + box.height / 2 - 60, { steps: 8 });
+  await page.mouse.up();
+  await waitInPage("the view to move", (start) => {
+    const c = window.pathfedViewer.viewport.getCenter(true);
+    return Math.hypot(c.x - start[0], c.y - start[1]) > 0.01;
+  }, before, 10_000);
+
+  step("drawing a labelled rectangle");
+  await page.click('.tool[data-tool="rectangle"]');
+  await page.selectOption("#annotation-label", "GAS-G4");
+  await page.mouse.move(box.x + box.width * 0.4, box.y + box.height * 0.4);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.55, box.y + box.height * 0.6, { steps: 8 });
+  await page.mouse.up();
+  await page.locator("#annotation-list li[data-annotation-id]").first().waitFor({ timeout: 10_000 });
+  const shapes = await page.locator("#osd-a svg.annotation-layer polygon.shape").count();
+  check(shapes === 1, `expected the rectangle drawn on the slide, found ${shapes} shapes`);
+  await page.click('.tool[data-tool=""]');
+
+  step("entering the first read");
+  await page.selectOption("#read-code", "GAS-G4");
+  await page.fill("#read-findings", "Irregular crowded glands; first read by path1");
+  await page.click("#read-submit");
+  await waitForStatus("diagnosed");
+  await mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, "case-first-read.png") });
+
+  // -- Second pathologist: blind double-check, concordant, sign-out.
+  await signIn(base, "path2", passwords.path2);
+  await openCaseFromList(base, caseId);
+  await page.click("#take-double-check");
+  await waitForStatus("in double check");
+  await waitInPage("the case's slide to load", viewerSettled, 0, TILES_TIMEOUT_MS);
+  const blindText = (await page.textContent(".case-panel")) || "";
+  check(!blindText.includes("first read by path1"), "the second reader can see the first read");
+  check((await page.locator("#annotation-list li[data-annotation-id]").count()) === 0, "the second reader sees the first reader's annotation");
+  check((await page.locator("#osd-a svg.annotation-layer .shape").count()) === 0, "the first reader's shape is drawn for the second reader");
+  step("  first read and annotations hidden from the second reader");
+  await page.selectOption("#read-code", "GAS-G4");
+  await page.fill("#read-findings", "Agree: suspicious for carcinoma");
+  await page.click("#read-submit");
+  await waitForStatus("ready for sign out");
+  const readsShown = await page.locator("#reads .read").count();
+  check(readsShown === 2, `after the double-check both reads should show, found ${readsShown}`);
+  await page.click("#sign-out");
+  await waitForStatus("signed out");
+  await page.locator("#reports a.report-html").waitFor({ timeout: 10_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, "case-signed-out.png") });
+
+  // -- The spoke sees the new report.
+  await signIn(base, "spoke1", passwords.spoke1);
+  await page.goto(`${base}/cases`);
+  const flagged = page.locator(`tr[data-case-id="${caseId}"] .badge-new`);
+  await flagged.waitFor({ timeout: 10_000 });
+  step("  the spoke's list marks a new report");
+  await openCaseFromList(base, caseId);
+  const reportHref = await page.locator("#reports a.report-html").first().getAttribute("href");
+  await page.goto(`${base}${reportHref}`);
+  const reportText = (await page.textContent("body")) || "";
+  for (const expected of ["MRN-BROWSER-1", "Group 4: neoplasia suspicious for carcinoma", "Report SHA-256", "path2"]) {
+    check(reportText.includes(expected), `the report lacks "${expected}"`);
+  }
+  await page.screenshot({ path: path.join(ARTIFACTS, "case-report.png"), fullPage: true });
+  await page.goto(`${base}/cases`);
+  await page.locator(`tr[data-case-id="${caseId}"]`).waitFor({ timeout: 10_000 });
+  check((await flagged.count()) === 0, "the new-report marker stays after the spoke opened the report");
+  step("consultation flow done");
 }
 
 async function reportFailure(err) {

@@ -25,6 +25,8 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(|| page("login.html")))
         .route("/upload", get(|| page("upload.html")))
         .route("/viewer", get(|| page("viewer.html")))
+        .route("/cases", get(|| page("cases.html")))
+        .route("/case", get(|| page("case.html")))
         .route(
             "/static/{*path}",
             get(|Path(p): Path<String>| asset(format!("static/{p}"))),
