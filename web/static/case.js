@@ -545,6 +545,7 @@ async function main() {
   }
   state.viewers[0] = makeViewer(0);
   window.pathfedViewer = state.viewers[0];
+  window.pathfedViewers = state.viewers;
   for (const button of document.querySelectorAll(".tool")) button.addEventListener("click", () => setTool(button.dataset.tool));
   $("side-by-side").addEventListener("change", toggleSideBySide);
   $("read-form").addEventListener("submit", submitRead);

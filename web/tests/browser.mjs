@@ -525,6 +525,24 @@ async function consultation(base, env, slidePath) {
   check((await page.locator("#annotation-list li[data-annotation-id]").count()) === 0, "the second reader sees the first reader's annotation");
   check((await page.locator("#osd-a svg.annotation-layer .shape").count()) === 0, "the first reader's shape is drawn for the second reader");
   step("  first read and annotations hidden from the second reader");
+  step("side by side with synchronised navigation");
+  await page.check("#side-by-side");
+  await waitInPage("the second viewer to open", () => {
+    const second = window.pathfedViewers[1];
+    return Boolean(second && second.world.getItemAt(0) && second.world.getItemAt(0).getFullyLoaded());
+  }, null, TILES_TIMEOUT_MS);
+  await page.evaluate(() => {
+    const viewport = window.pathfedViewers[0].viewport;
+    viewport.zoomBy(2);
+    viewport.panBy(new OpenSeadragon.Point(0.05, 0.02));
+  });
+  await waitInPage("the second viewer to follow the first", () => {
+    const [a, b] = window.pathfedViewers.map((v) => v.viewport);
+    const ca = a.getCenter(false);
+    const cb = b.getCenter(false);
+    return Math.abs(a.getZoom(false) - b.getZoom(false)) < 1e-6 * a.getZoom(false) && Math.hypot(ca.x - cb.x, ca.y - cb.y) < 1e-6;
+  }, null, 10_000);
+  await page.uncheck("#side-by-side");
   await page.selectOption("#read-code", "GAS-G4");
   await page.fill("#read-findings", "Agree: suspicious for carcinoma");
   await page.click("#read-submit");
