@@ -511,8 +511,31 @@ async fn outsiders_are_denied_everything_and_the_hub_loses_access_after_the_wind
     let c = cast(&server);
     let (case_id, slide) = create_and_submit(&server, &c.spoke_token, 12);
     let case_path = format!("/api/v1/cases/{case_id}");
-    c.first
-        .ok(Method::POST, &format!("{case_path}/claim"), None)
+    // A colleague assigns the case: not to someone of another hub, but to path1.
+    c.second
+        .refused(
+            Method::POST,
+            &format!("{case_path}/assign"),
+            Some(json!({"username": "path_g"})),
+            400,
+        )
+        .await;
+    let assigned = c
+        .second
+        .ok(
+            Method::POST,
+            &format!("{case_path}/assign"),
+            Some(json!({"username": "path1"})),
+        )
+        .await;
+    assert_eq!(assigned["status"], "assigned");
+    c.second
+        .refused(
+            Method::PUT,
+            &format!("{case_path}/reads/primary"),
+            Some(read("GAS-G3", "adenoma", &slide)),
+            403,
+        )
         .await;
     c.first
         .ok(

@@ -358,6 +358,15 @@ function actions(c) {
     if (c.status === "diagnosed" && c.primary_reader !== me()) add("take-double-check", "Take double-check", () => act("/double-check"));
     if (c.status === "ready_for_sign_out" && isReader()) add("sign-out", "Sign out", () => act("/sign-out"));
   }
+  const hubStaff = c.relation === "hub_pathologist" || c.relation === "hub_admin";
+  if (hubStaff && ["submitted", "assigned", "diagnosed"].includes(c.status)) {
+    // Give the read (or, once read, the double-check) to a colleague by user name.
+    const what = c.status === "diagnosed" ? "double-check" : "case";
+    const input = el("input", { id: "assign-user", size: 12, placeholder: "user name", "aria-label": `Assign the ${what} to` });
+    const assign = () =>
+      act(c.status === "diagnosed" ? "/double-check" : "/assign", { json: { username: input.value.trim() } });
+    buttons.push(el("span", { class: "assign" }, input, el("button", { type: "button", class: "button button-quiet", id: "assign-button", text: `Assign ${what}`, onclick: assign })));
+  }
   $("case-actions").replaceChildren(...buttons);
 }
 
