@@ -180,13 +180,8 @@ fn check_form(
         }
         _ => {}
     }
-    if let Some(code) = &form.label_code
-        && taxonomy.label(code).is_none()
-    {
-        return Err(ConsultError::Invalid(format!(
-            "{code:?} is not a label of the {} taxonomy",
-            taxonomy.id
-        )));
+    if let Some(code) = &form.label_code {
+        taxonomy.require_label(code)?;
     }
     let note = check_text("note", &form.note, form.kind == Kind::Text)?;
     if note.chars().count() > MAX_NOTE_CHARS {
@@ -214,11 +209,7 @@ fn require_annotator(user: &Principal, case: &Case, relation: Relation) -> Consu
                     | Status::InDoubleCheck
                     | Status::Adjudication
                     | Status::ReadyForSignOut
-            ) && [
-                case.primary_reader.as_deref(),
-                case.second_reader.as_deref(),
-            ]
-            .contains(&Some(user.id.as_str())) =>
+            ) && case.is_reader(&user.id) =>
         {
             Ok(())
         }

@@ -382,12 +382,17 @@ async fn primary_read(
     JsonBody(form): JsonBody<ReadForm>,
 ) -> Result<Response, ApiError> {
     let (case, rel) = open_case(&consult, &user, &id, "case.diagnose").await?;
-    let result = match consult.taxonomy_of(&case) {
-        Ok(taxonomy) => {
-            reads::enter_primary(&consult.platform.db, taxonomy, &user, &case, &form).await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        reads::enter_primary(
+            &consult.platform.db,
+            consult.taxonomy_of(&case)?,
+            &user,
+            &case,
+            &form,
+        )
+        .await
+    }
+    .await;
     moved(&consult, &user, "case.diagnose", &case, rel, result).await
 }
 
@@ -418,12 +423,17 @@ async fn second_read(
     JsonBody(form): JsonBody<ReadForm>,
 ) -> Result<Response, ApiError> {
     let (case, rel) = open_case(&consult, &user, &id, "case.diagnose").await?;
-    let result = match consult.taxonomy_of(&case) {
-        Ok(taxonomy) => {
-            reads::enter_second(&consult.platform.db, taxonomy, &user, &case, &form).await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        reads::enter_second(
+            &consult.platform.db,
+            consult.taxonomy_of(&case)?,
+            &user,
+            &case,
+            &form,
+        )
+        .await
+    }
+    .await;
     moved(
         &consult,
         &user,
@@ -442,12 +452,17 @@ async fn adjudicate(
     JsonBody(form): JsonBody<FinalForm>,
 ) -> Result<Response, ApiError> {
     let (case, rel) = open_case(&consult, &user, &id, "case.adjudicate").await?;
-    let result = match consult.taxonomy_of(&case) {
-        Ok(taxonomy) => {
-            reads::adjudicate(&consult.platform.db, taxonomy, &user, &case, &form).await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        reads::adjudicate(
+            &consult.platform.db,
+            consult.taxonomy_of(&case)?,
+            &user,
+            &case,
+            &form,
+        )
+        .await
+    }
+    .await;
     moved(&consult, &user, "case.adjudicate", &case, rel, result).await
 }
 
@@ -593,21 +608,19 @@ async fn create_annotation(
     JsonBody(form): JsonBody<AnnotationForm>,
 ) -> Result<Response, ApiError> {
     let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotate").await?;
-    let result = match consult.taxonomy_of(&case) {
-        Ok(taxonomy) => {
-            annotations::create(
-                &consult.platform.db,
-                taxonomy,
-                &user,
-                &case,
-                rel,
-                &slide,
-                &form,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        annotations::create(
+            &consult.platform.db,
+            consult.taxonomy_of(&case)?,
+            &user,
+            &case,
+            rel,
+            &slide,
+            &form,
+        )
+        .await
+    }
+    .await;
     let created = audited(&consult, &user, "case.annotate", &target(&case), result).await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
@@ -671,21 +684,19 @@ async fn import_geojson(
             ),
         )
     })?;
-    let result = match consult.taxonomy_of(&case) {
-        Ok(taxonomy) => {
-            annotations::import(
-                &consult.platform.db,
-                taxonomy,
-                &user,
-                &case,
-                rel,
-                &slide,
-                &body,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        annotations::import(
+            &consult.platform.db,
+            consult.taxonomy_of(&case)?,
+            &user,
+            &case,
+            rel,
+            &slide,
+            &body,
+        )
+        .await
+    }
+    .await;
     let imported = audited(
         &consult,
         &user,

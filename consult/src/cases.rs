@@ -195,6 +195,17 @@ pub struct Case {
     pub updated_at: i64,
 }
 
+impl Case {
+    /// Whether `user_id` is one of the case's two readers.
+    pub fn is_reader(&self, user_id: &str) -> bool {
+        [
+            self.primary_reader.as_deref(),
+            self.second_reader.as_deref(),
+        ]
+        .contains(&Some(user_id))
+    }
+}
+
 const CASE_COLUMNS: &str = "c.id, c.spoke_id, s.name AS spoke_name, c.hub_id, h.name AS hub_name, \
      c.created_by, c.patient_hash, c.patient_cipher, c.age_band, c.sex, c.organ, c.specimen, \
      c.clinical_question, c.urgency, c.taxonomy, c.status, c.primary_reader, c.second_reader, \

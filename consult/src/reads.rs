@@ -159,17 +159,7 @@ fn check_read(
     taxonomy: &Taxonomy,
     form: &ReadForm,
 ) -> ConsultResult<ReadForm> {
-    let known = |code: &str| -> ConsultResult<()> {
-        if taxonomy.label(code).is_some() {
-            Ok(())
-        } else {
-            Err(ConsultError::Invalid(format!(
-                "{code:?} is not a label of the {} taxonomy",
-                taxonomy.id
-            )))
-        }
-    };
-    known(&form.code)?;
+    taxonomy.require_label(&form.code)?;
     let mut slides = Vec::with_capacity(form.slides.len());
     for slide in &form.slides {
         if !db_slides.contains(&slide.slide_id) {
@@ -179,7 +169,7 @@ fn check_read(
             )));
         }
         if let Some(code) = &slide.code {
-            known(code)?;
+            taxonomy.require_label(code)?;
         }
         slides.push(SlideRead {
             slide_id: slide.slide_id.clone(),
@@ -420,21 +410,12 @@ pub async fn adjudicate(
         &[Status::Adjudication],
         "record the adjudicated diagnosis",
     )?;
-    let readers = [
-        case.primary_reader.as_deref(),
-        case.second_reader.as_deref(),
-    ];
-    if !readers.contains(&Some(user.id.as_str())) {
+    if !case.is_reader(&user.id) {
         return Err(ConsultError::Forbidden(
             "only the two readers record the adjudicated diagnosis".into(),
         ));
     }
-    if taxonomy.label(&form.code).is_none() {
-        return Err(ConsultError::Invalid(format!(
-            "{:?} is not a label of the {} taxonomy",
-            form.code, taxonomy.id
-        )));
-    }
+    taxonomy.require_label(&form.code)?;
     transition(
         db,
         case,

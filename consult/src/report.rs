@@ -303,11 +303,7 @@ async fn store_version(
 }
 
 fn require_reader(user: &Principal, case: &Case, action: &str) -> ConsultResult<()> {
-    let readers = [
-        case.primary_reader.as_deref(),
-        case.second_reader.as_deref(),
-    ];
-    if readers.contains(&Some(user.id.as_str())) {
+    if case.is_reader(&user.id) {
         Ok(())
     } else {
         Err(ConsultError::Forbidden(format!(
@@ -445,13 +441,7 @@ pub async fn amend(
 ) -> ConsultResult<ReportVersion> {
     require_status(case, &[Status::SignedOut], "amend the report")?;
     require_reader(user, case, "amend the report")?;
-    let taxonomy = consult.taxonomy_of(case)?;
-    if taxonomy.label(&form.code).is_none() {
-        return Err(ConsultError::Invalid(format!(
-            "{:?} is not a label of the {} taxonomy",
-            form.code, taxonomy.id
-        )));
-    }
+    consult.taxonomy_of(case)?.require_label(&form.code)?;
     let reason = check_text("reason", &form.reason, true)?;
     let findings = check_text("findings", &form.findings, false)?;
     let previous = version(consult, &case.id, case.report_version).await?;

@@ -40,6 +40,16 @@ impl Taxonomy {
     pub fn label(&self, code: &str) -> Option<&Label> {
         self.labels.iter().find(|l| l.code == code)
     }
+
+    /// The label with `code`, or the refusal naming the taxonomy.
+    pub fn require_label(&self, code: &str) -> Result<&Label, ConsultError> {
+        self.label(code).ok_or_else(|| {
+            ConsultError::Invalid(format!(
+                "{code:?} is not a label of the {} taxonomy",
+                self.id
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

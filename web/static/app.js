@@ -270,6 +270,11 @@ export function formatDate(unixSeconds) {
   });
 }
 
+/** A case's status as a coloured badge ("in double check", …). */
+export function statusBadge(status, attrs = {}) {
+  return el("span", { class: `status status-${status}`, text: status.replaceAll("_", " "), ...attrs });
+}
+
 export function viewerUrl(slideId) {
   return `/viewer?slide=${encodeURIComponent(slideId)}`;
 }

@@ -1,7 +1,7 @@
 // Case workspace: the case's slides in one or two synchronised viewers with
 // annotation tools, and the panel with case data, the actions the user may
 // take in the case's state, the diagnosis forms, reads and reports.
-import { api, el, formatDate, requireSession, showError } from "/static/app.js";
+import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
 
 const $ = (id) => document.getElementById(id);
 const caseId = new URLSearchParams(window.location.search).get("id");
@@ -521,7 +521,7 @@ async function refresh() {
   window.pathfedCase = c;
   document.title = `Case ${c.id.slice(0, 8)} · pathfed`;
   $("case-title").textContent = `Case ${c.id.slice(0, 8)}`;
-  $("case-status").replaceChildren(el("span", { class: `status status-${c.status}`, id: "status-badge", text: pretty(c.status) }));
+  $("case-status").replaceChildren(statusBadge(c.status, { id: "status-badge" }));
   details(c);
   actions(c);
   readForm(c);

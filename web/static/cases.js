@@ -1,7 +1,7 @@
 // Case list: the spoke's own cases (with a "new report" marker) and, for hub
 // staff, the worklist of cases sent to their hub, with filters. Spoke staff
 // create drafts here.
-import { api, el, formatDate, requireSession, showError } from "/static/app.js";
+import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
 
 const STATUSES = ["draft", "submitted", "assigned", "diagnosed", "in_double_check", "adjudication", "ready_for_sign_out", "signed_out", "cancelled"];
 const AGE_BANDS = ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80-89", "90+", "unknown"];
@@ -14,10 +14,6 @@ const $ = (id) => document.getElementById(id);
 
 function fillSelect(select, values) {
   for (const value of values) select.append(el("option", { value, text: value.replaceAll("_", " ") }));
-}
-
-export function statusBadge(status) {
-  return el("span", { class: `status status-${status}`, text: status.replaceAll("_", " ") });
 }
 
 function caseRow(item, session) {
