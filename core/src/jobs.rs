@@ -366,9 +366,11 @@ impl Jobs {
         note: &str,
     ) -> CoreResult<Heartbeat> {
         let at = now();
-        let done = sqlx::query(
+        // One round trip: the renewal also reads back whether someone asked to cancel.
+        let renewed = sqlx::query(
             "UPDATE jobs SET lease_until = $1, progress = $2, progress_note = $3, updated_at = $4 \
-             WHERE id = $5 AND status = 'running' AND lease_owner = $6",
+             WHERE id = $5 AND status = 'running' AND lease_owner = $6 \
+             RETURNING cancel_requested",
         )
         .bind(at + self.policy.lease_s)
         .bind(progress.clamp(0.0, 1.0))
@@ -376,13 +378,11 @@ impl Jobs {
         .bind(at)
         .bind(&job.id)
         .bind(worker)
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(lease_lost(&job.id));
-        }
-        let current = self.get(&job.id).await?;
-        Ok(if current.cancel_requested {
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| lease_lost(&job.id))?;
+        let cancel: i64 = renewed.try_get("cancel_requested")?;
+        Ok(if cancel != 0 {
             Heartbeat::CancelRequested
         } else {
             Heartbeat::Continue
