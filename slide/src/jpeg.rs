@@ -149,6 +149,72 @@ pub fn push_segment(out: &mut Vec<u8>, marker: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Rewrites a JPEG stream (complete, abbreviated tile or tables-only) keeping only the segments
+/// a decoder needs: quantisation and Huffman tables, frame and scan headers, restart interval,
+/// arithmetic-coding conditioning, an Adobe colour-transform marker, and the entropy-coded data.
+/// Comments, every other APPn segment (JFIF, EXIF, XMP, ICC, vendor data) and anything after EOI
+/// are dropped, so nothing but pixels survives a copy. Returns the stream and the bytes removed.
+pub fn strip_metadata(data: &[u8]) -> std::result::Result<(Vec<u8>, usize), String> {
+    if !data.starts_with(&SOI) {
+        return Err("no SOI".into());
+    }
+    let mut out = Vec::with_capacity(data.len());
+    out.extend_from_slice(&SOI);
+    let mut at = 2;
+    loop {
+        // Fill bytes (0xFF runs) may precede a marker.
+        while data.get(at) == Some(&0xFF) && data.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (data.get(at), data.get(at + 1)) else {
+            return Err(format!("no marker at byte {at}"));
+        };
+        if marker == 0xD9 {
+            out.extend_from_slice(&EOI);
+            let removed = data.len().saturating_sub(out.len());
+            return Ok((out, removed));
+        }
+        let len = data
+            .get(at + 2..at + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            .filter(|&len| len >= 2)
+            .ok_or_else(|| format!("bad segment length at byte {at}"))?;
+        let segment = data
+            .get(at..at + 2 + len)
+            .ok_or_else(|| format!("segment at byte {at} runs past the end"))?;
+        let payload = &segment[4..];
+        let keep = match marker {
+            0xDB | 0xC4 | 0xDD | 0xCC | 0xDA => true,
+            0xC0..=0xCF => true,
+            // Adobe's colour-transform flag is 12 bytes of fixed meaning; keep only that form.
+            0xEE => payload.len() == 12 && payload.starts_with(b"Adobe"),
+            _ => false,
+        };
+        if keep {
+            out.extend_from_slice(segment);
+        }
+        at += 2 + len;
+        if marker == 0xDA {
+            // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00
+            // nor a restart marker.
+            let start = at;
+            while at + 1 < data.len() {
+                if data[at] == 0xFF
+                    && data[at + 1] != 0x00
+                    && !(0xD0..=0xD7).contains(&data[at + 1])
+                {
+                    break;
+                }
+                at += 1;
+            }
+            if at + 1 >= data.len() {
+                return Err("scan data runs past the end (no EOI)".into());
+            }
+            out.extend_from_slice(&data[start..at]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +267,29 @@ mod tests {
         assert!(decode_rgb(&jpeg, 32).is_err());
         assert!(decode_rgb(b"\xFF\xD8garbage", 1024).is_err());
         assert!(complete_stream(None, b"nope", false).is_err());
+    }
+
+    #[test]
+    fn stripping_metadata_keeps_pixels_and_drops_comments() {
+        let rgb = gradient(64, 48);
+        let jpeg = encode_raw(&rgb, 64, 48, 90).unwrap();
+        let (segments, scan) = split_header(&jpeg).unwrap();
+        let mut tagged = SOI.to_vec();
+        push_segment(&mut tagged, 0xFE, b"CANARY-COMMENT");
+        push_segment(&mut tagged, 0xE1, b"Exif\0\0CANARY-EXIF");
+        for s in &segments {
+            push_segment(&mut tagged, s.marker, s.payload);
+        }
+        tagged.extend_from_slice(scan);
+        tagged.extend_from_slice(b"CANARY-TRAILER");
+        let (clean, removed) = strip_metadata(&tagged).unwrap();
+        assert!(removed > 40, "removed {removed}");
+        let text = String::from_utf8_lossy(&clean);
+        assert!(!text.contains("CANARY"));
+        assert!(!text.contains("JFIF"));
+        let (_, _, a) = decode_rgb(&jpeg, 1024).unwrap();
+        let (_, _, b) = decode_rgb(&clean, 1024).unwrap();
+        assert_eq!(a, b, "pixels unchanged");
+        assert!(strip_metadata(b"\xFF\xD8\xFF\xDA\x00\x02abc").is_err());
     }
 }

@@ -155,6 +155,10 @@ pub struct SynthArgs {
     /// Metadata field KEY=VALUE (repeatable), e.g. --meta "Filename=patient 42".
     #[arg(long = "meta")]
     metadata: Vec<String>,
+    /// Text hidden in places a careless copy keeps (JPEG comment and EXIF segment, label and
+    /// macro descriptions, an unlinked directory): for checking de-identification.
+    #[arg(long)]
+    hidden_text: Option<String>,
 }
 
 pub fn run(cmd: SlideCommand, config: &Config) -> anyhow::Result<()> {
@@ -357,6 +361,7 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         },
         barcode: args.barcode,
         metadata,
+        hidden_text: args.hidden_text,
     };
     let bar = progress::bar("generating", "tiles");
     let report = pathfed_slide::synth::generate(&spec, &args.out, &progress::reporter(&bar))

@@ -80,6 +80,11 @@ pub struct SynthSpec {
     pub barcode: String,
     /// Extra `key = value` metadata fields (SVS description; generic TIFF: Software/Artist/DateTime/Make/Model by name).
     pub metadata: Vec<(String, String)>,
+    /// Text hidden where a careless copy would carry it along: a comment in the JPEG tables,
+    /// an EXIF-style segment in the first tile, the descriptions of the label and macro, and a
+    /// directory no other directory links to. For de-identification tests.
+    #[serde(default)]
+    pub hidden_text: Option<String>,
 }
 
 impl Default for SynthSpec {
@@ -100,6 +105,7 @@ impl Default for SynthSpec {
             label_lines: vec!["PATHFED TEST".into(), "S-0001".into()],
             barcode: "S-0001".into(),
             metadata: Vec::new(),
+            hidden_text: None,
         }
     }
 }
@@ -245,6 +251,7 @@ struct Pyramid<'a> {
     encoder: TileEncoder,
     tables: JpegTables,
     writer: &'a mut TiffWriter,
+    hidden_text: Option<&'a str>,
 }
 
 impl Pyramid<'_> {
@@ -284,11 +291,22 @@ impl Pyramid<'_> {
             })
             .collect::<Result<_>>()?;
         for bytes in encoded {
-            let stored = if self.encoder.is_jpeg() {
+            let mut stored = if self.encoder.is_jpeg() {
                 self.tables.abbreviate(&bytes)?
             } else {
                 bytes
             };
+            if let (true, 0, true, Some(text)) = (
+                self.encoder.is_jpeg(),
+                level,
+                self.levels[0].offsets.is_empty(),
+                self.hidden_text,
+            ) {
+                // An EXIF-style segment in the very first tile, right after SOI.
+                let mut segment = Vec::new();
+                jpeg::push_segment(&mut segment, 0xE1, format!("Exif\0\0{text}").as_bytes());
+                stored.splice(2..2, segment);
+            }
             let (offset, len) = self.writer.append(&stored)?;
             self.levels[level].offsets.push(offset);
             self.levels[level].counts.push(len);
@@ -410,6 +428,7 @@ pub fn generate(
         },
         tables: JpegTables::default(),
         writer: &mut writer,
+        hidden_text: spec.hidden_text.as_deref(),
     };
 
     // Level 0, one row of tiles at a time.
@@ -445,7 +464,16 @@ pub fn generate(
         progress((row + 1) * cols, rows * cols);
     }
 
-    let tables = pyramid.tables.tables.take();
+    let mut tables = pyramid.tables.tables.take();
+    if let (Some(t), Some(text)) = (tables.as_mut(), spec.hidden_text.as_deref()) {
+        let mut comment = Vec::new();
+        jpeg::push_segment(&mut comment, 0xFE, text.as_bytes());
+        t.splice(2..2, comment);
+    }
+    let hidden = |description: &str| match spec.hidden_text.as_deref() {
+        Some(text) => format!("{description} {text}"),
+        None => description.to_string(),
+    };
     let mut levels = std::mem::take(&mut pyramid.levels);
     let encoder = pyramid.encoder;
     let overview = overview_level
@@ -520,7 +548,7 @@ pub fn generate(
             .set(tag::NEW_SUBFILE_TYPE, Value::Long(vec![1]))
             .set(
                 tag::IMAGE_DESCRIPTION,
-                Value::Ascii("Aperio Image Library v12.0.15\nlabel 400x400".into()),
+                Value::Ascii(hidden("Aperio Image Library v12.0.15\nlabel 400x400")),
             );
         directories.push(label_dir);
 
@@ -535,9 +563,21 @@ pub fn generate(
             .set(tag::NEW_SUBFILE_TYPE, Value::Long(vec![9]))
             .set(
                 tag::IMAGE_DESCRIPTION,
-                Value::Ascii("Aperio Image Library v12.0.15\nmacro 1280x431".into()),
+                Value::Ascii(hidden("Aperio Image Library v12.0.15\nmacro 1280x431")),
             );
         directories.push(macro_dir);
+    }
+    if let Some(text) = spec.hidden_text.as_deref() {
+        let mut orphan = Directory::default();
+        orphan
+            .set(tag::IMAGE_WIDTH, Value::Long(vec![1]))
+            .set(tag::IMAGE_LENGTH, Value::Long(vec![1]))
+            .set(
+                tag::IMAGE_DESCRIPTION,
+                Value::Ascii(format!("orphan {text}")),
+            )
+            .set(tag::SOFTWARE, Value::Ascii(text.to_string()));
+        writer.append_unlinked_directory(&orphan)?;
     }
     let tiles = levels.iter().map(|l| l.offsets.len() as u64).sum();
     writer.finish(&directories)?;

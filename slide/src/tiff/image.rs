@@ -82,6 +82,8 @@ pub struct TiffImage {
     pub predictor: u16,
     /// Shared JPEG tables (an abbreviated stream: SOI, DQT/DHT, EOI).
     pub jpeg_tables: Option<Vec<u8>>,
+    /// Chroma subsampling of YCbCr data (TIFF's default is 2×2).
+    pub ycbcr_subsampling: (u16, u16),
     /// The ImageDescription tag.
     pub description: Option<String>,
     /// The NewSubfileType tag (1 = reduced resolution, 8 = transparency mask, ...).
@@ -237,6 +239,18 @@ impl TiffImage {
             Compression::Jpeg => tiff.bytes(ifd, tag::JPEG_TABLES)?,
             _ => None,
         };
+        let ycbcr_subsampling = match tiff.uints(ifd, tag::YCBCR_SUBSAMPLING)?.as_deref() {
+            Some(&[h, v]) if matches!(h, 1 | 2 | 4) && matches!(v, 1 | 2 | 4) => {
+                (h as u16, v as u16)
+            }
+            Some(other) => {
+                return Err(SlideError::InvalidTiff(format!(
+                    "directory {} has YCbCrSubsampling {other:?}",
+                    ifd.index
+                )));
+            }
+            None => (2, 2),
+        };
         Ok(Self {
             index: ifd.index,
             width,
@@ -253,6 +267,7 @@ impl TiffImage {
             samples,
             predictor,
             jpeg_tables,
+            ycbcr_subsampling,
             description: tiff.ascii(ifd, tag::IMAGE_DESCRIPTION)?,
             subfile_type: tiff.uint(ifd, tag::NEW_SUBFILE_TYPE)?.unwrap_or(0),
         })

@@ -158,6 +158,24 @@ impl TiffSlide {
         })
     }
 
+    /// The stored pyramid levels, largest first, as [`SlideReader::properties`] lists them.
+    pub fn pyramid(&self) -> &[TiffImage] {
+        &self.levels
+    }
+
+    /// The stored bytes of chunk `index` of `level`, exactly as the file holds them (for
+    /// lossless copies; JPEG chunks are abbreviated streams needing the level's tables).
+    pub fn stored_chunk(&self, level: usize, index: usize) -> Result<Vec<u8>> {
+        let image = self.level(level)?;
+        if index >= image.offsets.len() {
+            return Err(SlideError::OutOfRange(format!(
+                "chunk {index} of a level with {}",
+                image.offsets.len()
+            )));
+        }
+        self.read_chunk_bytes(image, index)
+    }
+
     fn level(&self, level: usize) -> Result<&TiffImage> {
         self.levels.get(level).ok_or_else(|| {
             SlideError::OutOfRange(format!(

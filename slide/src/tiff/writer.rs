@@ -152,65 +152,81 @@ impl TiffWriter {
         }
     }
 
-    /// Writes the directories in order, links them, and moves the file into place.
-    pub fn finish(mut self, directories: &[Directory]) -> Result<()> {
+    /// Appends a directory that no other directory links to. Real files carry such orphans
+    /// (left by editors and scanners); the test generator writes them to prove nothing
+    /// unreferenced survives de-identification. Returns its offset.
+    pub fn append_unlinked_directory(&mut self, dir: &Directory) -> Result<u64> {
+        self.align()?;
+        let offset = self.position;
+        let (table, extra) = self.encode_directory(dir, false)?;
+        self.write(&table)?;
+        self.write(&extra)?;
+        Ok(offset)
+    }
+
+    /// Serialises `dir` for the current position: the entry table (ending in the offset of
+    /// the directory that follows it, if `linked`) and the out-of-line values after it.
+    fn encode_directory(&self, dir: &Directory, linked: bool) -> Result<(Vec<u8>, Vec<u8>)> {
         let (count_size, entry_size, word) = if self.big_tiff {
             (8u64, 20u64, 8u64)
         } else {
             (2, 12, 4)
         };
+        let mut entries: Vec<&(u16, Value)> = dir.entries.iter().collect();
+        entries.sort_by_key(|(tag, _)| *tag);
+        let table_len = count_size + entries.len() as u64 * entry_size + word;
+        let mut extra_at = self.position + table_len;
+        let mut table = Vec::with_capacity(table_len as usize);
+        let mut extra = Vec::new();
+        if self.big_tiff {
+            table.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        } else {
+            table.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        }
+        for (tag, value) in entries {
+            let (field_type, count, mut bytes) = value.type_and_bytes();
+            table.extend_from_slice(&tag.to_le_bytes());
+            table.extend_from_slice(&field_type.to_le_bytes());
+            if self.big_tiff {
+                table.extend_from_slice(&count.to_le_bytes());
+            } else {
+                table.extend_from_slice(&(count as u32).to_le_bytes());
+            }
+            if bytes.len() as u64 <= word {
+                bytes.resize(word as usize, 0);
+                table.extend_from_slice(&bytes);
+            } else {
+                if self.big_tiff {
+                    table.extend_from_slice(&extra_at.to_le_bytes());
+                } else {
+                    table.extend_from_slice(&(extra_at as u32).to_le_bytes());
+                }
+                if bytes.len() % 2 == 1 {
+                    bytes.push(0);
+                }
+                extra_at += bytes.len() as u64;
+                extra.extend_from_slice(&bytes);
+            }
+        }
+        let next = if linked { extra_at } else { 0 };
+        if self.big_tiff {
+            table.extend_from_slice(&next.to_le_bytes());
+        } else {
+            if next > u64::from(u32::MAX) {
+                return Err(SlideError::Encode("over 4 GiB: write a BigTIFF".into()));
+            }
+            table.extend_from_slice(&(next as u32).to_le_bytes());
+        }
+        Ok((table, extra))
+    }
+
+    /// Writes the directories in order, links them, and moves the file into place.
+    pub fn finish(mut self, directories: &[Directory]) -> Result<()> {
         self.align()?;
         let first = self.position;
         for (i, dir) in directories.iter().enumerate() {
-            let mut entries: Vec<&(u16, Value)> = dir.entries.iter().collect();
-            entries.sort_by_key(|(tag, _)| *tag);
-            let table_len = count_size + entries.len() as u64 * entry_size + word;
-            let mut extra_at = self.position + table_len;
-            let mut table = Vec::with_capacity(table_len as usize);
-            let mut extra = Vec::new();
-            if self.big_tiff {
-                table.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-            } else {
-                table.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-            }
-            for (tag, value) in entries {
-                let (field_type, count, mut bytes) = value.type_and_bytes();
-                table.extend_from_slice(&tag.to_le_bytes());
-                table.extend_from_slice(&field_type.to_le_bytes());
-                if self.big_tiff {
-                    table.extend_from_slice(&count.to_le_bytes());
-                } else {
-                    table.extend_from_slice(&(count as u32).to_le_bytes());
-                }
-                if bytes.len() as u64 <= word {
-                    bytes.resize(word as usize, 0);
-                    table.extend_from_slice(&bytes);
-                } else {
-                    if self.big_tiff {
-                        table.extend_from_slice(&extra_at.to_le_bytes());
-                    } else {
-                        table.extend_from_slice(&(extra_at as u32).to_le_bytes());
-                    }
-                    if bytes.len() % 2 == 1 {
-                        bytes.push(0);
-                    }
-                    extra_at += bytes.len() as u64;
-                    extra.extend_from_slice(&bytes);
-                }
-            }
-            let next = if i + 1 < directories.len() {
-                extra_at
-            } else {
-                0
-            };
-            if self.big_tiff {
-                table.extend_from_slice(&next.to_le_bytes());
-            } else {
-                if next > u64::from(u32::MAX) {
-                    return Err(SlideError::Encode("over 4 GiB: write a BigTIFF".into()));
-                }
-                table.extend_from_slice(&(next as u32).to_le_bytes());
-            }
+            let last = i + 1 == directories.len();
+            let (table, extra) = self.encode_directory(dir, !last)?;
             self.write(&table)?;
             self.write(&extra)?;
         }

@@ -1,0 +1,74 @@
+//! What research-tier operations refuse or fail with, and how the API answers each.
+
+use axum::http::StatusCode;
+use pathfed_core::CoreError;
+use pathfed_core::http::ApiError;
+use pathfed_slide::SlideError;
+
+/// A refused or failed research-tier operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// The request itself is malformed or incomplete (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Unknown, or not visible to this user: the same answer for both (404).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Visible, but this user may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The slide could not be read or written.
+    #[error(transparent)]
+    Slide(#[from] SlideError),
+    /// A local file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The platform failed underneath.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl DatasetError {
+    /// An I/O error with what was being done.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+impl From<sqlx::Error> for DatasetError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Core(CoreError::Database(e))
+    }
+}
+
+impl From<DatasetError> for ApiError {
+    fn from(e: DatasetError) -> Self {
+        match e {
+            DatasetError::Invalid(message) => ApiError::bad_request("invalid", message),
+            DatasetError::NotFound(what) => ApiError::not_found(&what),
+            DatasetError::Forbidden(message) => ApiError::forbidden(message),
+            DatasetError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            DatasetError::Slide(e) => ApiError::bad_request("unreadable_slide", e.to_string()),
+            DatasetError::Io { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string())
+            }
+            DatasetError::Core(core) => core.into(),
+        }
+    }
+}
+
+/// Result with [`DatasetError`].
+pub type DatasetResult<T> = Result<T, DatasetError>;
