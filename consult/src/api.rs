@@ -40,6 +40,7 @@ where
         .route("/api/v1/taxonomies", get(taxonomies))
         .route("/api/v1/stats/concordance", get(concordance))
         .route("/api/v1/cases", get(list).post(create))
+        .route("/api/v1/opt-outs", post(opt_out))
         .route("/api/v1/cases/{id}", get(show).put(update))
         .route("/api/v1/cases/{id}/slides", post(attach))
         .route("/api/v1/cases/{id}/slides/{slide}", delete(detach))
@@ -218,6 +219,29 @@ async fn create(
         axum::Json(case_json(&consult, &case, Relation::Spoke)),
     )
         .into_response())
+}
+
+/// A patient's opt-out, by the hospital's own patient id.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptOutForm {
+    patient_id: String,
+}
+
+async fn opt_out(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    JsonBody(form): JsonBody<OptOutForm>,
+) -> Result<Response, ApiError> {
+    let result = crate::research::record(&consult, &user, &form.patient_id).await;
+    let target = format!("hospital:{}", user.hospital.id);
+    let recorded = audited(&consult, &user, "patient.opt_out", &target, result).await?;
+    let status = if recorded.newly_recorded {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(recorded)).into_response())
 }
 
 async fn detail(

@@ -5,7 +5,7 @@
 //! Modules by step: [`cases`] (drafts, submission, worklists), [`access`] (who sees what),
 //! [`reads`] (first read, blind double-check, adjudication), [`report`] (sign-out, versions,
 //! HTML/PDF via [`render`]), [`annotations`] (per-slide shapes and GeoJSON), [`stats`]
-//! (concordance), [`api`] (the HTTP routes).
+//! (concordance), [`research`] (curation at sign-out, opt-outs), [`api`] (the HTTP routes).
 
 pub mod access;
 pub mod annotations;
@@ -16,6 +16,7 @@ pub mod patient;
 pub mod reads;
 pub mod render;
 pub mod report;
+pub mod research;
 pub mod stats;
 pub mod taxonomy;
 

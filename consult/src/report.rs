@@ -416,7 +416,16 @@ pub async fn sign_out(
         None,
     )
     .await?;
+    hand_to_research(consult, case, 1).await;
     version(consult, &case.id, 1).await
+}
+
+/// Enqueues curation of the signed-out slides. The report is already issued, so a failure
+/// here is logged for the operator rather than reported as a failed sign-out.
+async fn hand_to_research(consult: &Consult, case: &Case, version: i64) {
+    if let Err(e) = crate::research::enqueue_curation(consult, case, version).await {
+        tracing::error!(case = %case.id, version, error = %e, "could not enqueue curation");
+    }
 }
 
 /// A correction after sign-out.
@@ -471,6 +480,7 @@ pub async fn amend(
         Some((&form.code, &findings)),
     )
     .await?;
+    hand_to_research(consult, case, next).await;
     version(consult, &case.id, next).await
 }
 

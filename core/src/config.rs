@@ -164,6 +164,26 @@ impl Default for ConsultConfig {
     }
 }
 
+/// The research tier and background workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResearchConfig {
+    /// Smallest group of slides sharing (diagnosis, age band, sex, hospital, year) a dataset
+    /// version may publish as it is; smaller groups are generalised or suppressed.
+    pub min_cell_size: u64,
+    /// Jobs `pathfed serve` runs at once in-process (0: none; run `pathfed worker` instead).
+    pub serve_workers: usize,
+}
+
+impl Default for ResearchConfig {
+    fn default() -> Self {
+        Self {
+            min_cell_size: 5,
+            serve_workers: 1,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -191,6 +211,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Consultation.
     pub consult: ConsultConfig,
+    /// Research tier.
+    pub research: ResearchConfig,
 }
 
 impl Default for Config {
@@ -207,6 +229,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),
             consult: ConsultConfig::default(),
+            research: ResearchConfig::default(),
         }
     }
 }
@@ -282,7 +305,9 @@ fn invalid(origin: String, e: impl std::fmt::Display) -> ConfigError {
 /// Top-level keys that are not sections; every other variable is `PATHFED_<SECTION>_<KEY>`.
 const TOP_LEVEL: &[&str] = &["listen", "data_dir", "database_url", "object_store_url"];
 /// Sections the environment may set.
-const SECTIONS: &[&str] = &["slide", "tiles", "s3", "ingest", "auth", "cache", "consult"];
+const SECTIONS: &[&str] = &[
+    "slide", "tiles", "s3", "ingest", "auth", "cache", "consult", "research",
+];
 /// Fields that stay strings even when the value looks like a number (keys, secrets).
 const STRING_FIELDS: &[&str] = &[
     "access_key_id",

@@ -18,6 +18,11 @@ use crate::error::{CoreError, CoreResult};
 pub struct SecretKey([u8; 32]);
 
 impl SecretKey {
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The key bytes.
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0

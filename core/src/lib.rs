@@ -16,6 +16,7 @@ pub mod limits;
 pub mod platform;
 pub mod secrets;
 pub mod store;
+pub mod worker;
 
 pub use config::{Config, ConfigError};
 pub use db::Db;

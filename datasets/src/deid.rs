@@ -119,7 +119,7 @@ pub fn reencode(
     out: &Path,
     options: &DeidOptions,
 ) -> DatasetResult<DeidReport> {
-    if !(16..=4096).contains(&options.tile_size) || options.tile_size % 16 != 0 {
+    if !(16..=4096).contains(&options.tile_size) || !options.tile_size.is_multiple_of(16) {
         return Err(DatasetError::Invalid(format!(
             "tile size {} (a multiple of 16 from 16 to 4096)",
             options.tile_size
@@ -356,7 +356,21 @@ fn removed_items(reader: &dyn SlideReader, jpeg_bytes: Option<usize>) -> Vec<Str
         .map(|a| format!("associated image \"{}\" ({}×{})", a.name, a.width, a.height))
         .collect();
     for (key, value) in &p.raw {
-        removed.push(format!("metadata {key} ({} bytes)", value.len()));
+        // These are parsed into the kept facts and written afresh from the numbers.
+        let restated = matches!(
+            key.as_str(),
+            "aperio.MPP"
+                | "aperio.AppMag"
+                | "tiff.XResolution"
+                | "tiff.YResolution"
+                | "tiff.ResolutionUnit"
+        );
+        let note = if restated {
+            "; its value is kept as a parsed number"
+        } else {
+            ""
+        };
+        removed.push(format!("metadata {key} ({} bytes{note})", value.len()));
     }
     if let Some(bytes) = jpeg_bytes.filter(|&b| b > 0) {
         removed.push(format!(

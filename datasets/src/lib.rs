@@ -1,8 +1,40 @@
 //! The research tier: signed-out slides become de-identified, pseudonymised training data.
 //!
-//! Modules by step: [`deid`] (canonical research slides with an allow-list of metadata).
+//! Modules by step: [`deid`] (canonical research slides with an allow-list of metadata),
+//! [`pseudonym`] (keyed research ids), [`curate`] (the `curate` and `forget-patient` jobs),
+//! [`splits`] and [`manifest`] (dataset versions), [`patches`] (tissue, grids, shards),
+//! [`api`] (the research HTTP routes).
 
+pub mod curate;
 pub mod deid;
 pub mod error;
+pub mod pseudonym;
+
+use pathfed_core::Platform;
+use pathfed_core::jobs::Jobs;
 
 pub use error::{DatasetError, DatasetResult};
+
+/// The research service's state; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Research {
+    /// Shared platform handles.
+    pub platform: Platform,
+    /// Research pseudonyms.
+    pub pseudonyms: pseudonym::Pseudonyms,
+    /// The job queue.
+    pub jobs: Jobs,
+}
+
+impl Research {
+    /// Loads the pseudonym key for `platform`.
+    pub fn new(platform: Platform) -> DatasetResult<Self> {
+        let pseudonyms = pseudonym::Pseudonyms::load(&platform.config)?;
+        let jobs = Jobs::new(platform.db.clone());
+        Ok(Self {
+            platform,
+            pseudonyms,
+            jobs,
+        })
+    }
+}

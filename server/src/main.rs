@@ -2,6 +2,7 @@
 
 mod cli;
 mod http;
+mod workers;
 
 use std::process::ExitCode;
 

@@ -13,58 +13,7 @@ use std::process::Command;
 use pathfed_core::audit::recent;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{BACKENDS, Backend, TestServer, client, synth_slide};
-
-/// A user's view of the API.
-struct As<'a> {
-    server: &'a TestServer,
-    token: String,
-}
-
-impl As<'_> {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = client()
-            .request(method, format!("{}{path}", self.server.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, value) = self.call(method.clone(), path, body).await;
-        assert!(status.is_success(), "{method} {path}: {status} {value}");
-        value
-    }
-
-    async fn refused(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> String {
-        let (status, value) = self.call(method.clone(), path, body).await;
-        assert_eq!(status.as_u16(), want, "{method} {path}: {value}");
-        let message = value["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            !message.is_empty(),
-            "{method} {path}: no JSON error: {value}"
-        );
-        message.to_string()
-    }
-
-    async fn raw(&self, path: &str) -> (StatusCode, Vec<u8>) {
-        let response = client()
-            .get(format!("{}{path}", self.server.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.bytes().await.unwrap().to_vec())
-    }
-}
+use support::{As, BACKENDS, Backend, TestServer, client, submit_case, synth_slide};
 
 struct Cast<'a> {
     spoke: As<'a>,
@@ -105,42 +54,7 @@ fn create_and_submit(server: &TestServer, token: &str, seed: u32) -> (String, St
         1800,
         seed,
     );
-    let state = server.dir.path().join("upload-state.json");
-    let out = server.cli_ok(&[
-        "case",
-        "create",
-        "--server",
-        &server.url,
-        "--token",
-        token,
-        "--patient-id",
-        "MRN-77031",
-        "--age-band",
-        "60-69",
-        "--sex",
-        "male",
-        "--organ",
-        "stomach",
-        "--specimen",
-        "endoscopic biopsy, antrum",
-        "--question",
-        "Dysplasia or carcinoma?",
-        "--upload",
-        file.to_str().unwrap(),
-        "--submit",
-        "--state-file",
-        state.to_str().unwrap(),
-    ]);
-    let case_id = out.lines().last().unwrap().trim().to_string();
-    let slide_id = out
-        .lines()
-        .find_map(|l| l.split("\tslide ").nth(1))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    (case_id, slide_id)
+    submit_case(server, token, &file, "MRN-77031")
 }
 
 fn read(code: &str, findings: &str, slide: &str) -> Value {

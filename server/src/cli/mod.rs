@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod case;
 mod progress;
+mod research;
 mod slide;
 mod upload;
 
@@ -32,6 +33,17 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run background jobs (curation, ...) without the web application.
+    Worker {
+        /// Job kinds to run, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// Jobs run at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
+    /// De-identify a local slide into a canonical pyramidal BigTIFF, printing what was removed.
+    Deid(research::DeidArgs),
     /// Upload slides to a server (resumable).
     Upload(upload::UploadArgs),
     /// Create, submit and follow consultation cases; fetch and verify reports.
@@ -67,6 +79,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             runtime()?.block_on(crate::http::serve(config))
         }
+        Command::Worker { kinds, concurrency } => {
+            runtime()?.block_on(worker(config, kinds, concurrency))
+        }
+        Command::Deid(args) => research::deid(args, &config),
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),
         Command::Case(cmd) => runtime()?.block_on(case::run(cmd)),
         Command::Admin(cmd) => runtime()?.block_on(admin::run(cmd, &config)),
@@ -74,4 +90,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Slide(cmd) => slide::run(cmd, &config),
         Command::Bench(cmd) => bench::run(cmd, &config),
     }
+}
+
+/// Runs workers until Ctrl-C.
+async fn worker(config: Config, kinds: Vec<String>, concurrency: usize) -> anyhow::Result<()> {
+    let platform = pathfed_core::Platform::open(config)
+        .await
+        .context("opening the platform")?;
+    let research =
+        pathfed_datasets::Research::new(platform).context("loading the research pseudonym key")?;
+    let pool = crate::workers::pool(&research, &kinds, concurrency)?;
+    println!(
+        "pathfed worker running {} ({concurrency} at once)",
+        pool.kinds().join(", ")
+    );
+    tokio::select! {
+        () = pool.run() => {}
+        _ = tokio::signal::ctrl_c() => println!("pathfed worker stopped"),
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ use axum::routing::get;
 use pathfed_consult::Consult;
 use pathfed_core::Platform;
 use pathfed_core::http::ApiError;
+use pathfed_datasets::Research;
 use pathfed_ingest::Ingest;
 
 pub use metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub ingest: Ingest,
     /// Cases, reads, reports and annotations.
     pub consult: Consult,
+    /// The research tier.
+    pub research: Research,
     /// Open slides and tiles.
     pub slides: Arc<SlideService>,
     /// Prometheus registry.
@@ -45,8 +48,11 @@ impl AppState {
         let ingest = Ingest::new(platform.clone(), &exe).context("preparing the staging folder")?;
         let consult = Consult::new(platform.clone())
             .context("loading diagnosis taxonomies and patient-id keys")?;
+        let research =
+            Research::new(platform.clone()).context("loading the research pseudonym key")?;
         Ok(Self {
             consult,
+            research,
             slides: Arc::new(SlideService::new(&platform.config)),
             metrics: Arc::new(Metrics::new()),
             platform,
@@ -64,6 +70,12 @@ impl FromRef<AppState> for Platform {
 impl FromRef<AppState> for Consult {
     fn from_ref(state: &AppState) -> Self {
         state.consult.clone()
+    }
+}
+
+impl FromRef<AppState> for Research {
+    fn from_ref(state: &AppState) -> Self {
+        state.research.clone()
     }
 }
 
@@ -155,6 +167,12 @@ pub async fn serve(config: pathfed_core::Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "initial upload sweep failed");
     }
     state.ingest.spawn_janitor();
+    let workers = state.platform.config.research.serve_workers;
+    if workers > 0 {
+        let pool = crate::workers::pool(&state.research, &[], workers)?;
+        tracing::info!(kinds = ?pool.kinds(), workers, "in-process workers started");
+        tokio::spawn(pool.run());
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

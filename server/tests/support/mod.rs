@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use pathfed_core::config::S3Config;
 use pathfed_core::store::{Store, list_keys, open_store};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
 
 /// Which database and object store a server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,4 +290,114 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .expect("http client")
+}
+
+/// A user's view of the API.
+pub struct As<'a> {
+    /// The server.
+    pub server: &'a TestServer,
+    /// The user's API token.
+    pub token: String,
+}
+
+impl As<'_> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = client()
+            .request(method, format!("{}{path}", self.server.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method.clone(), path, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
+    }
+
+    pub async fn refused(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        want: u16,
+    ) -> String {
+        let (status, value) = self.call(method.clone(), path, body).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}: {value}");
+        let message = value["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty(),
+            "{method} {path}: no JSON error: {value}"
+        );
+        message.to_string()
+    }
+
+    pub async fn raw(&self, path: &str) -> (StatusCode, Vec<u8>) {
+        let response = client()
+            .get(format!("{}{path}", self.server.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.bytes().await.unwrap().to_vec())
+    }
+}
+
+/// `pathfed case create --upload FILE --submit` as a spoke user for `patient`; returns
+/// (case id, slide id).
+pub fn submit_case(
+    server: &TestServer,
+    token: &str,
+    file: &Path,
+    patient: &str,
+) -> (String, String) {
+    let state = server.dir.path().join("upload-state.json");
+    let out = server.cli_ok(&[
+        "case",
+        "create",
+        "--server",
+        &server.url,
+        "--token",
+        token,
+        "--patient-id",
+        patient,
+        "--age-band",
+        "60-69",
+        "--sex",
+        "male",
+        "--organ",
+        "stomach",
+        "--specimen",
+        "endoscopic biopsy, antrum",
+        "--question",
+        "Dysplasia or carcinoma?",
+        "--upload",
+        file.to_str().unwrap(),
+        "--submit",
+        "--state-file",
+        state.to_str().unwrap(),
+    ]);
+    let case_id = out.lines().last().unwrap().trim().to_string();
+    let slide_id = out
+        .lines()
+        .find_map(|l| l.split("\tslide ").nth(1))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (case_id, slide_id)
 }

@@ -1,0 +1,147 @@
+//! What consultation hands to the research tier: signed-out slides to curate, and patients'
+//! opt-outs from research use.
+//!
+//! Sign-out (and each amendment) enqueues one `curate` job per slide of the case unless the
+//! patient opted out; the research tier re-checks before it publishes. The opt-out is clinical data (it names the patient through the hospital's keyed hash), so it
+//! is recorded here; removing the patient's research slides is the research tier's work, asked
+//! for through the job queue (`forget-patient`), since only that tier holds the pseudonym key.
+//! Curation and dataset builds read this table again before they publish anything.
+
+use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::db::now;
+use pathfed_core::jobs::{Job, Jobs, NewJob};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::Row;
+
+use crate::Consult;
+use crate::cases::Case;
+use crate::error::{ConsultError, ConsultResult};
+use crate::patient::PatientIds;
+
+/// The job kind that turns a signed-out slide into a research slide.
+pub const CURATE_JOB: &str = "curate";
+
+/// The job kind that removes an opted-out patient's research data.
+pub const FORGET_JOB: &str = "forget-patient";
+
+/// A recorded opt-out.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptOut {
+    /// When it was recorded (Unix seconds).
+    pub recorded_at: i64,
+    /// Whether this request recorded it (false: it was on record already).
+    pub newly_recorded: bool,
+    /// The job removing the patient's research data.
+    pub forget_job: String,
+}
+
+/// Records that the patient `patient_id` of the user's hospital opts out of research use, and
+/// asks the research tier to remove what it holds. Idempotent.
+pub async fn record(
+    consult: &Consult,
+    user: &Principal,
+    patient_id: &str,
+) -> ConsultResult<OptOut> {
+    if !matches!(user.role, Role::Submitter | Role::Admin) {
+        return Err(ConsultError::Forbidden(
+            "only the patient's hospital (submitters or admins) records an opt-out".into(),
+        ));
+    }
+    let id = PatientIds::check(patient_id)?;
+    let hospital = &user.hospital.id;
+    let hash = consult.patients.hash(hospital, id);
+    let at = now();
+    let inserted = sqlx::query(
+        "INSERT INTO opt_outs (hospital_id, patient_hash, recorded_by, recorded_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (hospital_id, patient_hash) DO NOTHING",
+    )
+    .bind(hospital)
+    .bind(&hash)
+    .bind(&user.id)
+    .bind(at)
+    .execute(consult.platform.db.pool())
+    .await?;
+    let recorded_at: i64 = sqlx::query(
+        "SELECT recorded_at FROM opt_outs WHERE hospital_id = $1 AND patient_hash = $2",
+    )
+    .bind(hospital)
+    .bind(&hash)
+    .fetch_one(consult.platform.db.pool())
+    .await?
+    .try_get("recorded_at")?;
+    let job = forget(
+        &Jobs::new(consult.platform.db.clone()),
+        hospital,
+        &hash,
+        &user.id,
+    )
+    .await?;
+    Ok(OptOut {
+        recorded_at,
+        newly_recorded: inserted.rows_affected() == 1,
+        forget_job: job.id,
+    })
+}
+
+/// Enqueues the removal of the patient's research data (again, if asked twice: a second
+/// pass finds slides curated by jobs that were running during the first).
+async fn forget(jobs: &Jobs, hospital: &str, hash: &str, by: &str) -> ConsultResult<Job> {
+    Ok(jobs
+        .enqueue(
+            NewJob::new(
+                FORGET_JOB,
+                json!({ "hospital_id": hospital, "patient_hash": hash }),
+            )
+            .attempts(10)
+            .by(by),
+        )
+        .await?)
+}
+
+/// Whether the patient of a case has opted out.
+pub async fn opted_out(
+    consult: &Consult,
+    hospital: &str,
+    patient_hash: &str,
+) -> ConsultResult<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM opt_outs WHERE hospital_id = $1 AND patient_hash = $2")
+            .bind(hospital)
+            .bind(patient_hash)
+            .fetch_optional(consult.platform.db.pool())
+            .await?
+            .is_some(),
+    )
+}
+
+/// Enqueues curation of every slide of a signed-out case (report `version`), unless the
+/// patient has opted out. Returns the jobs enqueued.
+pub async fn enqueue_curation(
+    consult: &Consult,
+    case: &Case,
+    version: i64,
+) -> ConsultResult<usize> {
+    if opted_out(consult, &case.spoke_id, &case.patient_hash).await? {
+        tracing::info!(case = %case.id, "patient opted out: nothing curated");
+        return Ok(0);
+    }
+    let slides =
+        sqlx::query("SELECT slide_id FROM case_slides WHERE case_id = $1 ORDER BY position")
+            .bind(&case.id)
+            .fetch_all(consult.platform.db.pool())
+            .await?;
+    let jobs = Jobs::new(consult.platform.db.clone());
+    for row in &slides {
+        let slide: String = row.try_get("slide_id")?;
+        jobs.enqueue(
+            NewJob::new(
+                CURATE_JOB,
+                json!({ "case_id": case.id, "slide_id": slide, "report_version": version }),
+            )
+            .dedupe(format!("curate:{slide}:{version}")),
+        )
+        .await?;
+    }
+    Ok(slides.len())
+}

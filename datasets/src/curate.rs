@@ -1,0 +1,413 @@
+//! The jobs that fill and prune the research tier.
+//!
+//! `curate` (enqueued at sign-out, per slide): de-identifies the slide into
+//! `research/slides/{research id}.tiff` and records its labels: the case's final diagnosis code
+//! and the labelled annotations as regions (the research slide keeps the source's level-0
+//! geometry, so coordinates carry over unchanged). An amendment re-runs it and only the labels
+//! change. The patient's opt-out is checked before the work and again, in the same statement
+//! as the insert, before anything is published.
+//!
+//! `forget-patient` (enqueued by an opt-out): deletes the patient's research slides and patch
+//! shards and leaves a tombstone row and an audit entry for each.
+
+use std::path::PathBuf;
+
+use object_store::ObjectStoreExt as _;
+use pathfed_core::audit::AuditEvent;
+use pathfed_core::cache::SlideFile;
+use pathfed_core::db::now;
+use pathfed_core::store::{self, delete_prefix, list_keys};
+use pathfed_core::worker::{JobFailure, RunningJob};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::Research;
+use crate::deid::{DeidOptions, DeidReport, deidentify_file};
+use crate::error::{DatasetError, DatasetResult};
+
+/// Job kind of curation (the same string consultation enqueues).
+pub const CURATE_JOB: &str = "curate";
+/// Job kind of an opted-out patient's removal.
+pub const FORGET_JOB: &str = "forget-patient";
+
+/// The object key of a research slide.
+pub fn research_slide_key(id: &str) -> String {
+    format!("research/slides/{id}.tiff")
+}
+
+#[derive(Debug, Deserialize)]
+struct CuratePayload {
+    case_id: String,
+    slide_id: String,
+    report_version: i64,
+}
+
+/// A labelled region of a research slide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Region {
+    /// Taxonomy code.
+    pub label: String,
+    /// "polygon", "rectangle" or "point".
+    pub kind: String,
+    /// The annotation's geometry in level-0 pixels, as consultation stores it.
+    pub geometry: Value,
+}
+
+struct CaseFacts {
+    spoke_id: String,
+    patient_hash: String,
+    age_band: String,
+    sex: String,
+    organ: String,
+    taxonomy: String,
+    final_code: String,
+    status: String,
+    report_version: i64,
+    closed_at: i64,
+}
+
+fn failure(e: DatasetError) -> JobFailure {
+    match e {
+        DatasetError::Core(_) | DatasetError::Io { .. } => JobFailure::retryable(e.to_string()),
+        other => JobFailure::permanent(other.to_string()),
+    }
+}
+
+/// Runs one `curate` job.
+pub async fn run_curate(research: Research, job: RunningJob) -> Result<Value, JobFailure> {
+    let payload: CuratePayload = serde_json::from_value(job.job.payload.clone())
+        .map_err(|e| JobFailure::permanent(format!("bad curate payload: {e}")))?;
+    curate(&research, &job, &payload).await.map_err(failure)?
+}
+
+async fn curate(
+    research: &Research,
+    job: &RunningJob,
+    payload: &CuratePayload,
+) -> DatasetResult<Result<Value, JobFailure>> {
+    let db = research.platform.db.pool();
+    let case = case_facts(research, &payload.case_id).await?;
+    if case.status != "signed_out" {
+        return Ok(Err(JobFailure::permanent(format!(
+            "case {} is {}, not signed out",
+            payload.case_id, case.status
+        ))));
+    }
+    if payload.report_version < case.report_version {
+        return Ok(Ok(
+            json!({ "skipped": "a later report version is curated by its own job" }),
+        ));
+    }
+    if opted_out(research, &case).await? {
+        return Ok(Ok(json!({ "skipped": "the patient opted out" })));
+    }
+    let id = research.pseudonyms.slide(&payload.slide_id);
+    let regions = regions(research, &payload.case_id, &payload.slide_id).await?;
+    let existing = sqlx::query("SELECT deleted_at FROM research_slides WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(db)
+        .await?;
+    if let Some(row) = existing {
+        if row.try_get::<Option<i64>, _>("deleted_at")?.is_some() {
+            return Ok(Ok(json!({ "skipped": "the research slide was deleted" })));
+        }
+        // Pixels never change after sign-out: an amendment only relabels.
+        sqlx::query(
+            "UPDATE research_slides SET label_code = $1, regions = $2, report_version = $3 \
+             WHERE id = $4 AND deleted_at IS NULL AND report_version < $3",
+        )
+        .bind(&case.final_code)
+        .bind(serde_json::to_string(&regions).unwrap_or_default())
+        .bind(payload.report_version)
+        .bind(&id)
+        .execute(db)
+        .await?;
+        return Ok(Ok(json!({ "research_slide": id, "relabelled": true })));
+    }
+
+    if let Err(stop) = job.progress(0.05, "fetching the original") {
+        return Ok(Err(stop));
+    }
+    let files: String = sqlx::query("SELECT files FROM slides WHERE id = $1")
+        .bind(&payload.slide_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| DatasetError::NotFound(format!("slide {}", payload.slide_id)))?
+        .try_get("files")?;
+    let main_file: String = sqlx::query("SELECT main_file FROM slides WHERE id = $1")
+        .bind(&payload.slide_id)
+        .fetch_one(db)
+        .await?
+        .try_get("main_file")?;
+    let files: Vec<SlideFile> = serde_json::from_str(&files)
+        .map_err(|e| DatasetError::Invalid(format!("slide file list: {e}")))?;
+    let platform = &research.platform;
+    let cached = platform
+        .cache
+        .get(&payload.slide_id, &files, &platform.store)
+        .await?;
+    let source = cached.dir.join(&main_file);
+    let work = tempfile::Builder::new()
+        .prefix("curate-")
+        .tempdir_in(&platform.config.data_dir)
+        .map_err(|e| DatasetError::io("creating a work folder", e))?;
+    let out: PathBuf = work.path().join("research.tiff");
+
+    if let Err(stop) = job.progress(0.15, "de-identifying") {
+        return Ok(Err(stop));
+    }
+    let limits = platform.config.slide.clone();
+    let (out_path, source_path) = (out.clone(), source.clone());
+    let report: DeidReport = tokio::task::spawn_blocking(move || {
+        deidentify_file(&source_path, &out_path, &limits, &DeidOptions::default())
+    })
+    .await
+    .map_err(|e| DatasetError::Invalid(format!("de-identification stopped: {e}")))??;
+    drop(cached);
+
+    if let Err(stop) = job.progress(0.8, "storing the research slide") {
+        return Ok(Err(stop));
+    }
+    let sha256 = sha256_file(&out).await?;
+    let key = research_slide_key(&id);
+    store::put_file(&platform.store, &key, &out).await?;
+
+    // Publish only if the patient has still not opted out, in the inserting statement itself.
+    let (w, h) = report.kept.levels.first().copied().unwrap_or((0, 0));
+    let year = year_of(case.closed_at);
+    let inserted = sqlx::query(
+        "INSERT INTO research_slides (id, research_patient, research_hospital, taxonomy, \
+         label_code, organ, age_band, sex, year, object_key, sha256, bytes, width, height, \
+         mpp_x, mpp_y, objective_power, vendor, pixel_path, regions, report_version, curated_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, $22 WHERE NOT EXISTS (SELECT 1 FROM opt_outs WHERE hospital_id = $23 \
+         AND patient_hash = $24) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(
+        research
+            .pseudonyms
+            .patient(&case.spoke_id, &case.patient_hash),
+    )
+    .bind(research.pseudonyms.hospital(&case.spoke_id))
+    .bind(&case.taxonomy)
+    .bind(&case.final_code)
+    .bind(&case.organ)
+    .bind(&case.age_band)
+    .bind(&case.sex)
+    .bind(year)
+    .bind(&key)
+    .bind(&sha256)
+    .bind(report.output_bytes as i64)
+    .bind(w as i64)
+    .bind(h as i64)
+    .bind(report.kept.mpp.map(|m| m.0))
+    .bind(report.kept.mpp.map(|m| m.1))
+    .bind(report.kept.objective_power)
+    .bind(&report.kept.vendor)
+    .bind(match report.pixel_path {
+        crate::deid::PixelPath::Lossless => "lossless",
+        crate::deid::PixelPath::ReEncoded => "re-encoded",
+    })
+    .bind(serde_json::to_string(&regions).unwrap_or_default())
+    .bind(payload.report_version)
+    .bind(now())
+    .bind(&case.spoke_id)
+    .bind(&case.patient_hash)
+    .execute(db)
+    .await?;
+    if inserted.rows_affected() != 1 {
+        // Opted out while we worked (or another attempt won): nothing of ours may stay.
+        if opted_out(research, &case).await? {
+            let _ = platform
+                .store
+                .delete(&object_store::path::Path::from(key.as_str()))
+                .await;
+            return Ok(Ok(
+                json!({ "skipped": "the patient opted out during curation" }),
+            ));
+        }
+        return Ok(Ok(json!({ "research_slide": id, "already_curated": true })));
+    }
+    Ok(Ok(json!({
+        "research_slide": id,
+        "pixel_path": report.pixel_path,
+        "tiles": report.tiles,
+        "bytes": report.output_bytes,
+        "removed": report.removed.len(),
+    })))
+}
+
+async fn case_facts(research: &Research, case_id: &str) -> DatasetResult<CaseFacts> {
+    let row = sqlx::query(
+        "SELECT spoke_id, patient_hash, age_band, sex, organ, taxonomy, final_code, status, \
+         report_version, closed_at FROM cases WHERE id = $1",
+    )
+    .bind(case_id)
+    .fetch_optional(research.platform.db.pool())
+    .await?
+    .ok_or_else(|| DatasetError::NotFound(format!("case {case_id}")))?;
+    Ok(CaseFacts {
+        spoke_id: row.try_get("spoke_id")?,
+        patient_hash: row.try_get("patient_hash")?,
+        age_band: row.try_get("age_band")?,
+        sex: row.try_get("sex")?,
+        organ: row.try_get("organ")?,
+        taxonomy: row.try_get("taxonomy")?,
+        final_code: row
+            .try_get::<Option<String>, _>("final_code")?
+            .unwrap_or_default(),
+        status: row.try_get("status")?,
+        report_version: row.try_get("report_version")?,
+        closed_at: row
+            .try_get::<Option<i64>, _>("closed_at")?
+            .unwrap_or_else(now),
+    })
+}
+
+async fn opted_out(research: &Research, case: &CaseFacts) -> DatasetResult<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM opt_outs WHERE hospital_id = $1 AND patient_hash = $2")
+            .bind(&case.spoke_id)
+            .bind(&case.patient_hash)
+            .fetch_optional(research.platform.db.pool())
+            .await?
+            .is_some(),
+    )
+}
+
+/// Labelled annotations of the slide in the case, as research regions.
+async fn regions(research: &Research, case_id: &str, slide_id: &str) -> DatasetResult<Vec<Region>> {
+    let rows = sqlx::query(
+        "SELECT kind, geometry, label_code FROM annotations WHERE case_id = $1 AND slide_id = $2 \
+         AND label_code IS NOT NULL AND kind <> 'text' ORDER BY created_at, id",
+    )
+    .bind(case_id)
+    .bind(slide_id)
+    .fetch_all(research.platform.db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let geometry: String = row.try_get("geometry")?;
+            Ok(Region {
+                label: row.try_get("label_code")?,
+                kind: row.try_get("kind")?,
+                geometry: serde_json::from_str(&geometry).unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
+/// The calendar year (UTC) of a Unix time: coarse enough for small-cell checks.
+pub fn year_of(unix: i64) -> i64 {
+    // 400-year cycles of 146,097 days; civil-from-days (proleptic Gregorian).
+    let days = unix.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    yoe + era * 400 + i64::from(month <= 2)
+}
+
+async fn sha256_file(path: &std::path::Path) -> DatasetResult<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            match file.read(&mut buffer)? {
+                0 => break,
+                n => hasher.update(&buffer[..n]),
+            }
+        }
+        Ok::<_, std::io::Error>(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(|e| DatasetError::Invalid(format!("hashing stopped: {e}")))?
+    .map_err(|e| DatasetError::io("hashing the research slide", e))
+}
+
+#[derive(Debug, Deserialize)]
+struct ForgetPayload {
+    hospital_id: String,
+    patient_hash: String,
+}
+
+/// Runs one `forget-patient` job.
+pub async fn run_forget(research: Research, job: RunningJob) -> Result<Value, JobFailure> {
+    let payload: ForgetPayload = serde_json::from_value(job.job.payload.clone())
+        .map_err(|e| JobFailure::permanent(format!("bad forget payload: {e}")))?;
+    let patient = research
+        .pseudonyms
+        .patient(&payload.hospital_id, &payload.patient_hash);
+    forget(&research, &patient).await.map_err(failure)
+}
+
+/// Deletes a research patient's slides and patches; tombstones and audits each.
+pub async fn forget(research: &Research, research_patient: &str) -> DatasetResult<Value> {
+    let platform = &research.platform;
+    let rows = sqlx::query(
+        "SELECT id, object_key FROM research_slides WHERE research_patient = $1 \
+         AND deleted_at IS NULL",
+    )
+    .bind(research_patient)
+    .fetch_all(platform.db.pool())
+    .await?;
+    let patch_sets = list_keys(&platform.store, "research/patches/").await?;
+    let mut deleted = Vec::new();
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let key: String = row.try_get("object_key")?;
+        match platform
+            .store
+            .delete(&object_store::path::Path::from(key.as_str()))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(pathfed_core::CoreError::from(e).into()),
+        }
+        for shard in patch_sets.iter().filter(|k| k.contains(&format!("/{id}."))) {
+            delete_prefix(&platform.store, shard).await?;
+        }
+        sqlx::query(
+            "UPDATE research_slides SET deleted_at = $1, deleted_reason = 'opt-out' \
+             WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now())
+        .bind(&id)
+        .execute(platform.db.pool())
+        .await?;
+        platform
+            .audit(
+                AuditEvent::anonymous(
+                    "research_slide.delete",
+                    &format!("research_slide:{id}"),
+                    "ok",
+                )
+                .detail("patient opted out"),
+            )
+            .await?;
+        deleted.push(id);
+    }
+    Ok(json!({ "deleted": deleted }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn years_of_unix_times() {
+        assert_eq!(year_of(0), 1970);
+        assert_eq!(year_of(951_782_400), 2000); // 2000-02-29
+        assert_eq!(year_of(1_798_761_599), 2026); // 2026-12-31 23:59:59
+        assert_eq!(year_of(1_798_761_600), 2027);
+    }
+}
