@@ -120,7 +120,9 @@ impl AuditLog {
             attempt += 1;
             match try_append(db, &event).await {
                 Ok(seq) => return Ok(seq),
-                Err(e) if e.is_unique_violation() && attempt < 20 => {
+                // Another writer got in between this entry's read of the chain head and its
+                // insert: read the new head and try again.
+                Err(e) if (e.is_unique_violation() || e.is_busy()) && attempt < 20 => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
                 }
                 Err(e) => return Err(e),

@@ -47,6 +47,14 @@ impl CoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// True when SQLite refused a write because another connection wrote first: a read
+    /// transaction cannot be upgraded past a newer commit, whatever the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("5" | "517" | "261"))
+                || e.message().contains("database is locked"))
+    }
 }
 
 /// Result with [`CoreError`].

@@ -303,8 +303,23 @@ impl Jobs {
         if kinds.is_empty() {
             return Ok(None);
         }
-        self.expire_exhausted().await?;
         let at = now();
+        // An idle poll only reads: on SQLite every UPDATE takes the single write lock, and
+        // idle workers must not compete with the requests that write.
+        let kind_params: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
+        let probe = format!(
+            "SELECT 1 FROM jobs WHERE kind IN ({}) AND ((status = 'queued' AND run_after <= $1) \
+             OR (status = 'running' AND lease_until < $1)) LIMIT 1",
+            kind_params.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(probe)).bind(at);
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        if query.fetch_optional(self.db.pool()).await?.is_none() {
+            return Ok(None);
+        }
+        self.expire_exhausted().await?;
         // Parameters: $1 worker, $2 lease end, $3 now, then one per kind.
         let kind_params: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
         let lock = match self.db.kind() {

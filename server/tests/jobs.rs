@@ -27,7 +27,8 @@ fn quick(db: pathfed_core::Db) -> Jobs {
 #[tokio::test(flavor = "multi_thread")]
 async fn claims_leases_retries_and_cancellation() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend);
+        // The queue is driven by hand here: the server's own workers stay off.
+        let server = TestServer::start_with(backend, &[("PATHFED_RESEARCH_SERVE_WORKERS", "0")]);
         let jobs = quick(server.db().await);
 
         // Idempotent enqueue.
