@@ -5,10 +5,13 @@
 //! [`splits`] and [`manifest`] (dataset versions), [`patches`] (tissue, grids, shards),
 //! [`api`] (the research HTTP routes).
 
+pub mod api;
 pub mod curate;
 pub mod deid;
 pub mod error;
+pub mod manifest;
 pub mod pseudonym;
+pub mod versions;
 
 use pathfed_core::Platform;
 use pathfed_core::jobs::Jobs;

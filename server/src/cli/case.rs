@@ -14,10 +14,10 @@ use sha2::{Digest, Sha256};
 pub struct ServerArgs {
     /// The pathfed server, e.g. https://hub.example.org.
     #[arg(long, env = "PATHFED_SERVER")]
-    server: String,
+    pub server: String,
     /// API token (from `pathfed admin token create`).
     #[arg(long, env = "PATHFED_TOKEN", hide_env_values = true)]
-    token: String,
+    pub token: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,7 +160,7 @@ impl Api {
     }
 
     /// GET raw bytes.
-    async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let response = self
             .send(self.http.get(format!("{}{path}", self.server)))
             .await?;
@@ -172,7 +172,7 @@ impl Api {
     }
 
     /// POST JSON; returns the JSON answer (or null for 204).
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .send(self.http.post(format!("{}{path}", self.server)).json(body))
             .await?;

@@ -44,6 +44,11 @@ enum Command {
     },
     /// De-identify a local slide into a canonical pyramidal BigTIFF, printing what was removed.
     Deid(research::DeidArgs),
+    /// Build, list, compare and export dataset versions of the research tier.
+    #[command(subcommand)]
+    Dataset(research::DatasetCommand),
+    /// Record that a patient of your hospital opts out of research use.
+    OptOut(research::OptOutArgs),
     /// Upload slides to a server (resumable).
     Upload(upload::UploadArgs),
     /// Create, submit and follow consultation cases; fetch and verify reports.
@@ -83,6 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(worker(config, kinds, concurrency))
         }
         Command::Deid(args) => research::deid(args, &config),
+        Command::Dataset(cmd) => runtime()?.block_on(research::dataset(cmd)),
+        Command::OptOut(args) => runtime()?.block_on(research::opt_out(args)),
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),
         Command::Case(cmd) => runtime()?.block_on(case::run(cmd)),
         Command::Admin(cmd) => runtime()?.block_on(admin::run(cmd, &config)),

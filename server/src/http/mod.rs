@@ -99,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .merge(slides::router())
         .merge(pathfed_ingest::router())
         .merge(pathfed_consult::router())
+        .merge(pathfed_datasets::api::router())
         .merge(web::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

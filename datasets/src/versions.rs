@@ -1,0 +1,326 @@
+//! Building, listing and reading dataset versions (`name@N`), stored as immutable manifests
+//! under `research/datasets/{name}/{version}/manifest.json`.
+
+use std::collections::BTreeSet;
+
+use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::db::now;
+use pathfed_core::store::{get_bytes, put_bytes};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::Row;
+
+use crate::Research;
+use crate::deid::DeidOptions;
+use crate::error::{DatasetError, DatasetResult};
+use crate::manifest::{self, Candidate, Content, Manifest, Quasi, VersionParams};
+
+/// A version as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionSummary {
+    /// Dataset name.
+    pub dataset: String,
+    /// Version number.
+    pub version: i64,
+    /// Content hash.
+    pub content_hash: Option<String>,
+    /// Slides per split and label.
+    pub counts: serde_json::Value,
+    /// Who built it.
+    pub created_by: String,
+    /// When (Unix seconds).
+    pub created_at: i64,
+}
+
+/// Only researchers (and admins, who run the platform) reach the research tier.
+pub fn require_researcher(user: &Principal) -> DatasetResult<()> {
+    if matches!(user.role, Role::Researcher | Role::Admin) {
+        Ok(())
+    } else {
+        Err(DatasetError::Forbidden(
+            "the research tier is for researchers".into(),
+        ))
+    }
+}
+
+/// Checks a dataset name: 1–64 of `[a-z0-9._-]`, starting with a letter or digit.
+pub fn check_name(name: &str) -> DatasetResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(DatasetError::Invalid(format!(
+            "dataset name {name:?}: 1–64 lowercase letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// Parses `name@N`.
+pub fn parse_reference(reference: &str) -> DatasetResult<(String, i64)> {
+    let (name, version) = reference
+        .split_once('@')
+        .ok_or_else(|| DatasetError::Invalid(format!("{reference:?}: expected NAME@VERSION")))?;
+    let version = version
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| {
+            DatasetError::Invalid(format!("{reference:?}: version must be 1, 2, ..."))
+        })?;
+    check_name(name)?;
+    Ok((name.to_string(), version))
+}
+
+fn manifest_key(name: &str, version: i64) -> String {
+    format!("research/datasets/{name}/{version}/manifest.json")
+}
+
+/// Builds and publishes the next version of `name`.
+pub async fn create(
+    research: &Research,
+    user: &Principal,
+    name: &str,
+    params: VersionParams,
+) -> DatasetResult<Manifest> {
+    require_researcher(user)?;
+    check_name(name)?;
+    params.check()?;
+    let db = research.platform.db.pool();
+    let k = params
+        .min_cell_size
+        .unwrap_or(research.platform.config.research.min_cell_size)
+        .max(1);
+
+    let rows = sqlx::query(
+        "SELECT id, research_patient, research_hospital, label_code, organ, age_band, sex, \
+         year, object_key, sha256, width, height, mpp_x, mpp_y, regions FROM research_slides \
+         WHERE deleted_at IS NULL AND taxonomy = $1 ORDER BY id",
+    )
+    .bind(&params.labels)
+    .fetch_all(db)
+    .await?;
+    let excluded = opted_out_patients(research).await?;
+    let mut candidates = Vec::new();
+    let mut opted_out = BTreeSet::new();
+    for row in &rows {
+        let organ: String = row.try_get("organ")?;
+        if params.organ.as_ref().is_some_and(|o| *o != organ) {
+            continue;
+        }
+        let patient: String = row.try_get("research_patient")?;
+        if excluded.contains(&patient) {
+            // Its forget job has not run yet; it must not enter a version meanwhile.
+            opted_out.insert(patient);
+            continue;
+        }
+        let regions: String = row.try_get("regions")?;
+        let (mpp_x, mpp_y): (Option<f64>, Option<f64>) =
+            (row.try_get("mpp_x")?, row.try_get("mpp_y")?);
+        candidates.push(Candidate {
+            id: row.try_get("id")?,
+            patient,
+            label: row.try_get("label_code")?,
+            quasi: Quasi {
+                age_band: row.try_get("age_band")?,
+                sex: row.try_get("sex")?,
+                hospital: row.try_get("research_hospital")?,
+                year: row.try_get::<i64, _>("year")?.to_string(),
+            },
+            object_key: row.try_get("object_key")?,
+            sha256: row.try_get("sha256")?,
+            dimensions: (
+                row.try_get::<i64, _>("width")? as u64,
+                row.try_get::<i64, _>("height")? as u64,
+            ),
+            mpp: mpp_x.zip(mpp_y),
+            regions: serde_json::from_str(&regions).unwrap_or(serde_json::Value::Null),
+        });
+    }
+    if candidates.is_empty() {
+        return Err(DatasetError::Invalid(format!(
+            "no research slides match (labels {:?}, organ {:?})",
+            params.labels, params.organ
+        )));
+    }
+    let (kept, small_cells) = manifest::protect_small_cells(candidates, k);
+    if kept.is_empty() {
+        return Err(DatasetError::Invalid(format!(
+            "every group is smaller than the minimum of {k} slides: nothing can be published"
+        )));
+    }
+    let slides = manifest::split_by_patient(kept, params.fractions, params.seed);
+    let content = Content {
+        counts: manifest::count(&slides),
+        curation: json!({ "format": "pyramidal BigTIFF", "deid": DeidOptions::default() }),
+        extraction: None,
+        opted_out_excluded: opted_out.len() as u64,
+        small_cells,
+        slides,
+        params,
+    };
+    publish(research, user, name, content).await
+}
+
+/// Numbers, stores and records a version; retries the number if another build won it.
+async fn publish(
+    research: &Research,
+    user: &Principal,
+    name: &str,
+    content: Content,
+) -> DatasetResult<Manifest> {
+    let db = research.platform.db.pool();
+    sqlx::query("INSERT INTO datasets (name, created_by, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(&user.id)
+        .bind(now())
+        .execute(db)
+        .await?;
+    for _ in 0..5 {
+        let next: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM dataset_versions WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(db)
+        .await?
+        .try_get("next")?;
+        let manifest = Manifest {
+            dataset: name.to_string(),
+            version: next,
+            created_at: now(),
+            content_hash: content.hash(),
+            content: content.clone(),
+        };
+        let claimed = sqlx::query(
+            "INSERT INTO dataset_versions (name, version, status, params, created_by, created_at) \
+             VALUES ($1, $2, 'building', $3, $4, $5) ON CONFLICT (name, version) DO NOTHING",
+        )
+        .bind(name)
+        .bind(next)
+        .bind(serde_json::to_string(&content.params).unwrap_or_default())
+        .bind(&user.id)
+        .bind(manifest.created_at)
+        .execute(db)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            continue;
+        }
+        let key = manifest_key(name, next);
+        let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        if let Err(e) = put_bytes(&research.platform.store, &key, bytes).await {
+            sqlx::query("UPDATE dataset_versions SET status = 'failed', error = $1 WHERE name = $2 AND version = $3")
+                .bind(e.to_string())
+                .bind(name)
+                .bind(next)
+                .execute(db)
+                .await?;
+            return Err(e.into());
+        }
+        sqlx::query(
+            "UPDATE dataset_versions SET status = 'published', manifest_key = $1, content_hash = $2, \
+             summary = $3, published_at = $4 WHERE name = $5 AND version = $6",
+        )
+        .bind(&key)
+        .bind(&manifest.content_hash)
+        .bind(serde_json::to_string(&content.counts).unwrap_or_default())
+        .bind(now())
+        .bind(name)
+        .bind(next)
+        .execute(db)
+        .await?;
+        return Ok(manifest);
+    }
+    Err(DatasetError::Conflict(format!(
+        "dataset {name} is being versioned by others; try again"
+    )))
+}
+
+/// Research patient ids of everyone who opted out, recomputed from the clinical records.
+async fn opted_out_patients(research: &Research) -> DatasetResult<BTreeSet<String>> {
+    let rows = sqlx::query("SELECT hospital_id, patient_hash FROM opt_outs")
+        .fetch_all(research.platform.db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(research.pseudonyms.patient(
+                &r.try_get::<String, _>("hospital_id")?,
+                &r.try_get::<String, _>("patient_hash")?,
+            ))
+        })
+        .collect()
+}
+
+/// Published versions, newest first.
+pub async fn list(research: &Research, user: &Principal) -> DatasetResult<Vec<VersionSummary>> {
+    require_researcher(user)?;
+    let rows = sqlx::query(
+        "SELECT v.name, v.version, v.content_hash, v.summary, u.username, v.created_at \
+         FROM dataset_versions v JOIN users u ON u.id = v.created_by \
+         WHERE v.status = 'published' ORDER BY v.name, v.version DESC",
+    )
+    .fetch_all(research.platform.db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let summary: Option<String> = r.try_get("summary")?;
+            Ok(VersionSummary {
+                dataset: r.try_get("name")?,
+                version: r.try_get("version")?,
+                content_hash: r.try_get("content_hash")?,
+                counts: summary
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(serde_json::Value::Null),
+                created_by: r.try_get("username")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The manifest of a published version.
+pub async fn manifest(
+    research: &Research,
+    user: &Principal,
+    name: &str,
+    version: i64,
+) -> DatasetResult<Manifest> {
+    require_researcher(user)?;
+    let key: Option<String> = sqlx::query(
+        "SELECT manifest_key FROM dataset_versions WHERE name = $1 AND version = $2 AND status = 'published'",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(research.platform.db.pool())
+    .await?
+    .map(|r| r.try_get("manifest_key"))
+    .transpose()?
+    .flatten();
+    let key =
+        key.ok_or_else(|| DatasetError::NotFound(format!("dataset version {name}@{version}")))?;
+    let bytes = get_bytes(&research.platform.store, &key).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| DatasetError::Invalid(format!("manifest {key}: {e}")))
+}
+
+/// The object key of a live research slide.
+pub async fn research_slide_key(
+    research: &Research,
+    user: &Principal,
+    id: &str,
+) -> DatasetResult<String> {
+    require_researcher(user)?;
+    sqlx::query("SELECT object_key FROM research_slides WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .fetch_optional(research.platform.db.pool())
+        .await?
+        .map(|r| r.try_get("object_key"))
+        .transpose()?
+        .ok_or_else(|| DatasetError::NotFound(format!("research slide {id}")))
+}
