@@ -7,11 +7,9 @@
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use hmac::{Hmac, KeyInit as _, Mac};
 use pathfed_core::Config;
 use pathfed_core::keys::{SecretKey, load_or_create};
 use rand::RngCore;
-use sha2::Sha256;
 
 use crate::error::{ConsultError, ConsultResult};
 
@@ -68,13 +66,7 @@ impl PatientIds {
 
     /// The keyed hash of (hospital, id), hex.
     pub fn hash(&self, hospital_id: &str, id: &str) -> String {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.hash_key.bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(hospital_id.as_bytes());
-        mac.update(&[0]);
-        mac.update(id.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        self.hash_key.keyed_hash(&[hospital_id, id])
     }
 
     /// Encrypts an id: base64 of nonce ‖ ciphertext.

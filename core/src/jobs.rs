@@ -221,6 +221,14 @@ fn job_from_row(row: &AnyRow) -> CoreResult<Job> {
     })
 }
 
+/// `$first, $first+1, …` for `count` bound values.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The refusal when a worker acts on a job it no longer holds.
 fn lease_lost(id: &str) -> CoreError {
     CoreError::Invalid(format!(
@@ -306,11 +314,10 @@ impl Jobs {
         let at = now();
         // An idle poll only reads: on SQLite every UPDATE takes the single write lock, and
         // idle workers must not compete with the requests that write.
-        let kind_params: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
         let probe = format!(
             "SELECT 1 FROM jobs WHERE kind IN ({}) AND ((status = 'queued' AND run_after <= $1) \
              OR (status = 'running' AND lease_until < $1)) LIMIT 1",
-            kind_params.join(", ")
+            placeholders(2, kinds.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(probe)).bind(at);
         for kind in kinds {
@@ -321,7 +328,6 @@ impl Jobs {
         }
         self.expire_exhausted().await?;
         // Parameters: $1 worker, $2 lease end, $3 now, then one per kind.
-        let kind_params: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
         let lock = match self.db.kind() {
             DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
             DbKind::Sqlite => "",
@@ -334,7 +340,7 @@ impl Jobs {
              OR (status = 'running' AND lease_until < $3)) \
              ORDER BY run_after, created_at LIMIT 1{lock}) \
              RETURNING {COLUMNS}",
-            kind_params.join(", ")
+            placeholders(4, kinds.len())
         );
         // Only our own parameter numbers and constants are formatted into the statement.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -27,6 +27,21 @@ impl SecretKey {
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// HMAC-SHA256 (hex) of `parts` joined by NUL bytes, so ("ab", "c") and ("a", "bc") differ.
+    pub fn keyed_hash(&self, parts: &[&str]) -> String {
+        use hmac::{Hmac, KeyInit as _, Mac};
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                mac.update(&[0]);
+            }
+            mac.update(part.as_bytes());
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
 }
 
 impl std::fmt::Debug for SecretKey {

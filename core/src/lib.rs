@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod error;
 pub mod http;
 pub mod jobs;

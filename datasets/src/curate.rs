@@ -16,11 +16,11 @@ use object_store::ObjectStoreExt as _;
 use pathfed_core::audit::AuditEvent;
 use pathfed_core::cache::SlideFile;
 use pathfed_core::db::now;
+use pathfed_core::digest::sha256_file;
 use pathfed_core::store::{self, delete_prefix, list_keys};
 use pathfed_core::worker::{JobFailure, RunningJob};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::Research;
@@ -130,18 +130,13 @@ async fn curate(
     if let Err(stop) = job.progress(0.05, "fetching the original") {
         return Ok(Err(stop));
     }
-    let files: String = sqlx::query("SELECT files FROM slides WHERE id = $1")
+    let slide = sqlx::query("SELECT files, main_file FROM slides WHERE id = $1")
         .bind(&payload.slide_id)
         .fetch_optional(db)
         .await?
-        .ok_or_else(|| DatasetError::NotFound(format!("slide {}", payload.slide_id)))?
-        .try_get("files")?;
-    let main_file: String = sqlx::query("SELECT main_file FROM slides WHERE id = $1")
-        .bind(&payload.slide_id)
-        .fetch_one(db)
-        .await?
-        .try_get("main_file")?;
-    let files: Vec<SlideFile> = serde_json::from_str(&files)
+        .ok_or_else(|| DatasetError::NotFound(format!("slide {}", payload.slide_id)))?;
+    let main_file: String = slide.try_get("main_file")?;
+    let files: Vec<SlideFile> = serde_json::from_str(&slide.try_get::<String, _>("files")?)
         .map_err(|e| DatasetError::Invalid(format!("slide file list: {e}")))?;
     let platform = &research.platform;
     let cached = platform
@@ -170,7 +165,11 @@ async fn curate(
     if let Err(stop) = job.progress(0.8, "storing the research slide") {
         return Ok(Err(stop));
     }
-    let sha256 = sha256_file(&out).await?;
+    let hashed = out.clone();
+    let sha256 = tokio::task::spawn_blocking(move || sha256_file(&hashed, |_| {}))
+        .await
+        .map_err(|e| DatasetError::Invalid(format!("hashing stopped: {e}")))?
+        .map_err(|e| DatasetError::io("hashing the research slide", e))?;
     let key = research_slide_key(&id);
     store::put_file(&platform.store, &key, &out).await?;
 
@@ -312,26 +311,6 @@ pub fn year_of(unix: i64) -> i64 {
     let mp = (5 * doy + 2) / 153;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     yoe + era * 400 + i64::from(month <= 2)
-}
-
-async fn sha256_file(path: &std::path::Path) -> DatasetResult<String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            match file.read(&mut buffer)? {
-                0 => break,
-                n => hasher.update(&buffer[..n]),
-            }
-        }
-        Ok::<_, std::io::Error>(hex::encode(hasher.finalize()))
-    })
-    .await
-    .map_err(|e| DatasetError::Invalid(format!("hashing stopped: {e}")))?
-    .map_err(|e| DatasetError::io("hashing the research slide", e))
 }
 
 #[derive(Debug, Deserialize)]

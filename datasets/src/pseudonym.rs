@@ -5,10 +5,8 @@
 //! find research data again (opt-out). Rotation: a new key yields new ids for everything
 //! curated afterwards, see the operations section of `docs/architecture.md`.
 
-use hmac::{Hmac, KeyInit as _, Mac};
 use pathfed_core::config::Config;
 use pathfed_core::keys::{self, SecretKey};
-use sha2::Sha256;
 
 use crate::error::DatasetResult;
 
@@ -38,15 +36,9 @@ impl Pseudonyms {
     }
 
     fn derive(&self, prefix: &str, parts: &[&str]) -> String {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(prefix.as_bytes());
-        for part in parts {
-            mac.update(&[0]);
-            mac.update(part.as_bytes());
-        }
-        let digest = hex::encode(mac.finalize().into_bytes());
+        let mut all = vec![prefix];
+        all.extend_from_slice(parts);
+        let digest = self.key.keyed_hash(&all);
         format!("{prefix}-{}", &digest[..ID_HEX])
     }
 

@@ -12,8 +12,8 @@ use base64::Engine;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
-use crate::digest::sha256_file;
 use crate::tus::{SLIDE_ID_HEADER, TUS_VERSION};
+use pathfed_core::digest::sha256_file;
 
 /// What can stop an upload.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,6 @@
 //! row and the audit entry. Any failure leaves no row, no object and no staging file.
 
 pub mod client;
-pub mod digest;
 pub mod names;
 pub mod register;
 pub mod slides;

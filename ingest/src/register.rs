@@ -15,13 +15,13 @@ use pathfed_core::db::{new_id, now};
 use pathfed_core::http::ApiError;
 use pathfed_core::store::{adopt_file, delete_prefix, put_file};
 
-use crate::digest::sha256_file;
 use crate::names::sanitise;
 use crate::slides::{self, Slide, slide_prefix, thumbnail_key};
 use crate::tus::UploadRow;
 use crate::unzip::{is_zip, main_file, unpack};
 use crate::validate::validate_in_child;
 use crate::{Ingest, keyed_lock};
+use pathfed_core::digest::sha256_file;
 
 /// SHA-256 (hex) of a file, hashed off the async threads.
 pub async fn hash_file(path: &Path) -> std::io::Result<String> {
