@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use object_store::ObjectStoreExt as _;
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::Research;
 use crate::error::{DatasetError, DatasetResult};
 use crate::manifest::{self, VersionParams};
-use crate::versions;
+use crate::{catalogue, versions};
 
 /// The research routes.
 pub fn router<S>() -> Router<S>
@@ -29,6 +29,19 @@ where
     Router::new()
         .route("/api/v1/datasets", get(list).post(create))
         .route("/api/v1/datasets/{name}/versions/{version}", get(show))
+        .route(
+            "/api/v1/datasets/{name}/versions/{version}/status",
+            get(status),
+        )
+        .route(
+            "/api/v1/datasets/{name}/versions/{version}/cancel",
+            post(cancel),
+        )
+        .route(
+            "/api/v1/datasets/{name}/versions/{version}/samples",
+            get(samples),
+        )
+        .route("/api/v1/research/patches/{hash}/{slide}/{n}", get(patch))
         .route("/api/v1/datasets/{name}/diff", get(diff))
         .route("/api/v1/research/slides/{id}", get(download))
 }
@@ -69,8 +82,78 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let result = versions::create(&research, &user, &form.name, form.params).await;
     let target = format!("dataset:{}", form.name);
-    let manifest = audited(&research, &user, "dataset.create", &target, result).await?;
-    Ok((StatusCode::CREATED, axum::Json(manifest)).into_response())
+    let state = audited(&research, &user, "dataset.create", &target, result).await?;
+    // Published at once without extraction; otherwise accepted, and its job publishes it.
+    let code = if state.status == "published" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, axum::Json(state)).into_response())
+}
+
+async fn status(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+    Path((name, version)): Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    let result = versions::state(&research, &user, &name, version).await;
+    let target = format!("dataset:{name}@{version}");
+    let state = audited(&research, &user, "dataset.view", &target, result).await?;
+    Ok(axum::Json(state).into_response())
+}
+
+async fn cancel(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+    Path((name, version)): Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    let result = versions::cancel(&research, &user, &name, version).await;
+    let target = format!("dataset:{name}@{version}");
+    let state = audited(&research, &user, "dataset.cancel", &target, result).await?;
+    Ok(axum::Json(state).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct SamplesQuery {
+    #[serde(default = "default_per_label")]
+    per_label: usize,
+}
+
+fn default_per_label() -> usize {
+    6
+}
+
+async fn samples(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+    Path((name, version)): Path<(String, i64)>,
+    Query(q): Query<SamplesQuery>,
+) -> Result<Response, ApiError> {
+    let per_label = q.per_label.clamp(1, 24);
+    let result = catalogue::samples(&research, &user, &name, version, per_label).await;
+    let target = format!("dataset:{name}@{version}");
+    let listed = audited(&research, &user, "dataset.view", &target, result).await?;
+    Ok(axum::Json(listed).into_response())
+}
+
+async fn patch(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+    Path((hash, slide, n)): Path<(String, String, usize)>,
+) -> Result<Response, ApiError> {
+    // Not audited one by one: a catalogue page shows dozens; the version view is audited.
+    let jpeg = catalogue::patch_jpeg(&research, &user, &hash, &slide, n)
+        .await
+        .map_err(ApiError::from)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
 
 async fn list(

@@ -17,7 +17,7 @@ use pathfed_core::audit::AuditEvent;
 use pathfed_core::cache::SlideFile;
 use pathfed_core::db::now;
 use pathfed_core::digest::sha256_file;
-use pathfed_core::store::{self, delete_prefix, list_keys};
+use pathfed_core::store::{self, list_keys};
 use pathfed_core::worker::{JobFailure, RunningJob};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -344,16 +344,9 @@ pub async fn forget(research: &Research, research_patient: &str) -> DatasetResul
     for row in &rows {
         let id: String = row.try_get("id")?;
         let key: String = row.try_get("object_key")?;
-        match platform
-            .store
-            .delete(&object_store::path::Path::from(key.as_str()))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(pathfed_core::CoreError::from(e).into()),
-        }
+        delete_object(research, &key).await?;
         for shard in patch_sets.iter().filter(|k| k.contains(&format!("/{id}."))) {
-            delete_prefix(&platform.store, shard).await?;
+            delete_object(research, shard).await?;
         }
         sqlx::query(
             "UPDATE research_slides SET deleted_at = $1, deleted_reason = 'opt-out' \
@@ -376,6 +369,19 @@ pub async fn forget(research: &Research, research_patient: &str) -> DatasetResul
         deleted.push(id);
     }
     Ok(json!({ "deleted": deleted }))
+}
+
+/// Deletes one object; one already gone is fine (a retried job).
+pub(crate) async fn delete_object(research: &Research, key: &str) -> DatasetResult<()> {
+    match research
+        .platform
+        .store
+        .delete(&object_store::path::Path::from(key))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(pathfed_core::CoreError::from(e).into()),
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,17 @@
 //!
 //! Modules by step: [`deid`] (canonical research slides with an allow-list of metadata),
 //! [`pseudonym`] (keyed research ids), [`curate`] (the `curate` and `forget-patient` jobs),
-//! [`splits`] and [`manifest`] (dataset versions), [`patches`] (tissue, grids, shards),
+//! [`manifest`] and [`versions`] (dataset versions), [`patches`] (grids, shards, QC), [`extract`] (the job),
 //! [`api`] (the research HTTP routes).
 
 pub mod api;
+pub mod catalogue;
 pub mod curate;
 pub mod deid;
 pub mod error;
+pub mod extract;
 pub mod manifest;
+pub mod patches;
 pub mod pseudonym;
 pub mod versions;
 

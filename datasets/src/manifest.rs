@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DatasetError, DatasetResult};
+use crate::patches::ExtractParams;
 
 /// What a dataset version asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,13 @@ pub struct VersionParams {
     /// Smallest published group over the quasi-identifiers (defaults to the configured one).
     #[serde(default)]
     pub min_cell_size: Option<u64>,
+    /// Patch extraction (`null`: a version of slides only, published at once).
+    #[serde(default = "default_extraction")]
+    pub extraction: Option<ExtractParams>,
+}
+
+fn default_extraction() -> Option<ExtractParams> {
+    Some(ExtractParams::default())
 }
 
 fn default_seed() -> u64 {
@@ -59,6 +67,9 @@ impl VersionParams {
             return Err(DatasetError::Invalid(
                 "min_cell_size must be at least 1".into(),
             ));
+        }
+        if let Some(extraction) = &self.extraction {
+            extraction.check()?;
         }
         Ok(())
     }
@@ -130,7 +141,7 @@ pub struct Content {
     pub params: VersionParams,
     /// How research slides were made (de-identification parameters).
     pub curation: serde_json::Value,
-    /// Patch extraction parameters and shards, when extracted.
+    /// Where the patches are and each slide's extraction QC, when extracted.
     pub extraction: Option<serde_json::Value>,
     /// Slides in id order.
     pub slides: Vec<Entry>,

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use pathfed_core::accounts::{Principal, Role};
 use pathfed_core::db::now;
+use pathfed_core::jobs::{JobStatus, NewJob};
 use pathfed_core::store::{get_bytes, put_bytes};
 use serde::Serialize;
 use serde_json::json;
@@ -13,6 +14,7 @@ use sqlx::Row;
 use crate::Research;
 use crate::deid::DeidOptions;
 use crate::error::{DatasetError, DatasetResult};
+use crate::extract::EXTRACT_JOB;
 use crate::manifest::{self, Candidate, Content, Manifest, Quasi, VersionParams};
 
 /// A version as listed.
@@ -83,22 +85,70 @@ fn manifest_key(name: &str, version: i64) -> String {
     format!("research/datasets/{name}/{version}/manifest.json")
 }
 
-/// Builds and publishes the next version of `name`.
+/// Where a version stands: `building` (its extraction job runs), `published` or `failed`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionState {
+    /// Dataset name.
+    pub dataset: String,
+    /// Version number.
+    pub version: i64,
+    /// `building`, `published` or `failed`.
+    pub status: String,
+    /// The extraction job, where there is one.
+    pub job_id: Option<String>,
+    /// The job's progress (0–1).
+    pub progress: f64,
+    /// What the job is doing.
+    pub note: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The content hash, once published.
+    pub content_hash: Option<String>,
+}
+
+/// Starts the next version of `name`: checks that something matches, numbers it, and either
+/// publishes it at once (no extraction) or enqueues its `extract` job, which publishes it.
 pub async fn create(
     research: &Research,
     user: &Principal,
     name: &str,
     params: VersionParams,
-) -> DatasetResult<Manifest> {
+) -> DatasetResult<VersionState> {
     require_researcher(user)?;
     check_name(name)?;
     params.check()?;
+    // Refuse now what the job would refuse later.
+    let content = select(research, &params).await?;
+    let version = reserve(research, user, name, &params).await?;
+    if params.extraction.is_none() {
+        finish(research, name, version, content).await?;
+        return state(research, user, name, version).await;
+    }
+    let job = research
+        .jobs
+        .enqueue(
+            NewJob::new(EXTRACT_JOB, json!({ "dataset": name, "version": version }))
+                .dedupe(format!("extract:{name}:{version}"))
+                .by(&user.id),
+        )
+        .await?;
+    sqlx::query("UPDATE dataset_versions SET job_id = $1 WHERE name = $2 AND version = $3")
+        .bind(&job.id)
+        .bind(name)
+        .bind(version)
+        .execute(research.platform.db.pool())
+        .await?;
+    state(research, user, name, version).await
+}
+
+/// The slides a version of `params` would hold now: live research slides that match, minus
+/// opted-out patients, protected against small cells, split by patient. No extraction yet.
+pub async fn select(research: &Research, params: &VersionParams) -> DatasetResult<Content> {
     let db = research.platform.db.pool();
     let k = params
         .min_cell_size
         .unwrap_or(research.platform.config.research.min_cell_size)
         .max(1);
-
     let rows = sqlx::query(
         "SELECT id, research_patient, research_hospital, label_code, organ, age_band, sex, \
          year, object_key, sha256, width, height, mpp_x, mpp_y, regions FROM research_slides \
@@ -157,25 +207,24 @@ pub async fn create(
         )));
     }
     let slides = manifest::split_by_patient(kept, params.fractions, params.seed);
-    let content = Content {
+    Ok(Content {
         counts: manifest::count(&slides),
         curation: json!({ "format": "pyramidal BigTIFF", "deid": DeidOptions::default() }),
         extraction: None,
         opted_out_excluded: opted_out.len() as u64,
         small_cells,
         slides,
-        params,
-    };
-    publish(research, user, name, content).await
+        params: params.clone(),
+    })
 }
 
-/// Numbers, stores and records a version; retries the number if another build won it.
-async fn publish(
+/// Takes the next version number of `name` (creating the dataset on first use) as `building`.
+async fn reserve(
     research: &Research,
     user: &Principal,
     name: &str,
-    content: Content,
-) -> DatasetResult<Manifest> {
+    params: &VersionParams,
+) -> DatasetResult<i64> {
     let db = research.platform.db.pool();
     sqlx::query("INSERT INTO datasets (name, created_by, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
         .bind(name)
@@ -191,59 +240,166 @@ async fn publish(
         .fetch_one(db)
         .await?
         .try_get("next")?;
-        let manifest = Manifest {
-            dataset: name.to_string(),
-            version: next,
-            created_at: now(),
-            content_hash: content.hash(),
-            content: content.clone(),
-        };
         let claimed = sqlx::query(
             "INSERT INTO dataset_versions (name, version, status, params, created_by, created_at) \
              VALUES ($1, $2, 'building', $3, $4, $5) ON CONFLICT (name, version) DO NOTHING",
         )
         .bind(name)
         .bind(next)
-        .bind(serde_json::to_string(&content.params).unwrap_or_default())
+        .bind(serde_json::to_string(params).unwrap_or_default())
         .bind(&user.id)
-        .bind(manifest.created_at)
-        .execute(db)
-        .await?;
-        if claimed.rows_affected() != 1 {
-            continue;
-        }
-        let key = manifest_key(name, next);
-        let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        if let Err(e) = put_bytes(&research.platform.store, &key, bytes).await {
-            sqlx::query("UPDATE dataset_versions SET status = 'failed', error = $1 WHERE name = $2 AND version = $3")
-                .bind(e.to_string())
-                .bind(name)
-                .bind(next)
-                .execute(db)
-                .await?;
-            return Err(e.into());
-        }
-        sqlx::query(
-            "UPDATE dataset_versions SET status = 'published', manifest_key = $1, content_hash = $2, \
-             summary = $3, published_at = $4 WHERE name = $5 AND version = $6",
-        )
-        .bind(&key)
-        .bind(&manifest.content_hash)
-        .bind(serde_json::to_string(&content.counts).unwrap_or_default())
         .bind(now())
-        .bind(name)
-        .bind(next)
         .execute(db)
         .await?;
-        return Ok(manifest);
+        if claimed.rows_affected() == 1 {
+            return Ok(next);
+        }
     }
     Err(DatasetError::Conflict(format!(
         "dataset {name} is being versioned by others; try again"
     )))
 }
 
+/// The parameters a reserved version was asked with, while it is still building.
+pub async fn building_params(
+    research: &Research,
+    name: &str,
+    version: i64,
+) -> DatasetResult<VersionParams> {
+    let row =
+        sqlx::query("SELECT params, status FROM dataset_versions WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(research.platform.db.pool())
+            .await?
+            .ok_or_else(|| DatasetError::NotFound(format!("dataset version {name}@{version}")))?;
+    let status: String = row.try_get("status")?;
+    if status != "building" {
+        return Err(DatasetError::Conflict(format!(
+            "{name}@{version} is already {status}"
+        )));
+    }
+    serde_json::from_str(&row.try_get::<String, _>("params")?)
+        .map_err(|e| DatasetError::Invalid(format!("parameters of {name}@{version}: {e}")))
+}
+
+/// Stores the manifest of a reserved version and publishes it.
+pub async fn finish(
+    research: &Research,
+    name: &str,
+    version: i64,
+    content: Content,
+) -> DatasetResult<Manifest> {
+    let db = research.platform.db.pool();
+    let manifest = Manifest {
+        dataset: name.to_string(),
+        version,
+        created_at: now(),
+        content_hash: content.hash(),
+        content,
+    };
+    let key = manifest_key(name, version);
+    let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    if let Err(e) = put_bytes(&research.platform.store, &key, bytes).await {
+        fail(research, name, version, &e.to_string()).await?;
+        return Err(e.into());
+    }
+    sqlx::query(
+        "UPDATE dataset_versions SET status = 'published', manifest_key = $1, content_hash = $2, \
+         summary = $3, published_at = $4 WHERE name = $5 AND version = $6",
+    )
+    .bind(&key)
+    .bind(&manifest.content_hash)
+    .bind(serde_json::to_string(&manifest.content.counts).unwrap_or_default())
+    .bind(now())
+    .bind(name)
+    .bind(version)
+    .execute(db)
+    .await?;
+    Ok(manifest)
+}
+
+/// Marks a reserved version failed, with why.
+pub async fn fail(research: &Research, name: &str, version: i64, error: &str) -> DatasetResult<()> {
+    sqlx::query(
+        "UPDATE dataset_versions SET status = 'failed', error = $1 \
+         WHERE name = $2 AND version = $3 AND status = 'building'",
+    )
+    .bind(error)
+    .bind(name)
+    .bind(version)
+    .execute(research.platform.db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Where a version stands, with its job's progress; a version whose job gave up is `failed`.
+pub async fn state(
+    research: &Research,
+    user: &Principal,
+    name: &str,
+    version: i64,
+) -> DatasetResult<VersionState> {
+    require_researcher(user)?;
+    let row = sqlx::query(
+        "SELECT status, job_id, error, content_hash FROM dataset_versions \
+         WHERE name = $1 AND version = $2",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(research.platform.db.pool())
+    .await?
+    .ok_or_else(|| DatasetError::NotFound(format!("dataset version {name}@{version}")))?;
+    let mut state = VersionState {
+        dataset: name.to_string(),
+        version,
+        status: row.try_get("status")?,
+        job_id: row.try_get("job_id")?,
+        progress: 0.0,
+        note: String::new(),
+        error: row.try_get("error")?,
+        content_hash: row.try_get("content_hash")?,
+    };
+    if state.status == "published" {
+        state.progress = 1.0;
+    }
+    if let (Some(id), "building") = (state.job_id.clone(), state.status.as_str()) {
+        let job = research.jobs.get(&id).await?;
+        state.progress = job.progress;
+        state.note = job.progress_note.clone();
+        if job.status.is_final() && job.status != JobStatus::Succeeded {
+            state.status = "failed".into();
+            state.error = job.last_error.clone().or(Some("the job stopped".into()));
+        }
+    }
+    Ok(state)
+}
+
+/// Asks a building version's job to stop; the version ends `failed` ("cancelled").
+pub async fn cancel(
+    research: &Research,
+    user: &Principal,
+    name: &str,
+    version: i64,
+) -> DatasetResult<VersionState> {
+    let current = state(research, user, name, version).await?;
+    match (&current.job_id, current.status.as_str()) {
+        (Some(id), "building") => {
+            let job = research.jobs.cancel(id).await?;
+            if job.status == JobStatus::Cancelled {
+                fail(research, name, version, "cancelled").await?;
+            }
+            state(research, user, name, version).await
+        }
+        _ => Err(DatasetError::Conflict(format!(
+            "{name}@{version} is {}: nothing to cancel",
+            current.status
+        ))),
+    }
+}
+
 /// Research patient ids of everyone who opted out, recomputed from the clinical records.
-async fn opted_out_patients(research: &Research) -> DatasetResult<BTreeSet<String>> {
+pub async fn opted_out_patients(research: &Research) -> DatasetResult<BTreeSet<String>> {
     let rows = sqlx::query("SELECT hospital_id, patient_hash FROM opt_outs")
         .fetch_all(research.platform.db.pool())
         .await?;

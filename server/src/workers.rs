@@ -8,9 +8,10 @@ use pathfed_core::jobs::Jobs;
 use pathfed_core::worker::{Handler, WorkerPool};
 use pathfed_datasets::Research;
 use pathfed_datasets::curate::{CURATE_JOB, FORGET_JOB};
+use pathfed_datasets::extract::EXTRACT_JOB;
 
 /// Every job kind this binary can run.
-pub const ALL_KINDS: &[&str] = &[CURATE_JOB, FORGET_JOB];
+pub const ALL_KINDS: &[&str] = &[CURATE_JOB, FORGET_JOB, EXTRACT_JOB];
 
 /// A pool running `kinds` (all when empty), `concurrency` jobs at once.
 pub fn pool(
@@ -41,6 +42,12 @@ pub fn pool(
         let handler: Handler =
             Arc::new(move |job| Box::pin(pathfed_datasets::curate::run_forget(r.clone(), job)));
         pool.register(FORGET_JOB, handler);
+    }
+    if wanted(EXTRACT_JOB) {
+        let r = research.clone();
+        let handler: Handler =
+            Arc::new(move |job| Box::pin(pathfed_datasets::extract::run_extract(r.clone(), job)));
+        pool.register(EXTRACT_JOB, handler);
     }
     Ok(pool)
 }

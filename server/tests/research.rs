@@ -1,7 +1,9 @@
 //! The research tier through the running server, on both backends: signing a case out curates
 //! its slide into a research slide with no trace of the canaries planted in the original; an
 //! opt-out recorded before sign-out stops curation and one recorded after deletes the research
-//! slide, with audit entries; only the patient's hospital may record one.
+//! slide, with audit entries; only the patient's hospital may record one. Dataset versions cut
+//! patches, split by patient, reuse shards of unchanged parameters, and leave out (and delete
+//! the patches of) a patient who opts out while a version is being built.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed step should panic with its cause.
 
@@ -71,15 +73,20 @@ fn read(code: &str, slide: &str) -> Value {
     })
 }
 
-/// First read, concordant blind double-check, sign-out.
+/// First read, concordant blind double-check, sign-out with GAS-G3.
 async fn sign_out(first: &As<'_>, second: &As<'_>, case: &str, slide: &str) {
+    sign_out_with(first, second, case, slide, "GAS-G3").await;
+}
+
+/// First read, concordant blind double-check, sign-out with `code`.
+async fn sign_out_with(first: &As<'_>, second: &As<'_>, case: &str, slide: &str, code: &str) {
     let path = format!("/api/v1/cases/{case}");
     first.ok(Method::POST, &format!("{path}/claim"), None).await;
     first
         .ok(
             Method::PUT,
             &format!("{path}/reads/primary"),
-            Some(read("GAS-G3", slide)),
+            Some(read(code, slide)),
         )
         .await;
     second
@@ -89,7 +96,7 @@ async fn sign_out(first: &As<'_>, second: &As<'_>, case: &str, slide: &str) {
         .ok(
             Method::PUT,
             &format!("{path}/reads/second"),
-            Some(read("GAS-G3", slide)),
+            Some(read(code, slide)),
         )
         .await;
     first
@@ -291,5 +298,260 @@ async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
             "{backend:?}: opted-out slide enqueued"
         );
         assert_eq!(curate_jobs.len(), 2);
+    }
+}
+
+/// Object keys under `research/patches/`.
+async fn patch_keys(server: &TestServer) -> Vec<String> {
+    pathfed_core::store::list_keys(&server.store(), "research/patches/")
+        .await
+        .unwrap()
+}
+
+/// The research slides of live rows, by curation order.
+async fn live_research_slides(db: &pathfed_core::Db) -> Vec<String> {
+    sqlx::query("SELECT id FROM research_slides WHERE deleted_at IS NULL ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dataset_versions_cut_patches_split_by_patient_and_honour_opt_outs() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        let who = |hospital: &str, kind: &str, name: &str, role: &str| As {
+            server: &server,
+            token: server.user(hospital, kind, name, role),
+        };
+        let spoke = who("Spoke A", "spoke", "sub_a", "submitter");
+        let first = who("Hub H", "hub", "path1", "pathologist");
+        let second = who("Hub H", "hub", "path2", "pathologist");
+        let researcher = who("Hub H", "hub", "res_h", "researcher");
+        server.cli_ok(&["admin", "hospital", "default-hub", "Spoke A", "Hub H"]);
+        let db = server.db().await;
+
+        // Four patients, two diagnoses.
+        for (i, code) in ["GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3"].iter().enumerate() {
+            let file = support::synth_slide(
+                server.dir.path(),
+                &format!("p{i}.svs"),
+                2400,
+                1800,
+                30 + i as u32,
+            );
+            let (case, slide) = submit_case(&server, &spoke.token, &file, &format!("P-{i}"));
+            sign_out_with(&first, &second, &case, &slide, code).await;
+        }
+        wait_for("four research slides", Duration::from_secs(120), || {
+            let db = db.clone();
+            async move { (live_research_slides(&db).await.len() == 4).then_some(()) }
+        })
+        .await;
+
+        // A version with patches, built by its extract job while the CLI follows it.
+        let create = |extra: &[&str]| {
+            let mut args = vec![
+                "dataset",
+                "create",
+                "stomach",
+                "--server",
+                &server.url,
+                "--token",
+                &researcher.token,
+                "--labels",
+                "gastric-group",
+                "--filter",
+                "organ=stomach",
+                "--min-cell-size",
+                "1",
+            ];
+            args.extend_from_slice(extra);
+            server.cli_ok(&args)
+        };
+        let out = create(&[]);
+        assert!(
+            out.contains("stomach@1") && out.contains("patches:"),
+            "{out}"
+        );
+        let v1 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/1", None)
+            .await;
+        let content = &v1["content"];
+        let extraction = &content["extraction"];
+        assert!(
+            extraction["patches"].as_u64().unwrap() >= 20,
+            "{extraction}"
+        );
+        let qc = extraction["slides"].as_object().unwrap();
+        assert_eq!(qc.len(), 4, "{backend:?}: every slide extracted");
+        for (id, slide) in qc {
+            let q = &slide["qc"];
+            let tissue = q["tissue_fraction"].as_f64().unwrap();
+            assert!(tissue > 0.1 && tissue < 0.9, "{id}: {q}");
+            assert!(q["patches"].as_u64().unwrap() > 0, "{id}: {q}");
+            assert_eq!(q["pen_fraction"].as_f64(), Some(0.0), "{id}: {q}");
+            assert!(q["blur_fraction"].as_f64().unwrap() < 0.2, "{id}: {q}");
+            assert!((slide["mpp"][0].as_f64().unwrap() - 0.5).abs() < 0.01);
+        }
+        // Patient-level splits: no patient in two splits.
+        let mut split_of = std::collections::HashMap::new();
+        for entry in content["slides"].as_array().unwrap() {
+            let patient = entry["patient"].as_str().unwrap().to_string();
+            let split = entry["split"].as_str().unwrap().to_string();
+            assert_eq!(
+                split_of.entry(patient).or_insert_with(|| split.clone()),
+                &split
+            );
+        }
+        let labels: std::collections::BTreeSet<String> = extraction["patch_counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|l| l.as_object().unwrap().keys().cloned().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(labels.into_iter().collect::<Vec<_>>(), ["GAS-G1", "GAS-G3"]);
+
+        // The catalogue's sample patches are real 256 px JPEGs, for researchers only.
+        let samples = researcher
+            .ok(
+                Method::GET,
+                "/api/v1/datasets/stomach/versions/1/samples",
+                None,
+            )
+            .await;
+        let samples = samples.as_array().unwrap();
+        assert!(samples.len() >= 4, "{samples:?}");
+        let url = samples[0]["url"].as_str().unwrap();
+        let (status, jpeg) = researcher.raw(url).await;
+        assert_eq!(status.as_u16(), 200);
+        let patch = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((patch.width(), patch.height()), (256, 256));
+        for outsider in [&spoke, &first] {
+            let (status, _) = outsider.raw(url).await;
+            assert_eq!(
+                status.as_u16(),
+                403,
+                "{backend:?}: patch to a non-researcher"
+            );
+            outsider
+                .refused(
+                    Method::GET,
+                    "/api/v1/datasets/stomach/versions/1/samples",
+                    None,
+                    403,
+                )
+                .await;
+        }
+        let (status, _) = researcher
+            .raw(&format!("{}/99999", url.rsplit_once('/').unwrap().0))
+            .await;
+        assert_eq!(status.as_u16(), 404);
+
+        // The same parameters again: the same content, and not one new shard.
+        let shards = patch_keys(&server).await;
+        assert_eq!(shards.len(), 8, "{shards:?}");
+        create(&[]);
+        let v2 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/2", None)
+            .await;
+        assert_eq!(v2["content_hash"], v1["content_hash"]);
+        assert_eq!(patch_keys(&server).await, shards);
+
+        // A changed parameter never reuses patches.
+        create(&["--patch-size", "128"]);
+        let v3 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/3", None)
+            .await;
+        let (h1, h3) = (
+            v1["content"]["extraction"]["params_hash"].as_str().unwrap(),
+            v3["content"]["extraction"]["params_hash"].as_str().unwrap(),
+        );
+        assert_ne!(h1, h3);
+        assert_eq!(patch_keys(&server).await.len(), 16);
+
+        // Bad parameters are refused before anything is numbered.
+        let refused = server.cli(&[
+            "dataset",
+            "create",
+            "stomach",
+            "--server",
+            &server.url,
+            "--token",
+            &researcher.token,
+            "--labels",
+            "gastric-group",
+            "--patch-size",
+            "8",
+        ]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("patch size"));
+
+        // P-0 opts out while version 4 is being built: it holds none of their slides and no
+        // patch of theirs is left under any parameters.
+        let before = live_research_slides(&db).await;
+        let out = create(&["--no-wait", "--patch-mpp", "1.0"]);
+        assert!(out.contains("stomach@4 accepted"), "{out}");
+        spoke
+            .ok(
+                Method::POST,
+                "/api/v1/opt-outs",
+                Some(json!({ "patient_id": "P-0" })),
+            )
+            .await;
+        let state = wait_for("version 4", Duration::from_secs(120), || async {
+            let state = researcher
+                .ok(
+                    Method::GET,
+                    "/api/v1/datasets/stomach/versions/4/status",
+                    None,
+                )
+                .await;
+            (state["status"] != "building").then_some(state)
+        })
+        .await;
+        assert_eq!(state["status"], "published", "{state}");
+        let gone = wait_for("P-0's tombstone", Duration::from_secs(60), || {
+            let db = db.clone();
+            let before = before.clone();
+            async move {
+                let live = live_research_slides(&db).await;
+                (live.len() == 3).then(|| before.into_iter().find(|id| !live.contains(id)).unwrap())
+            }
+        })
+        .await;
+        let v4 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/4", None)
+            .await;
+        assert!(
+            !v4.to_string().contains(&gone),
+            "{backend:?}: the opted-out patient's slide is in the next version"
+        );
+        assert_eq!(v4["content"]["slides"].as_array().unwrap().len(), 3);
+        // The forget job may finish a moment after the version: wait for it, then look.
+        wait_for("P-0's patches to go", Duration::from_secs(60), || {
+            let gone = gone.clone();
+            let server = &server;
+            async move {
+                let keys = patch_keys(server).await;
+                keys.iter().all(|k| !k.contains(&gone)).then_some(())
+            }
+        })
+        .await;
+        let audit = recent(&db, 1000).await.unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.event.action == "research_slide.delete"
+                    && e.event.target == format!("research_slide:{gone}"))
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.event.action == "dataset.create" && e.event.outcome == "ok")
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod resize;
 pub mod synth;
 pub mod thumbnail;
 pub mod tiff;
+pub mod tissue;
 
 use std::io::Read;
 use std::path::Path;

@@ -102,6 +102,21 @@ pub enum DatasetCommand {
         /// Smallest published group (default: the server's setting).
         #[arg(long)]
         min_cell_size: Option<u64>,
+        /// Patch side in pixels.
+        #[arg(long, default_value_t = 256)]
+        patch_size: u32,
+        /// Patch resolution in µm per pixel.
+        #[arg(long, default_value_t = 0.5)]
+        patch_mpp: f64,
+        /// Share of a patch that must be tissue.
+        #[arg(long, default_value_t = 0.5)]
+        min_tissue: f64,
+        /// A version of slides only: no patch extraction.
+        #[arg(long)]
+        no_patches: bool,
+        /// Return once the version is accepted instead of waiting for its extraction.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// List published versions.
     List {
@@ -154,6 +169,11 @@ pub async fn dataset(cmd: DatasetCommand) -> anyhow::Result<()> {
             seed,
             split,
             min_cell_size,
+            patch_size,
+            patch_mpp,
+            min_tissue,
+            no_patches,
+            no_wait,
         } => {
             let mut organ = None;
             for filter in &filters {
@@ -174,12 +194,33 @@ pub async fn dataset(cmd: DatasetCommand) -> anyhow::Result<()> {
                     "seed": seed,
                     "fractions": [train, val, test],
                     "min_cell_size": min_cell_size,
+                    "extraction": (!no_patches).then(|| json!({
+                        "grid": {
+                            "patch_px": patch_size,
+                            "patch_mpp": patch_mpp,
+                            "min_tissue": min_tissue,
+                        },
+                    })),
                 },
             });
-            let manifest = api
+            let state = api
                 .post("/api/v1/datasets", &body)
                 .await
                 .context("creating the version")?;
+            let version = state["version"].as_i64().unwrap_or_default();
+            if state["status"] == "building" {
+                println!(
+                    "{name}@{version} accepted; extracting patches (job {})",
+                    state["job_id"].as_str().unwrap_or_default()
+                );
+                if no_wait {
+                    return Ok(());
+                }
+                wait_for_version(&api, &name, version).await?;
+            }
+            let manifest = api
+                .get(&format!("/api/v1/datasets/{name}/versions/{version}"))
+                .await?;
             print_summary(&manifest);
         }
         DatasetCommand::List { server } => {
@@ -229,6 +270,41 @@ pub async fn dataset(cmd: DatasetCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Follows a building version's job until it is published or fails.
+async fn wait_for_version(api: &Api, name: &str, version: i64) -> anyhow::Result<()> {
+    let bar = super::progress::bar(&format!("{name}@{version}"), "‰");
+    bar.set_length(1000);
+    loop {
+        let state = api
+            .get(&format!(
+                "/api/v1/datasets/{name}/versions/{version}/status"
+            ))
+            .await?;
+        match state["status"].as_str() {
+            Some("published") => {
+                bar.finish_and_clear();
+                return Ok(());
+            }
+            Some("building") => {
+                let progress = state["progress"].as_f64().unwrap_or_default();
+                bar.set_position((progress * 1000.0) as u64);
+                bar.set_message(format!(
+                    "{name}@{version}: {}",
+                    state["note"].as_str().unwrap_or_default()
+                ));
+            }
+            _ => {
+                bar.abandon();
+                bail!(
+                    "{name}@{version} failed: {}",
+                    state["error"].as_str().unwrap_or("no reason recorded")
+                );
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 fn print_summary(manifest: &Value) {
     println!(
         "{}@{}\t{}",
@@ -247,6 +323,19 @@ fn print_summary(manifest: &Value) {
         }
     }
     println!("small cells: {}", content["small_cells"]);
+    let extraction = &content["extraction"];
+    if extraction.is_object() {
+        println!(
+            "patches: {} under {}",
+            extraction["patches"],
+            extraction["shards"].as_str().unwrap_or_default()
+        );
+        if let Some(splits) = extraction["patch_counts"].as_object() {
+            for (split, labels) in splits {
+                println!("  {split}: {labels}");
+            }
+        }
+    }
 }
 
 /// Downloads the manifest and every slide; a rekeyed export renames ids consistently.
