@@ -177,6 +177,14 @@ const NAV_LINKS = [
   { href: "/", label: "Slides", key: "slides" },
   { href: "/upload", label: "Upload", key: "upload" },
 ];
+// Researchers work in the research tier only; admins run both.
+const RESEARCH_LINKS = [{ href: "/datasets", label: "Datasets", key: "datasets" }];
+
+function linksFor(role) {
+  if (role === "researcher") return RESEARCH_LINKS;
+  if (role === "admin") return [...NAV_LINKS, ...RESEARCH_LINKS];
+  return NAV_LINKS;
+}
 
 /**
  * Fills the page's `#app-nav` element with the product name, page links, who
@@ -202,7 +210,7 @@ export function renderNav(session, { active, userOnly = false } = {}) {
     return;
   }
 
-  const links = NAV_LINKS.map((link) =>
+  const links = linksFor(user.role).map((link) =>
     el("a", {
       href: link.href,
       class: link.key === active ? "nav-link active" : "nav-link",

@@ -115,6 +115,11 @@ function renderSlides(slides) {
 async function main() {
   const session = await requireSession({ active: "slides" });
   if (!session) return;
+  // Researchers have no clinical slides to see; their home is the catalogue.
+  if (session.user.role === "researcher") {
+    window.location.replace("/datasets");
+    return;
+  }
   try {
     const { slides } = await api("/api/v1/slides");
     renderSlides(slides || []);

@@ -8,7 +8,8 @@
 // the viewer actually paints tissue (not a blank canvas); then the consultation
 // flow: a hub pathologist claims a case from the worklist, pans, draws an
 // annotation and enters a read; a second pathologist double-checks blind and
-// signs out; the spoke sees the new report.
+// signs out; the spoke sees the new report; a researcher builds a dataset
+// version from the signed-out slide and sees it in the catalogue.
 //
 // Environment:
 //   PATHFED_BIN        pathfed binary        (default target/debug/pathfed)
@@ -423,6 +424,46 @@ async function main() {
   step(`  thumbnail loaded (${thumbSize})`);
 
   await consultation(base, env, slidePath);
+  await researchCatalogue(base, env);
+}
+
+// ---- Research: the signed-out slide becomes a dataset version with patches ----
+
+async function researchCatalogue(base, env) {
+  const password = `pw-${randomBytes(12).toString("hex")}`;
+  const file = path.join(tmpDir, "res1.pw");
+  await writeFile(file, password, { mode: 0o600 });
+  await run(["admin", "user", "add", "res1", "--hospital", "Test Hub", "--role", "researcher", "--password-file", file], env);
+  const token = (await run(["admin", "token", "create", "--user", "res1"], env)).trim().split("\n").pop();
+  // Curation runs in the background after sign-out; build the version once it has.
+  const args = ["dataset", "create", "gastric", "--server", base, "--token", token, "--labels", "gastric-group", "--min-cell-size", "1"];
+  let built = null;
+  for (let attempt = 0; !built; attempt++) {
+    try {
+      built = await run(args, env);
+    } catch (err) {
+      if (attempt >= 90 || !/no research slides match/.test(err.message)) throw err;
+      await sleep(1000);
+    }
+  }
+  check(/gastric@1/.test(built) && /patches: \d+/.test(built), `dataset create printed:\n${built}`);
+
+  await signIn(base, "res1", password);
+  await page.waitForURL(`${base}/datasets`, { timeout: 15_000 });
+  const links = await page.locator("#app-nav .nav-link").allTextContents();
+  check(links.join(",") === "Datasets", `a researcher's navigation should offer only Datasets, got ${links}`);
+  await page.locator('#versions tr[data-version="gastric@1"]').waitFor({ timeout: 10_000 });
+  await page.locator('#patch-balance tr[data-label="GAS-G4"]').waitFor({ timeout: 10_000 });
+  const slideCells = await page.locator('#slide-balance tr[data-label="GAS-G4"] td').allTextContents();
+  check(slideCells.slice(1).map(Number).reduce((a, b) => a + b, 0) === 1, `one slide of GAS-G4 in the balance, got ${slideCells}`);
+  await waitInPage("the sample patches to load", () => {
+    const images = [...document.querySelectorAll("#sample-patches img")];
+    return images.length > 0 && images.every((img) => img.complete && img.naturalWidth === 256);
+  }, null, 20_000);
+  const shown = (await page.textContent("main")) || "";
+  check(!shown.includes("MRN-BROWSER-1"), "the catalogue shows a clinical patient id");
+  await page.screenshot({ path: path.join(ARTIFACTS, "datasets.png"), fullPage: true });
+  step("research catalogue shows the version, its class balance and sample patches");
 }
 
 // ---- Consultation: worklist → claim → annotate → read → blind check → report ----

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/viewer", get(|| page("viewer.html")))
         .route("/cases", get(|| page("cases.html")))
         .route("/case", get(|| page("case.html")))
+        .route("/datasets", get(|| page("datasets.html")))
         .route(
             "/static/{*path}",
             get(|Path(p): Path<String>| asset(format!("static/{p}"))),
