@@ -27,7 +27,8 @@ test: lint
 	set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
 
-# Both compare against a reference measured in the same run (OpenSlide, sha256sum).
+# Each compares against a reference measured in the same run (OpenSlide, sha256sum).
 bench: build
 	target/release/pathfed bench slide
 	target/release/pathfed bench serve
+	target/release/pathfed bench extract

@@ -90,6 +90,16 @@ impl OpenSlideReader {
             }),
             _ => None,
         };
+        // OpenSlide before 4.0 leaves the MPP of generic TIFFs unset; derive it as 4.0 does.
+        let tiff_mpp = |raw: &BTreeMap<String, String>, key: &str| {
+            let per_unit: f64 = raw.get(key)?.parse().ok()?;
+            let micrometres = match raw.get("tiff.ResolutionUnit")?.as_str() {
+                "centimeter" => 10_000.0,
+                "inch" => 25_400.0,
+                _ => return None,
+            };
+            (per_unit > 0.0).then(|| micrometres / per_unit)
+        };
         let properties = SlideProperties {
             vendor: raw
                 .get("openslide.vendor")
@@ -97,8 +107,8 @@ impl OpenSlideReader {
                 .unwrap_or_else(|| "unknown".into()),
             backend: "openslide",
             levels,
-            mpp_x: float("openslide.mpp-x"),
-            mpp_y: float("openslide.mpp-y"),
+            mpp_x: float("openslide.mpp-x").or_else(|| tiff_mpp(&raw, "tiff.XResolution")),
+            mpp_y: float("openslide.mpp-y").or_else(|| tiff_mpp(&raw, "tiff.YResolution")),
             objective_power: float("openslide.objective-power"),
             bounds,
             associated_images,

@@ -200,6 +200,8 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             // include them from day one.
             pathfed_consult::patient::PatientIds::load(config)
                 .context("creating the patient-id keys")?;
+            pathfed_datasets::pseudonym::Pseudonyms::load(config)
+                .context("creating the research pseudonym key")?;
             p.audit(
                 cli_event("admin.init", &format!("user:{}", u.username)).detail(h.name.clone()),
             )

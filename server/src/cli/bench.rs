@@ -6,10 +6,14 @@
 //!    memory), pathfed's `DeepZoom` against openslide-rs's `DeepZoomGenerator` plus the same
 //!    JPEG encoder.
 //!
-//! `pathfed bench serve` (in `bench_serve.rs`) measures the HTTP service the same way.
+//! `pathfed bench serve` (in `bench_serve.rs`) measures the HTTP service the same way;
+//! `pathfed bench extract` (in `bench_extract.rs`) measures patch extraction.
 
 #[path = "bench_serve.rs"]
 mod serve;
+
+#[path = "bench_extract.rs"]
+mod extract;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,6 +29,8 @@ pub enum BenchCommand {
     Slide(SlideBenchArgs),
     /// The HTTP service in-process: upload vs sha256sum, tile serving vs OpenSlide.
     Serve(serve::ServeBenchArgs),
+    /// Tissue detection + patch grid + patch extraction: fast path vs OpenSlide.
+    Extract(extract::ExtractBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +62,7 @@ pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Slide(args) => slide_bench(&args, config),
         BenchCommand::Serve(args) => serve::run(&args, config),
+        BenchCommand::Extract(args) => extract::run(&args, config),
     }
 }
 
