@@ -7,12 +7,11 @@ use object_store::ObjectStoreExt as _;
 use pathfed_core::accounts::Principal;
 use pathfed_core::store::get_bytes;
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::Research;
 use crate::error::{DatasetError, DatasetResult};
 use crate::patches::{ShardIndex, shard_keys};
-use crate::versions::{self, require_researcher};
+use crate::versions;
 
 /// Shards read at most to find samples, so a huge version stays quick to show.
 const MAX_SHARDS_READ: usize = 24;
@@ -101,23 +100,11 @@ pub async fn patch_jpeg(
     slide: &str,
     n: usize,
 ) -> DatasetResult<Vec<u8>> {
-    require_researcher(user)?;
-    let well_formed = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
+    // The researcher check and the slide's liveness, as for downloading the slide itself.
+    versions::research_slide_key(research, user, slide).await?;
     let not_found = || DatasetError::NotFound(format!("patch {hash}/{slide}/{n}"));
-    if !well_formed(hash, 64) || !well_formed(slide, 64) {
-        return Err(not_found());
-    }
-    let live =
-        sqlx::query("SELECT 1 AS live FROM research_slides WHERE id = $1 AND deleted_at IS NULL")
-            .bind(slide)
-            .fetch_optional(research.platform.db.pool())
-            .await?
-            .map(|r| r.try_get::<i64, _>("live"))
-            .transpose()?
-            .is_some();
-    if !live {
+    // The hash becomes part of an object key: nothing but what `ExtractParams::hash` makes.
+    if hash.is_empty() || hash.len() > 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(not_found());
     }
     let index = shard_index(research, hash, slide)

@@ -89,28 +89,30 @@ async fn build(
             content = Some(selected);
             break;
         }
+        let count = todo.len();
         for (i, entry) in todo.iter().enumerate() {
-            let slide_progress =
-                |fraction: f64| 0.02 + 0.95 * (i as f64 + fraction) / todo.len() as f64;
-            let note = format!("slide {} of {}: {}", i + 1, todo.len(), entry.slide.id);
-            if let Err(stop) = job.progress(slide_progress(0.0), note.clone()) {
+            let note = format!("slide {} of {count}: {}", i + 1, entry.slide.id);
+            if let Err(stop) = job.progress(overall(i, count, 0.0), note.clone()) {
                 return Ok(Err(stop));
             }
-            let (reporter, base, count, what) = (job.clone(), i, todo.len(), note.clone());
+            let reporter = job.clone();
             let report = Box::new(move |fraction: f64| {
-                let overall = 0.02 + 0.95 * (base as f64 + fraction) / count as f64;
-                reporter.progress(overall, what.clone()).is_ok()
+                reporter
+                    .progress(overall(i, count, fraction), note.clone())
+                    .is_ok()
             });
-            let shard = shard(research, job, &extraction, &hash, entry, report).await;
-            match shard {
+            match shard(research, job, &extraction, &hash, entry, report).await {
                 Ok(Some(extracted)) => {
                     done.insert(entry.slide.id.clone(), extracted);
                 }
                 Ok(None) => {}
-                Err(_) if job.check_cancel().is_err() => {
-                    return Ok(job.check_cancel().map(|()| Value::Null));
+                // A cancelled extraction stops the job as cancelled, not as a failure.
+                Err(e) => {
+                    return match job.check_cancel() {
+                        Err(stop) => Ok(Err(stop)),
+                        Ok(()) => Err(e),
+                    };
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -138,6 +140,11 @@ async fn build(
         "content_hash": manifest.content_hash,
         "params_hash": hash,
     })))
+}
+
+/// Job progress while cutting slide `i` of `count`, `fraction` of the way through it.
+fn overall(i: usize, count: usize, fraction: f64) -> f64 {
+    0.02 + 0.95 * (i as f64 + fraction) / count as f64
 }
 
 /// The manifest's `extraction` block: parameters, where the shards are, QC per slide, patch

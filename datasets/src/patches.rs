@@ -299,11 +299,7 @@ fn read_patch(
 ) -> DatasetResult<ReadPatch> {
     let side = params.grid.patch_px;
     let level = &reader.properties().levels[grid.level];
-    let (w0, h0) = reader.properties().dimensions();
-    let level_ds = (
-        w0 as f64 / level.width as f64,
-        h0 as f64 / level.height as f64,
-    );
+    let level_ds = grid.level_downsample;
     let (lx, ly) = (cell.x as f64 / level_ds.0, cell.y as f64 / level_ds.1);
     let exact = grid.read_size == (f64::from(side), f64::from(side));
     if exact

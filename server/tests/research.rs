@@ -120,19 +120,40 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// The people of both tests: a spoke submitter, two hub pathologists and a hub researcher.
+struct Staff<'a> {
+    spoke: As<'a>,
+    first: As<'a>,
+    second: As<'a>,
+    researcher: As<'a>,
+}
+
+/// Creates Spoke A (routed to Hub H by default) and its staff.
+fn staff(server: &TestServer) -> Staff<'_> {
+    let who = |hospital: &str, kind: &str, name: &str, role: &str| As {
+        server,
+        token: server.user(hospital, kind, name, role),
+    };
+    let staff = Staff {
+        spoke: who("Spoke A", "spoke", "sub_a", "submitter"),
+        first: who("Hub H", "hub", "path1", "pathologist"),
+        second: who("Hub H", "hub", "path2", "pathologist"),
+        researcher: who("Hub H", "hub", "res_h", "researcher"),
+    };
+    server.cli_ok(&["admin", "hospital", "default-hub", "Spoke A", "Hub H"]);
+    staff
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
     for backend in BACKENDS {
         let server = TestServer::start(backend);
-        let who = |hospital: &str, kind: &str, name: &str, role: &str| As {
-            server: &server,
-            token: server.user(hospital, kind, name, role),
-        };
-        let spoke = who("Spoke A", "spoke", "sub_a", "submitter");
-        let first = who("Hub H", "hub", "path1", "pathologist");
-        let second = who("Hub H", "hub", "path2", "pathologist");
-        let researcher = who("Hub H", "hub", "res_h", "researcher");
-        server.cli_ok(&["admin", "hospital", "default-hub", "Spoke A", "Hub H"]);
+        let Staff {
+            spoke,
+            first,
+            second,
+            researcher,
+        } = staff(&server);
         let db = server.db().await;
         let store = server.store();
 
@@ -323,15 +344,12 @@ async fn live_research_slides(db: &pathfed_core::Db) -> Vec<String> {
 async fn dataset_versions_cut_patches_split_by_patient_and_honour_opt_outs() {
     for backend in BACKENDS {
         let server = TestServer::start(backend);
-        let who = |hospital: &str, kind: &str, name: &str, role: &str| As {
-            server: &server,
-            token: server.user(hospital, kind, name, role),
-        };
-        let spoke = who("Spoke A", "spoke", "sub_a", "submitter");
-        let first = who("Hub H", "hub", "path1", "pathologist");
-        let second = who("Hub H", "hub", "path2", "pathologist");
-        let researcher = who("Hub H", "hub", "res_h", "researcher");
-        server.cli_ok(&["admin", "hospital", "default-hub", "Spoke A", "Hub H"]);
+        let Staff {
+            spoke,
+            first,
+            second,
+            researcher,
+        } = staff(&server);
         let db = server.db().await;
 
         // Four patients, two diagnoses.

@@ -285,6 +285,8 @@ pub struct Grid {
     pub footprint: (u64, u64),
     /// The pyramid level patches are read from.
     pub level: usize,
+    /// Level-0 pixels per pixel of that level (x, y).
+    pub level_downsample: (f64, f64),
     /// Side of a patch in pixels of that level (x, y).
     pub read_size: (f64, f64),
     /// The resolution the patches really have, after rounding the footprint to whole pixels.
@@ -350,6 +352,7 @@ pub fn grid(properties: &SlideProperties, mask: &TissueMask, params: &GridParams
     Ok(Grid {
         footprint,
         level,
+        level_downsample: level_ds,
         read_size: (
             footprint.0 as f64 / level_ds.0,
             footprint.1 as f64 / level_ds.1,
