@@ -9,6 +9,9 @@
 //!
 //! `forget-patient` (enqueued by an opt-out): deletes the patient's research slides and patch
 //! shards and leaves a tombstone row and an audit entry for each.
+//!
+//! [`recurate`] (an admin command) re-enqueues curation that is missing under the current
+//! pseudonym key and retires what an earlier key made: the key-rotation path.
 
 use std::path::PathBuf;
 
@@ -331,29 +334,52 @@ pub async fn run_forget(research: Research, job: RunningJob) -> Result<Value, Jo
 
 /// Deletes a research patient's slides and patches; tombstones and audits each.
 pub async fn forget(research: &Research, research_patient: &str) -> DatasetResult<Value> {
-    let platform = &research.platform;
-    let rows = sqlx::query(
-        "SELECT id, object_key FROM research_slides WHERE research_patient = $1 \
-         AND deleted_at IS NULL",
+    let ids: Vec<String> = sqlx::query(
+        "SELECT id FROM research_slides WHERE research_patient = $1 AND deleted_at IS NULL",
     )
     .bind(research_patient)
-    .fetch_all(platform.db.pool())
-    .await?;
+    .fetch_all(research.platform.db.pool())
+    .await?
+    .iter()
+    .map(|row| row.try_get("id"))
+    .collect::<Result<_, _>>()?;
+    let deleted = remove_slides(research, &ids, "opt-out", "patient opted out").await?;
+    Ok(json!({ "deleted": deleted }))
+}
+
+/// Deletes live research slides' objects and patch shards, then tombstones (with `reason`)
+/// and audits each. Returns the ids removed.
+async fn remove_slides(
+    research: &Research,
+    ids: &[String],
+    reason: &str,
+    detail: &str,
+) -> DatasetResult<Vec<String>> {
+    let platform = &research.platform;
     let patch_sets = list_keys(&platform.store, "research/patches/").await?;
-    let mut deleted = Vec::new();
-    for row in &rows {
-        let id: String = row.try_get("id")?;
+    let mut removed = Vec::new();
+    for id in ids {
+        let Some(row) = sqlx::query(
+            "SELECT object_key FROM research_slides WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(platform.db.pool())
+        .await?
+        else {
+            continue;
+        };
         let key: String = row.try_get("object_key")?;
         delete_object(research, &key).await?;
         for shard in patch_sets.iter().filter(|k| k.contains(&format!("/{id}."))) {
             delete_object(research, shard).await?;
         }
         sqlx::query(
-            "UPDATE research_slides SET deleted_at = $1, deleted_reason = 'opt-out' \
-             WHERE id = $2 AND deleted_at IS NULL",
+            "UPDATE research_slides SET deleted_at = $1, deleted_reason = $2 \
+             WHERE id = $3 AND deleted_at IS NULL",
         )
         .bind(now())
-        .bind(&id)
+        .bind(reason)
+        .bind(id)
         .execute(platform.db.pool())
         .await?;
         platform
@@ -363,12 +389,115 @@ pub async fn forget(research: &Research, research_patient: &str) -> DatasetResul
                     &format!("research_slide:{id}"),
                     "ok",
                 )
-                .detail("patient opted out"),
+                .detail(detail),
             )
             .await?;
-        deleted.push(id);
+        removed.push(id.clone());
     }
-    Ok(json!({ "deleted": deleted }))
+    Ok(removed)
+}
+
+/// What [`recurate`] found and did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Recuration {
+    /// Slides of signed-out cases whose research slide (under the current key) exists.
+    pub present: usize,
+    /// Slides whose curate job is already queued or running.
+    pub pending: usize,
+    /// Curate jobs enqueued for slides that have none.
+    pub enqueued: usize,
+    /// Slides left out because their patient opted out.
+    pub opted_out: usize,
+    /// Research slides of other keys or of slides no longer signed out, removed
+    /// (with `retire_stale` only).
+    pub retired: Vec<String>,
+}
+
+/// Makes the research tier match the signed-out slides under the current pseudonym key:
+/// enqueues `curate` for every signed-out slide (patient not opted out) whose research slide
+/// is missing (a sign-out whose enqueue was lost, or a rotated key), and with `retire_stale`
+/// removes live research slides that no signed-out slide maps to under this key (what an
+/// earlier key made), tombstoned as "retired". Running it twice changes nothing more.
+pub async fn recurate(research: &Research, retire_stale: bool) -> DatasetResult<Recuration> {
+    let db = research.platform.db.pool();
+    let rows = sqlx::query(
+        "SELECT c.id AS case_id, c.report_version, cs.slide_id, \
+         EXISTS (SELECT 1 FROM opt_outs o WHERE o.hospital_id = c.spoke_id \
+         AND o.patient_hash = c.patient_hash) AS opted_out \
+         FROM cases c JOIN case_slides cs ON cs.case_id = c.id \
+         WHERE c.status = 'signed_out' ORDER BY c.closed_at, c.id, cs.position",
+    )
+    .fetch_all(db)
+    .await?;
+    let mut done = Recuration::default();
+    let mut current = std::collections::HashSet::new();
+    for row in &rows {
+        let slide: String = row.try_get("slide_id")?;
+        let id = research.pseudonyms.slide(&slide);
+        current.insert(id.clone());
+        // SQLite answers EXISTS as an integer, PostgreSQL as a boolean.
+        let opted = row
+            .try_get::<bool, _>("opted_out")
+            .or_else(|_| row.try_get::<i64, _>("opted_out").map(|n| n != 0))?;
+        if opted {
+            done.opted_out += 1;
+            continue;
+        }
+        let exists = sqlx::query("SELECT 1 AS one FROM research_slides WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(db)
+            .await?
+            .is_some();
+        if exists {
+            done.present += 1;
+            continue;
+        }
+        let waiting = sqlx::query(
+            "SELECT 1 AS one FROM jobs WHERE kind = $1 AND status IN ('queued', 'running') \
+             AND payload LIKE $2",
+        )
+        .bind(CURATE_JOB)
+        .bind(format!("%{slide}%"))
+        .fetch_optional(db)
+        .await?
+        .is_some();
+        if waiting {
+            done.pending += 1;
+            continue;
+        }
+        // No dedupe key: a finished job that left no research slide (it failed, or ran under
+        // another key) must not stop this one.
+        let (case_id, version): (String, i64) =
+            (row.try_get("case_id")?, row.try_get("report_version")?);
+        research
+            .jobs
+            .enqueue(pathfed_core::jobs::NewJob::new(
+                CURATE_JOB,
+                json!({ "case_id": case_id, "slide_id": slide, "report_version": version }),
+            ))
+            .await?;
+        done.enqueued += 1;
+    }
+    if retire_stale {
+        let stale: Vec<String> =
+            sqlx::query("SELECT id FROM research_slides WHERE deleted_at IS NULL ORDER BY id")
+                .fetch_all(db)
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>("id"))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|id| !current.contains(id))
+                .collect();
+        done.retired = remove_slides(
+            research,
+            &stale,
+            "retired",
+            "no signed-out slide maps to it under the current key",
+        )
+        .await?;
+    }
+    Ok(done)
 }
 
 /// Deletes one object; one already gone is fine (a retried job).

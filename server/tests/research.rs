@@ -144,6 +144,40 @@ fn staff(server: &TestServer) -> Staff<'_> {
     staff
 }
 
+/// Waits until research slide `id` is tombstoned; returns the reason recorded.
+async fn tombstone(db: &pathfed_core::Db, id: &str) -> String {
+    wait_for("the tombstone", Duration::from_secs(60), || {
+        let (db, id) = (db.clone(), id.to_string());
+        async move {
+            sqlx::query(
+                "SELECT deleted_reason FROM research_slides WHERE id = $1 \
+                 AND deleted_at IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await
+            .unwrap()
+            .map(|row| row.get::<String, _>("deleted_reason"))
+        }
+    })
+    .await
+}
+
+/// Submits a generated slide for `patient` from the spoke and signs the case out with GAS-G3;
+/// returns (case, slide).
+async fn signed_out_case(
+    server: &TestServer,
+    staff: &Staff<'_>,
+    name: &str,
+    patient: &str,
+    seed: u32,
+) -> (String, String) {
+    let file = support::synth_slide(server.dir.path(), name, 2400, 1800, seed);
+    let (case, slide) = submit_case(server, &staff.spoke.token, &file, patient);
+    sign_out(&staff.first, &staff.second, &case, &slide).await;
+    (case, slide)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
     for backend in BACKENDS {
@@ -240,17 +274,7 @@ async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
             .call(Method::POST, "/api/v1/opt-outs", Some(body))
             .await;
         assert_eq!(status.as_u16(), 200, "recording twice is harmless");
-        wait_for("the tombstone", Duration::from_secs(60), || {
-            let (db, id) = (db.clone(), id.clone());
-            async move {
-                sqlx::query("SELECT deleted_reason FROM research_slides WHERE id = $1 AND deleted_at IS NOT NULL")
-                    .bind(id)
-                    .fetch_optional(db.pool())
-                    .await
-                    .unwrap()
-            }
-        })
-        .await;
+        assert_eq!(tombstone(&db, &id).await, "opt-out");
         assert!(
             get_bytes(&store, &key).await.is_err(),
             "{backend:?}: the research object is gone"
@@ -571,5 +595,225 @@ async fn dataset_versions_cut_patches_split_by_patient_and_honour_opt_outs() {
                 .iter()
                 .any(|e| e.event.action == "dataset.create" && e.event.outcome == "ok")
         );
+    }
+}
+
+/// The status and result of the curate job of `slide`, once one exists.
+async fn curate_job(db: &pathfed_core::Db, slide: &str) -> Option<(String, Option<String>)> {
+    sqlx::query("SELECT status, result FROM jobs WHERE kind = 'curate' AND payload LIKE $1")
+        .bind(format!("%{slide}%"))
+        .fetch_optional(db.pool())
+        .await
+        .unwrap()
+        .map(|r| (r.get("status"), r.get("result")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opt_out_while_curation_runs_leaves_nothing_behind() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    for backend in BACKENDS {
+        // No in-process workers: a separate worker runs curation so the test can freeze it
+        // mid-job (SIGSTOP) while the patient opts out.
+        let server = TestServer::start_with(backend, &[("PATHFED_RESEARCH_SERVE_WORKERS", "0")]);
+        let people = staff(&server);
+        let db = server.db().await;
+
+        let (_, slide) = signed_out_case(&server, &people, "during.svs", "D-1", 41).await;
+        assert_eq!(
+            curate_job(&db, &slide).await.unwrap().0,
+            "queued",
+            "{backend:?}: nothing runs curation yet"
+        );
+
+        let worker = Reaped(
+            server
+                .command(&["worker", "--kinds", "curate,forget-patient"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = Pid::from_raw(worker.0.id() as i32);
+        // Freeze it once its work folder exists: past the first opt-out check, de-identifying.
+        let data = server.dir.path().join("data");
+        let start = Instant::now();
+        while !std::fs::read_dir(&data).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("curate-")
+        }) {
+            assert!(start.elapsed() < Duration::from_secs(60), "never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kill(pid, Signal::SIGSTOP).unwrap();
+        let frozen = curate_job(&db, &slide).await.unwrap().0;
+        let (status, _) = people
+            .spoke
+            .call(
+                Method::POST,
+                "/api/v1/opt-outs",
+                Some(json!({ "patient_id": "D-1" })),
+            )
+            .await;
+        assert_eq!(status.as_u16(), 201);
+        assert_eq!(
+            frozen, "running",
+            "{backend:?}: the opt-out must land while the curate job runs"
+        );
+        kill(pid, Signal::SIGCONT).unwrap();
+
+        let result = wait_for("the curate job", Duration::from_secs(90), || {
+            let (db, slide) = (db.clone(), slide.clone());
+            async move {
+                curate_job(&db, &slide)
+                    .await
+                    .filter(|(status, _)| status == "succeeded")
+                    .and_then(|(_, result)| result)
+            }
+        })
+        .await;
+        let result: Value = serde_json::from_str(&result).unwrap();
+        eprintln!("{backend:?}: the curate job that ran during the opt-out: {result}");
+        // Either interleaving is fine, but both must leave nothing: the job saw the opt-out
+        // before publishing, or it published first and the forget job removed the slide.
+        if let Some(id) = result["research_slide"].as_str() {
+            assert_eq!(tombstone(&db, id).await, "opt-out");
+            assert!(
+                recent(&db, 500)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.event.action == "research_slide.delete"
+                        && e.event.target == format!("research_slide:{id}"))
+            );
+        } else {
+            assert_eq!(
+                result["skipped"], "the patient opted out during curation",
+                "{backend:?}: {result}"
+            );
+        }
+        assert!(live_research_slides(&db).await.is_empty());
+        let objects = pathfed_core::store::list_keys(&server.store(), "research/")
+            .await
+            .unwrap();
+        assert!(
+            objects.is_empty(),
+            "{backend:?}: left in the research tier: {objects:?}"
+        );
+        assert!(
+            recent(&db, 500)
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.event.action == "patient.opt_out" && e.event.outcome == "ok")
+        );
+
+        // Another patient curated by the same worker afterwards; the next version holds only
+        // that slide.
+        signed_out_case(&server, &people, "after.svs", "D-2", 42).await;
+        let kept = wait_for("D-2's research slide", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move { live_research_slides(&db).await.pop() }
+        })
+        .await;
+        let out = server.cli_ok(&[
+            "dataset",
+            "create",
+            "during",
+            "--server",
+            &server.url,
+            "--token",
+            &people.researcher.token,
+            "--labels",
+            "gastric-group",
+            "--min-cell-size",
+            "1",
+            "--no-patches",
+        ]);
+        assert!(out.contains("during@1"), "{out}");
+        let version = people
+            .researcher
+            .ok(Method::GET, "/api/v1/datasets/during/versions/1", None)
+            .await;
+        let slides: Vec<&str> = version["content"]["slides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(slides, [kept.as_str()], "{backend:?}");
+        drop(worker);
+    }
+}
+
+/// A child process killed when the test ends, passing or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_rotation_recurates_under_new_pseudonyms_and_retires_the_old() {
+    for backend in BACKENDS {
+        let mut server = TestServer::start(backend);
+        let people = staff(&server);
+        let db = server.db().await;
+        signed_out_case(&server, &people, "rotate.svs", "R-1", 51).await;
+        let old = wait_for("the research slide", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move { live_research_slides(&db).await.pop() }
+        })
+        .await;
+        let out = server.cli_ok(&["admin", "recurate"]);
+        assert!(out.contains("1 curated, 0 queued now"), "{out}");
+
+        // Rotation: stop, move the key aside, start with a new one, re-curate.
+        server.kill();
+        let key = server.dir.path().join("data/keys/research-id.key");
+        std::fs::rename(&key, key.with_extension("key.old")).unwrap();
+        server.restart();
+        let out = server.cli_ok(&["admin", "recurate"]);
+        assert!(
+            out.contains("0 curated, 1 queued now"),
+            "{backend:?}: {out}"
+        );
+        let out = server.cli_ok(&["admin", "recurate"]);
+        assert!(
+            out.contains(", 0 queued now"),
+            "{backend:?}: a second run queues nothing more: {out}"
+        );
+        let live = wait_for("the re-curated slide", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move {
+                let live = live_research_slides(&db).await;
+                (live.len() == 2).then_some(live)
+            }
+        })
+        .await;
+        let new = live.into_iter().find(|id| *id != old).unwrap();
+
+        let out = server.cli_ok(&["admin", "recurate", "--retire-stale"]);
+        assert!(out.contains("retired 1 "), "{backend:?}: {out}");
+        assert_eq!(live_research_slides(&db).await, std::slice::from_ref(&new));
+        assert_eq!(tombstone(&db, &old).await, "retired");
+        let objects = pathfed_core::store::list_keys(&server.store(), "research/slides/")
+            .await
+            .unwrap();
+        assert_eq!(
+            objects,
+            [format!("research/slides/{new}.tiff")],
+            "{backend:?}"
+        );
+        assert!(recent(&db, 500).await.unwrap().iter().any(|e| {
+            e.event.action == "research_slide.delete"
+                && e.event.target == format!("research_slide:{old}")
+        }));
     }
 }

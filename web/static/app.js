@@ -179,10 +179,13 @@ const NAV_LINKS = [
 ];
 // Researchers work in the research tier only; admins run both.
 const RESEARCH_LINKS = [{ href: "/datasets", label: "Datasets", key: "datasets" }];
+// The patient's hospital (submitters, admins) records research opt-outs.
+const OPT_OUT_LINK = { href: "/opt-out", label: "Opt-out", key: "opt-out" };
 
 function linksFor(role) {
   if (role === "researcher") return RESEARCH_LINKS;
-  if (role === "admin") return [...NAV_LINKS, ...RESEARCH_LINKS];
+  if (role === "admin") return [...NAV_LINKS, OPT_OUT_LINK, ...RESEARCH_LINKS];
+  if (role === "submitter") return [...NAV_LINKS, OPT_OUT_LINK];
   return NAV_LINKS;
 }
 

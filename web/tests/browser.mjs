@@ -423,8 +423,42 @@ async function main() {
   const thumbSize = await thumbHandle.evaluate((img) => `${img.naturalWidth}×${img.naturalHeight}`);
   step(`  thumbnail loaded (${thumbSize})`);
 
-  await consultation(base, env, slidePath);
-  await researchCatalogue(base, env);
+  const passwords = await consultation(base, env, slidePath);
+  const researcherToken = await researchCatalogue(base, env);
+  await optOut(base, env, passwords, researcherToken);
+}
+
+// ---- Opt-out: the spoke records it in the browser; the research tier lets go ----
+
+async function optOut(base, env, passwords, researcherToken) {
+  await signIn(base, "spoke1", passwords.spoke1);
+  const links = await page.locator("#app-nav .nav-link").allTextContents();
+  check(links.includes("Opt-out"), `a submitter's navigation should offer Opt-out, got ${links}`);
+  await page.goto(`${base}/opt-out`);
+  await page.locator("#opt-out-form").waitFor({ timeout: 10_000 });
+  step("recording MRN-BROWSER-1's opt-out in the form");
+  await page.fill("#oo-patient", "MRN-BROWSER-1");
+  await page.check("#oo-confirm");
+  await page.click("#oo-submit");
+  await waitInPage("the opt-out to be recorded", () => /Opt-out recorded for MRN-BROWSER-1/.test(document.getElementById("opt-out-result")?.textContent || ""), null, 10_000);
+  await page.screenshot({ path: path.join(ARTIFACTS, "opt-out.png") });
+  await page.fill("#oo-patient", "MRN-BROWSER-1");
+  await page.check("#oo-confirm");
+  await page.click("#oo-submit");
+  await waitInPage("the second submission to say it was on record", () => /opted out since/.test(document.getElementById("opt-out-result")?.textContent || ""), null, 10_000);
+  // The research slide goes in the background; then no version can include the patient.
+  const args = ["dataset", "create", "gastric", "--server", base, "--token", researcherToken, "--labels", "gastric-group", "--min-cell-size", "1", "--no-patches"];
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await run(args, env);
+    } catch (err) {
+      if (/no research slides match/.test(err.message)) break;
+      throw err;
+    }
+    check(attempt < 30, "the opted-out patient's research slide is still offered after 30 s");
+    await sleep(1000);
+  }
+  step("opt-out recorded in the browser; the patient's slide is out of the research tier");
 }
 
 // ---- Research: the signed-out slide becomes a dataset version with patches ----
@@ -464,6 +498,7 @@ async function researchCatalogue(base, env) {
   check(!shown.includes("MRN-BROWSER-1"), "the catalogue shows a clinical patient id");
   await page.screenshot({ path: path.join(ARTIFACTS, "datasets.png"), fullPage: true });
   step("research catalogue shows the version, its class balance and sample patches");
+  return token;
 }
 
 // ---- Consultation: worklist → claim → annotate → read → blind check → report ----
@@ -613,6 +648,7 @@ async function consultation(base, env, slidePath) {
   await page.locator(`tr[data-case-id="${caseId}"]`).waitFor({ timeout: 10_000 });
   check((await flagged.count()) === 0, "the new-report marker stays after the spoke opened the report");
   step("consultation flow done");
+  return passwords;
 }
 
 async function reportFailure(err) {

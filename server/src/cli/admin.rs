@@ -41,6 +41,14 @@ pub enum AdminCommand {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Curate every signed-out slide that has no research slide under the current pseudonym
+    /// key (after a key rotation, or a sign-out whose curation was never queued).
+    Recurate {
+        /// Also delete research slides no signed-out slide maps to under the current key
+        /// (those of an earlier key), once the new curation has finished.
+        #[arg(long)]
+        retire_stale: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +222,30 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             );
             if generate_password {
                 println!("sign in as {} with password: {password}", u.username);
+            }
+        }
+        AdminCommand::Recurate { retire_stale } => {
+            let research = pathfed_datasets::Research::new(p.clone())
+                .context("loading the research pseudonym key")?;
+            let done = pathfed_datasets::curate::recurate(&research, retire_stale).await?;
+            p.audit(cli_event("admin.recurate", "research_tier").detail(format!(
+                "enqueued {}, retired {}",
+                done.enqueued,
+                done.retired.len()
+            )))
+            .await?;
+            println!(
+                "signed-out slides: {} curated, {} queued now, {} already queued, {} opted out",
+                done.present, done.enqueued, done.pending, done.opted_out
+            );
+            if retire_stale {
+                println!(
+                    "retired {} research slides of an earlier key",
+                    done.retired.len()
+                );
+            }
+            if done.enqueued > 0 {
+                println!("the curate jobs run on `pathfed serve` or `pathfed worker`");
             }
         }
         AdminCommand::Hospital(HospitalCommand::Add { name, kind }) => {

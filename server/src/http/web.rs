@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/cases", get(|| page("cases.html")))
         .route("/case", get(|| page("case.html")))
         .route("/datasets", get(|| page("datasets.html")))
+        .route("/opt-out", get(|| page("opt-out.html")))
         .route(
             "/static/{*path}",
             get(|Path(p): Path<String>| asset(format!("static/{p}"))),

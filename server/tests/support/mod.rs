@@ -171,13 +171,16 @@ impl TestServer {
         self.launch();
     }
 
+    /// A `pathfed` command set up for this server's database and store.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin());
+        command.args(args).envs(self.env.iter().cloned());
+        command
+    }
+
     /// Runs a `pathfed` command against this server's database and store.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
-            .envs(self.env.iter().cloned())
-            .output()
-            .expect("run pathfed")
+        self.command(args).output().expect("run pathfed")
     }
 
     /// Runs a command that must succeed; returns its stdout.
