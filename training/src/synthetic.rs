@@ -1,0 +1,164 @@
+//! A labelled dataset version made from nothing: generated slides of two procedurally
+//! distinct tissue textures (dense nuclei vs. stroma), each slide one patient, cut into patch
+//! shards by the research tier's own extraction and split by its own patient-level splitter.
+//! Tests, benchmarks and demonstrations train on it; nothing is downloaded.
+
+use std::path::Path;
+
+use pathfed_core::store::{Store, put_bytes};
+use pathfed_datasets::manifest::{
+    Candidate, Content, Entry, Manifest, Quasi, SmallCells, VersionParams, count, split_by_patient,
+};
+use pathfed_datasets::patches::{ExtractParams, SlideLabels, extract_slide, shard_keys};
+use pathfed_slide::synth::{SynthSpec, TissueClass, generate};
+use serde_json::json;
+
+use crate::error::{TrainError, TrainResult};
+
+/// The two labels: dense nuclei (tumour-like) and stroma.
+pub const LABELS: [&str; 2] = ["TEX-DENSE", "TEX-STROMA"];
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct TextureSpec {
+    /// Slides (half of each texture, one patient each).
+    pub slides: usize,
+    /// Level-0 size of each slide.
+    pub size: (u64, u64),
+    /// Patch side and resolution.
+    pub patch_px: u32,
+    /// Patch resolution in µm per pixel (slides are 0.5 µm/px).
+    pub patch_mpp: f64,
+    /// Train/val/test fractions.
+    pub fractions: [f64; 3],
+    /// Seed of the slides and the split.
+    pub seed: u64,
+}
+
+impl Default for TextureSpec {
+    fn default() -> Self {
+        Self {
+            slides: 24,
+            size: (1536, 1024),
+            patch_px: 64,
+            patch_mpp: 1.0,
+            fractions: [0.5, 0.17, 0.33],
+            seed: 1,
+        }
+    }
+}
+
+/// Generates the slides in `work`, writes their shards to `store` and returns the version's
+/// manifest (also stored, as `name@1`).
+pub async fn texture_dataset(
+    store: &Store,
+    work: &Path,
+    name: &str,
+    spec: &TextureSpec,
+) -> TrainResult<Manifest> {
+    let mut params = ExtractParams::default();
+    params.grid.patch_px = spec.patch_px;
+    params.grid.patch_mpp = spec.patch_mpp;
+    let hash = params.hash();
+    let mut candidates = Vec::new();
+    let mut qc = serde_json::Map::new();
+    for i in 0..spec.slides {
+        let (class, label) = if i % 2 == 0 {
+            (TissueClass::NucleusDense, LABELS[0])
+        } else {
+            (TissueClass::Stroma, LABELS[1])
+        };
+        let id = format!("rs-synthetic-{i:03}");
+        let file = work.join(format!("{id}.svs"));
+        let slide = SynthSpec {
+            width: spec.size.0,
+            height: spec.size.1,
+            mpp: 0.5,
+            classes: vec![class],
+            tissue_fraction: 0.6,
+            seed: spec.seed.wrapping_mul(1000) + i as u64,
+            ..SynthSpec::default()
+        };
+        generate(&slide, &file, &|_, _| {})
+            .map_err(|e| TrainError::Invalid(format!("generating {id}: {e}")))?;
+        let reader = pathfed_slide::open(&file, &Default::default())
+            .map_err(|e| TrainError::Invalid(format!("opening {id}: {e}")))?;
+        let mut bin = Vec::new();
+        let index = extract_slide(
+            reader.as_ref(),
+            &id,
+            &SlideLabels {
+                slide: label,
+                regions: &[],
+            },
+            &params,
+            &mut bin,
+            &|_, _| true,
+        )?;
+        let (index_key, bin_key) = shard_keys(&hash, &id);
+        put_bytes(store, &bin_key, bin).await?;
+        put_bytes(
+            store,
+            &index_key,
+            serde_json::to_vec(&index).unwrap_or_default(),
+        )
+        .await?;
+        qc.insert(id.clone(), index.manifest_entry());
+        candidates.push(Candidate {
+            id: id.clone(),
+            patient: format!("rp-synthetic-{i:03}"),
+            label: label.to_string(),
+            quasi: Quasi {
+                age_band: "any".into(),
+                sex: "any".into(),
+                hospital: "any".into(),
+                year: "any".into(),
+            },
+            object_key: String::new(),
+            sha256: String::new(),
+            dimensions: spec.size,
+            mpp: Some((0.5, 0.5)),
+            regions: json!([]),
+        });
+    }
+    let slides: Vec<Entry> = split_by_patient(candidates, spec.fractions, spec.seed);
+    let content = Content {
+        params: VersionParams {
+            organ: None,
+            labels: "synthetic-texture".into(),
+            seed: spec.seed,
+            fractions: spec.fractions,
+            min_cell_size: Some(1),
+            extraction: Some(params.clone()),
+        },
+        curation: json!({ "synthetic": true }),
+        extraction: Some(json!({
+            "params_hash": hash,
+            "params": params,
+            "slides": qc,
+        })),
+        counts: count(&slides),
+        slides,
+        small_cells: SmallCells {
+            min_cell_size: 1,
+            smallest_published: 1,
+            generalised: 0,
+            suppressed: 0,
+        },
+        opted_out_excluded: 0,
+    };
+    let manifest = Manifest {
+        dataset: name.to_string(),
+        version: 1,
+        created_at: 0,
+        content_hash: content.hash(),
+        content,
+    };
+    put_bytes(
+        store,
+        &format!("research/datasets/{name}/1/manifest.json"),
+        serde_json::to_vec(&manifest).unwrap_or_default(),
+    )
+    .await?;
+    Ok(manifest)
+}
