@@ -13,6 +13,7 @@
 //! [`recurate`] (an admin command) re-enqueues curation that is missing under the current
 //! pseudonym key and retires what an earlier key made: the key-rotation path.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use object_store::ObjectStoreExt as _;
@@ -421,62 +422,58 @@ pub struct Recuration {
 pub async fn recurate(research: &Research, retire_stale: bool) -> DatasetResult<Recuration> {
     let db = research.platform.db.pool();
     let rows = sqlx::query(
-        "SELECT c.id AS case_id, c.report_version, cs.slide_id, \
-         EXISTS (SELECT 1 FROM opt_outs o WHERE o.hospital_id = c.spoke_id \
-         AND o.patient_hash = c.patient_hash) AS opted_out \
+        "SELECT c.id AS case_id, c.report_version, cs.slide_id, o.recorded_at AS opted_out_at \
          FROM cases c JOIN case_slides cs ON cs.case_id = c.id \
+         LEFT JOIN opt_outs o ON o.hospital_id = c.spoke_id AND o.patient_hash = c.patient_hash \
          WHERE c.status = 'signed_out' ORDER BY c.closed_at, c.id, cs.position",
     )
     .fetch_all(db)
     .await?;
+    // What exists already, read once rather than per slide.
+    let known: HashSet<String> = sqlx::query("SELECT id FROM research_slides")
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    let mut waiting: HashSet<String> = HashSet::new();
+    for row in
+        sqlx::query("SELECT payload FROM jobs WHERE kind = $1 AND status IN ('queued', 'running')")
+            .bind(CURATE_JOB)
+            .fetch_all(db)
+            .await?
+    {
+        let payload: String = row.try_get("payload")?;
+        if let Ok(p) = serde_json::from_str::<CuratePayload>(&payload) {
+            waiting.insert(p.slide_id);
+        }
+    }
     let mut done = Recuration::default();
-    let mut current = std::collections::HashSet::new();
+    let mut current = HashSet::new();
     for row in &rows {
         let slide: String = row.try_get("slide_id")?;
         let id = research.pseudonyms.slide(&slide);
         current.insert(id.clone());
-        // SQLite answers EXISTS as an integer, PostgreSQL as a boolean.
-        let opted = row
-            .try_get::<bool, _>("opted_out")
-            .or_else(|_| row.try_get::<i64, _>("opted_out").map(|n| n != 0))?;
-        if opted {
+        if row.try_get::<Option<i64>, _>("opted_out_at")?.is_some() {
             done.opted_out += 1;
-            continue;
-        }
-        let exists = sqlx::query("SELECT 1 AS one FROM research_slides WHERE id = $1")
-            .bind(&id)
-            .fetch_optional(db)
-            .await?
-            .is_some();
-        if exists {
+        } else if known.contains(&id) {
             done.present += 1;
-            continue;
-        }
-        let waiting = sqlx::query(
-            "SELECT 1 AS one FROM jobs WHERE kind = $1 AND status IN ('queued', 'running') \
-             AND payload LIKE $2",
-        )
-        .bind(CURATE_JOB)
-        .bind(format!("%{slide}%"))
-        .fetch_optional(db)
-        .await?
-        .is_some();
-        if waiting {
+        } else if waiting.contains(&slide) {
             done.pending += 1;
-            continue;
+        } else {
+            // No dedupe key: a finished job that left no research slide (it failed, or ran
+            // under another key) must not stop this one.
+            let (case_id, version): (String, i64) =
+                (row.try_get("case_id")?, row.try_get("report_version")?);
+            research
+                .jobs
+                .enqueue(pathfed_core::jobs::NewJob::new(
+                    CURATE_JOB,
+                    json!({ "case_id": case_id, "slide_id": slide, "report_version": version }),
+                ))
+                .await?;
+            done.enqueued += 1;
         }
-        // No dedupe key: a finished job that left no research slide (it failed, or ran under
-        // another key) must not stop this one.
-        let (case_id, version): (String, i64) =
-            (row.try_get("case_id")?, row.try_get("report_version")?);
-        research
-            .jobs
-            .enqueue(pathfed_core::jobs::NewJob::new(
-                CURATE_JOB,
-                json!({ "case_id": case_id, "slide_id": slide, "report_version": version }),
-            ))
-            .await?;
-        done.enqueued += 1;
     }
     if retire_stale {
         let stale: Vec<String> =

@@ -380,37 +380,27 @@ mod tests {
     #[test]
     fn every_parameter_changes_the_hash() {
         let base = ExtractParams::default();
-        let mut variants = vec![base.clone()];
-        let mut p = base.clone();
-        p.grid.patch_px = 224;
-        variants.push(p);
-        let mut p = base.clone();
-        p.grid.patch_mpp = 1.0;
-        variants.push(p);
-        let mut p = base.clone();
-        p.grid.min_tissue = 0.4;
-        variants.push(p);
-        let mut p = base.clone();
-        p.grid.max_pen = 0.2;
-        variants.push(p);
-        let mut p = base.clone();
-        p.tissue.mask_mpp = 16.0;
-        variants.push(p);
-        let mut p = base.clone();
-        p.tissue.min_saturation = 0.08;
-        variants.push(p);
-        let mut p = base.clone();
-        p.tissue.fixed_threshold = Some(0.1);
-        variants.push(p);
-        let mut p = base.clone();
-        p.jpeg_quality = 80;
-        variants.push(p);
-        let mut p = base.clone();
-        p.blur_threshold = 10.0;
-        variants.push(p);
-        let mut p = base.clone();
-        p.region_labels = false;
-        variants.push(p);
+        let changes: [fn(&mut ExtractParams); 11] = [
+            |p| p.grid.patch_px = 224,
+            |p| p.grid.patch_mpp = 1.0,
+            |p| p.grid.min_tissue = 0.4,
+            |p| p.grid.max_pen = 0.2,
+            |p| p.tissue.mask_mpp = 16.0,
+            |p| p.tissue.min_saturation = 0.08,
+            |p| p.tissue.fixed_threshold = Some(0.1),
+            |p| p.jpeg_quality = 80,
+            |p| p.blur_threshold = 10.0,
+            |p| p.region_labels = false,
+            |_| {},
+        ];
+        let variants: Vec<ExtractParams> = changes
+            .iter()
+            .map(|change| {
+                let mut p = base.clone();
+                change(&mut p);
+                p
+            })
+            .collect();
         let hashes: std::collections::BTreeSet<String> =
             variants.iter().map(ExtractParams::hash).collect();
         assert_eq!(hashes.len(), variants.len());

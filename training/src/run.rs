@@ -286,9 +286,11 @@ pub fn train(
     let model = ResNet::new(&config, &device.clone().autodiff());
     let first_epoch = resume_from.map_or(1, |k| k as u64 + 1);
     let side = params.input_px;
+    let train_patches = set.split("train");
+    let steps = params.epochs * train_patches.len().div_ceil(params.batch);
     let train_data = SplitDataset::new(
         set.clone(),
-        set.split("train"),
+        train_patches,
         side,
         params.augment,
         true,
@@ -351,7 +353,6 @@ pub fn train(
     if let Some(k) = resume_from {
         training = training.checkpoint(k);
     }
-    let steps = params.epochs * set.split("train").len().div_ceil(params.batch);
     let lr = CosineAnnealingLrSchedulerConfig::new(params.lr, steps.max(1))
         .with_min_lr(params.lr / 100.0)
         .init()
