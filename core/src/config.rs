@@ -184,6 +184,34 @@ impl Default for ResearchConfig {
     }
 }
 
+/// Training runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Devices this platform's workers can train on, comma-separated (`flex`, `cuda`, `wgpu`):
+    /// a run asking for another is refused at once instead of waiting for a worker forever.
+    pub devices: String,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            devices: "flex".into(),
+        }
+    }
+}
+
+impl TrainingConfig {
+    /// The configured device names.
+    pub fn device_list(&self) -> Vec<String> {
+        self.devices
+            .split(',')
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect()
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -213,6 +241,8 @@ pub struct Config {
     pub consult: ConsultConfig,
     /// Research tier.
     pub research: ResearchConfig,
+    /// Training.
+    pub training: TrainingConfig,
 }
 
 impl Default for Config {
@@ -230,6 +260,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             consult: ConsultConfig::default(),
             research: ResearchConfig::default(),
+            training: TrainingConfig::default(),
         }
     }
 }
@@ -306,7 +337,7 @@ fn invalid(origin: String, e: impl std::fmt::Display) -> ConfigError {
 const TOP_LEVEL: &[&str] = &["listen", "data_dir", "database_url", "object_store_url"];
 /// Sections the environment may set.
 const SECTIONS: &[&str] = &[
-    "slide", "tiles", "s3", "ingest", "auth", "cache", "consult", "research",
+    "slide", "tiles", "s3", "ingest", "auth", "cache", "consult", "research", "training",
 ];
 /// Fields that stay strings even when the value looks like a number (keys, secrets).
 const STRING_FIELDS: &[&str] = &[
@@ -315,6 +346,7 @@ const STRING_FIELDS: &[&str] = &[
     "region",
     "endpoint",
     "taxonomy_file",
+    "devices",
 ];
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {

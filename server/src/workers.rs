@@ -10,8 +10,44 @@ use pathfed_datasets::Research;
 use pathfed_datasets::curate::{CURATE_JOB, FORGET_JOB};
 use pathfed_datasets::extract::EXTRACT_JOB;
 
-/// Every job kind this binary can run.
-pub const ALL_KINDS: &[&str] = &[CURATE_JOB, FORGET_JOB, EXTRACT_JOB];
+/// Every job kind this binary can run: the research tier's, and training on each device this
+/// build has.
+pub fn all_kinds() -> Vec<String> {
+    let mut kinds: Vec<String> = [CURATE_JOB, FORGET_JOB, EXTRACT_JOB]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    kinds.extend(
+        pathfed_training::device::compiled()
+            .into_iter()
+            .map(pathfed_training::device::train_job_kind),
+    );
+    kinds
+}
+
+/// Pools for `kinds` (all when empty): research-tier jobs `concurrency` at once, and training
+/// in a pool of its own, one run at a time, so an hours-long run never holds up curation.
+pub fn pools(
+    research: &Research,
+    kinds: &[String],
+    concurrency: usize,
+) -> anyhow::Result<Vec<WorkerPool>> {
+    let wanted: Vec<String> = if kinds.is_empty() {
+        all_kinds()
+    } else {
+        kinds.to_vec()
+    };
+    let (training, other): (Vec<String>, Vec<String>) =
+        wanted.into_iter().partition(|k| k.starts_with("train"));
+    let mut pools = Vec::new();
+    if !other.is_empty() {
+        pools.push(pool(research, &other, concurrency)?);
+    }
+    if !training.is_empty() {
+        pools.push(pool(research, &training, 1)?);
+    }
+    Ok(pools)
+}
 
 /// A pool running `kinds` (all when empty), `concurrency` jobs at once.
 pub fn pool(
@@ -19,12 +55,10 @@ pub fn pool(
     kinds: &[String],
     concurrency: usize,
 ) -> anyhow::Result<WorkerPool> {
+    let known = all_kinds();
     for kind in kinds {
-        if !ALL_KINDS.contains(&kind.as_str()) {
-            bail!(
-                "unknown job kind {kind:?} (known: {})",
-                ALL_KINDS.join(", ")
-            );
+        if !known.contains(kind) {
+            bail!("unknown job kind {kind:?} (known: {})", known.join(", "));
         }
     }
     let wanted = |kind: &str| kinds.is_empty() || kinds.iter().any(|k| k == kind);
@@ -48,6 +82,14 @@ pub fn pool(
         let handler: Handler =
             Arc::new(move |job| Box::pin(pathfed_datasets::extract::run_extract(r.clone(), job)));
         pool.register(EXTRACT_JOB, handler);
+    }
+    for kind in known.iter().filter(|k| k.starts_with("train")) {
+        if wanted(kind) {
+            let r = research.clone();
+            let handler: Handler =
+                Arc::new(move |job| Box::pin(pathfed_training::job::run_train(r.clone(), job)));
+            pool.register(kind, handler);
+        }
     }
     Ok(pool)
 }

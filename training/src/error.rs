@@ -1,6 +1,8 @@
 //! What training, evaluation and the model registry refuse or fail with.
 
+use axum::http::StatusCode;
 use pathfed_core::CoreError;
+use pathfed_core::http::ApiError;
 
 /// A refused or failed training operation.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +13,12 @@ pub enum TrainError {
     /// Unknown, or not visible to this user (404).
     #[error("{0} not found")]
     NotFound(String),
+    /// Not allowed for this user (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Conflicts with the current state, e.g. deploying a retired model (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The compute device cannot be used.
     #[error("device {device}: {reason}")]
     Device {
@@ -44,6 +52,32 @@ impl TrainError {
         Self::Io {
             what: what.into(),
             source,
+        }
+    }
+}
+
+impl From<sqlx::Error> for TrainError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Core(CoreError::Database(e))
+    }
+}
+
+impl From<TrainError> for ApiError {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Invalid(message) => ApiError::bad_request("invalid", message),
+            TrainError::Device { .. } => ApiError::bad_request("device_unavailable", e.to_string()),
+            TrainError::NotFound(what) => ApiError::not_found(&what),
+            TrainError::Forbidden(message) => ApiError::forbidden(message),
+            TrainError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            TrainError::Cancelled => ApiError::new(StatusCode::CONFLICT, "cancelled", "cancelled"),
+            TrainError::Io { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string())
+            }
+            TrainError::Core(core) => core.into(),
+            TrainError::Dataset(d) => d.into(),
         }
     }
 }

@@ -3,11 +3,19 @@
 //! checkpoints and resume, and slide-level evaluation. This crate never links OpenSlide: it
 //! reads patch shards only, so its binaries run on a bare GPU node.
 
+pub mod api;
 pub mod augment;
 pub mod batch;
+pub mod card;
 pub mod data;
+pub mod device;
 pub mod error;
+pub mod job;
 pub mod metrics;
+pub mod mil;
 pub mod model;
+pub mod plots;
+pub mod registry;
 pub mod run;
+pub mod runs;
 pub mod synthetic;

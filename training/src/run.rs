@@ -32,6 +32,7 @@ use crate::batch::{PatchBatch, PatchBatcher, SplitDataset};
 use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
 use crate::metrics::{Evaluation, Scored, evaluate};
+use crate::mil::{self, AttentionMil, MilConfig};
 use crate::model::{Architecture, ModelConfig, ResNet};
 
 /// How patch probabilities become a slide's score.
@@ -45,16 +46,46 @@ pub enum Aggregation {
         /// How many patches.
         k: usize,
     },
+    /// An attention-MIL head trained on the frozen model's patch embeddings ([`crate::mil`]).
+    Attention,
 }
 
 impl Aggregation {
-    /// The slide score from its patches' scores.
+    /// Parses the CLI form: `mean`, `top-k:K` or `attention`.
+    pub fn parse(text: &str) -> TrainResult<Self> {
+        match text {
+            "mean" => Ok(Self::Mean),
+            "attention" => Ok(Self::Attention),
+            other => other
+                .strip_prefix("top-k:")
+                .and_then(|k| k.parse::<usize>().ok())
+                .filter(|k| *k >= 1)
+                .map(|k| Self::TopK { k })
+                .ok_or_else(|| {
+                    TrainError::Invalid(format!(
+                        "aggregation {other:?}: use mean, top-k:K (K ≥ 1) or attention"
+                    ))
+                }),
+        }
+    }
+
+    /// The CLI form.
+    pub fn name(self) -> String {
+        match self {
+            Self::Mean => "mean".into(),
+            Self::TopK { k } => format!("top-k:{k}"),
+            Self::Attention => "attention".into(),
+        }
+    }
+
+    /// The slide score from its patches' scores (attention pools embeddings, not scores: here
+    /// it falls back to the mean, which is what patch-level reports of such a model show).
     pub fn apply(self, scores: &mut [f64]) -> f64 {
         if scores.is_empty() {
             return f64::NAN;
         }
         let take = match self {
-            Self::Mean => scores.len(),
+            Self::Mean | Self::Attention => scores.len(),
             Self::TopK { k } => {
                 scores.sort_by(|a, b| b.total_cmp(a));
                 k.clamp(1, scores.len())
@@ -179,6 +210,16 @@ pub struct TrainedRun {
     pub slides: Vec<SlideScore>,
     /// Why training stopped early (cancel), if it did.
     pub interrupted: Option<String>,
+    /// The attention head, when the run aggregates by attention.
+    pub aggregator: Option<Aggregator>,
+}
+
+/// A trained attention-MIL head with its shape.
+pub struct Aggregator {
+    /// Its shape.
+    pub config: MilConfig,
+    /// The head, without autodiff.
+    pub head: AttentionMil,
 }
 
 impl TrainStep for ResNet {
@@ -370,18 +411,36 @@ pub fn train(
         .positive
         .clone()
         .unwrap_or_else(|| set.classes.last().cloned().unwrap_or_default());
-    let (evaluation, slides) = evaluate_slides(
-        &result.model,
-        &set,
-        "test",
-        side,
-        params.batch,
-        &positive,
-        params.aggregation,
-        params.threshold,
-        params.seed,
-        device,
-    )?;
+    let (evaluation, slides, aggregator) = if params.aggregation == Aggregation::Attention {
+        let fitted = fit_attention(&result.model, &set, params, device)?;
+        let (evaluation, slides) = evaluate_attention(
+            &result.model,
+            &fitted,
+            &set,
+            "test",
+            side,
+            params.batch,
+            &positive,
+            params.threshold,
+            params.seed,
+            device,
+        )?;
+        (evaluation, slides, Some(fitted))
+    } else {
+        let (evaluation, slides) = evaluate_slides(
+            &result.model,
+            &set,
+            "test",
+            side,
+            params.batch,
+            &positive,
+            params.aggregation,
+            params.threshold,
+            params.seed,
+            device,
+        )?;
+        (evaluation, slides, None)
+    };
     let history = history.lock().map(|h| h.clone()).unwrap_or_default();
     Ok(TrainedRun {
         model: result.model,
@@ -392,7 +451,78 @@ pub fn train(
         evaluation,
         slides,
         interrupted,
+        aggregator,
     })
+}
+
+/// Epochs the attention head trains at most (it keeps its best validation epoch).
+const ATTENTION_EPOCHS: usize = 40;
+
+/// Trains the attention head on the frozen model's embeddings of the train split.
+fn fit_attention(
+    model: &ResNet,
+    set: &Arc<PatchSet>,
+    params: &TrainParams,
+    device: &Device,
+) -> TrainResult<Aggregator> {
+    let (train, features) =
+        mil::embed_split(model, set, "train", params.input_px, params.batch, device)?;
+    let (valid, _) = mil::embed_split(model, set, "val", params.input_px, params.batch, device)?;
+    let labels: Vec<usize> = set.slides.iter().map(|s| s.label).collect();
+    let config = MilConfig {
+        features,
+        hidden: 64,
+        classes: set.classes.len(),
+    };
+    let head = mil::fit(
+        &train,
+        &valid,
+        &labels,
+        &config,
+        ATTENTION_EPOCHS,
+        params.seed,
+        device,
+    )?;
+    Ok(Aggregator { config, head })
+}
+
+/// Slide-level evaluation of `split` through the attention head.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_attention(
+    model: &ResNet,
+    aggregator: &Aggregator,
+    set: &Arc<PatchSet>,
+    split: &str,
+    side: u32,
+    batch: usize,
+    positive: &str,
+    threshold: f64,
+    seed: u64,
+    device: &Device,
+) -> TrainResult<(Evaluation, Vec<SlideScore>)> {
+    let positive_index = set
+        .classes
+        .iter()
+        .position(|c| c == positive)
+        .ok_or_else(|| TrainError::Invalid(format!("no class {positive:?}")))?;
+    let (bags, features) = mil::embed_split(model, set, split, side, batch, device)?;
+    let scores = mil::score(&aggregator.head, &bags, features, positive_index, device)?;
+    let mut scored = Vec::new();
+    let mut slides = Vec::new();
+    for (bag, score) in bags.iter().zip(scores) {
+        let info = &set.slides[bag.slide];
+        scored.push(Scored {
+            positive: info.label == positive_index,
+            score,
+        });
+        slides.push(SlideScore {
+            slide: info.id.clone(),
+            label: set.classes[info.label].clone(),
+            score,
+            patches: bag.patches,
+        });
+    }
+    Ok((evaluate(&scored, threshold, seed), slides))
 }
 
 /// Scores every slide of `split`: patch probabilities of `positive`, aggregated per slide, then

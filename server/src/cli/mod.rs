@@ -6,6 +6,7 @@ mod case;
 mod progress;
 mod research;
 mod slide;
+mod train;
 mod upload;
 
 use std::path::PathBuf;
@@ -49,6 +50,11 @@ enum Command {
     Dataset(research::DatasetCommand),
     /// Record that a patient of your hospital opts out of research use.
     OptOut(research::OptOutArgs),
+    /// Train a model on a dataset version (or resume a run) and follow it.
+    Train(train::TrainArgs),
+    /// The model registry: list, show, deploy and retire model versions.
+    #[command(subcommand)]
+    Model(train::ModelCommand),
     /// Upload slides to a server (resumable).
     Upload(upload::UploadArgs),
     /// Create, submit and follow consultation cases; fetch and verify reports.
@@ -90,6 +96,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deid(args) => research::deid(args, &config),
         Command::Dataset(cmd) => runtime()?.block_on(research::dataset(cmd)),
         Command::OptOut(args) => runtime()?.block_on(research::opt_out(args)),
+        Command::Train(args) => runtime()?.block_on(train::train(args)),
+        Command::Model(cmd) => runtime()?.block_on(train::model(cmd)),
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),
         Command::Case(cmd) => runtime()?.block_on(case::run(cmd)),
         Command::Admin(cmd) => runtime()?.block_on(admin::run(cmd, &config)),
@@ -106,13 +114,15 @@ async fn worker(config: Config, kinds: Vec<String>, concurrency: usize) -> anyho
         .context("opening the platform")?;
     let research =
         pathfed_datasets::Research::new(platform).context("loading the research pseudonym key")?;
-    let pool = crate::workers::pool(&research, &kinds, concurrency)?;
+    let pools = crate::workers::pools(&research, &kinds, concurrency)?;
+    let names: Vec<String> = pools.iter().flat_map(|p| p.kinds()).collect();
     println!(
-        "pathfed worker running {} ({concurrency} at once)",
-        pool.kinds().join(", ")
+        "pathfed worker running {} ({concurrency} at once; training one run at a time)",
+        names.join(", ")
     );
+    let running = futures::future::join_all(pools.into_iter().map(|p| p.run()));
     tokio::select! {
-        () = pool.run() => {}
+        _ = running => {}
         _ = tokio::signal::ctrl_c() => println!("pathfed worker stopped"),
     }
     Ok(())

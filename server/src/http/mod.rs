@@ -100,6 +100,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pathfed_ingest::router())
         .merge(pathfed_consult::router())
         .merge(pathfed_datasets::api::router())
+        .merge(pathfed_training::api::router())
         .merge(web::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -170,9 +171,10 @@ pub async fn serve(config: pathfed_core::Config) -> anyhow::Result<()> {
     state.ingest.spawn_janitor();
     let workers = state.platform.config.research.serve_workers;
     if workers > 0 {
-        let pool = crate::workers::pool(&state.research, &[], workers)?;
-        tracing::info!(kinds = ?pool.kinds(), workers, "in-process workers started");
-        tokio::spawn(pool.run());
+        for pool in crate::workers::pools(&state.research, &[], workers)? {
+            tracing::info!(kinds = ?pool.kinds(), workers, "in-process workers started");
+            tokio::spawn(pool.run());
+        }
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -1,0 +1,465 @@
+//! Training runs as researchers see them: a request is checked against its dataset version
+//! before anything is queued (so a bad request costs nothing), then becomes a run row and a
+//! `train` job for a worker that has the device. The run keeps its per-epoch metrics for live
+//! curves; cancel and resume go through its job.
+
+use pathfed_core::accounts::Principal;
+use pathfed_core::db::now;
+use pathfed_core::jobs::{JobStatus, NewJob};
+use pathfed_datasets::Research;
+use pathfed_datasets::manifest::Manifest;
+use pathfed_datasets::versions::{parse_reference, published_manifest, require_researcher};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::Row as _;
+
+use crate::device;
+use crate::error::{TrainError, TrainResult};
+use crate::model::Architecture;
+use crate::registry;
+use crate::run::Aggregation;
+
+/// At most this many seeds per run: each is a full training.
+pub const MAX_SEEDS: usize = 10;
+
+/// What a researcher asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// Dataset version, `NAME@N`.
+    pub dataset: String,
+    /// Architecture: `resnet18` or `resnet-small`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Registry name (default: `{dataset}-{model}`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Epochs at most.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Patches per batch.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Initial learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// First seed.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Seeds to train (seed, seed+1, ...): metrics are reported as mean ± sd over them.
+    #[serde(default = "default_seeds")]
+    pub seeds: usize,
+    /// Model input side (default: 224 for resnet18, the patch size for resnet-small).
+    #[serde(default)]
+    pub input_px: Option<u32>,
+    /// Early-stopping patience in epochs (0: off).
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// `mean`, `top-k:K` or `attention`.
+    #[serde(default = "default_aggregation")]
+    pub aggregation: String,
+    /// Threshold on the slide score.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Positive class (default: the last class code).
+    #[serde(default)]
+    pub positive: Option<String>,
+    /// `flex`, `cuda` or `wgpu`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Flips, rotations, colour and HED jitter on training patches.
+    #[serde(default = "default_true")]
+    pub augment: bool,
+}
+
+fn default_model() -> String {
+    "resnet18".into()
+}
+fn default_epochs() -> usize {
+    10
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_seed() -> u64 {
+    1
+}
+fn default_seeds() -> usize {
+    1
+}
+fn default_patience() -> usize {
+    3
+}
+fn default_aggregation() -> String {
+    "mean".into()
+}
+fn default_threshold() -> f64 {
+    0.5
+}
+fn default_device() -> String {
+    "flex".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A request checked against its dataset version.
+#[derive(Debug, Clone)]
+pub struct CheckedRequest {
+    /// The request.
+    pub request: TrainRequest,
+    /// Dataset name.
+    pub dataset: String,
+    /// Dataset version.
+    pub version: i64,
+    /// Architecture.
+    pub architecture: Architecture,
+    /// Aggregation.
+    pub aggregation: Aggregation,
+    /// Registry name.
+    pub name: String,
+    /// Model input side.
+    pub input_px: u32,
+    /// The version's manifest.
+    pub manifest: Manifest,
+}
+
+/// Checks what can be checked before a job exists: parameters, the device, and the dataset
+/// version (published, with patches, every split non-empty, two classes, batch ≤ train split).
+pub async fn check_request(
+    research: &Research,
+    request: TrainRequest,
+) -> TrainResult<CheckedRequest> {
+    let (dataset, version) = parse_reference(&request.dataset)?;
+    let architecture = Architecture::parse(&request.model)?;
+    let aggregation = Aggregation::parse(&request.aggregation)?;
+    device::check_name(&request.device)?;
+    let devices = research.platform.config.training.device_list();
+    if !devices.contains(&request.device) {
+        return Err(TrainError::Device {
+            device: request.device.clone(),
+            reason: format!(
+                "no worker of this platform trains on it (configured: {}); start a worker built with that backend and add it to [training] devices",
+                devices.join(", ")
+            ),
+        });
+    }
+    if request.epochs == 0 || request.epochs > 1000 {
+        return Err(TrainError::Invalid("epochs must be 1–1000".into()));
+    }
+    if request.batch == 0 || request.batch > 4096 {
+        return Err(TrainError::Invalid("batch must be 1–4096".into()));
+    }
+    if !(request.lr > 0.0 && request.lr < 1.0) {
+        return Err(TrainError::Invalid(format!(
+            "learning rate {} is not in (0, 1)",
+            request.lr
+        )));
+    }
+    if request.seeds == 0 || request.seeds > MAX_SEEDS {
+        return Err(TrainError::Invalid(format!("seeds must be 1–{MAX_SEEDS}")));
+    }
+    if !(request.threshold > 0.0 && request.threshold < 1.0) {
+        return Err(TrainError::Invalid(format!(
+            "threshold {} is not in (0, 1)",
+            request.threshold
+        )));
+    }
+    let name = request
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{dataset}-{}", architecture.name()));
+    registry::check_name(&name)?;
+
+    let manifest = published_manifest(research, &dataset, version)
+        .await
+        .map_err(|e| match e {
+            pathfed_datasets::DatasetError::NotFound(_) => {
+                TrainError::NotFound(format!("published dataset version {dataset}@{version}"))
+            }
+            other => other.into(),
+        })?;
+    let extraction = manifest.content.extraction.as_ref().ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "{dataset}@{version} has no patches (built with --no-patches): build a version with patches"
+        ))
+    })?;
+    let patch_px = extraction["params"]["patch_px"].as_u64().unwrap_or(0) as u32;
+    let input_px = request.input_px.unwrap_or(match architecture {
+        Architecture::Resnet18 => 224,
+        Architecture::ResnetSmall => patch_px.max(16),
+    });
+    if !(16..=1024).contains(&input_px) {
+        return Err(TrainError::Invalid(format!(
+            "input size {input_px} px is not in 16–1024"
+        )));
+    }
+    let counts = &extraction["patch_counts"];
+    let split_total = |split: &str| -> u64 {
+        counts[split]
+            .as_object()
+            .map(|labels| labels.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0)
+    };
+    for split in crate::data::SPLITS {
+        if split_total(split) == 0 {
+            return Err(TrainError::Invalid(format!(
+                "the {split} split of {dataset}@{version} has no patches: build a version with more slides or other split fractions"
+            )));
+        }
+    }
+    let train_classes = counts["train"]
+        .as_object()
+        .map(|labels| labels.values().filter(|v| v.as_u64() > Some(0)).count())
+        .unwrap_or(0);
+    if train_classes < 2 {
+        return Err(TrainError::Invalid(format!(
+            "the train split of {dataset}@{version} holds one class only: a classifier needs at least two"
+        )));
+    }
+    let train = split_total("train");
+    if request.batch as u64 > train {
+        return Err(TrainError::Invalid(format!(
+            "batch {} is larger than the train split ({train} patches)",
+            request.batch
+        )));
+    }
+    if let Some(p) = &request.positive {
+        let known = manifest.content.slides.iter().any(|s| &s.slide.label == p);
+        if !known {
+            return Err(TrainError::Invalid(format!(
+                "positive class {p:?} is not a label of {dataset}@{version}"
+            )));
+        }
+    }
+    Ok(CheckedRequest {
+        request,
+        dataset,
+        version,
+        architecture,
+        aggregation,
+        name,
+        input_px,
+        manifest,
+    })
+}
+
+/// One metric value of one epoch of one seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// Seed.
+    pub seed: u64,
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// "train" or "valid".
+    pub split: String,
+    /// "Loss", "Accuracy", "AUROC [Macro]".
+    pub name: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// A run as listed and followed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunState {
+    /// Run id.
+    pub id: String,
+    /// Dataset version, `NAME@N`.
+    pub dataset: String,
+    /// The request.
+    pub request: TrainRequest,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// 0–1.
+    pub progress: f64,
+    /// What it is doing.
+    pub note: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Per-epoch metrics so far.
+    pub history: Vec<HistoryPoint>,
+    /// The registered model, `NAME@V`, once done.
+    pub model: Option<String>,
+    /// Who started it.
+    pub created_by: String,
+    /// When (Unix seconds).
+    pub created_at: i64,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+    /// Can be resumed from its checkpoints (stopped before registering).
+    pub resumable: bool,
+}
+
+/// Checks `request` and queues it; the run's state.
+pub async fn start(
+    research: &Research,
+    user: &Principal,
+    request: TrainRequest,
+) -> TrainResult<RunState> {
+    require_researcher(user)?;
+    let checked = check_request(research, request).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO training_runs (id, dataset, dataset_version, request, device, history, \
+         model_name, created_by, created_at) VALUES ($1, $2, $3, $4, $5, '[]', $6, $7, $8)",
+    )
+    .bind(&id)
+    .bind(&checked.dataset)
+    .bind(checked.version)
+    .bind(serde_json::to_string(&checked.request).unwrap_or_default())
+    .bind(&checked.request.device)
+    .bind(&checked.name)
+    .bind(&user.id)
+    .bind(now())
+    .execute(research.platform.db.pool())
+    .await?;
+    enqueue(research, user, &id, &checked.request.device, false).await?;
+    state(research, user, &id).await
+}
+
+async fn enqueue(
+    research: &Research,
+    user: &Principal,
+    run: &str,
+    device: &str,
+    resume: bool,
+) -> TrainResult<()> {
+    // One attempt: a failed training is a result to read, not something to repeat blindly
+    // (resume continues from the checkpoints).
+    let job = research
+        .jobs
+        .enqueue(
+            NewJob::new(
+                &device::train_job_kind(device),
+                json!({ "run": run, "resume": resume }),
+            )
+            .attempts(1)
+            .by(&user.id),
+        )
+        .await?;
+    sqlx::query("UPDATE training_runs SET job_id = $1, finished_at = NULL WHERE id = $2")
+        .bind(&job.id)
+        .bind(run)
+        .execute(research.platform.db.pool())
+        .await?;
+    Ok(())
+}
+
+const SELECT_RUNS: &str = "SELECT r.id, r.dataset, r.dataset_version, r.request, r.job_id, \
+     r.history, r.model_name, r.model_version, u.username, r.created_at, r.finished_at \
+     FROM training_runs r JOIN users u ON u.id = r.created_by";
+
+async fn from_row(research: &Research, row: &sqlx::any::AnyRow) -> TrainResult<RunState> {
+    let request: String = row.try_get("request")?;
+    let history: String = row.try_get("history")?;
+    let job_id: Option<String> = row.try_get("job_id")?;
+    let model_version: Option<i64> = row.try_get("model_version")?;
+    let model_name: String = row.try_get("model_name")?;
+    let mut state = RunState {
+        id: row.try_get("id")?,
+        dataset: format!(
+            "{}@{}",
+            row.try_get::<String, _>("dataset")?,
+            row.try_get::<i64, _>("dataset_version")?
+        ),
+        request: serde_json::from_str(&request)
+            .map_err(|e| TrainError::Invalid(format!("stored request: {e}")))?,
+        status: "queued".into(),
+        progress: 0.0,
+        note: String::new(),
+        error: None,
+        history: serde_json::from_str(&history).unwrap_or_default(),
+        model: model_version.map(|v| format!("{model_name}@{v}")),
+        created_by: row.try_get("username")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+        resumable: false,
+    };
+    if let Some(id) = job_id {
+        let job = research.jobs.get(&id).await?;
+        state.progress = job.progress;
+        state.note = job.progress_note.clone();
+        state.status = match job.status {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Running => "running",
+            _ => "queued",
+        }
+        .into();
+        state.error = job.last_error.clone();
+        state.resumable =
+            matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) && state.model.is_none();
+        if job.status == JobStatus::Succeeded {
+            state.progress = 1.0;
+        }
+    }
+    Ok(state)
+}
+
+/// A run's state.
+pub async fn state(research: &Research, user: &Principal, id: &str) -> TrainResult<RunState> {
+    require_researcher(user)?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{SELECT_RUNS} WHERE r.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(research.platform.db.pool())
+    .await?
+    .ok_or_else(|| TrainError::NotFound(format!("training run {id}")))?;
+    from_row(research, &row).await
+}
+
+/// The latest runs, newest first.
+pub async fn list(research: &Research, user: &Principal, limit: i64) -> TrainResult<Vec<RunState>> {
+    require_researcher(user)?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{SELECT_RUNS} ORDER BY r.created_at DESC, r.id LIMIT $1"
+    )))
+    .bind(limit.clamp(1, 500))
+    .fetch_all(research.platform.db.pool())
+    .await?;
+    let mut runs = Vec::new();
+    for row in &rows {
+        runs.push(from_row(research, row).await?);
+    }
+    Ok(runs)
+}
+
+/// Asks a queued or running run to stop; it ends `cancelled` with its checkpoints kept.
+pub async fn cancel(research: &Research, user: &Principal, id: &str) -> TrainResult<RunState> {
+    let current = state(research, user, id).await?;
+    let job_id: Option<String> = sqlx::query("SELECT job_id FROM training_runs WHERE id = $1")
+        .bind(id)
+        .fetch_one(research.platform.db.pool())
+        .await?
+        .try_get("job_id")?;
+    match (job_id, current.status.as_str()) {
+        (Some(job), "queued" | "running") => {
+            research.jobs.cancel(&job).await?;
+            state(research, user, id).await
+        }
+        _ => Err(TrainError::Conflict(format!(
+            "run {id} is {}: nothing to cancel",
+            current.status
+        ))),
+    }
+}
+
+/// Queues a stopped run again; it continues from its last checkpoint.
+pub async fn resume(research: &Research, user: &Principal, id: &str) -> TrainResult<RunState> {
+    let current = state(research, user, id).await?;
+    if !current.resumable {
+        return Err(TrainError::Conflict(format!(
+            "run {id} is {}: only a failed or cancelled run can be resumed",
+            current.status
+        )));
+    }
+    // The device may have gone from the configuration since.
+    check_request(research, current.request.clone()).await?;
+    enqueue(research, user, id, &current.request.device, true).await?;
+    state(research, user, id).await
+}
