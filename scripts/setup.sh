@@ -58,6 +58,11 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==5.*"
 fi
+# numpy and safetensors, which write the reference weights and logits for the weight-import test.
+if ! "$venv/bin/python" -c 'import numpy, safetensors' 2>/dev/null; then
+  echo "setup: installing numpy and safetensors into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check numpy safetensors
+fi
 
 # The web client's dependencies, once it exists. Reinstall when the lock file is newer than
 # node_modules; the touch afterwards marks node_modules current even when npm changed nothing.

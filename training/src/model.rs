@@ -180,6 +180,15 @@ impl ResNet {
         }
     }
 
+    /// The layout this model was built with: of the two, only resnet18 max-pools after its stem.
+    pub fn architecture(&self) -> Architecture {
+        if self.maxpool.is_some() {
+            Architecture::Resnet18
+        } else {
+            Architecture::ResnetSmall
+        }
+    }
+
     /// The pooled embedding of images `[B, 3, H, W]` (normalised RGB): `[B, C]`.
     pub fn embed(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = self
