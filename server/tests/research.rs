@@ -18,7 +18,8 @@ use pathfed_core::store::get_bytes;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
-use support::{As, BACKENDS, TestServer, bin, submit_case};
+use support::people::{Staff, sign_out_with, staff, wait_for};
+use support::{As, BACKENDS, Reaped, TestServer, bin, submit_case};
 
 const CANARY: &str = "CANARY";
 
@@ -65,83 +66,9 @@ fn contains(bytes: &[u8], needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-fn read(code: &str, slide: &str) -> Value {
-    json!({
-        "code": code,
-        "findings": "Tubular adenoma, low grade",
-        "slides": [{ "slide_id": slide, "code": code, "findings": "" }],
-    })
-}
-
 /// First read, concordant blind double-check, sign-out with GAS-G3.
 async fn sign_out(first: &As<'_>, second: &As<'_>, case: &str, slide: &str) {
     sign_out_with(first, second, case, slide, "GAS-G3").await;
-}
-
-/// First read, concordant blind double-check, sign-out with `code`.
-async fn sign_out_with(first: &As<'_>, second: &As<'_>, case: &str, slide: &str, code: &str) {
-    let path = format!("/api/v1/cases/{case}");
-    first.ok(Method::POST, &format!("{path}/claim"), None).await;
-    first
-        .ok(
-            Method::PUT,
-            &format!("{path}/reads/primary"),
-            Some(read(code, slide)),
-        )
-        .await;
-    second
-        .ok(Method::POST, &format!("{path}/double-check"), None)
-        .await;
-    second
-        .ok(
-            Method::PUT,
-            &format!("{path}/reads/second"),
-            Some(read(code, slide)),
-        )
-        .await;
-    first
-        .ok(Method::POST, &format!("{path}/sign-out"), None)
-        .await;
-}
-
-/// Polls `probe` until it gives a value or `timeout` passes.
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The people of both tests: a spoke submitter, two hub pathologists and a hub researcher.
-struct Staff<'a> {
-    spoke: As<'a>,
-    first: As<'a>,
-    second: As<'a>,
-    researcher: As<'a>,
-}
-
-/// Creates Spoke A (routed to Hub H by default) and its staff.
-fn staff(server: &TestServer) -> Staff<'_> {
-    let who = |hospital: &str, kind: &str, name: &str, role: &str| As {
-        server,
-        token: server.user(hospital, kind, name, role),
-    };
-    let staff = Staff {
-        spoke: who("Spoke A", "spoke", "sub_a", "submitter"),
-        first: who("Hub H", "hub", "path1", "pathologist"),
-        second: who("Hub H", "hub", "path2", "pathologist"),
-        researcher: who("Hub H", "hub", "res_h", "researcher"),
-    };
-    server.cli_ok(&["admin", "hospital", "default-hub", "Spoke A", "Hub H"]);
-    staff
 }
 
 /// Waits until research slide `id` is tombstoned; returns the reason recorded.
@@ -746,16 +673,6 @@ async fn opt_out_while_curation_runs_leaves_nothing_behind() {
             .collect();
         assert_eq!(slides, [kept.as_str()], "{backend:?}");
         drop(worker);
-    }
-}
-
-/// A child process killed when the test ends, passing or not.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -12,6 +12,7 @@ use burn::train::Interrupter;
 use pathfed_core::config::S3Config;
 use pathfed_core::store::open_store;
 use pathfed_training::data::PatchSet;
+use pathfed_training::mil;
 use pathfed_training::model::Architecture;
 use pathfed_training::run::{Progress, TrainParams, TrainedRun, check, train};
 use pathfed_training::synthetic::{TextureSpec, texture_dataset};
@@ -107,6 +108,38 @@ async fn learns_textures_from_pixels_and_not_from_shuffled_labels() {
         .collect();
     assert_eq!(losses.len(), 4, "{:?}", trained.history);
     assert!(losses[3] < losses[0], "training loss falls: {losses:?}");
+
+    // An attention-MIL head on the frozen model's embeddings, trained from slide labels only,
+    // classifies the test slides as well.
+    let set = Arc::new(set);
+    let device = Device::flex();
+    let (train_bags, features) =
+        mil::embed_split(&trained.model, &set, "train", 64, 32, &device).unwrap();
+    let (valid_bags, _) = mil::embed_split(&trained.model, &set, "val", 64, 32, &device).unwrap();
+    let labels: Vec<usize> = set.slides.iter().map(|s| s.label).collect();
+    let config = mil::MilConfig {
+        features,
+        hidden: 64,
+        classes: 2,
+    };
+    let head = mil::fit(&train_bags, &valid_bags, &labels, &config, 40, 5, &device).unwrap();
+    let aggregator = pathfed_training::run::Aggregator { config, head };
+    let (attention, _) = pathfed_training::run::evaluate_attention(
+        &trained.model,
+        &aggregator,
+        &set,
+        "test",
+        64,
+        32,
+        "TEX-STROMA",
+        0.5,
+        5,
+        &device,
+    )
+    .unwrap();
+    let ba = attention.balanced_accuracy.unwrap().value;
+    assert!(ba >= 0.95, "attention pooling: balanced accuracy {ba}");
+    let set = Arc::unwrap_or_clone(set);
 
     // The control: labels shuffled across training slides teach nothing about the test split.
     let control = run(

@@ -178,7 +178,11 @@ const NAV_LINKS = [
   { href: "/upload", label: "Upload", key: "upload" },
 ];
 // Researchers work in the research tier only; admins run both.
-const RESEARCH_LINKS = [{ href: "/datasets", label: "Datasets", key: "datasets" }];
+const RESEARCH_LINKS = [
+  { href: "/datasets", label: "Datasets", key: "datasets" },
+  { href: "/training", label: "Training", key: "training" },
+  { href: "/models", label: "Models", key: "models" },
+];
 // The patient's hospital (submitters, admins) records research opt-outs.
 const OPT_OUT_LINK = { href: "/opt-out", label: "Opt-out", key: "opt-out" };
 

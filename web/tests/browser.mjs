@@ -424,8 +424,108 @@ async function main() {
   step(`  thumbnail loaded (${thumbSize})`);
 
   const passwords = await consultation(base, env, slidePath);
-  const researcherToken = await researchCatalogue(base, env);
-  await optOut(base, env, passwords, researcherToken);
+  const researcher = await researchCatalogue(base, env);
+  await optOut(base, env, passwords, researcher.token);
+  await trainingAndModels(base, env, researcher);
+}
+
+// ---- Training: the researcher trains in the browser, follows the curves, deploys ----
+
+/** Signs `count` generated cases per class out through the API: G1 dense, G3 stromal tissue. */
+async function signedOutTextureCases(base, env) {
+  const tokens = {};
+  for (const name of ["spoke1", "path1", "path2"]) {
+    tokens[name] = (await run(["admin", "token", "create", "--user", name], env)).trim().split("\n").pop();
+  }
+  const call = async (who, method, url, body) => {
+    const response = await fetch(`${base}${url}`, {
+      method,
+      headers: { Authorization: `Bearer ${tokens[who]}`, "Content-Type": "application/json" },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    check(response.ok, `${method} ${url}: ${response.status} ${await response.text()}`);
+  };
+  const cases = [];
+  for (let i = 0; i < 6; i++) {
+    const [code, tissue] = i % 2 ? ["GAS-G3", "stroma"] : ["GAS-G1", "nucleus-dense"];
+    const file = path.join(tmpDir, `texture-${i}.svs`);
+    await run(["slide", "synth", "--out", file, "--width", "2400", "--height", "1800", "--classes", tissue, "--seed", String(70 + i)], env);
+    const created = await run([
+      "case", "create", "--server", base, "--token", tokens.spoke1, "--patient-id", `MRN-TRAIN-${i}`,
+      "--age-band", "60-69", "--sex", "male", "--organ", "stomach", "--specimen", "gastric biopsy",
+      "--question", "Dysplasia?", "--upload", file, "--submit", "--state-file", path.join(tmpDir, `train-${i}.json`),
+    ], env);
+    const caseId = created.trim().split("\n").pop().trim();
+    const slideId = created.split("\n").map((l) => l.split("\tslide ")[1]).find(Boolean).trim().split(/\s+/)[0];
+    const read = { code, findings: "generated texture", slides: [{ slide_id: slideId, code, findings: "" }] };
+    const at = `/api/v1/cases/${caseId}`;
+    await call("path1", "POST", `${at}/claim`);
+    await call("path1", "PUT", `${at}/reads/primary`, read);
+    await call("path2", "POST", `${at}/double-check`);
+    await call("path2", "PUT", `${at}/reads/second`, read);
+    await call("path1", "POST", `${at}/sign-out`);
+    cases.push(caseId);
+  }
+  step(`signed out ${cases.length} texture cases for training`);
+}
+
+async function trainingAndModels(base, env, researcher) {
+  await signedOutTextureCases(base, env);
+  const args = [
+    "dataset", "create", "textures", "--server", base, "--token", researcher.token, "--labels", "gastric-group",
+    "--filter", "organ=stomach", "--min-cell-size", "1", "--split", "0.34,0.33,0.33", "--patch-size", "64", "--patch-mpp", "2",
+  ];
+  let built = null;
+  for (let attempt = 0; !built; attempt++) {
+    try {
+      const out = await run(args, env);
+      // Curation is in the background: wait until all six texture slides are in.
+      if (/slides: 6\b/.test(out)) built = out;
+      else check(attempt < 90, `the texture version never held six slides:\n${out}`);
+    } catch (err) {
+      if (attempt >= 90 || !/no research slides match/.test(err.message)) throw err;
+    }
+    if (!built) await sleep(1000);
+  }
+  const version = /textures@(\d+)/.exec(built)[1];
+  step(`dataset textures@${version} built with patches`);
+
+  await signIn(base, "res1", researcher.password);
+  await page.goto(`${base}/training`);
+  const links = await page.locator("#app-nav .nav-link").allTextContents();
+  check(links.join(",") === "Datasets,Training,Models", `a researcher's navigation: ${links}`);
+  await page.locator(`#train-dataset option[value="textures@${version}"]`).waitFor({ state: "attached", timeout: 10_000 });
+  await page.selectOption("#train-dataset", `textures@${version}`);
+  // A batch larger than the train split is refused with the server's message, nothing queued.
+  await page.selectOption("#train-model", "resnet-small");
+  await page.fill("#train-batch", "4000");
+  await page.click("#train-start");
+  await waitInPage("the refusal to show", () => /larger than the train split/.test(document.getElementById("app-error")?.textContent || ""), null, 10_000);
+  await page.fill("#train-batch", "16");
+  await page.fill("#train-epochs", "4");
+  await page.fill("#train-name", "textures-small");
+  await page.click("#train-start");
+  step("training run started from the form");
+  await waitInPage("curves of two epochs", () => document.querySelectorAll('#run-curves polyline[data-split="valid"]').length === 3 && /epoch [2-4]/.test(document.getElementById("run-curves")?.textContent || ""), null, 120_000);
+  await waitInPage("the run to register its model", () => /textures-small@1/.test(document.getElementById("run-detail")?.textContent || ""), null, 180_000);
+  await page.screenshot({ path: path.join(ARTIFACTS, "training.png"), fullPage: true });
+  step("the run's curves drew as it trained and it registered textures-small@1");
+
+  await Promise.all([page.waitForURL(/\/models#textures-small@1$/), page.click("#run-model-link")]);
+  await page.locator("#card-notice").waitFor({ timeout: 10_000 });
+  check(/^Decision support only/.test(await page.textContent("#card-notice")), "the card lacks the decision-support notice");
+  check(/AUC/.test(await page.textContent("#card-metrics")), "the card lacks metrics");
+  check((await page.locator("#card-limitations li").count()) >= 3, "the card lists no limitations");
+  for (const plot of ["#roc-plot", "#loss-plot"]) {
+    const handle = await page.locator(plot).elementHandle();
+    await waitInPage(`${plot} to load`, (img) => img.complete && img.naturalWidth === 640, handle, 20_000);
+  }
+  await page.click("#deploy-button");
+  await waitInPage("the deployment to show", () => /Deployed for stomach slides in gastric-group/.test(document.getElementById("deploy-status")?.textContent || ""), null, 10_000);
+  const row = (await page.locator('#models tr[data-model="textures-small@1"]').textContent()) || "";
+  check(row.includes("stomach / gastric-group"), `the registry row does not show the deployment: ${row}`);
+  await page.screenshot({ path: path.join(ARTIFACTS, "model-card.png"), fullPage: true });
+  step("model card with ROC and loss plots read; model deployed for stomach / gastric-group");
 }
 
 // ---- Opt-out: the spoke records it in the browser; the research tier lets go ----
@@ -485,7 +585,7 @@ async function researchCatalogue(base, env) {
   await signIn(base, "res1", password);
   await page.waitForURL(`${base}/datasets`, { timeout: 15_000 });
   const links = await page.locator("#app-nav .nav-link").allTextContents();
-  check(links.join(",") === "Datasets", `a researcher's navigation should offer only Datasets, got ${links}`);
+  check(links.join(",") === "Datasets,Training,Models", `a researcher's navigation should offer only the research pages, got ${links}`);
   await page.locator('#versions tr[data-version="gastric@1"]').waitFor({ timeout: 10_000 });
   await page.locator('#patch-balance tr[data-label="GAS-G4"]').waitFor({ timeout: 10_000 });
   const slideCells = await page.locator('#slide-balance tr[data-label="GAS-G4"] td').allTextContents();
@@ -498,7 +598,7 @@ async function researchCatalogue(base, env) {
   check(!shown.includes("MRN-BROWSER-1"), "the catalogue shows a clinical patient id");
   await page.screenshot({ path: path.join(ARTIFACTS, "datasets.png"), fullPage: true });
   step("research catalogue shows the version, its class balance and sample patches");
-  return token;
+  return { token, password };
 }
 
 // ---- Consultation: worklist → claim → annotate → read → blind check → report ----

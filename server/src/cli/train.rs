@@ -125,14 +125,17 @@ async fn follow(api: &Api, id: &str) -> anyhow::Result<()> {
         };
         let history = state["history"].as_array().cloned().unwrap_or_default();
         for point in history.iter().skip(printed) {
-            bar.println(format!(
-                "seed {} epoch {} {:5} {:14} {:.4}",
-                point["seed"],
-                point["epoch"],
-                point["split"].as_str().unwrap_or_default(),
-                point["name"].as_str().unwrap_or_default(),
-                point["value"].as_f64().unwrap_or(f64::NAN)
-            ));
+            // Printed above the bar, and also when there is no terminal to draw one on.
+            bar.suspend(|| {
+                println!(
+                    "seed {} epoch {} {:5} {:14} {:.4}",
+                    point["seed"],
+                    point["epoch"],
+                    point["split"].as_str().unwrap_or_default(),
+                    point["name"].as_str().unwrap_or_default(),
+                    point["value"].as_f64().unwrap_or(f64::NAN)
+                )
+            });
         }
         printed = printed.max(history.len());
         bar.set_position((state["progress"].as_f64().unwrap_or_default() * 1000.0) as u64);

@@ -29,6 +29,8 @@ pub fn router() -> Router<AppState> {
         .route("/case", get(|| page("case.html")))
         .route("/datasets", get(|| page("datasets.html")))
         .route("/opt-out", get(|| page("opt-out.html")))
+        .route("/training", get(|| page("training.html")))
+        .route("/models", get(|| page("models.html")))
         .route(
             "/static/{*path}",
             get(|Path(p): Path<String>| asset(format!("static/{p}"))),

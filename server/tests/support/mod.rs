@@ -5,6 +5,7 @@
 //! started by [`services`]. Every behaviour test runs on both.
 #![allow(dead_code)]
 
+pub mod people;
 pub mod services;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,16 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
+}
+
+/// A child process killed when the test ends, passing or not.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The `pathfed` binary under test.
@@ -236,6 +247,21 @@ impl TestServer {
         pathfed_core::Db::connect(&self.database_url)
             .await
             .expect("connect to the test database")
+    }
+
+    /// The platform as the server opened it (database, store, data folder), for checks that
+    /// need a service's own code, such as loading a registered model.
+    pub async fn platform(&self) -> pathfed_core::Platform {
+        let config = pathfed_core::Config {
+            data_dir: self.dir.path().join("data"),
+            database_url: Some(self.database_url.clone()),
+            object_store_url: Some(self.object_store_url.clone()),
+            s3: self.s3.clone(),
+            ..pathfed_core::Config::default()
+        };
+        pathfed_core::Platform::open(config)
+            .await
+            .expect("open the platform")
     }
 
     /// Files left in the staging folder.

@@ -1,0 +1,214 @@
+// Researchers' training runs: start a run on a dataset version, follow its loss, accuracy
+// and AUROC per epoch as it trains, cancel it, resume a stopped one, and open the model it
+// registered.
+import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
+
+const form = document.getElementById("train-form");
+const listHost = document.getElementById("run-list");
+const detail = document.getElementById("run-detail");
+let shown = null;
+let timer = null;
+
+const COLOURS = { train: "#1f77b4", valid: "#ff7f0e" };
+
+/** An SVG line chart of one metric per split over epochs (seed by seed, in order). */
+function chart(title, points) {
+  const W = 420, H = 220, L = 48, B = 28, T = 22, R = 10;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("class", "curve");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", title);
+  const add = (tag, attrs, text) => {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+    return node;
+  };
+  add("text", { x: L, y: 14, class: "curve-title" }, title);
+  if (!points.length) {
+    add("text", { x: L, y: H / 2 }, "waiting for the first epoch…");
+    return svg;
+  }
+  const xs = points.map((p) => p.x);
+  const ys = points.map((p) => p.value);
+  const [x0, x1] = [Math.min(...xs), Math.max(Math.max(...xs), Math.min(...xs) + 1)];
+  const [y0, y1] = [Math.min(0, ...ys), Math.max(...ys) * 1.05 || 1];
+  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - B - T);
+  add("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" });
+  add("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" });
+  add("text", { x: L - 4, y: sy(y1) + 4, "text-anchor": "end" }, y1.toFixed(2));
+  add("text", { x: L - 4, y: sy(y0) + 4, "text-anchor": "end" }, y0.toFixed(2));
+  add("text", { x: W - R, y: H - 6, "text-anchor": "end" }, `epoch ${x1}`);
+  for (const split of ["train", "valid"]) {
+    const line = points.filter((p) => p.split === split);
+    if (!line.length) continue;
+    add("polyline", {
+      points: line.map((p) => `${sx(p.x)},${sy(p.value)}`).join(" "),
+      fill: "none",
+      stroke: COLOURS[split],
+      "stroke-width": 2,
+      "data-split": split,
+    });
+    add("text", { x: W - R - 60, y: split === "train" ? T + 10 : T + 24, fill: COLOURS[split] }, split);
+  }
+  return svg;
+}
+
+/** History points of `metric`, with x counting epochs across seeds in order. */
+function series(history, metric) {
+  const seeds = [...new Set(history.map((p) => p.seed))].sort((a, b) => a - b);
+  const offset = {};
+  let total = 0;
+  for (const s of seeds) {
+    offset[s] = total;
+    total += Math.max(...history.filter((p) => p.seed === s).map((p) => p.epoch));
+  }
+  return history
+    .filter((p) => p.name === metric || p.name.startsWith(metric))
+    .map((p) => ({ x: offset[p.seed] + p.epoch, value: p.value, split: p.split }))
+    .sort((a, b) => a.x - b.x);
+}
+
+function runRow(run) {
+  return el(
+    "tr",
+    { dataset: { run: run.id } },
+    el("td", {}, el("a", { href: `#${run.id}`, class: "run-link", text: run.id.slice(0, 8), onclick: () => follow(run.id) })),
+    el("td", { text: run.dataset }),
+    el("td", { text: `${run.request.model} · ${run.request.device}` }),
+    el("td", {}, statusBadge(run.status)),
+    el("td", { text: `${Math.round(run.progress * 100)} %` }),
+    el("td", {}, run.model ? el("a", { href: `/models#${run.model}`, text: run.model }) : "—"),
+    el("td", { text: formatDate(run.created_at) }),
+  );
+}
+
+async function refreshList() {
+  const runs = await api("/api/v1/training/runs");
+  if (!runs.length) {
+    listHost.replaceChildren(el("p", { class: "muted", id: "no-runs", text: "No training runs yet." }));
+    return runs;
+  }
+  listHost.replaceChildren(
+    el(
+      "div",
+      { class: "table-wrap" },
+      el(
+        "table",
+        { class: "slide-table", id: "runs" },
+        el("thead", {}, el("tr", {}, ["Run", "Dataset", "Model", "Status", "Progress", "Registered", "Started"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, runs.map(runRow)),
+      ),
+    ),
+  );
+  return runs;
+}
+
+function renderRun(run) {
+  const active = run.status === "queued" || run.status === "running";
+  const actions = [];
+  if (active) {
+    actions.push(el("button", { type: "button", class: "button button-danger", id: "run-cancel", text: "Cancel", onclick: () => act(run.id, "cancel") }));
+  }
+  if (run.resumable) {
+    actions.push(el("button", { type: "button", class: "button", id: "run-resume", text: "Resume from checkpoint", onclick: () => act(run.id, "resume") }));
+  }
+  detail.hidden = false;
+  detail.replaceChildren(
+    el("h2", { id: "run-title", text: `Run ${run.id.slice(0, 8)} · ${run.dataset}` }),
+    el(
+      "dl",
+      { class: "facts" },
+      [
+        ["Status", run.status],
+        ["Progress", `${Math.round(run.progress * 100)} % ${run.note ? `· ${run.note}` : ""}`],
+        ["Model", `${run.request.model}, ${run.request.epochs} epochs, batch ${run.request.batch}, lr ${run.request.lr}, ${run.request.seeds} seed(s), ${run.request.aggregation}`],
+        ["Device", run.request.device],
+        run.error ? ["Error", run.error] : null,
+        run.model ? ["Registered", run.model] : null,
+      ]
+        .filter(Boolean)
+        .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v, dataset: { fact: k.toLowerCase() } })]),
+    ),
+    el("progress", { id: "run-progress", max: 1, value: run.progress }),
+    el("div", { class: "curves", id: "run-curves" }, chart("Loss", series(run.history, "Loss")), chart("Accuracy (%)", series(run.history, "Accuracy")), chart("AUROC (%)", series(run.history, "AUROC"))),
+    run.model ? el("p", {}, el("a", { href: `/models#${run.model}`, id: "run-model-link", class: "button", text: `Open the model card of ${run.model}` })) : null,
+    el("div", { class: "actions" }, actions),
+  );
+}
+
+async function follow(id) {
+  shown = id;
+  clearTimeout(timer);
+  try {
+    const run = await api(`/api/v1/training/runs/${encodeURIComponent(id)}`);
+    if (shown !== id) return;
+    renderRun(run);
+    if (run.status === "queued" || run.status === "running") {
+      timer = setTimeout(() => follow(id).then(refreshList).catch((e) => showError(e.message)), 1000);
+    }
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+async function act(id, action) {
+  showError("");
+  try {
+    await api(`/api/v1/training/runs/${encodeURIComponent(id)}/${action}`, { method: "POST" });
+    await refreshList();
+    await follow(id);
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("");
+  const value = (id) => document.getElementById(id).value;
+  const request = {
+    dataset: value("train-dataset"),
+    model: value("train-model"),
+    epochs: Number(value("train-epochs")),
+    batch: Number(value("train-batch")),
+    lr: Number(value("train-lr")),
+    seeds: Number(value("train-seeds")),
+    aggregation: value("train-aggregation"),
+    device: value("train-device"),
+  };
+  if (value("train-name").trim()) request.name = value("train-name").trim();
+  const button = document.getElementById("train-start");
+  button.disabled = true;
+  try {
+    const run = await api("/api/v1/training/runs", { method: "POST", json: request });
+    window.location.hash = run.id;
+    await refreshList();
+    await follow(run.id);
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+async function main() {
+  const session = await requireSession({ active: "training" });
+  if (!session) return;
+  try {
+    const versions = await api("/api/v1/datasets");
+    const select = document.getElementById("train-dataset");
+    select.replaceChildren(...versions.map((v) => el("option", { value: `${v.dataset}@${v.version}`, text: `${v.dataset}@${v.version}` })));
+    const runs = await refreshList();
+    const wanted = window.location.hash.slice(1);
+    const chosen = runs.find((r) => r.id === wanted) || runs[0];
+    if (chosen) await follow(chosen.id);
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+main();
