@@ -94,6 +94,25 @@ async fn train_register_deploy_reload_cancel_and_resume() {
             "2",
         ]);
 
+        // Pretrained weights as an administrator would place them (written by numpy, named as
+        // torchvision names them): one with a 1000-class head, one with a wrong kernel.
+        let pretrained = server.dir.path().join("data/pretrained");
+        std::fs::create_dir_all(&pretrained).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = std::env::var("PATHFED_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| root.join(".tools/venv/bin/python"));
+        let written = std::process::Command::new(&python)
+            .arg(root.join("training/tests/python/resnet_weights.py"))
+            .arg(&pretrained)
+            .output()
+            .expect("the Python interpreter of scripts/setup.sh");
+        assert!(
+            written.status.success(),
+            "writing pretrained weights (run scripts/setup.sh): {}",
+            String::from_utf8_lossy(&written.stderr)
+        );
+
         // Refused before anything is queued: nothing in the runs table or the registry.
         let start = |body: Value| async move {
             researcher
@@ -125,6 +144,28 @@ async fn train_register_deploy_reload_cancel_and_resume() {
         assert_eq!(body["error"]["code"], "device_unavailable", "{body}");
         let (status, body) = start(json!({"dataset": "stomach@1", "model": "vgg"})).await;
         assert_eq!(status.as_u16(), 400, "{body}");
+        let (status, body) = start(json!({
+            "dataset": "stomach@1", "model": "resnet-small", "batch": 16, "pretrained": "wrong_conv.safetensors",
+        }))
+        .await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("layer3.0.conv2.weight"),
+            "{body}"
+        );
+        let (status, body) = start(json!({
+            "dataset": "stomach@1", "model": "resnet-small", "batch": 16, "pretrained": "../pathfed.db",
+        }))
+        .await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        let (status, body) = start(json!({
+            "dataset": "stomach@1", "model": "resnet-small", "batch": 16, "pretrained": "absent.safetensors",
+        }))
+        .await;
+        assert_eq!(status.as_u16(), 404, "{body}");
         let (status, body) = staff
             .first
             .call(

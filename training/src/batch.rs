@@ -4,8 +4,10 @@
 //! Order and augmentation are ours, not the data loader's, so that a run is a pure function
 //! of its seed and a resumed run sees exactly the batches an uninterrupted one would: each
 //! epoch's order is a permutation drawn from (seed, epoch), each patch's augmentation from
-//! (seed, epoch, position). The loader itself runs unshuffled with no worker threads; a batch's
-//! patches are read and decoded in parallel instead.
+//! (seed, epoch, position). The loader itself runs unshuffled with no worker threads (Burn's
+//! workers would reorder batches); instead a batch's patches are read and decoded in parallel,
+//! and the next batch is prefetched in the background while the model works on this one —
+//! its positions are known, since the loader reads an epoch in order.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -44,17 +46,58 @@ pub struct PatchBatch {
     pub patches: Vec<usize>,
 }
 
-/// A split of a patch set as an epoch-aware, seeded dataset.
-pub struct SplitDataset {
+/// What decodes and augments patches: cheap to clone into a prefetching task.
+#[derive(Clone)]
+struct Reader {
     set: Arc<PatchSet>,
-    patches: Vec<usize>,
     side: u32,
     augment: Augment,
+    seed: u64,
+}
+
+impl Reader {
+    fn item(&self, epoch: u64, position: usize, patch: usize) -> Result<PatchItem, DatasetError> {
+        let mut rgb = self.set.rgb(patch, self.side).map_err(DatasetError::new)?;
+        let mut rng = StdRng::seed_from_u64(mix(self.seed, epoch, position as u64));
+        self.augment.apply(&mut rgb, self.side as usize, &mut rng);
+        Ok(PatchItem {
+            rgb,
+            label: self.set.patches[patch].label,
+            patch,
+        })
+    }
+
+    fn items(
+        &self,
+        epoch: u64,
+        positions: &[usize],
+        patches: &[usize],
+    ) -> Result<Vec<PatchItem>, DatasetError> {
+        positions
+            .par_iter()
+            .zip(patches.par_iter())
+            .map(|(&position, &patch)| self.item(epoch, position, patch))
+            .collect()
+    }
+}
+
+/// A batch being decoded ahead of its read.
+struct Prefetch {
+    epoch: u64,
+    positions: Vec<usize>,
+    result: std::sync::mpsc::Receiver<Result<Vec<PatchItem>, DatasetError>>,
+}
+
+/// A split of a patch set as an epoch-aware, seeded dataset.
+pub struct SplitDataset {
+    reader: Reader,
+    patches: Vec<usize>,
     /// Shuffle per epoch (training); evaluation keeps the stored order.
     shuffle: bool,
-    seed: u64,
     /// (epoch, order) of the epoch being read.
-    epoch: Mutex<(u64, Vec<usize>)>,
+    epoch: Mutex<(u64, Arc<Vec<usize>>)>,
+    /// The batch expected next, decoding in the background.
+    prefetch: Mutex<Option<Prefetch>>,
 }
 
 impl SplitDataset {
@@ -70,45 +113,78 @@ impl SplitDataset {
         first_epoch: u64,
     ) -> Self {
         Self {
-            set,
+            reader: Reader {
+                set,
+                side,
+                augment,
+                seed,
+            },
             patches,
-            side,
-            augment,
             shuffle,
-            seed,
             // The first read of position 0 moves this to `first_epoch`.
-            epoch: Mutex::new((first_epoch.saturating_sub(1), Vec::new())),
+            epoch: Mutex::new((first_epoch.saturating_sub(1), Arc::new(Vec::new()))),
+            prefetch: Mutex::new(None),
         }
     }
 
     fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order = self.patches.clone();
         if self.shuffle {
-            order.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, epoch, u64::MAX)));
+            order.shuffle(&mut StdRng::seed_from_u64(mix(
+                self.reader.seed,
+                epoch,
+                u64::MAX,
+            )));
         }
         order
     }
 
-    fn item(&self, epoch: u64, position: usize, patch: usize) -> Result<PatchItem, DatasetError> {
-        let mut rgb = self.set.rgb(patch, self.side).map_err(DatasetError::new)?;
-        let mut rng = StdRng::seed_from_u64(mix(self.seed, epoch, position as u64));
-        self.augment.apply(&mut rgb, self.side as usize, &mut rng);
-        Ok(PatchItem {
-            rgb,
-            label: self.set.patches[patch].label,
-            patch,
-        })
+    /// Starts decoding the read expected after `positions` of `epoch`: the next positions of
+    /// the same size, or the start of the next epoch.
+    fn prefetch_after(&self, epoch: u64, positions: &[usize], order: &Arc<Vec<usize>>) {
+        let (Some(&last), n) = (positions.last(), positions.len()) else {
+            return;
+        };
+        let len = self.patches.len();
+        let (epoch, next, order) = if last + 1 < len {
+            (
+                epoch,
+                (last + 1..(last + 1 + n).min(len)).collect::<Vec<_>>(),
+                order.clone(),
+            )
+        } else {
+            (
+                epoch + 1,
+                (0..n.min(len)).collect(),
+                Arc::new(self.order(epoch + 1)),
+            )
+        };
+        let patches: Vec<usize> = next.iter().map(|&p| order[p]).collect();
+        let (sender, result) = std::sync::mpsc::sync_channel(1);
+        let reader = self.reader.clone();
+        let positions = next.clone();
+        rayon::spawn(move || {
+            let _ = sender.send(reader.items(epoch, &positions, &patches));
+        });
+        if let Ok(mut slot) = self.prefetch.lock() {
+            *slot = Some(Prefetch {
+                epoch,
+                positions: next,
+                result,
+            });
+        }
     }
 
     /// The epoch and patch order for reading `positions`; a read starting at 0 opens the next
     /// epoch (the loader reads each epoch from position 0 upwards).
-    fn epoch_for(&self, positions: &[usize]) -> (u64, Vec<usize>) {
+    fn epoch_for(&self, positions: &[usize]) -> (u64, Vec<usize>, Arc<Vec<usize>>) {
         let mut state = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
         if positions.first() == Some(&0) || state.1.is_empty() {
             state.0 += 1;
-            state.1 = self.order(state.0);
+            state.1 = Arc::new(self.order(state.0));
         }
-        (state.0, positions.iter().map(|&p| state.1[p]).collect())
+        let patches = positions.iter().map(|&p| state.1[p]).collect();
+        (state.0, patches, state.1.clone())
     }
 }
 
@@ -126,17 +202,25 @@ fn mix(a: u64, b: u64, c: u64) -> u64 {
 
 impl Dataset<PatchItem> for SplitDataset {
     fn get(&self, index: usize) -> Result<PatchItem, DatasetError> {
-        let (epoch, patches) = self.epoch_for(&[index]);
-        self.item(epoch, index, patches[0])
+        let (epoch, patches, _) = self.epoch_for(&[index]);
+        self.reader.item(epoch, index, patches[0])
     }
 
     fn get_many(&self, indexes: Vec<usize>) -> Result<Vec<PatchItem>, DatasetError> {
-        let (epoch, patches) = self.epoch_for(&indexes);
-        indexes
-            .par_iter()
-            .zip(patches.par_iter())
-            .map(|(&position, &patch)| self.item(epoch, position, patch))
-            .collect()
+        let (epoch, patches, order) = self.epoch_for(&indexes);
+        let ready = self
+            .prefetch
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .filter(|p| p.epoch == epoch && p.positions == indexes)
+            .and_then(|p| p.result.recv().ok());
+        let items = match ready {
+            Some(items) => items,
+            None => self.reader.items(epoch, &indexes, &patches),
+        };
+        self.prefetch_after(epoch, &indexes, &order);
+        items
     }
 
     fn len(&self) -> usize {

@@ -108,6 +108,10 @@ pub fn model_card(
         "training": {
             "request": checked.request,
             "code_version": code_version,
+            "pretrained": checked.pretrained.as_ref().map(|(path, sha256)| json!({
+                "file": path.file_name().map(|n| n.to_string_lossy().to_string()),
+                "sha256": sha256,
+            })),
             "epochs_run": results.iter().map(|r| r.history.iter().map(|m| m.epoch).max().unwrap_or(0)).collect::<Vec<_>>(),
         },
         "evaluation": summary,

@@ -216,6 +216,7 @@ async fn train_seed(
         aggregation: checked.aggregation,
         threshold: request.threshold,
         shuffle_labels: false,
+        pretrained: checked.pretrained.as_ref().map(|(path, _)| path.clone()),
     };
     let resume_from = if resume {
         last_checkpoint(seed_dir)

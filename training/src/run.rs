@@ -122,6 +122,8 @@ pub struct TrainParams {
     pub threshold: f64,
     /// Control run: training patches get shuffled labels.
     pub shuffle_labels: bool,
+    /// Pretrained weights to start from (torchvision names; the head starts fresh).
+    pub pretrained: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainParams {
@@ -139,6 +141,7 @@ impl Default for TrainParams {
             aggregation: Aggregation::Mean,
             threshold: 0.5,
             shuffle_labels: false,
+            pretrained: None,
         }
     }
 }
@@ -324,7 +327,14 @@ pub fn train(
         input_px: params.input_px,
     };
     device.seed(params.seed);
-    let model = ResNet::new(&config, &device.clone().autodiff());
+    let mut model = ResNet::new(&config, &device.clone().autodiff());
+    // A resumed run takes its weights from the checkpoint instead.
+    if let (Some(path), None) = (&params.pretrained, resume_from) {
+        let options = crate::import::ImportOptions { skip_head: true };
+        let (loaded, report) = crate::import::load_pretrained(model, path, &options)?;
+        tracing::info!(file = %path.display(), loaded = report.loaded, "started from pretrained weights");
+        model = loaded;
+    }
     let first_epoch = resume_from.map_or(1, |k| k as u64 + 1);
     let side = params.input_px;
     let train_patches = set.split("train");

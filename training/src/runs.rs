@@ -70,6 +70,10 @@ pub struct TrainRequest {
     /// Flips, rotations, colour and HED jitter on training patches.
     #[serde(default = "default_true")]
     pub augment: bool,
+    /// Pretrained weights to start from: a safetensors or PyTorch file in the platform's
+    /// `pretrained/` folder, torchvision names; the classification head is always trained anew.
+    #[serde(default)]
+    pub pretrained: Option<String>,
 }
 
 fn default_model() -> String {
@@ -125,6 +129,48 @@ pub struct CheckedRequest {
     pub input_px: u32,
     /// The version's manifest.
     pub manifest: Manifest,
+    /// Pretrained weights: the file and its SHA-256.
+    pub pretrained: Option<(std::path::PathBuf, String)>,
+}
+
+/// The folder pretrained weight files are taken from (no download happens anywhere: an
+/// administrator places them there).
+pub fn pretrained_dir(research: &Research) -> std::path::PathBuf {
+    research.platform.config.data_dir.join("pretrained")
+}
+
+/// Finds `name` in the pretrained folder and checks that it fits `config`'s layout.
+fn check_pretrained(
+    research: &Research,
+    name: &str,
+    config: &crate::model::ModelConfig,
+) -> TrainResult<(std::path::PathBuf, String)> {
+    use sha2::Digest as _;
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !plain {
+        return Err(TrainError::Invalid(format!(
+            "pretrained file {name:?}: a plain file name in the pretrained folder"
+        )));
+    }
+    let path = pretrained_dir(research).join(name);
+    if !path.is_file() {
+        return Err(TrainError::NotFound(format!(
+            "pretrained file {name} (place it in the platform's pretrained folder)"
+        )));
+    }
+    // Loading it now turns a mismatched file into a refusal instead of a failed job.
+    let probe = crate::model::ResNet::new(config, &burn::prelude::Device::flex());
+    crate::import::load_pretrained(
+        probe,
+        &path,
+        &crate::import::ImportOptions { skip_head: true },
+    )?;
+    let bytes = std::fs::read(&path).map_err(|e| TrainError::io(format!("reading {name}"), e))?;
+    Ok((path, hex::encode(sha2::Sha256::digest(&bytes))))
 }
 
 /// Checks what can be checked before a job exists: parameters, the device, and the dataset
@@ -235,7 +281,19 @@ pub async fn check_request(
             )));
         }
     }
+    let pretrained = match &request.pretrained {
+        Some(name) => {
+            let config = crate::model::ModelConfig {
+                architecture,
+                classes: 2,
+                input_px,
+            };
+            Some(check_pretrained(research, name, &config)?)
+        }
+        None => None,
+    };
     Ok(CheckedRequest {
+        pretrained,
         request,
         dataset,
         version,

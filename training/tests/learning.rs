@@ -274,3 +274,54 @@ async fn unusable_requests_are_refused_before_training() {
     .to_string();
     assert!(err.contains("no checkpoint of epoch 2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetched_batches_are_the_batches_a_plain_read_gives() {
+    use burn::data::dataset::Dataset as _;
+    use pathfed_training::augment::Augment;
+    use pathfed_training::batch::SplitDataset;
+
+    let dir = tempfile::tempdir().unwrap();
+    let set = Arc::new(dataset(dir.path()).await);
+    let train = set.split("train");
+    let make = || {
+        SplitDataset::new(
+            set.clone(),
+            train.clone(),
+            64,
+            Augment::default(),
+            true,
+            9,
+            1,
+        )
+    };
+    // Batches read in order (each one prefetched during the previous) over two epochs...
+    let batched = make();
+    let mut in_batches = Vec::new();
+    for _ in 0..2 {
+        let positions: Vec<usize> = (0..train.len()).collect();
+        for chunk in positions.chunks(7) {
+            in_batches.extend(batched.get_many(chunk.to_vec()).unwrap());
+        }
+    }
+    // ...equal patch-by-patch reads, which never prefetch.
+    let single = make();
+    let one_by_one: Vec<_> = (0..2)
+        .flat_map(|_| {
+            (0..train.len())
+                .map(|i| single.get(i).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(in_batches.len(), one_by_one.len());
+    for (a, b) in in_batches.iter().zip(&one_by_one) {
+        assert_eq!((a.patch, a.label), (b.patch, b.label));
+        assert_eq!(a.rgb, b.rgb, "patch {}", a.patch);
+    }
+    // The second epoch is another order, with other augmentations.
+    let n = train.len();
+    assert_ne!(
+        in_batches[..n].iter().map(|i| i.patch).collect::<Vec<_>>(),
+        in_batches[n..].iter().map(|i| i.patch).collect::<Vec<_>>()
+    );
+}

@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// No flips, rotations or colour jitter.
     #[arg(long)]
     no_augment: bool,
+    /// Start from pretrained weights: a file name in the platform's pretrained folder
+    /// (safetensors or PyTorch, torchvision names); the head is trained anew.
+    #[arg(long)]
+    pretrained: Option<String>,
     /// Resume a cancelled or failed run from its last checkpoint (RUN id).
     #[arg(long, conflicts_with = "dataset")]
     resume: Option<String>,
@@ -91,6 +95,7 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
                 "positive": args.positive,
                 "device": args.device,
                 "augment": !args.no_augment,
+                "pretrained": args.pretrained,
             });
             api.post("/api/v1/training/runs", &body)
                 .await
