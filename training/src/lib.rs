@@ -5,6 +5,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod metrics;
