@@ -27,8 +27,10 @@ test: lint
 	set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
 
-# Each compares against a reference measured in the same run (OpenSlide, sha256sum).
+# Each compares against a reference measured in the same run (OpenSlide, sha256sum; ndarray
+# and PyTorch for training, PyTorch only when its Python has torch and torchvision).
 bench: build
 	target/release/pathfed bench slide
 	target/release/pathfed bench serve
 	target/release/pathfed bench extract
+	target/release/pathfed bench train

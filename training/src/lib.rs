@@ -8,6 +8,7 @@
 pub mod api;
 pub mod augment;
 pub mod batch;
+pub mod bench;
 pub mod card;
 pub mod data;
 pub mod device;

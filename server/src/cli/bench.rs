@@ -7,13 +7,17 @@
 //!    JPEG encoder.
 //!
 //! `pathfed bench serve` (in `bench_serve.rs`) measures the HTTP service the same way;
-//! `pathfed bench extract` (in `bench_extract.rs`) measures patch extraction.
+//! `pathfed bench extract` (in `bench_extract.rs`) measures patch extraction;
+//! `pathfed bench train` (in `bench_train.rs`) measures training throughput.
 
 #[path = "bench_serve.rs"]
 mod serve;
 
 #[path = "bench_extract.rs"]
 mod extract;
+
+#[path = "bench_train.rs"]
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,6 +35,8 @@ pub enum BenchCommand {
     Serve(serve::ServeBenchArgs),
     /// Tissue detection + patch grid + patch extraction: fast path vs OpenSlide.
     Extract(extract::ExtractBenchArgs),
+    /// Training steps of the patch classifier: Burn vs ndarray (CPU) and PyTorch.
+    Train(train::TrainBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +69,7 @@ pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Slide(args) => slide_bench(&args, config),
         BenchCommand::Serve(args) => serve::run(&args, config),
         BenchCommand::Extract(args) => extract::run(&args, config),
+        BenchCommand::Train(args) => train::run(&args),
     }
 }
 
