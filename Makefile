@@ -28,9 +28,11 @@ test: lint
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
 
 # Each compares against a reference measured in the same run (OpenSlide, sha256sum; ndarray
-# and PyTorch for training, PyTorch only when its Python has torch and torchvision).
+# and PyTorch for training, PyTorch only when its Python has torch and torchvision; the
+# model's pure compute for inference).
 bench: build
 	target/release/pathfed bench slide
 	target/release/pathfed bench serve
 	target/release/pathfed bench extract
 	target/release/pathfed bench train
+	target/release/pathfed bench infer

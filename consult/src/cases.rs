@@ -518,11 +518,16 @@ pub async fn attach_slide(
             .execute(db.pool())
             .await;
     match inserted {
-        Ok(_) => Ok(()),
+        Ok(_) => {}
         // Attaching twice is harmless.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+        Err(e) => return Err(e.into()),
     }
+    // AI support starts as soon as the slide is in: the result is ready when the hub reads.
+    if let Err(e) = crate::ai::queue_slide(db, case, slide_id).await {
+        tracing::error!(case = %case.id, slide = %slide_id, error = %e, "could not queue AI support");
+    }
+    Ok(())
 }
 
 /// Detaches a slide from a draft.
@@ -642,7 +647,7 @@ pub async fn submit(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Cas
             })?
         }
     };
-    transition(
+    let submitted = transition(
         db,
         case,
         Status::Draft,
@@ -650,7 +655,10 @@ pub async fn submit(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Cas
         "hub_id = $2, submitted_at = $3",
         &[Value::Text(Some(hub_id)), Value::Int(Some(now()))],
     )
-    .await
+    .await?;
+    // Slides attached before a model was deployed for the organ get their run now.
+    crate::ai::queue_case(db, &submitted).await;
+    Ok(submitted)
 }
 
 /// Withdraws a case nobody has started reading.

@@ -5,9 +5,11 @@
 //! Modules by step: [`cases`] (drafts, submission, worklists), [`access`] (who sees what),
 //! [`reads`] (first read, blind double-check, adjudication), [`report`] (sign-out, versions,
 //! HTML/PDF via [`render`]), [`annotations`] (per-slide shapes and GeoJSON), [`stats`]
-//! (concordance), [`research`] (curation at sign-out, opt-outs), [`api`] (the HTTP routes).
+//! (concordance), [`research`] (curation at sign-out, opt-outs), [`ai`] (AI support: jobs,
+//! blinding until the first read, agreement at sign-out), [`api`] (the HTTP routes).
 
 pub mod access;
+pub mod ai;
 pub mod annotations;
 pub mod api;
 pub mod cases;

@@ -416,8 +416,21 @@ pub async fn sign_out(
         None,
     )
     .await?;
+    let final_code = content.final_diagnosis.code.clone();
+    record_ai_agreement(consult, case, &final_code, 1).await;
     hand_to_research(consult, case, 1).await;
     version(consult, &case.id, 1).await
+}
+
+/// Records how the AI results on the case's slides compare with the final diagnosis, before
+/// curation copies the slides (which carries the disagreements along). A failure is logged:
+/// the report is already issued.
+async fn record_ai_agreement(consult: &Consult, case: &Case, final_code: &str, version: i64) {
+    if let Err(e) =
+        crate::ai::record_agreement(&consult.platform.db, case, final_code, version).await
+    {
+        tracing::error!(case = %case.id, version, error = %e, "could not record AI agreement");
+    }
 }
 
 /// Enqueues curation of the signed-out slides. The report is already issued, so a failure
@@ -480,6 +493,7 @@ pub async fn amend(
         Some((&form.code, &findings)),
     )
     .await?;
+    record_ai_agreement(consult, case, &form.code, next).await;
     hand_to_research(consult, case, next).await;
     version(consult, &case.id, next).await
 }

@@ -212,6 +212,28 @@ impl TrainingConfig {
     }
 }
 
+/// AI diagnostic support: running deployed models on clinical slides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Device the `infer` jobs of this process run models on (`flex`, `cuda`, `wgpu`).
+    pub device: String,
+    /// Patches per model call.
+    pub batch: usize,
+    /// Threads reading and decoding patches while the model runs (0: half the cores).
+    pub readers: usize,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            device: "flex".into(),
+            batch: 32,
+            readers: 0,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -243,6 +265,8 @@ pub struct Config {
     pub research: ResearchConfig,
     /// Training.
     pub training: TrainingConfig,
+    /// AI diagnostic support.
+    pub inference: InferenceConfig,
 }
 
 impl Default for Config {
@@ -261,6 +285,7 @@ impl Default for Config {
             consult: ConsultConfig::default(),
             research: ResearchConfig::default(),
             training: TrainingConfig::default(),
+            inference: InferenceConfig::default(),
         }
     }
 }
@@ -337,7 +362,16 @@ fn invalid(origin: String, e: impl std::fmt::Display) -> ConfigError {
 const TOP_LEVEL: &[&str] = &["listen", "data_dir", "database_url", "object_store_url"];
 /// Sections the environment may set.
 const SECTIONS: &[&str] = &[
-    "slide", "tiles", "s3", "ingest", "auth", "cache", "consult", "research", "training",
+    "slide",
+    "tiles",
+    "s3",
+    "ingest",
+    "auth",
+    "cache",
+    "consult",
+    "research",
+    "training",
+    "inference",
 ];
 /// Fields that stay strings even when the value looks like a number (keys, secrets).
 const STRING_FIELDS: &[&str] = &[
@@ -347,6 +381,7 @@ const STRING_FIELDS: &[&str] = &[
     "endpoint",
     "taxonomy_file",
     "devices",
+    "device",
 ];
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {

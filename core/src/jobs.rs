@@ -35,7 +35,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    fn as_str(self) -> &'static str {
+    /// The name stored and shown (`queued`, `running`, ...).
+    pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
@@ -300,6 +301,30 @@ impl Jobs {
              ORDER BY created_at DESC, id LIMIT $2"
         )))
         .bind(kind.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Jobs of `kind` whose dedupe key starts with `prefix` (one subject's jobs, when keys
+    /// name their subject first), newest first, at most `limit`.
+    pub async fn list_by_key_prefix(
+        &self,
+        kind: &str,
+        prefix: &str,
+        limit: i64,
+    ) -> CoreResult<Vec<Job>> {
+        // LIKE wildcards in the prefix would widen the match; keys name ids, never wildcards.
+        if prefix.contains(['%', '_', '\\']) {
+            return Err(CoreError::Invalid(format!("job key prefix {prefix:?}")));
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE kind = $1 AND dedupe_key LIKE $2 \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        )))
+        .bind(kind)
+        .bind(format!("{prefix}%"))
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;

@@ -119,13 +119,14 @@ async fn curate(
         }
         // Pixels never change after sign-out: an amendment only relabels.
         sqlx::query(
-            "UPDATE research_slides SET label_code = $1, regions = $2, report_version = $3 \
-             WHERE id = $4 AND deleted_at IS NULL AND report_version < $3",
+            "UPDATE research_slides SET label_code = $1, regions = $2, report_version = $3, \
+             ai_discordant = $5 WHERE id = $4 AND deleted_at IS NULL AND report_version < $3",
         )
         .bind(&case.final_code)
         .bind(serde_json::to_string(&regions).unwrap_or_default())
         .bind(payload.report_version)
         .bind(&id)
+        .bind(ai_discordant(research, &payload.slide_id).await?)
         .execute(db)
         .await?;
         return Ok(Ok(json!({ "research_slide": id, "relabelled": true })));
@@ -183,9 +184,10 @@ async fn curate(
     let inserted = sqlx::query(
         "INSERT INTO research_slides (id, research_patient, research_hospital, taxonomy, \
          label_code, organ, age_band, sex, year, object_key, sha256, bytes, width, height, \
-         mpp_x, mpp_y, objective_power, vendor, pixel_path, regions, report_version, curated_at) \
+         mpp_x, mpp_y, objective_power, vendor, pixel_path, regions, report_version, curated_at, \
+         ai_discordant) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22 WHERE NOT EXISTS (SELECT 1 FROM opt_outs WHERE hospital_id = $23 \
+         $19, $20, $21, $22, $25 WHERE NOT EXISTS (SELECT 1 FROM opt_outs WHERE hospital_id = $23 \
          AND patient_hash = $24) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&id)
@@ -219,6 +221,7 @@ async fn curate(
     .bind(now())
     .bind(&case.spoke_id)
     .bind(&case.patient_hash)
+    .bind(ai_discordant(research, &payload.slide_id).await?)
     .execute(db)
     .await?;
     if inserted.rows_affected() != 1 {
@@ -241,6 +244,33 @@ async fn curate(
         "bytes": report.output_bytes,
         "removed": report.removed.len(),
     })))
+}
+
+/// The AI results on the clinical slide that the final diagnosis contradicted, as the JSON
+/// the research slide carries (`None` where there were none). Only the model and its call
+/// travel: nothing of the case.
+async fn ai_discordant(research: &Research, slide_id: &str) -> DatasetResult<Option<String>> {
+    let rows = sqlx::query(
+        "SELECT model_name, model_version, predicted FROM ai_feedback \
+         WHERE slide_id = $1 AND agree = 0 ORDER BY model_name, model_version",
+    )
+    .bind(slide_id)
+    .fetch_all(research.platform.db.pool())
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let list = rows
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "model": r.try_get::<String, _>("model_name")?,
+                "version": r.try_get::<i64, _>("model_version")?,
+                "predicted": r.try_get::<String, _>("predicted")?,
+            }))
+        })
+        .collect::<DatasetResult<Vec<_>>>()?;
+    Ok(Some(serde_json::Value::Array(list).to_string()))
 }
 
 async fn case_facts(research: &Research, case_id: &str) -> DatasetResult<CaseFacts> {

@@ -96,6 +96,10 @@ pub struct Candidate {
     pub mpp: Option<(f64, f64)>,
     /// Labelled regions (see [`crate::curate::Region`]).
     pub regions: serde_json::Value,
+    /// AI results that disagreed with the final diagnosis (`[{model, version, predicted}]`),
+    /// so a version's users can review or weight the slide; absent where none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_discordant: Option<serde_json::Value>,
 }
 
 /// The attributes a re-identification could combine.
@@ -356,6 +360,7 @@ mod tests {
             dimensions: (1, 1),
             mpp: None,
             regions: serde_json::Value::Null,
+            ai_discordant: None,
         }
     }
 

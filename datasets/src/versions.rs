@@ -45,8 +45,9 @@ pub fn require_researcher(user: &Principal) -> DatasetResult<()> {
     }
 }
 
-/// Checks a dataset name: 1–64 of `[a-z0-9._-]`, starting with a letter or digit.
-pub fn check_name(name: &str) -> DatasetResult<()> {
+/// Checks the name of a versioned thing (`kind`: "dataset", "model"): 1–64 of `[a-z0-9._-]`,
+/// starting with a letter or digit; the message says what is wrong.
+pub fn check_versioned_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -59,26 +60,34 @@ pub fn check_name(name: &str) -> DatasetResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(DatasetError::Invalid(format!(
-            "dataset name {name:?}: 1–64 lowercase letters, digits, '.', '_' or '-'"
-        )))
+        Err(format!(
+            "{kind} name {name:?}: 1–64 lowercase letters, digits, '.', '_' or '-'"
+        ))
     }
 }
 
-/// Parses `name@N`.
-pub fn parse_reference(reference: &str) -> DatasetResult<(String, i64)> {
+/// Parses `name@N` of a versioned thing (`kind` as for [`check_versioned_name`]).
+pub fn parse_versioned_reference(kind: &str, reference: &str) -> Result<(String, i64), String> {
     let (name, version) = reference
         .split_once('@')
-        .ok_or_else(|| DatasetError::Invalid(format!("{reference:?}: expected NAME@VERSION")))?;
+        .ok_or_else(|| format!("{reference:?}: expected NAME@VERSION"))?;
     let version = version
         .parse::<i64>()
         .ok()
         .filter(|v| *v >= 1)
-        .ok_or_else(|| {
-            DatasetError::Invalid(format!("{reference:?}: version must be 1, 2, ..."))
-        })?;
-    check_name(name)?;
+        .ok_or_else(|| format!("{reference:?}: version must be 1, 2, ..."))?;
+    check_versioned_name(kind, name)?;
     Ok((name.to_string(), version))
+}
+
+/// Checks a dataset name.
+pub fn check_name(name: &str) -> DatasetResult<()> {
+    check_versioned_name("dataset", name).map_err(DatasetError::Invalid)
+}
+
+/// Parses a dataset's `name@N`.
+pub fn parse_reference(reference: &str) -> DatasetResult<(String, i64)> {
+    parse_versioned_reference("dataset", reference).map_err(DatasetError::Invalid)
 }
 
 fn manifest_key(name: &str, version: i64) -> String {
@@ -151,7 +160,8 @@ pub async fn select(research: &Research, params: &VersionParams) -> DatasetResul
         .max(1);
     let rows = sqlx::query(
         "SELECT id, research_patient, research_hospital, label_code, organ, age_band, sex, \
-         year, object_key, sha256, width, height, mpp_x, mpp_y, regions FROM research_slides \
+         year, object_key, sha256, width, height, mpp_x, mpp_y, regions, ai_discordant \
+         FROM research_slides \
          WHERE deleted_at IS NULL AND taxonomy = $1 ORDER BY id",
     )
     .bind(&params.labels)
@@ -192,6 +202,9 @@ pub async fn select(research: &Research, params: &VersionParams) -> DatasetResul
             ),
             mpp: mpp_x.zip(mpp_y),
             regions: serde_json::from_str(&regions).unwrap_or(serde_json::Value::Null),
+            ai_discordant: row
+                .try_get::<Option<String>, _>("ai_discordant")?
+                .and_then(|text| serde_json::from_str(&text).ok()),
         });
     }
     if candidates.is_empty() {

@@ -9,11 +9,13 @@ use pathfed_core::worker::{Handler, WorkerPool};
 use pathfed_datasets::Research;
 use pathfed_datasets::curate::{CURATE_JOB, FORGET_JOB};
 use pathfed_datasets::extract::EXTRACT_JOB;
+use pathfed_inference::Inference;
+use pathfed_inference::job::INFER_JOB;
 
-/// Every job kind this binary can run: the research tier's, and training on each device this
-/// build has.
+/// Every job kind this binary can run: the research tier's, training on each device this
+/// build has, and inference.
 pub fn all_kinds() -> Vec<String> {
-    let mut kinds: Vec<String> = [CURATE_JOB, FORGET_JOB, EXTRACT_JOB]
+    let mut kinds: Vec<String> = [CURATE_JOB, FORGET_JOB, EXTRACT_JOB, INFER_JOB]
         .iter()
         .map(|k| k.to_string())
         .collect();
@@ -25,8 +27,9 @@ pub fn all_kinds() -> Vec<String> {
     kinds
 }
 
-/// Pools for `kinds` (all when empty): research-tier jobs `concurrency` at once, and training
-/// in a pool of its own, one run at a time, so an hours-long run never holds up curation.
+/// Pools for `kinds` (all when empty): research-tier jobs `concurrency` at once; training and
+/// inference each in a pool of its own, one at a time, so an hours-long run never holds up
+/// curation and AI support never waits behind a training run.
 pub fn pools(
     research: &Research,
     kinds: &[String],
@@ -39,12 +42,13 @@ pub fn pools(
     };
     let (training, other): (Vec<String>, Vec<String>) =
         wanted.into_iter().partition(|k| k.starts_with("train"));
+    let (inference, other): (Vec<String>, Vec<String>) =
+        other.into_iter().partition(|k| k == INFER_JOB);
     let mut pools = Vec::new();
-    if !other.is_empty() {
-        pools.push(pool(research, &other, concurrency)?);
-    }
-    if !training.is_empty() {
-        pools.push(pool(research, &training, 1)?);
+    for (kinds, at_once) in [(other, concurrency), (training, 1), (inference, 1)] {
+        if !kinds.is_empty() {
+            pools.push(pool(research, &kinds, at_once)?);
+        }
     }
     Ok(pools)
 }
@@ -82,6 +86,13 @@ pub fn pool(
         let handler: Handler =
             Arc::new(move |job| Box::pin(pathfed_datasets::extract::run_extract(r.clone(), job)));
         pool.register(EXTRACT_JOB, handler);
+    }
+    if wanted(INFER_JOB) {
+        let inference = Inference::new(research.platform.clone());
+        let handler: Handler = Arc::new(move |job| {
+            Box::pin(pathfed_inference::job::run_infer(inference.clone(), job))
+        });
+        pool.register(INFER_JOB, handler);
     }
     for kind in known.iter().filter(|k| k.starts_with("train")) {
         if wanted(kind) {

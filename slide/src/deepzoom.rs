@@ -54,28 +54,19 @@ pub struct Tile {
     pub passthrough: bool,
 }
 
-/// A Deep Zoom view of one slide.
-pub struct DeepZoom {
-    slide: Arc<dyn SlideReader>,
+/// The geometry of a Deep Zoom pyramid over an image of a given size: levels, tile grids and
+/// tile rectangles. Anything drawn over a slide (an AI heatmap overlay, say) uses the slide's
+/// geometry, so its tiles line up with the slide's at every level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeepZoomGeometry {
     options: DeepZoomOptions,
     /// Dimensions of every Deep Zoom level, smallest (1×1) first.
     dimensions: Vec<(u64, u64)>,
 }
 
-/// What writing a whole pyramid produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PyramidStats {
-    /// Tiles written.
-    pub tiles: u64,
-    /// Of which passed through without decoding.
-    pub passthrough: u64,
-    /// Bytes of tile data written.
-    pub bytes: u64,
-}
-
-impl DeepZoom {
-    /// A Deep Zoom view of `slide` with `options`.
-    pub fn new(slide: Arc<dyn SlideReader>, options: DeepZoomOptions) -> Result<Self> {
+impl DeepZoomGeometry {
+    /// The pyramid of a `width` × `height` image with `options`' tiles.
+    pub fn new(width: u64, height: u64, options: DeepZoomOptions) -> Result<Self> {
         if options.tile_size == 0
             || options.tile_size > 4096
             || options.overlap > options.tile_size / 2
@@ -85,7 +76,7 @@ impl DeepZoom {
                 options.tile_size, options.overlap
             )));
         }
-        let (mut w, mut h) = slide.properties().dimensions();
+        let (mut w, mut h) = (width, height);
         let mut dimensions = vec![(w, h)];
         while w > 1 || h > 1 {
             w = w.div_ceil(2);
@@ -94,7 +85,6 @@ impl DeepZoom {
         }
         dimensions.reverse();
         Ok(Self {
-            slide,
             options,
             dimensions,
         })
@@ -115,6 +105,11 @@ impl DeepZoom {
         self.dimensions.get(level).copied()
     }
 
+    /// Full-resolution pixels per pixel of Deep Zoom `level` (a power of two).
+    pub fn level_scale(&self, level: usize) -> f64 {
+        2f64.powi(self.level_count().saturating_sub(1 + level) as i32)
+    }
+
     /// Columns and rows of tiles at Deep Zoom `level`.
     pub fn level_tiles(&self, level: usize) -> Option<(u64, u64)> {
         let ts = u64::from(self.options.tile_size);
@@ -130,17 +125,17 @@ impl DeepZoom {
             .sum()
     }
 
-    /// The `.dzi` XML descriptor.
-    pub fn dzi(&self) -> String {
+    /// The `.dzi` XML descriptor for tiles in `format` (`jpeg`, `png`).
+    pub fn dzi(&self, format: &str) -> String {
         let (w, h) = self.dimensions.last().copied().unwrap_or((0, 0));
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Image xmlns=\"http://schemas.microsoft.com/deepzoom/2008\" Format=\"jpeg\" Overlap=\"{}\" TileSize=\"{}\"><Size Width=\"{w}\" Height=\"{h}\"/></Image>\n",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Image xmlns=\"http://schemas.microsoft.com/deepzoom/2008\" Format=\"{format}\" Overlap=\"{}\" TileSize=\"{}\"><Size Width=\"{w}\" Height=\"{h}\"/></Image>\n",
             self.options.overlap, self.options.tile_size
         )
     }
 
-    /// The tile's rectangle in Deep Zoom level pixels, overlap included.
-    fn tile_rect(&self, level: usize, col: u64, row: u64) -> Result<(u64, u64, u64, u64)> {
+    /// The tile's rectangle `(x0, y0, x1, y1)` in Deep Zoom level pixels, overlap included.
+    pub fn tile_rect(&self, level: usize, col: u64, row: u64) -> Result<(u64, u64, u64, u64)> {
         let (cols, rows) = self
             .level_tiles(level)
             .ok_or_else(|| SlideError::OutOfRange(format!("Deep Zoom level {level}")))?;
@@ -160,14 +155,75 @@ impl DeepZoom {
         let y1 = ((row + 1) * ts + ov).min(h);
         Ok((x0, y0, x1, y1))
     }
+}
+
+/// A Deep Zoom view of one slide.
+pub struct DeepZoom {
+    slide: Arc<dyn SlideReader>,
+    geometry: DeepZoomGeometry,
+}
+
+/// What writing a whole pyramid produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PyramidStats {
+    /// Tiles written.
+    pub tiles: u64,
+    /// Of which passed through without decoding.
+    pub passthrough: u64,
+    /// Bytes of tile data written.
+    pub bytes: u64,
+}
+
+impl DeepZoom {
+    /// A Deep Zoom view of `slide` with `options`.
+    pub fn new(slide: Arc<dyn SlideReader>, options: DeepZoomOptions) -> Result<Self> {
+        let (w, h) = slide.properties().dimensions();
+        let geometry = DeepZoomGeometry::new(w, h, options)?;
+        Ok(Self { slide, geometry })
+    }
+
+    /// The pyramid's geometry.
+    pub fn geometry(&self) -> &DeepZoomGeometry {
+        &self.geometry
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> DeepZoomOptions {
+        self.geometry.options
+    }
+
+    /// Number of Deep Zoom levels.
+    pub fn level_count(&self) -> usize {
+        self.geometry.level_count()
+    }
+
+    /// Pixel dimensions of Deep Zoom `level`.
+    pub fn level_dimensions(&self, level: usize) -> Option<(u64, u64)> {
+        self.geometry.level_dimensions(level)
+    }
+
+    /// Columns and rows of tiles at Deep Zoom `level`.
+    pub fn level_tiles(&self, level: usize) -> Option<(u64, u64)> {
+        self.geometry.level_tiles(level)
+    }
+
+    /// Total number of tiles in the pyramid.
+    pub fn tile_count(&self) -> u64 {
+        self.geometry.tile_count()
+    }
+
+    /// The `.dzi` XML descriptor.
+    pub fn dzi(&self) -> String {
+        self.geometry.dzi("jpeg")
+    }
 
     /// The stored pyramid level that exactly matches Deep Zoom `level`'s grid, if any.
     fn passthrough_level(&self, level: usize) -> Option<usize> {
-        if self.options.overlap != 0 {
+        if self.geometry.options.overlap != 0 {
             return None;
         }
-        let ts = self.options.tile_size;
-        let dims = self.dimensions[level];
+        let ts = self.geometry.options.tile_size;
+        let dims = self.geometry.level_dimensions(level)?;
         self.slide
             .properties()
             .levels
@@ -177,8 +233,8 @@ impl DeepZoom {
 
     /// Renders tile (`col`, `row`) of Deep Zoom `level`.
     pub fn tile(&self, level: usize, col: u64, row: u64) -> Result<Tile> {
-        let (x0, y0, x1, y1) = self.tile_rect(level, col, row)?;
-        let ts = u64::from(self.options.tile_size);
+        let (x0, y0, x1, y1) = self.geometry.tile_rect(level, col, row)?;
+        let ts = u64::from(self.geometry.options.tile_size);
         if let Some(stored) = self.passthrough_level(level)
             && x1 - x0 == ts
             && y1 - y0 == ts
@@ -191,7 +247,7 @@ impl DeepZoom {
         }
         let properties = self.slide.properties();
         let (w0, h0) = properties.dimensions();
-        let scale = 2f64.powi((self.level_count() - 1 - level) as i32);
+        let scale = self.geometry.level_scale(level);
         let source = properties.best_level_for_downsample(scale);
         let info = &properties.levels[source];
         let (sx, sy) = (
@@ -212,7 +268,7 @@ impl DeepZoom {
             (y1 - y0) as u32,
         )?;
         Ok(Tile {
-            jpeg: crate::jpeg::encode_rgb(&image, self.options.jpeg_quality)?,
+            jpeg: crate::jpeg::encode_rgb(&image, self.geometry.options.jpeg_quality)?,
             passthrough: false,
         })
     }

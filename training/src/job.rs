@@ -148,7 +148,6 @@ async fn train_run(
             results.push(done);
             continue;
         }
-        history.retain(|h| h.seed != seed || resume);
         let span = (index as f64, seeds.len() as f64);
         let result = train_seed(
             research,
@@ -444,6 +443,10 @@ fn registration(
         .extraction
         .clone()
         .unwrap_or(Value::Null);
+    // Inference cuts patches as the research tier cut these: the same size and resolution.
+    let patches: pathfed_datasets::patches::ExtractParams =
+        serde_json::from_value(extraction["params"].clone())
+            .map_err(|e| TrainError::Invalid(format!("extraction parameters: {e}")))?;
     let config = InferenceConfig {
         model: crate::model::ModelConfig {
             architecture: checked.architecture,
@@ -455,8 +458,8 @@ fn registration(
         aggregation: checked.aggregation,
         attention,
         threshold: checked.request.threshold,
-        patch_px: extraction["params"]["patch_px"].as_u64().unwrap_or(0) as u32,
-        patch_mpp: extraction["params"]["patch_mpp"].as_f64().unwrap_or(0.0),
+        patch_px: patches.grid.patch_px,
+        patch_mpp: patches.grid.patch_mpp,
     };
     let summary = summary(results);
     let metrics = json!({

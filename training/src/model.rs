@@ -218,6 +218,14 @@ impl ResNet {
     pub fn probabilities(&self, images: Tensor<4>) -> Tensor<2> {
         softmax(self.forward(images), 1)
     }
+
+    /// The pooled embeddings `[B, C]` and class probabilities `[B, classes]` of one pass, for
+    /// slide inference that both maps patches and pools their embeddings.
+    pub fn embed_and_classify(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let embeddings = self.embed(images);
+        let probabilities = softmax(self.fc.forward(embeddings.clone()), 1);
+        (embeddings, probabilities)
+    }
 }
 
 /// ImageNet channel means and deviations, which pretrained ResNets expect.

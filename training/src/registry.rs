@@ -11,6 +11,7 @@ use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
 use pathfed_core::db::now;
 use pathfed_core::store::{delete_prefix, get_bytes, put_bytes};
+use pathfed_datasets::versions::{check_versioned_name, parse_versioned_reference};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
@@ -143,36 +144,12 @@ pub struct Registration {
 
 /// Checks a model name: 1–64 of `[a-z0-9._-]`, starting with a letter or digit.
 pub fn check_name(name: &str) -> TrainResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(TrainError::Invalid(format!(
-            "model name {name:?}: 1–64 lowercase letters, digits, '.', '_' or '-'"
-        )))
-    }
+    check_versioned_name("model", name).map_err(TrainError::Invalid)
 }
 
 /// Parses `name@N`.
 pub fn parse_reference(reference: &str) -> TrainResult<(String, i64)> {
-    let (name, version) = reference
-        .split_once('@')
-        .ok_or_else(|| TrainError::Invalid(format!("{reference:?}: expected NAME@VERSION")))?;
-    let version = version
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| TrainError::Invalid(format!("{reference:?}: version must be 1, 2, ...")))?;
-    check_name(name)?;
-    Ok((name.to_string(), version))
+    parse_versioned_reference("model", reference).map_err(TrainError::Invalid)
 }
 
 fn prefix(name: &str, version: i64) -> String {
@@ -542,29 +519,98 @@ pub async fn load(
     if hex::encode(Sha256::digest(&weights)) != record.weights_sha256 {
         return Err(pathfed_core::CoreError::Integrity(format!("model {name}@{version}")).into());
     }
-    let config: InferenceConfig =
-        serde_json::from_slice(&file(platform, name, version, "config.json").await?)
-            .map_err(|e| TrainError::Invalid(format!("config of {name}@{version}: {e}")))?;
-    let model = load_into(
-        ResNet::new(&config.model, device),
-        weights,
-        &format!("{name}@{version}"),
-    )?;
-    let aggregator = match &config.attention {
-        Some(mil) => {
-            let bytes = file(platform, name, version, "aggregator.bpk").await?;
-            let head = load_into(AttentionMil::new(mil, device), bytes, "the attention head")?;
-            Some(Aggregator {
-                config: mil.clone(),
-                head,
-            })
+    let config = file(platform, name, version, "config.json").await?;
+    let head = match serde_json::from_slice::<InferenceConfig>(&config) {
+        Ok(c) if c.attention.is_some() => {
+            Some(file(platform, name, version, "aggregator.bpk").await?)
         }
-        None => None,
+        _ => None,
     };
+    let files = ModelFiles {
+        config,
+        weights,
+        aggregator: head,
+    };
+    let (config, model, aggregator) = files.build(&format!("{name}@{version}"), device)?;
     Ok(LoadedModel {
         record,
         config,
         model,
         aggregator,
     })
+}
+
+/// A model version's files as bytes: what a registry entry, or a folder copied out of one
+/// (`config.json`, `model.bpk`, and `aggregator.bpk` for attention), holds.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// `config.json`.
+    pub config: Vec<u8>,
+    /// `model.bpk`.
+    pub weights: Vec<u8>,
+    /// `aggregator.bpk`, when the model aggregates by attention.
+    pub aggregator: Option<Vec<u8>>,
+}
+
+impl ModelFiles {
+    /// Reads a model folder; names what is missing.
+    pub fn read_dir(dir: &std::path::Path) -> TrainResult<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path)
+                .map_err(|e| TrainError::io(format!("reading {}", path.display()), e))
+        };
+        let aggregator = dir.join("aggregator.bpk");
+        Ok(Self {
+            config: read("config.json")?,
+            weights: read("model.bpk")?,
+            aggregator: if aggregator.exists() {
+                Some(read("aggregator.bpk")?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The configuration, patch model and attention head (when configured) on `device`;
+    /// `what` names the model in errors.
+    pub fn build(
+        self,
+        what: &str,
+        device: &Device,
+    ) -> TrainResult<(InferenceConfig, ResNet, Option<Aggregator>)> {
+        let config: InferenceConfig = serde_json::from_slice(&self.config)
+            .map_err(|e| TrainError::Invalid(format!("config of {what}: {e}")))?;
+        if !(config.patch_px > 0 && config.patch_mpp > 0.0 && config.patch_mpp.is_finite()) {
+            return Err(TrainError::Invalid(format!(
+                "config of {what}: patch geometry {} px at {} µm/px cannot be cut",
+                config.patch_px, config.patch_mpp
+            )));
+        }
+        if config.classes.len() != config.model.classes
+            || !config.classes.contains(&config.positive)
+        {
+            return Err(TrainError::Invalid(format!(
+                "config of {what}: classes {:?} do not fit a {}-class model with positive class {:?}",
+                config.classes, config.model.classes, config.positive
+            )));
+        }
+        let model = load_into(ResNet::new(&config.model, device), self.weights, what)?;
+        let aggregator = match &config.attention {
+            Some(mil) => {
+                let bytes = self.aggregator.ok_or_else(|| {
+                    TrainError::Invalid(format!(
+                        "{what} aggregates by attention but has no aggregator.bpk"
+                    ))
+                })?;
+                let head = load_into(AttentionMil::new(mil, device), bytes, "the attention head")?;
+                Some(Aggregator {
+                    config: mil.clone(),
+                    head,
+                })
+            }
+            None => None,
+        };
+        Ok((config, model, aggregator))
+    }
 }

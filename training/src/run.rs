@@ -510,29 +510,54 @@ pub fn evaluate_attention(
     seed: u64,
     device: &Device,
 ) -> TrainResult<(Evaluation, Vec<SlideScore>)> {
-    let positive_index = set
-        .classes
-        .iter()
-        .position(|c| c == positive)
-        .ok_or_else(|| TrainError::Invalid(format!("no class {positive:?}")))?;
+    let positive_index = class_index(set, positive)?;
     let (bags, features) = mil::embed_split(model, set, split, side, batch, device)?;
     let scores = mil::score(&aggregator.head, &bags, features, positive_index, device)?;
+    let slides = bags
+        .iter()
+        .zip(scores)
+        .map(|(bag, score)| (bag.slide, score, bag.patches));
+    Ok(slide_evaluation(
+        set,
+        slides,
+        positive_index,
+        threshold,
+        seed,
+    ))
+}
+
+/// Index of class `positive` in `set`.
+fn class_index(set: &PatchSet, positive: &str) -> TrainResult<usize> {
+    set.classes
+        .iter()
+        .position(|c| c == positive)
+        .ok_or_else(|| TrainError::Invalid(format!("no class {positive:?}")))
+}
+
+/// The evaluation and per-slide scores from (slide index, score, patches) of each scored slide.
+fn slide_evaluation(
+    set: &PatchSet,
+    slides: impl Iterator<Item = (usize, f64, usize)>,
+    positive_index: usize,
+    threshold: f64,
+    seed: u64,
+) -> (Evaluation, Vec<SlideScore>) {
     let mut scored = Vec::new();
-    let mut slides = Vec::new();
-    for (bag, score) in bags.iter().zip(scores) {
-        let info = &set.slides[bag.slide];
+    let mut scores = Vec::new();
+    for (slide, score, patches) in slides {
+        let info = &set.slides[slide];
         scored.push(Scored {
             positive: info.label == positive_index,
             score,
         });
-        slides.push(SlideScore {
+        scores.push(SlideScore {
             slide: info.id.clone(),
             label: set.classes[info.label].clone(),
             score,
-            patches: bag.patches,
+            patches,
         });
     }
-    Ok((evaluate(&scored, threshold, seed), slides))
+    (evaluate(&scored, threshold, seed), scores)
 }
 
 /// Scores every slide of `split`: patch probabilities of `positive`, aggregated per slide, then
@@ -550,11 +575,7 @@ pub fn evaluate_slides(
     seed: u64,
     device: &Device,
 ) -> TrainResult<(Evaluation, Vec<SlideScore>)> {
-    let positive_index = set
-        .classes
-        .iter()
-        .position(|c| c == positive)
-        .ok_or_else(|| TrainError::Invalid(format!("no class {positive:?}")))?;
+    let positive_index = class_index(set, positive)?;
     let patches = set.split(split);
     let data = SplitDataset::new(
         set.clone(),
@@ -582,26 +603,18 @@ pub fn evaluate_slides(
             per_slide[slide].push(f64::from(probs[row * classes + positive_index]));
         }
     }
-    let mut scores = Vec::new();
-    let mut scored = Vec::new();
-    for (slide, mut values) in per_slide.into_iter().enumerate() {
-        if values.is_empty() {
-            continue;
-        }
-        let info = &set.slides[slide];
-        let score = aggregation.apply(&mut values);
-        scored.push(Scored {
-            positive: info.label == positive_index,
-            score,
-        });
-        scores.push(SlideScore {
-            slide: info.id.clone(),
-            label: set.classes[info.label].clone(),
-            score,
-            patches: values.len(),
-        });
-    }
-    Ok((evaluate(&scored, threshold, seed), scores))
+    let slides = per_slide
+        .into_iter()
+        .enumerate()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(slide, mut values)| (slide, aggregation.apply(&mut values), values.len()));
+    Ok(slide_evaluation(
+        set,
+        slides,
+        positive_index,
+        threshold,
+        seed,
+    ))
 }
 
 /// Receives Burn's progress and metric events and hands them to the run's observer.

@@ -4,8 +4,12 @@
 //! Tests, benchmarks and demonstrations train on it; nothing is downloaded.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use pathfed_core::store::{Store, put_bytes};
+use burn::prelude::*;
+use burn::train::Interrupter;
+use pathfed_core::config::S3Config;
+use pathfed_core::store::{Store, open_store, put_bytes};
 use pathfed_datasets::manifest::{
     Candidate, Content, Entry, Manifest, Quasi, SmallCells, VersionParams, count, split_by_patient,
 };
@@ -13,7 +17,11 @@ use pathfed_datasets::patches::{ExtractParams, SlideLabels, extract_slide, shard
 use pathfed_slide::synth::{SynthSpec, TissueClass, generate};
 use serde_json::json;
 
+use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
+use crate::model::Architecture;
+use crate::registry::{InferenceConfig, ModelFiles, model_bytes};
+use crate::run::{TrainParams, train};
 
 /// The two labels: dense nuclei (tumour-like) and stroma.
 pub const LABELS: [&str; 2] = ["TEX-DENSE", "TEX-STROMA"];
@@ -119,6 +127,7 @@ pub async fn texture_dataset(
             dimensions: spec.size,
             mpp: Some((0.5, 0.5)),
             regions: json!([]),
+            ai_discordant: None,
         });
     }
     let slides: Vec<Entry> = split_by_patient(candidates, spec.fractions, spec.seed);
@@ -161,4 +170,103 @@ pub async fn texture_dataset(
     )
     .await?;
     Ok(manifest)
+}
+
+/// How the learning tests train the small model on [`TextureSpec::default`]'s dataset; dense
+/// nuclei ([`LABELS`]`[0]`, tumour-like) are the positive class.
+pub fn texture_params() -> TrainParams {
+    TrainParams {
+        architecture: Architecture::ResnetSmall,
+        epochs: 4,
+        batch: 16,
+        lr: 3e-3,
+        seed: 5,
+        input_px: 64,
+        patience: 0,
+        positive: Some(LABELS[0].to_string()),
+        ..TrainParams::default()
+    }
+}
+
+/// The small model trained as the learning tests train it, as registry files (`config.json`,
+/// `model.bpk`) in `dir`: what inference tests and demonstrations run on slides. A model
+/// trained earlier into `dir` with the same recipe is reused, so several test programs share
+/// one training run; otherwise the dataset is generated and the model trained (about a minute
+/// on two cores) and written to `dir` at once, complete or not at all.
+pub async fn texture_model(dir: &Path) -> TrainResult<ModelFiles> {
+    let spec = TextureSpec::default();
+    let params = texture_params();
+    let recipe = format!(
+        "{}\n{spec:?}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        serde_json::to_string(&params).unwrap_or_default()
+    );
+    let recipe_file = dir.join("recipe.txt");
+    if std::fs::read_to_string(&recipe_file).ok().as_deref() == Some(recipe.as_str())
+        && let Ok(files) = ModelFiles::read_dir(dir)
+    {
+        return Ok(files);
+    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| TrainError::io(format!("creating {}", parent.display()), e))?;
+    let work = tempfile::Builder::new()
+        .prefix(".texture-model-")
+        .tempdir_in(parent)
+        .map_err(|e| TrainError::io("creating a work folder", e))?;
+    let store = open_store(
+        &format!("file://{}", work.path().join("objects").display()),
+        &S3Config::default(),
+    )?;
+    let slides = work.path().join("slides");
+    std::fs::create_dir_all(&slides)
+        .map_err(|e| TrainError::io(format!("creating {}", slides.display()), e))?;
+    let manifest = texture_dataset(&store, &slides, "textures", &spec).await?;
+    let set = PatchSet::fetch(&store, &manifest, &work.path().join("cache"), |_, _| {}).await?;
+    let (set, run_dir) = (Arc::new(set), work.path().join("run"));
+    let run_params = params.clone();
+    let trained = tokio::task::spawn_blocking(move || {
+        train(
+            set,
+            &run_params,
+            &Device::flex(),
+            &run_dir,
+            None,
+            Arc::new(|_| {}),
+            Interrupter::new(),
+        )
+    })
+    .await
+    .map_err(|e| TrainError::Invalid(format!("training stopped: {e}")))??;
+    let config = InferenceConfig {
+        model: trained.config.clone(),
+        classes: trained.classes.clone(),
+        positive: trained.positive.clone(),
+        aggregation: params.aggregation,
+        attention: None,
+        threshold: params.threshold,
+        patch_px: spec.patch_px,
+        patch_mpp: spec.patch_mpp,
+    };
+    let files = ModelFiles {
+        config: serde_json::to_vec_pretty(&config)
+            .map_err(|e| TrainError::Invalid(format!("model config: {e}")))?,
+        weights: model_bytes(&trained.model)?,
+        aggregator: None,
+    };
+    let staged = work.path().join("model");
+    std::fs::create_dir_all(&staged)
+        .map_err(|e| TrainError::io(format!("creating {}", staged.display()), e))?;
+    for (name, bytes) in [
+        ("config.json", &files.config),
+        ("model.bpk", &files.weights),
+        ("recipe.txt", &recipe.clone().into_bytes()),
+    ] {
+        std::fs::write(staged.join(name), bytes)
+            .map_err(|e| TrainError::io(format!("writing {name}"), e))?;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&staged, dir)
+        .map_err(|e| TrainError::io(format!("moving the model to {}", dir.display()), e))?;
+    Ok(files)
 }

@@ -13,9 +13,8 @@ use pathfed_core::config::S3Config;
 use pathfed_core::store::open_store;
 use pathfed_training::data::PatchSet;
 use pathfed_training::mil;
-use pathfed_training::model::Architecture;
 use pathfed_training::run::{Progress, TrainParams, TrainedRun, check, train};
-use pathfed_training::synthetic::{TextureSpec, texture_dataset};
+use pathfed_training::synthetic::{TextureSpec, texture_dataset, texture_params};
 
 /// The generated version's patches, fetched through the shard cache as a real run does.
 async fn dataset(dir: &std::path::Path) -> PatchSet {
@@ -34,17 +33,9 @@ async fn dataset(dir: &std::path::Path) -> PatchSet {
         .unwrap()
 }
 
+/// The recipe the inference tests' model is trained with, too.
 fn params() -> TrainParams {
-    TrainParams {
-        architecture: Architecture::ResnetSmall,
-        epochs: 4,
-        batch: 16,
-        lr: 3e-3,
-        seed: 5,
-        input_px: 64,
-        patience: 0,
-        ..TrainParams::default()
-    }
+    texture_params()
 }
 
 fn run(

@@ -1,6 +1,7 @@
 // Case workspace: the case's slides in one or two synchronised viewers with
 // annotation tools, and the panel with case data, the actions the user may
-// take in the case's state, the diagnosis forms, reads and reports.
+// take in the case's state, the diagnosis forms, reads, reports and the AI
+// support panel (scores, heatmap overlay, top regions; decision support only).
 import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +21,8 @@ const state = {
   annotations: new Map(), // slide id → annotations
   tool: "",
   draft: null, // the shape being drawn: { viewer, kind, points }
+  ai: null, // AI support on the slide in viewer A: { slideId, overview, result, overlay }
+  aiPoll: null,
 };
 
 const pretty = (s) => String(s || "").replaceAll("_", " ");
@@ -54,6 +57,7 @@ function makeViewer(index) {
   for (const name of ["open", "animation", "animation-finish", "resize", "update-viewport"]) {
     viewer.addHandler(name, () => drawAnnotations(index));
   }
+  if (index === 0) viewer.addHandler("open", () => syncOverlay());
   viewer.addHandler("viewport-change", () => syncFrom(index));
   attachDrawing(viewer, index);
   return viewer;
@@ -73,10 +77,16 @@ function syncFrom(index) {
 function show(index, slideId) {
   const slide = state.slides.get(slideId);
   if (!slide) return;
+  const changed = state.current[index] !== slideId;
   state.current[index] = slideId;
-  state.viewers[index].open(slide.dzi_url);
+  if (changed || !state.viewers[index].world.getItemCount()) {
+    // Opening empties the viewer's world, the overlay with it.
+    if (index === 0 && state.ai) state.ai.overlay = null;
+    state.viewers[index].open(slide.dzi_url);
+  }
   renderTabs();
   loadAnnotations(slideId);
+  if (index === 0) loadAi(slideId);
 }
 
 function renderTabs() {
@@ -306,6 +316,178 @@ function attachDrawing(viewer, index) {
     if (draft && draft.viewer === viewer && draft.points.length >= 3) saveShape(index, "polygon", draft.points);
     else drawAnnotations(index);
   });
+}
+
+// ---- AI support -----------------------------------------------------------------------
+
+const enc = encodeURIComponent;
+const pct = (x) => `${Math.round(x * 100)}%`;
+
+/** The result the panel shows: the deployed model's, else the newest. */
+function chosenResult(overview) {
+  const results = overview.results || [];
+  const deployed = overview.deployed;
+  return results.find((r) => deployed && r.model === deployed.model && r.version === deployed.version) || results[0] || null;
+}
+
+async function loadAi(slideId) {
+  clearTimeout(state.aiPoll);
+  if (!state.case || state.case.relation === "hub_admin") return;
+  let overview;
+  try {
+    overview = await api(`/api/v1/slides/${enc(slideId)}/ai`);
+  } catch (err) {
+    $("ai-section").hidden = true;
+    return;
+  }
+  if (state.current[0] !== slideId) return; // the user moved on meanwhile
+  const summary = chosenResult(overview);
+  const previous = state.ai && state.ai.slideId === slideId ? state.ai : null;
+  const same = previous && previous.summary && summary && previous.summary.result_url === summary.result_url && previous.summary.created_at === summary.created_at;
+  state.ai = { slideId, overview, summary, result: same ? previous.result : null, overlay: previous ? previous.overlay : null };
+  if (summary && !state.ai.result) {
+    try {
+      state.ai.result = await api(summary.result_url);
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+  renderAi();
+  syncOverlay();
+  const busy = (overview.jobs || []).some((j) => j.status === "queued" || j.status === "running");
+  if (busy) state.aiPoll = setTimeout(() => loadAi(slideId), 2000);
+}
+
+function jobLine(job) {
+  const model = `${job.model}@${job.version}`;
+  if (job.status === "queued") return el("p", { class: "ai-job", id: "ai-job", text: `${model}: waiting for a worker…` });
+  if (job.status === "running") return el("p", { class: "ai-job", id: "ai-job", text: `${model}: analysing, ${pct(job.progress || 0)} (${job.progress_note || ""})` });
+  if (job.status === "failed") return el("p", { class: "ai-job failed", id: "ai-job", text: `${model} failed: ${job.error || "no reason recorded"}` });
+  if (job.status === "cancelled") return el("p", { class: "ai-job", id: "ai-job", text: `${model}: cancelled` });
+  return null;
+}
+
+function renderAi() {
+  const ai = state.ai;
+  const overview = ai.overview;
+  const jobs = overview.jobs || [];
+  const latest = jobs[0];
+  const c = state.case;
+  const canRun = overview.deployed && (c.relation === "hub_pathologist" || c.relation === "spoke");
+  const show = overview.hidden || (overview.results || []).length || jobs.length || canRun;
+  $("ai-section").hidden = !show;
+  if (!show) return;
+  $("ai-notice").textContent = overview.notice;
+  const body = [];
+  if (overview.hidden) {
+    body.push(el("p", { id: "ai-hidden", class: "muted", text: `AI support is hidden: ${overview.hidden_reason}.` }));
+  } else if (ai.summary) {
+    const r = ai.summary;
+    const positive = labelName(r.positive);
+    body.push(
+      el(
+        "p",
+        { class: r.flagged ? "ai-score flagged" : "ai-score", id: "ai-score" },
+        el("strong", { text: `${positive}: ${r.score.toFixed(2)}` }),
+        ` (threshold ${r.threshold}) — the model suggests ${labelName(r.predicted)}`,
+      ),
+      el("p", { class: "muted" }, "Model ", el("a", { id: "ai-model-link", href: r.card_url, text: `${r.model}@${r.version}` }), ` · ${r.patches} patches`),
+    );
+    const toggle = el("input", { type: "checkbox", id: "ai-overlay-toggle" });
+    toggle.checked = Boolean(ai.overlay) || $("ai-overlay-toggle")?.checked || false;
+    toggle.addEventListener("change", () => syncOverlay());
+    const opacity = el("input", { type: "range", id: "ai-opacity", min: "0.1", max: "1", step: "0.05", value: $("ai-opacity")?.value || "0.5", "aria-label": "Heatmap opacity" });
+    opacity.addEventListener("input", () => {
+      if (state.ai && state.ai.overlay) state.ai.overlay.setOpacity(Number(opacity.value));
+    });
+    body.push(
+      el(
+        "div",
+        { class: "ai-controls" },
+        el("label", { class: "toggle" }, toggle, " Heatmap overlay"),
+        el("label", {}, "Opacity ", opacity),
+        el("span", { class: "muted" }, "0 ", el("span", { class: "ai-legend", title: "score from 0 (blue) to 1 (red)" }), " 1"),
+      ),
+    );
+    const regions = (ai.result && ai.result.top_regions) || [];
+    if (regions.length) {
+      body.push(
+        el("p", { class: "muted", text: "Highest-scoring regions:" }),
+        el(
+          "ul",
+          { class: "ai-regions", id: "ai-regions" },
+          ...regions.map((region, i) =>
+            el("li", {}, el("button", { type: "button", class: "button button-small button-quiet ai-region", dataset: { region: String(i) }, text: `${i + 1}: ${region.score.toFixed(2)}`, onclick: () => jumpTo(region) })),
+          ),
+        ),
+      );
+    }
+  } else if (!latest || latest.status === "succeeded") {
+    body.push(el("p", { class: "muted", id: "ai-none", text: "No AI result for this slide yet." }));
+  }
+  if (latest && latest.status !== "succeeded") body.push(jobLine(latest));
+  if (canRun && !(latest && (latest.status === "queued" || latest.status === "running"))) {
+    body.push(el("button", { type: "button", class: "button button-small", id: "ai-run", text: ai.summary ? "Run the model again" : "Run the model", onclick: () => runAi() }));
+  }
+  $("ai-body").replaceChildren(...body.filter(Boolean));
+}
+
+async function runAi() {
+  const slideId = state.current[0];
+  try {
+    await api(`/api/v1/slides/${enc(slideId)}/ai`, { method: "POST", json: {} });
+    showError("");
+  } catch (err) {
+    showError(err.message);
+  }
+  loadAi(slideId);
+}
+
+/** Adds or removes the heatmap overlay in viewer A to match the toggle. */
+function syncOverlay() {
+  const viewer = state.viewers[0];
+  const ai = state.ai;
+  if (!viewer || !ai) return;
+  const wanted = !ai.overview.hidden && ai.summary && $("ai-overlay-toggle")?.checked;
+  const url = wanted ? ai.summary.overlay_url : null;
+  if (ai.overlay && (!url || ai.overlay.pathfedUrl !== url)) {
+    viewer.world.removeItem(ai.overlay);
+    ai.overlay = null;
+  }
+  // The slide must be open first: the overlay takes its place and size (world width 1).
+  if (!url || ai.overlay || ai.adding || !viewer.world.getItemCount()) return;
+  ai.adding = true;
+  viewer.addTiledImage({
+    tileSource: url,
+    opacity: Number($("ai-opacity")?.value || 0.5),
+    x: 0,
+    y: 0,
+    width: 1,
+    success: (event) => {
+      ai.adding = false;
+      event.item.pathfedUrl = url;
+      if (state.ai !== ai || !$("ai-overlay-toggle")?.checked) {
+        viewer.world.removeItem(event.item);
+        return;
+      }
+      ai.overlay = event.item;
+    },
+    error: (event) => {
+      ai.adding = false;
+      showError(`The heatmap could not be shown: ${event.message || "unknown error"}`);
+    },
+  });
+}
+
+/** Centres viewer A on a region, with some of its surroundings. */
+function jumpTo(region) {
+  const viewer = state.viewers[0];
+  const item = viewer && viewer.world.getItemAt(0);
+  if (!item) return;
+  const margin = Math.max(region.width, region.height) * 2;
+  const rect = item.imageToViewportRectangle(region.x - margin, region.y - margin, region.width + 2 * margin, region.height + 2 * margin);
+  viewer.viewport.fitBounds(rect);
+  window.pathfedLastJump = region;
 }
 
 // ---- The case panel -----------------------------------------------------------------
@@ -541,6 +723,7 @@ async function refresh() {
     if (first && state.slides.has(first)) show(0, first);
   } else {
     await loadAnnotations(state.current[0]);
+    await loadAi(state.current[0]);
   }
 }
 

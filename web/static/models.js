@@ -1,7 +1,8 @@
 // The model registry: every registered version with its card (intended use, training data,
-// metrics with intervals, limitations), ROC and loss plots, where it is deployed, and buttons
-// to deploy it for an organ or retire it.
+// metrics with intervals, limitations, agreement with pathologists since deployment), ROC and
+// loss plots, where it is deployed, and buttons to deploy it for an organ or retire it.
 import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
+import { concordanceSection } from "/static/model-card.js";
 
 const listHost = document.getElementById("model-list");
 const detail = document.getElementById("model-detail");
@@ -56,7 +57,7 @@ async function show(name, version) {
   showError("");
   const base = `/api/v1/models/${encodeURIComponent(name)}/versions/${version}`;
   try {
-    const { model, card, metrics } = await api(base);
+    const [{ model, card, metrics }, { concordance }] = await Promise.all([api(base), api(`${base}/card`)]);
     const s = model.summary;
     const c = s.confusion || {};
     const organ = model.organ || "";
@@ -120,6 +121,8 @@ async function show(name, version) {
         el("figure", {}, el("img", { id: "roc-plot", src: `${base}/files/roc.png`, alt: `ROC curve of ${name}@${version}`, width: 480, height: 360 }), el("figcaption", { text: "ROC on the test split" })),
         el("figure", {}, el("img", { id: "loss-plot", src: `${base}/files/loss.png`, alt: `Loss curves of ${name}@${version}`, width: 480, height: 360 }), el("figcaption", { text: "Loss per epoch" })),
       ),
+      el("h3", { text: "Agreement with pathologists" }),
+      concordanceSection(concordance),
       el("h3", { text: "Training data" }),
       el(
         "dl",

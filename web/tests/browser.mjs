@@ -9,7 +9,11 @@
 // flow: a hub pathologist claims a case from the worklist, pans, draws an
 // annotation and enters a read; a second pathologist double-checks blind and
 // signs out; the spoke sees the new report; a researcher builds a dataset
-// version from the signed-out slide and sees it in the catalogue.
+// version from the signed-out slide and sees it in the catalogue, trains a
+// model in the browser and deploys it; a new case gets the model's second
+// opinion, which the hub pathologist sees only after their first read, with
+// the heatmap overlay and the jump to a top region; sign-out records the
+// agreement on the model card.
 //
 // Environment:
 //   PATHFED_BIN        pathfed binary        (default target/debug/pathfed)
@@ -427,6 +431,112 @@ async function main() {
   const researcher = await researchCatalogue(base, env);
   await optOut(base, env, passwords, researcher.token);
   await trainingAndModels(base, env, researcher);
+  await aiSupport(base, env, passwords);
+}
+
+// ---- AI support: the deployed model's second opinion in the case view ----
+
+async function aiSupport(base, env, passwords) {
+  await run(["admin", "hospital", "ai-after-first-read", "Test Hub", "on"], env);
+  const token = (await run(["admin", "token", "create", "--user", "spoke1"], env)).trim().split("\n").pop();
+  // Mostly stroma (GAS-G3, the model's positive class), with a band of dense nuclei on the right.
+  const file = path.join(tmpDir, "ai-case.svs");
+  await run(["slide", "synth", "--out", file, "--width", "4800", "--height", "2400", "--classes", "stroma,stroma,stroma,stroma,nucleus-dense", "--layout", "columns", "--tissue-fraction", "0.6", "--seed", "91"], env);
+  const created = await run([
+    "case", "create", "--server", base, "--token", token, "--patient-id", "MRN-AI-1",
+    "--age-band", "60-69", "--sex", "male", "--organ", "stomach", "--specimen", "gastric biopsy",
+    "--question", "Dysplasia?", "--upload", file, "--submit", "--state-file", path.join(tmpDir, "ai-upload.json"),
+  ], env);
+  const caseId = created.trim().split("\n").pop().trim();
+  const slideId = created.split("\n").map((l) => l.split("\tslide ")[1]).find(Boolean).trim().split(/\s+/)[0];
+  const headers = { Authorization: `Bearer ${token}` };
+  for (let attempt = 0; ; attempt++) {
+    const overview = await (await fetch(`${base}/api/v1/slides/${slideId}/ai`, { headers })).json();
+    const job = (overview.jobs || [])[0];
+    check(!job || job.status !== "failed", `the infer job failed: ${job && job.error}`);
+    if ((overview.results || []).length) break;
+    check(attempt < 240, "no AI result two minutes after the upload");
+    await sleep(500);
+  }
+  step(`case ${caseId}: the deployed model ran on its slide by itself`);
+
+  await signIn(base, "path1", passwords.path1);
+  await openCaseFromList(base, caseId);
+  await page.click("#claim-case");
+  await waitForStatus("assigned");
+  await waitInPage("the case's slide to load", viewerSettled, 0, TILES_TIMEOUT_MS);
+  await page.locator("#ai-hidden").waitFor({ timeout: 10_000 });
+  check(/Decision support only/.test(await page.textContent("#ai-notice")), "the AI panel lacks the decision-support notice");
+  check((await page.locator("#ai-score").count()) === 0, "the AI score shows before the first read");
+  check((await page.evaluate(() => window.pathfedViewer.world.getItemCount())) === 1, "an overlay is drawn before the first read");
+  step("  before the first read the AI panel says it is hidden");
+
+  await page.selectOption("#read-code", "GAS-G3");
+  await page.fill("#read-findings", "Stroma-rich biopsy; first read before seeing AI");
+  await page.click("#read-submit");
+  await waitForStatus("diagnosed");
+  await page.locator("#ai-score").waitFor({ timeout: 15_000 });
+  const score = (await page.textContent("#ai-score")) || "";
+  check(/GAS-G3|Group 3/.test(score), `the AI panel shows "${score}"`);
+  check((await page.getAttribute("#ai-model-link", "href")) === "/model-card?model=textures-small@1", "the panel does not link the model card");
+  step(`  after the first read: "${score.trim()}"`);
+
+  await page.check("#ai-overlay-toggle");
+  await waitInPage("the heatmap overlay to load", () => {
+    const item = window.pathfedViewer.world.getItemAt(1);
+    return Boolean(item && item.getFullyLoaded());
+  }, null, TILES_TIMEOUT_MS);
+  await page.evaluate(() => {
+    const range = document.getElementById("ai-opacity");
+    range.value = "0.8";
+    range.dispatchEvent(new Event("input"));
+  });
+  const opacity = await page.evaluate(() => window.pathfedViewer.world.getItemAt(1).getOpacity());
+  check(Math.abs(opacity - 0.8) < 1e-6, `the overlay's opacity is ${opacity}`);
+  const overlaid = await page.evaluate(canvasStats);
+  check(!overlaid.error && overlaid.opaque > 1000, "the viewer paints nothing with the overlay on");
+  await page.screenshot({ path: path.join(ARTIFACTS, "ai-overlay.png") });
+
+  const zoomBefore = await page.evaluate(() => window.pathfedViewer.viewport.getZoom(true));
+  await page.click('.ai-region[data-region="0"]');
+  await waitInPage("the viewer to centre on the top region", () => {
+    const region = window.pathfedLastJump;
+    const viewer = window.pathfedViewer;
+    if (!region || viewer.viewport.getZoom(true) <= 0) return false;
+    const item = viewer.world.getItemAt(0);
+    const want = item.imageToViewportCoordinates(region.x + region.width / 2, region.y + region.height / 2);
+    const at = viewer.viewport.getCenter(true);
+    return Math.hypot(want.x - at.x, want.y - at.y) < 0.01;
+  }, null, 10_000);
+  const zoomAfter = await page.evaluate(() => window.pathfedViewer.viewport.getZoom(true));
+  check(zoomAfter > zoomBefore * 2, `the jump did not zoom in (${zoomBefore} → ${zoomAfter})`);
+  await page.uncheck("#ai-overlay-toggle");
+  await waitInPage("the overlay to go", () => window.pathfedViewer.world.getItemCount() === 1, null, 10_000);
+  await page.screenshot({ path: path.join(ARTIFACTS, "ai-region.png") });
+  step("  overlay toggled, opacity set, jumped to the top region");
+
+  // Double-check and sign-out; the card then counts the agreement.
+  await signIn(base, "path2", passwords.path2);
+  await openCaseFromList(base, caseId);
+  await page.click("#take-double-check");
+  await waitForStatus("in double check");
+  await page.locator("#ai-hidden").waitFor({ timeout: 10_000 });
+  await page.selectOption("#read-code", "GAS-G3");
+  await page.fill("#read-findings", "Agree");
+  await page.click("#read-submit");
+  await waitForStatus("ready for sign out");
+  await page.locator("#ai-score").waitFor({ timeout: 15_000 });
+  await page.click("#sign-out");
+  await waitForStatus("signed out");
+  await Promise.all([page.waitForURL(/\/model-card\?model=textures-small@1$/), page.click("#ai-model-link")]);
+  await page.locator("#card-concordance").waitFor({ timeout: 10_000 });
+  // Both reads said Group 3; the card counts an agreement exactly when the model said so too.
+  const agreed = /suggests Group 3/.test(score) ? "1 of 1" : "0 of 1";
+  const agreement = (await page.textContent("#card-concordance")) || "";
+  check(agreement.includes(agreed), `the card's agreement with pathologists: "${agreement}", expected ${agreed}`);
+  check(/^Decision support only/.test(await page.textContent("#card-notice")), "the model card lacks the notice");
+  await page.screenshot({ path: path.join(ARTIFACTS, "ai-model-card.png"), fullPage: true });
+  step("sign-out recorded the agreement; the model card shows it");
 }
 
 // ---- Training: the researcher trains in the browser, follows the curves, deploys ----

@@ -73,6 +73,15 @@ pub enum HospitalCommand {
         #[arg(long, conflicts_with = "hub")]
         clear: bool,
     },
+    /// Whether a hub's pathologists see AI results only after entering their own read of a
+    /// case (so the model cannot anchor their diagnosis).
+    AiAfterFirstRead {
+        /// The hub (name).
+        hub: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        setting: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +276,29 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             match hub {
                 Some(hub) => println!("{spoke}: cases go to {hub} by default"),
                 None => println!("{spoke}: no default hub"),
+            }
+        }
+        AdminCommand::Hospital(HospitalCommand::AiAfterFirstRead { hub, setting }) => {
+            let h = accounts::hospital_by_name(db, &hub)
+                .await
+                .with_context(|| format!("no hospital named {hub:?}"))?;
+            if h.kind != HospitalKind::Hub {
+                anyhow::bail!("{hub} is a spoke: only hubs read cases");
+            }
+            let on = setting == "on";
+            pathfed_consult::ai::set_hidden_until_read(db, &h.id, on).await?;
+            p.audit(
+                cli_event(
+                    "admin.hospital.ai_after_first_read",
+                    &format!("hospital:{}", h.id),
+                )
+                .detail(setting.clone()),
+            )
+            .await?;
+            if on {
+                println!("{hub}: pathologists see AI results after entering their own read");
+            } else {
+                println!("{hub}: pathologists see AI results as soon as they are ready");
             }
         }
         AdminCommand::Hospital(HospitalCommand::List) => {

@@ -8,7 +8,8 @@
 //!
 //! `pathfed bench serve` (in `bench_serve.rs`) measures the HTTP service the same way;
 //! `pathfed bench extract` (in `bench_extract.rs`) measures patch extraction;
-//! `pathfed bench train` (in `bench_train.rs`) measures training throughput.
+//! `pathfed bench train` (in `bench_train.rs`) measures training throughput;
+//! `pathfed bench infer` (in `bench_infer.rs`) measures slide inference against pure compute.
 
 #[path = "bench_serve.rs"]
 mod serve;
@@ -18,6 +19,9 @@ mod extract;
 
 #[path = "bench_train.rs"]
 mod train;
+
+#[path = "bench_infer.rs"]
+mod infer;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -37,6 +41,8 @@ pub enum BenchCommand {
     Extract(extract::ExtractBenchArgs),
     /// Training steps of the patch classifier: Burn vs ndarray (CPU) and PyTorch.
     Train(train::TrainBenchArgs),
+    /// Slide inference end to end vs the model's pure compute on the same patches.
+    Infer(infer::InferBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +76,7 @@ pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Serve(args) => serve::run(&args, config),
         BenchCommand::Extract(args) => extract::run(&args, config),
         BenchCommand::Train(args) => train::run(&args),
+        BenchCommand::Infer(args) => infer::run(&args, config),
     }
 }
 

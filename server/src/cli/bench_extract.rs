@@ -179,7 +179,7 @@ impl std::io::Write for CountingSink {
     }
 }
 
-fn warm_page_cache(path: &Path) -> anyhow::Result<()> {
+pub(super) fn warm_page_cache(path: &Path) -> anyhow::Result<()> {
     use std::io::Read;
     let mut file =
         std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;

@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod case;
+mod infer;
 mod progress;
 mod research;
 mod slide;
@@ -55,6 +56,8 @@ enum Command {
     /// The model registry: list, show, deploy and retire model versions.
     #[command(subcommand)]
     Model(train::ModelCommand),
+    /// AI support: run a model on a server's slide, or offline on a local slide file.
+    Infer(infer::InferArgs),
     /// Upload slides to a server (resumable).
     Upload(upload::UploadArgs),
     /// Create, submit and follow consultation cases; fetch and verify reports.
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::OptOut(args) => runtime()?.block_on(research::opt_out(args)),
         Command::Train(args) => runtime()?.block_on(train::train(args)),
         Command::Model(cmd) => runtime()?.block_on(train::model(cmd)),
+        Command::Infer(args) => runtime()?.block_on(infer::run(args, &config)),
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),
         Command::Case(cmd) => runtime()?.block_on(case::run(cmd)),
         Command::Admin(cmd) => runtime()?.block_on(admin::run(cmd, &config)),

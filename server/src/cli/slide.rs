@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use pathfed_core::Config;
 use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
-use pathfed_slide::synth::{SynthCompression, SynthFormat, SynthSpec, TissueClass};
+use pathfed_slide::synth::{ClassLayout, SynthCompression, SynthFormat, SynthSpec, TissueClass};
 use pathfed_slide::{SlideReader, thumbnail};
 
 use super::progress;
@@ -101,6 +101,12 @@ enum CompressionArg {
     None,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    Regions,
+    Columns,
+}
+
 #[derive(Debug, Args)]
 pub struct SynthArgs {
     /// Output file.
@@ -140,6 +146,10 @@ pub struct SynthArgs {
         default_value = "nucleus-dense,stroma,adipose"
     )]
     classes: Vec<String>,
+    /// How the classes share the tissue: irregular regions, or vertical bands from left to
+    /// right in the order of --classes (a known layout, e.g. for checking AI heatmaps).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Regions)]
+    layout: LayoutArg,
     /// Fraction of the slide covered by tissue.
     #[arg(long, default_value_t = 0.4)]
     tissue_fraction: f64,
@@ -352,6 +362,10 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         mpp: args.mpp,
         objective_power: args.objective,
         classes,
+        layout: match args.layout {
+            LayoutArg::Regions => ClassLayout::Regions,
+            LayoutArg::Columns => ClassLayout::Columns,
+        },
         tissue_fraction: args.tissue_fraction,
         seed: args.seed,
         label_lines: if args.label_lines.is_empty() {

@@ -1,6 +1,7 @@
 //! The HTTP application: composes the service routers, the web UI, health, metrics and the
 //! API description, and runs them with graceful shutdown.
 
+mod ai;
 mod metrics;
 mod session;
 mod slides;
@@ -19,6 +20,7 @@ use pathfed_core::http::ApiError;
 use pathfed_datasets::Research;
 use pathfed_ingest::Ingest;
 
+pub use ai::AiService;
 pub use metrics::Metrics;
 pub use slides::SlideService;
 
@@ -35,6 +37,8 @@ pub struct AppState {
     pub research: Research,
     /// Open slides and tiles.
     pub slides: Arc<SlideService>,
+    /// AI results' score maps for overlay tiles.
+    pub ai: Arc<AiService>,
     /// Prometheus registry.
     pub metrics: Arc<Metrics>,
 }
@@ -54,6 +58,7 @@ impl AppState {
             consult,
             research,
             slides: Arc::new(SlideService::new(&platform.config)),
+            ai: Arc::new(AiService::new()),
             metrics: Arc::new(Metrics::new()),
             platform,
             ingest,
@@ -97,10 +102,12 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(session::router())
         .merge(slides::router())
+        .merge(ai::router())
         .merge(pathfed_ingest::router())
         .merge(pathfed_consult::router())
         .merge(pathfed_datasets::api::router())
         .merge(pathfed_training::api::router())
+        .merge(pathfed_inference::api::router())
         .merge(web::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

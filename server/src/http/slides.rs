@@ -45,7 +45,7 @@ pub fn router() -> Router<AppState> {
 pub struct OpenedSlide {
     _files: Arc<CachedSlide>,
     reader: Arc<dyn SlideReader>,
-    deepzoom: DeepZoom,
+    pub(super) deepzoom: DeepZoom,
 }
 
 type TileKey = (String, usize, u64, u64);
@@ -87,7 +87,7 @@ impl SlideService {
         tiles.1 = 0;
     }
 
-    async fn opened(
+    pub(super) async fn opened(
         &self,
         platform: &Platform,
         slide: &Slide,
@@ -160,7 +160,7 @@ impl SlideService {
     }
 
     /// True once per user, slide and [`TILE_SESSION`].
-    fn starts_tile_session(&self, user: &Principal, slide_id: &str) -> bool {
+    pub(super) fn starts_tile_session(&self, user: &Principal, slide_id: &str) -> bool {
         let mut sessions = self.tile_sessions.lock().unwrap_or_else(|p| p.into_inner());
         let key = (user.id.clone(), slide_id.to_string());
         match sessions.get(&key) {
@@ -173,17 +173,17 @@ impl SlideService {
     }
 }
 
-/// The slide, if this user may see it; otherwise the refusal, audited.
 /// What a handler needs to do with a slide.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub(super) enum Need {
     /// View it: the owning hospital, or a hub reading a case that includes it.
     Read,
     /// Its label or deletion: the owning hospital only.
     Own,
 }
 
-async fn visible_slide(
+/// The slide, if this user may see it; otherwise the refusal, audited.
+pub(super) async fn visible_slide(
     platform: &Platform,
     user: &Principal,
     id: &str,
@@ -307,6 +307,9 @@ async fn remove(
     // Row first: once it is gone nobody can reach the objects, even if deleting them fails.
     slides::delete(&platform.db, &user.hospital.id, &id).await?;
     state.slides.forget(&id);
+    if let Err(e) = pathfed_inference::results::forget_slide(platform, &id).await {
+        tracing::error!(slide = %id, error = %e, "slide deleted but its AI results remain");
+    }
     platform.cache.remove(&id);
     if let Err(e) = delete_prefix(&platform.store, &slide_prefix(&slide.hospital_id, &id)).await {
         tracing::error!(slide = %id, error = %e, "slide row deleted but its objects remain");
@@ -407,6 +410,22 @@ async fn dzi(
         .into_response())
 }
 
+/// Column and row of a Deep Zoom tile file name, `{col}_{row}{extension}`.
+pub(super) fn tile_address(name: &str, extension: &str) -> Result<(u64, u64), ApiError> {
+    name.strip_suffix(extension)
+        .and_then(|s| s.split_once('_'))
+        .and_then(|(c, r)| Some((c.parse::<u64>().ok()?, r.parse::<u64>().ok()?)))
+        .ok_or_else(|| ApiError::not_found("tile"))
+}
+
+/// Whether the client's `If-None-Match` names `etag`.
+pub(super) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+}
+
 async fn tile(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -415,11 +434,7 @@ async fn tile(
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
     let slide = visible_slide(platform, &user, &id, "slide.tiles", Need::Read).await?;
-    let (col, row) = name
-        .strip_suffix(".jpeg")
-        .and_then(|s| s.split_once('_'))
-        .and_then(|(c, r)| Some((c.parse::<u64>().ok()?, r.parse::<u64>().ok()?)))
-        .ok_or_else(|| ApiError::not_found("tile"))?;
+    let (col, row) = tile_address(&name, ".jpeg")?;
     if state.slides.starts_tile_session(&user, &id) {
         let _ = platform
             .audit(AuditEvent::by(
@@ -449,11 +464,7 @@ async fn tile(
             HeaderValue::from_str(&etag).map_err(ApiError::internal)?,
         ),
     ];
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    if matches {
+    if etag_matches(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, tile_headers).into_response());
     }
     let key = (id.clone(), level, col, row);

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/opt-out", get(|| page("opt-out.html")))
         .route("/training", get(|| page("training.html")))
         .route("/models", get(|| page("models.html")))
+        .route("/model-card", get(|| page("model-card.html")))
         .route(
             "/static/{*path}",
             get(|Path(p): Path<String>| asset(format!("static/{p}"))),

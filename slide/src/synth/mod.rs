@@ -15,7 +15,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use self::texture::{TissueClass, TissueField};
+pub use self::texture::{ClassLayout, TissueClass, TissueField};
 use crate::error::{Result, SlideError};
 use crate::jpeg;
 use crate::tiff::file::tag;
@@ -70,6 +70,9 @@ pub struct SynthSpec {
     pub objective_power: u32,
     /// Tissue classes present.
     pub classes: Vec<TissueClass>,
+    /// How the classes share the tissue.
+    #[serde(default)]
+    pub layout: ClassLayout,
     /// Rough fraction of the slide covered by tissue.
     pub tissue_fraction: f64,
     /// Seed of the tissue layout and texture.
@@ -100,6 +103,7 @@ impl Default for SynthSpec {
             mpp: 0.499,
             objective_power: 20,
             classes: TissueClass::ALL.to_vec(),
+            layout: ClassLayout::Regions,
             tissue_fraction: 0.4,
             seed: 1,
             label_lines: vec!["PATHFED TEST".into(), "S-0001".into()],
@@ -107,6 +111,21 @@ impl Default for SynthSpec {
             metadata: Vec::new(),
             hidden_text: None,
         }
+    }
+}
+
+impl SynthSpec {
+    /// The tissue this spec paints: which class covers which level-0 pixel (the ground truth
+    /// tests compare models' maps with).
+    pub fn tissue_field(&self) -> TissueField {
+        TissueField::with_layout(
+            self.seed,
+            self.width,
+            self.height,
+            &self.classes,
+            self.tissue_fraction,
+            self.layout,
+        )
     }
 }
 
@@ -403,13 +422,7 @@ pub fn generate(
     let factor: u64 = if svs { 4 } else { 2 };
     let min_side = if svs { 512 } else { u64::from(spec.tile_size) };
     let dims = level_dimensions(spec.width, spec.height, factor, min_side);
-    let field = TissueField::new(
-        spec.seed,
-        spec.width,
-        spec.height,
-        &spec.classes,
-        spec.tissue_fraction,
-    );
+    let field = spec.tissue_field();
     // Reduced levels end below 2048 px a side, so one always qualifies.
     let overview_level = dims.iter().position(|&(w, h)| w * h <= KEEP_WHOLE_PIXELS);
     let mut writer = TiffWriter::create(path, spec.big_tiff)?;

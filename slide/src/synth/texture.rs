@@ -26,6 +26,19 @@ pub enum TissueClass {
     Adipose,
 }
 
+/// How the tissue classes share the tissue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassLayout {
+    /// Irregular regions of similar area, like a real section.
+    #[default]
+    Regions,
+    /// Vertical bands of equal width, one per class given, left to right in that order (a
+    /// class given twice gets two bands): a layout known in advance, for testing maps such as
+    /// heatmaps against it.
+    Columns,
+}
+
 impl TissueClass {
     /// Every class, in a fixed order.
     pub const ALL: [TissueClass; 3] = [Self::NucleusDense, Self::Stroma, Self::Adipose];
@@ -68,6 +81,25 @@ impl TissueField {
         classes: &[TissueClass],
         tissue_fraction: f64,
     ) -> Self {
+        Self::with_layout(
+            seed,
+            width,
+            height,
+            classes,
+            tissue_fraction,
+            ClassLayout::Regions,
+        )
+    }
+
+    /// As [`TissueField::new`], with the classes arranged as `layout` says.
+    pub fn with_layout(
+        seed: u64,
+        width: u64,
+        height: u64,
+        classes: &[TissueClass],
+        tissue_fraction: f64,
+        layout: ClassLayout,
+    ) -> Self {
         let mut distinct: Vec<TissueClass> = Vec::with_capacity(TissueClass::ALL.len());
         for &class in classes {
             if !distinct.contains(&class) {
@@ -77,6 +109,15 @@ impl TissueField {
         if distinct.is_empty() {
             distinct = TissueClass::ALL.to_vec();
         }
+        // Columns: the class (its index in `distinct`) of each band, left to right.
+        let bands: Vec<usize> = match layout {
+            ClassLayout::Regions => Vec::new(),
+            ClassLayout::Columns if classes.is_empty() => (0..distinct.len()).collect(),
+            ClassLayout::Columns => classes
+                .iter()
+                .filter_map(|c| distinct.iter().position(|d| d == c))
+                .collect(),
+        };
         let fraction = if tissue_fraction.is_nan() {
             0.0
         } else {
@@ -86,7 +127,7 @@ impl TissueField {
             seed,
             width,
             height,
-            layout: Layout::build(seed, width, height, distinct.len(), fraction),
+            layout: Layout::build(seed, width, height, distinct.len(), fraction, &bands),
             classes: distinct,
             fibres: Fibres::new(seed),
             palette: Palette::new(),
@@ -359,7 +400,16 @@ struct Layout {
 
 impl Layout {
     /// Builds the layout for a slide with `classes` distinct classes covering about `fraction` of it.
-    fn build(seed: u64, width: u64, height: u64, classes: usize, fraction: f64) -> Self {
+    /// With `bands` (the class of each vertical band, left to right) classes are laid out in
+    /// columns; without, in irregular regions.
+    fn build(
+        seed: u64,
+        width: u64,
+        height: u64,
+        classes: usize,
+        fraction: f64,
+        bands: &[usize],
+    ) -> Self {
         let long = width.max(height).max(1);
         let mut shift = 0;
         while long >> shift > MAX_CELLS {
@@ -385,12 +435,28 @@ impl Layout {
         let tissue: Vec<usize> = (0..count).filter(|&i| mask[i] > threshold).collect();
         let sample: Vec<(f64, f64)> = sparse(&tissue, 4096).map(node_position).collect();
         let regions = Regions::new(seed, classes, &sample, extent, fraction);
+        // Columns: a class scores minus its distance from the nearest of its bands.
+        let band = extent.0 / bands.len().max(1) as f64;
+        let score = |c: usize, x: f64, y: f64| {
+            if bands.is_empty() {
+                return regions.score(c, x, y);
+            }
+            -bands
+                .iter()
+                .enumerate()
+                .filter(|(_, class)| **class == c)
+                .map(|(b, _)| {
+                    let (low, high) = (b as f64 * band, (b + 1) as f64 * band);
+                    (low - x).max(x - high).max(0.0)
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
         let scores: Vec<f32> = (0..count)
             .flat_map(|i| {
                 let (x, y) = node_position(i);
                 (0..classes).map(move |c| (x, y, c))
             })
-            .map(|(x, y, c)| regions.score(c, x, y) as f32)
+            .map(|(x, y, c)| score(c, x, y) as f32)
             .collect();
 
         let long = long as f32;
@@ -1494,6 +1560,39 @@ mod tests {
                 .find(|&x| wanted(field.class_at(x, y), field.class_at(x + 1, y)))
                 .map(|x| (x, y))
         })
+    }
+
+    #[test]
+    fn columns_put_each_class_in_its_own_band() {
+        let (w, h) = (6000, 2000);
+        let classes = [
+            TissueClass::Stroma,
+            TissueClass::NucleusDense,
+            TissueClass::NucleusDense,
+        ];
+        let field = TissueField::with_layout(3, w, h, &classes, 0.6, ClassLayout::Columns);
+        let mut seen = [0usize; 2];
+        for j in 0..40 {
+            for i in 0..120 {
+                let (x, y) = (i * w / 120 + 25, j * h / 40 + 25);
+                let Some(class) = field.class_at(x, y) else {
+                    continue;
+                };
+                // Away from the first boundary (where it may wander) the band decides; the two
+                // dense bands are one region.
+                if x < w / 3 - 200 {
+                    assert_eq!(class, TissueClass::Stroma, "at ({x}, {y})");
+                    seen[0] += 1;
+                } else if x > w / 3 + 200 {
+                    assert_eq!(class, TissueClass::NucleusDense, "at ({x}, {y})");
+                    seen[1] += 1;
+                }
+            }
+        }
+        assert!(
+            seen[0] > 200 && seen[1] > 2 * seen[0] - 200,
+            "tissue in every band: {seen:?}"
+        );
     }
 
     /// (mean luminance, share of dark pixels, share of near-white pixels, mean red minus green).

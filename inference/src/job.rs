@@ -1,0 +1,201 @@
+//! The `infer` job: runs a registered model version on a clinical slide and stores the
+//! result. Enqueued automatically when a slide joins (or its case is submitted with) an organ
+//! that has a deployed model, and on demand from the case page, the API and `pathfed infer`.
+//!
+//! Retry policy: the store, the database or the file system failing underneath is retried
+//! (three attempts, with the queue's backoff); a slide that cannot be read, a slide without
+//! tissue or MPP, and a model that is missing or retired fail at once with the reason, since
+//! another attempt would end the same way.
+
+use burn::prelude::Device;
+use pathfed_core::Platform;
+use pathfed_core::cache::SlideFile;
+use pathfed_core::jobs::{Job, Jobs, NewJob};
+use pathfed_core::worker::{JobFailure, RunningJob};
+use pathfed_training::registry::{self, ModelFiles};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use sqlx::Row as _;
+
+use crate::Inference;
+use crate::error::{InferError, InferResult};
+use crate::pipeline::{PatchModel, RunOptions, predict_slide};
+use crate::results::{self, InferenceResult, ModelRef};
+
+/// The job kind.
+pub const INFER_JOB: &str = "infer";
+
+/// What an `infer` job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferPayload {
+    /// The clinical slide.
+    pub slide_id: String,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: i64,
+}
+
+/// Dedupe keys of a slide's jobs start with this, so its jobs can be listed.
+pub fn key_prefix(slide_id: &str) -> String {
+    format!("infer:{slide_id}:")
+}
+
+/// The automatic run of `model@version` on a slide: at most one per slide and version.
+pub fn automatic_key(slide_id: &str, model: &str, version: i64) -> String {
+    format!("{}{model}@{version}", key_prefix(slide_id))
+}
+
+/// Queues a run asked for by a user (a fresh job, even if one ran before).
+pub async fn request(jobs: &Jobs, payload: &InferPayload, user_id: &str) -> InferResult<Job> {
+    let key = format!(
+        "{}:{}",
+        automatic_key(&payload.slide_id, &payload.model, payload.version),
+        pathfed_core::db::new_id()
+    );
+    let job = NewJob::new(INFER_JOB, json!(payload))
+        .dedupe(key)
+        .by(user_id);
+    Ok(jobs.enqueue(job).await?)
+}
+
+/// A slide's `infer` jobs, newest first.
+pub async fn jobs_for_slide(jobs: &Jobs, slide_id: &str) -> InferResult<Vec<Job>> {
+    Ok(jobs
+        .list_by_key_prefix(INFER_JOB, &key_prefix(slide_id), 50)
+        .await?)
+}
+
+/// Runs one `infer` job.
+pub async fn run_infer(inference: Inference, job: RunningJob) -> Result<Value, JobFailure> {
+    let payload: InferPayload = serde_json::from_value(job.job.payload.clone())
+        .map_err(|e| JobFailure::permanent(format!("bad infer payload: {e}")))?;
+    match infer(&inference, &job, &payload).await {
+        Ok(done) => Ok(done),
+        Err(InferError::Cancelled) => Err(job
+            .check_cancel()
+            .err()
+            .unwrap_or_else(|| JobFailure::permanent("stopped"))),
+        Err(e) if e.is_transient() => Err(JobFailure::retryable(e.to_string())),
+        Err(e) => Err(JobFailure::permanent(e.to_string())),
+    }
+}
+
+async fn infer(
+    inference: &Inference,
+    job: &RunningJob,
+    payload: &InferPayload,
+) -> InferResult<Value> {
+    let platform = &inference.platform;
+    let _ = job.progress(0.0, "loading the model");
+    let device = pathfed_training::device::open(&inference.device)?;
+    let record = match registry::get(platform, &payload.model, payload.version).await {
+        Ok(record) => record,
+        Err(pathfed_training::error::TrainError::NotFound(_)) => {
+            return Err(InferError::NotFound(format!(
+                "model {}@{}",
+                payload.model, payload.version
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if record.status != "registered" {
+        return Err(InferError::Conflict(format!(
+            "model {}@{} is {}: it no longer runs on slides",
+            payload.model, payload.version, record.status
+        )));
+    }
+    let loaded = registry::load(platform, &payload.model, payload.version, &device).await?;
+    let model = PatchModel {
+        config: loaded.config,
+        model: loaded.model,
+        aggregator: loaded.aggregator,
+        device,
+    };
+    let model_ref = model_ref(&loaded.record, &model);
+
+    let _ = job.progress(0.02, "fetching the slide");
+    let (files, main_file) = slide_files(platform, &payload.slide_id).await?;
+    let cached = platform
+        .cache
+        .get(&payload.slide_id, &files, &platform.store)
+        .await?;
+    let path = cached.dir.join(&main_file);
+    job.check_cancel().map_err(|_| InferError::Cancelled)?;
+
+    let limits = platform.config.slide.clone();
+    let options = RunOptions {
+        batch: platform.config.inference.batch,
+        readers: platform.config.inference.readers,
+        ..RunOptions::default()
+    };
+    let cancel = job.cancel_flag();
+    let progress_job = job.clone();
+    let prediction = tokio::task::spawn_blocking(move || {
+        let reader = pathfed_slide::open(&path, &limits)?;
+        let progress = |done: usize, total: usize| {
+            let fraction = 0.05 + 0.9 * done as f64 / total.max(1) as f64;
+            let _ = progress_job.progress(fraction, format!("{done} of {total} patches"));
+        };
+        predict_slide(reader.as_ref(), &model, &options, &progress, &cancel)
+    })
+    .await
+    .map_err(|e| InferError::Invalid(format!("inference stopped: {e}")))??;
+    drop(cached);
+
+    let _ = job.progress(0.97, "storing the result");
+    let result = InferenceResult::new(
+        &payload.slide_id,
+        model_ref,
+        prediction,
+        Some(job.job.id.clone()),
+    );
+    results::store(platform, &result).await?;
+    tracing::info!(slide = %payload.slide_id, model = %payload.model, version = payload.version,
+        score = result.score, patches = result.patches, seconds = result.seconds, "AI result stored");
+    Ok(json!({
+        "slide_id": result.slide_id,
+        "model": result.model.name,
+        "version": result.model.version,
+        "score": result.score,
+        "predicted": result.predicted,
+        "patches": result.patches,
+        "seconds": result.seconds,
+    }))
+}
+
+/// What a result records of the model that made it.
+pub fn model_ref(record: &registry::ModelRecord, model: &PatchModel) -> ModelRef {
+    ModelRef::new(
+        &record.name,
+        record.version,
+        &record.weights_sha256,
+        &model.config,
+    )
+}
+
+/// A model outside the registry (a folder of its files), for offline runs; named after its
+/// folder, version 0.
+pub fn local_model(dir: &std::path::Path, device: Device) -> InferResult<(PatchModel, ModelRef)> {
+    let files = ModelFiles::read_dir(dir)?;
+    let weights_sha256 = hex::encode(Sha256::digest(&files.weights));
+    let model = PatchModel::from_files(files, &dir.display().to_string(), device)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "local".into());
+    let model_ref = ModelRef::new(&name, 0, &weights_sha256, &model.config);
+    Ok((model, model_ref))
+}
+
+async fn slide_files(platform: &Platform, slide_id: &str) -> InferResult<(Vec<SlideFile>, String)> {
+    let row = sqlx::query("SELECT files, main_file FROM slides WHERE id = $1")
+        .bind(slide_id)
+        .fetch_optional(platform.db.pool())
+        .await?
+        .ok_or_else(|| InferError::NotFound(format!("slide {slide_id}")))?;
+    let files: Vec<SlideFile> = serde_json::from_str(&row.try_get::<String, _>("files")?)
+        .map_err(|e| InferError::Invalid(format!("slide file list: {e}")))?;
+    Ok((files, row.try_get("main_file")?))
+}
