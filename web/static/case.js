@@ -426,6 +426,9 @@ function renderAi() {
     body.push(el("p", { class: "muted", id: "ai-none", text: "No AI result for this slide yet." }));
   }
   if (latest && latest.status !== "succeeded") body.push(jobLine(latest));
+  if (latest && (latest.status === "queued" || latest.status === "running")) {
+    body.push(el("button", { type: "button", class: "button button-small button-quiet", id: "ai-cancel", text: "Cancel", onclick: () => cancelAi(latest.id) }));
+  }
   if (canRun && !(latest && (latest.status === "queued" || latest.status === "running"))) {
     body.push(el("button", { type: "button", class: "button button-small", id: "ai-run", text: ai.summary ? "Run the model again" : "Run the model", onclick: () => runAi() }));
   }
@@ -437,6 +440,16 @@ async function runAi() {
   try {
     await api(`/api/v1/slides/${enc(slideId)}/ai`, { method: "POST", json: {} });
     showError("");
+  } catch (err) {
+    showError(err.message);
+  }
+  loadAi(slideId);
+}
+
+async function cancelAi(jobId) {
+  const slideId = state.current[0];
+  try {
+    await api(`/api/v1/slides/${enc(slideId)}/ai/jobs/${enc(jobId)}/cancel`, { method: "POST" });
   } catch (err) {
     showError(err.message);
   }
