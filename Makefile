@@ -30,7 +30,9 @@ test: lint
 # Each compares against a reference measured in the same run (OpenSlide, sha256sum; ndarray
 # and PyTorch for training, PyTorch only when its Python has torch and torchvision; the
 # model's pure compute for inference).
-bench: build
+# The benchmark build adds Burn's ndarray backend, the CPU reference of `bench train`.
+bench: setup
+	$(CARGO) build --release -p pathfed --features ndarray-reference
 	target/release/pathfed bench slide
 	target/release/pathfed bench serve
 	target/release/pathfed bench extract

@@ -48,5 +48,6 @@ CREATE INDEX ai_feedback_by_slide ON ai_feedback (slide_id);
 ALTER TABLE hospitals ADD COLUMN ai_after_first_read BIGINT NOT NULL DEFAULT 0;
 
 -- Research slides whose AI result disagreed with the final diagnosis (JSON list of
--- {model, version, predicted, final}), so dataset versions can flag them for review.
+-- {model, version, predicted}; the final diagnosis is the slide's label), so dataset versions
+-- can flag them for review.
 ALTER TABLE research_slides ADD COLUMN ai_discordant TEXT;

@@ -126,7 +126,7 @@ async fn curate(
         .bind(serde_json::to_string(&regions).unwrap_or_default())
         .bind(payload.report_version)
         .bind(&id)
-        .bind(ai_discordant(research, &payload.slide_id).await?)
+        .bind(ai_discordant(research, &payload.case_id, &payload.slide_id).await?)
         .execute(db)
         .await?;
         return Ok(Ok(json!({ "research_slide": id, "relabelled": true })));
@@ -221,7 +221,7 @@ async fn curate(
     .bind(now())
     .bind(&case.spoke_id)
     .bind(&case.patient_hash)
-    .bind(ai_discordant(research, &payload.slide_id).await?)
+    .bind(ai_discordant(research, &payload.case_id, &payload.slide_id).await?)
     .execute(db)
     .await?;
     if inserted.rows_affected() != 1 {
@@ -246,14 +246,19 @@ async fn curate(
     })))
 }
 
-/// The AI results on the clinical slide that the final diagnosis contradicted, as the JSON
+/// The AI results on the clinical slide that this case's final diagnosis contradicted, as the JSON
 /// the research slide carries (`None` where there were none). Only the model and its call
 /// travel: nothing of the case.
-async fn ai_discordant(research: &Research, slide_id: &str) -> DatasetResult<Option<String>> {
+async fn ai_discordant(
+    research: &Research,
+    case_id: &str,
+    slide_id: &str,
+) -> DatasetResult<Option<String>> {
     let rows = sqlx::query(
         "SELECT model_name, model_version, predicted FROM ai_feedback \
-         WHERE slide_id = $1 AND agree = 0 ORDER BY model_name, model_version",
+         WHERE case_id = $1 AND slide_id = $2 AND agree = 0 ORDER BY model_name, model_version",
     )
+    .bind(case_id)
     .bind(slide_id)
     .fetch_all(research.platform.db.pool())
     .await?;

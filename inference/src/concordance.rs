@@ -30,8 +30,8 @@ pub struct Concordance {
     pub discordant: i64,
     /// Share of comparable slides in agreement, with a 95% Wilson interval.
     pub agreement: Option<Interval>,
-    /// Positive-class calls against the pathologists' (true/false positives/negatives, with
-    /// the pathologists as the reference).
+    /// Positive-class calls against the pathologists' on comparable slides (true/false
+    /// positives/negatives, with the pathologists as the reference).
     pub tp: i64,
     /// See [`Concordance::tp`].
     pub fp: i64,
@@ -114,6 +114,10 @@ pub async fn concordance(
             } else {
                 c.discordant += 1;
             }
+        }
+        // A diagnosis the model cannot name (non-diagnostic, say) is no negative either.
+        if agree.is_none() {
+            continue;
         }
         match (ai != 0, final_positive != 0) {
             (true, true) => c.tp += 1,

@@ -47,8 +47,21 @@ pub fn automatic_key(slide_id: &str, model: &str, version: i64) -> String {
     format!("{}{model}@{version}", key_prefix(slide_id))
 }
 
-/// Queues a run asked for by a user (a fresh job, even if one ran before).
+/// Queues a run asked for by a user: a fresh job, even if one ran before, unless one of the
+/// same model version on the slide is queued or running, which is then the answer. So one
+/// slide never has two runs of a version at once (they would write the same objects).
 pub async fn request(jobs: &Jobs, payload: &InferPayload, user_id: &str) -> InferResult<Job> {
+    let active = jobs_for_slide(jobs, &payload.slide_id)
+        .await?
+        .into_iter()
+        .find(|j| {
+            !j.status.is_final()
+                && j.payload["model"] == payload.model.as_str()
+                && j.payload["version"] == payload.version
+        });
+    if let Some(job) = active {
+        return Ok(job);
+    }
     let key = format!(
         "{}:{}",
         automatic_key(&payload.slide_id, &payload.model, payload.version),

@@ -200,7 +200,14 @@ pub fn predict_slide(
             };
             model_seconds += clock.elapsed().as_secs_f64();
             let (probs, embedded) = match run {
-                Ok(out) => out,
+                Ok(out) if out.0.iter().all(|p| p.is_finite()) => out,
+                Ok(_) => {
+                    fail(InferError::Invalid(
+                        "the model gave probabilities that are not numbers: its weights are unusable"
+                            .into(),
+                    ));
+                    break;
+                }
                 Err(e) => {
                     fail(e);
                     break;

@@ -217,6 +217,9 @@ fn result_prefix(slide_id: &str, model: &str, version: i64) -> String {
 }
 
 /// Writes the heatmap and `result.json`, then lists the result (replacing an earlier run).
+/// A slide deleted meanwhile gets nothing: its objects are removed again and the answer is
+/// "not found". Runs of one model version on one slide are serialised by [`crate::job`], so
+/// two runs never write the same objects at once.
 pub async fn store(platform: &Platform, result: &InferenceResult) -> InferResult<()> {
     let base = result_prefix(&result.slide_id, &result.model.name, result.model.version);
     let heatmap = heatmap_png(&result.map)?;
@@ -225,10 +228,11 @@ pub async fn store(platform: &Platform, result: &InferenceResult) -> InferResult
         .map_err(|e| InferError::Invalid(format!("serialising the result: {e}")))?;
     let sha256 = hex::encode(Sha256::digest(&json));
     put_bytes(&platform.store, &format!("{base}result.json"), json).await?;
-    sqlx::query(
+    let listed = sqlx::query(
         "INSERT INTO inference_results (slide_id, model_name, model_version, job_id, score, \
          predicted, positive, threshold, classes, patches, result_sha256, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+         WHERE EXISTS (SELECT 1 FROM slides WHERE id = $1) \
          ON CONFLICT (slide_id, model_name, model_version) DO UPDATE SET \
          job_id = excluded.job_id, score = excluded.score, predicted = excluded.predicted, \
          positive = excluded.positive, threshold = excluded.threshold, \
@@ -249,6 +253,10 @@ pub async fn store(platform: &Platform, result: &InferenceResult) -> InferResult
     .bind(result.created_at)
     .execute(platform.db.pool())
     .await?;
+    if listed.rows_affected() == 0 {
+        delete_prefix(&platform.store, &slide_prefix(&result.slide_id)).await?;
+        return Err(InferError::NotFound(format!("slide {}", result.slide_id)));
+    }
     Ok(())
 }
 

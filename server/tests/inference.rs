@@ -32,15 +32,20 @@ fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/texture-model")
 }
 
-/// Registers the trained texture model as `textures@1` of the gastric taxonomy (dense
-/// nuclei as GAS-G1, the positive class; stroma as GAS-G3) and returns its folder of files.
-async fn register_texture_model(server: &TestServer, researcher: &str) -> PathBuf {
+/// Registers the trained texture model as the next version of `textures` in the gastric
+/// taxonomy (dense nuclei as GAS-G1, the positive class; stroma as GAS-G3) and returns its
+/// folder of files. `platform` is opened once, before the server caches slides (opening one
+/// empties the slide cache folder).
+async fn register_texture_model(
+    server: &TestServer,
+    platform: &pathfed_core::Platform,
+    researcher: &str,
+) -> PathBuf {
     let files = texture_model(&model_dir()).await.unwrap();
     let mut config: InferenceConfig = serde_json::from_slice(&files.config).unwrap();
     assert_eq!(config.classes, ["TEX-DENSE", "TEX-STROMA"]);
     config.classes = vec!["GAS-G1".into(), "GAS-G3".into()];
     config.positive = "GAS-G1".into();
-    let platform = server.platform().await;
     let user: String = sqlx::query("SELECT id FROM users WHERE username = $1")
         .bind(researcher)
         .fetch_one(platform.db.pool())
@@ -55,7 +60,7 @@ async fn register_texture_model(server: &TestServer, researcher: &str) -> PathBu
             "patients": 24, "research_hospitals": 1 },
     });
     register(
-        &platform,
+        platform,
         Registration {
             name: "textures".into(),
             run_id: "test".into(),
@@ -162,7 +167,8 @@ async fn ai_support_from_deployment_to_feedback() {
             server: &server,
             token: server.user("Hub X", "hub", "path_x", "pathologist"),
         };
-        let folder = register_texture_model(&server, "res_h").await;
+        let platform = server.platform().await;
+        let folder = register_texture_model(&server, &platform, "res_h").await;
         let with_server = |token: &str, args: &[&str]| {
             let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
             all.extend([
@@ -228,7 +234,9 @@ async fn ai_support_from_deployment_to_feedback() {
         );
         assert_eq!(dzi_size(&slide_dzi), dzi_size(&overlay_dzi));
         assert!(overlay_dzi.contains("Format=\"png\""), "{overlay_dzi}");
-        let tiles = overlay.replace("overlay.dzi", "overlay_files");
+        let (overlay_path, run) = overlay.split_once('?').unwrap();
+        assert!(run.starts_with("run="), "{overlay}");
+        let tiles = overlay_path.replace("overlay.dzi", "overlay_files");
         let top = (4096f64.log2().ceil()) as usize;
         for level in 0..=top {
             let (status, slide_tile) = staff
@@ -405,12 +413,23 @@ async fn ai_support_from_deployment_to_feedback() {
         );
         assert_eq!(failed["attempts"], 1);
 
-        // Two runs asked for at once: the second waits for the worker and can be cancelled.
-        let running = staff.spoke.ok(Method::POST, &ai, Some(json!({}))).await;
+        // One run of a version at a time: asking again while it is queued or running answers
+        // with the same job. A run queued behind another's can be cancelled.
+        register_texture_model(&server, &platform, "res_h").await;
+        let running = staff
+            .spoke
+            .ok(Method::POST, &ai, Some(json!({"model": "textures@2"})))
+            .await;
+        let again = staff
+            .spoke
+            .ok(Method::POST, &ai, Some(json!({"model": "textures@2"})))
+            .await;
+        assert_eq!(again["id"], running["id"], "{again}");
         let queued = staff
             .spoke
             .ok(Method::POST, &ai, Some(json!({"model": "textures@1"})))
             .await;
+        assert_ne!(queued["id"], running["id"]);
         let cancelled = staff
             .spoke
             .ok(

@@ -58,13 +58,24 @@ impl Backend {
     pub fn device(self) -> TrainResult<Device> {
         match self {
             Self::Flex => Ok(Device::flex()),
-            // Burn 0.22 deprecates ndarray in favour of flex; it stays here as the reference.
-            #[allow(deprecated)]
-            Self::NdArray => Ok(Device::ndarray()),
+            Self::NdArray => ndarray_device(),
             Self::Cuda => cuda_device(),
             Self::Wgpu => wgpu_device(),
         }
     }
+}
+
+// Burn 0.22 deprecates ndarray in favour of flex; it stays as the benchmark's CPU reference,
+// built only for benchmarks: it is the slowest crate of the stack to compile.
+#[cfg(feature = "ndarray-reference")]
+#[allow(deprecated)]
+fn ndarray_device() -> TrainResult<Device> {
+    Ok(Device::ndarray())
+}
+
+#[cfg(not(feature = "ndarray-reference"))]
+fn ndarray_device() -> TrainResult<Device> {
+    Err(missing_backend("ndarray"))
 }
 
 #[cfg(feature = "cuda")]
@@ -87,12 +98,21 @@ fn wgpu_device() -> TrainResult<Device> {
     Err(missing_backend("wgpu"))
 }
 
-#[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
+#[cfg(any(
+    not(feature = "cuda"),
+    not(feature = "wgpu"),
+    not(feature = "ndarray-reference")
+))]
 fn missing_backend(name: &str) -> TrainError {
+    let feature = if name == "ndarray" {
+        "ndarray-reference"
+    } else {
+        name
+    };
     TrainError::Device {
         device: name.into(),
         reason: format!(
-            "this build has no {} backend: rebuild with --features {name}",
+            "this build has no {} backend: rebuild with --features {feature}",
             if name == "cuda" { "CUDA" } else { name }
         ),
     }

@@ -595,6 +595,15 @@ impl ModelFiles {
                 config.classes, config.model.classes, config.positive
             )));
         }
+        if let Some(mil) = &config.attention
+            && mil.classes != config.classes.len()
+        {
+            return Err(TrainError::Invalid(format!(
+                "config of {what}: the attention head has {} classes, the model {}",
+                mil.classes,
+                config.classes.len()
+            )));
+        }
         let model = load_into(ResNet::new(&config.model, device), self.weights, what)?;
         let aggregator = match &config.attention {
             Some(mil) => {

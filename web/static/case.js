@@ -80,8 +80,8 @@ function show(index, slideId) {
   const changed = state.current[index] !== slideId;
   state.current[index] = slideId;
   if (changed || !state.viewers[index].world.getItemCount()) {
-    // Opening empties the viewer's world, the overlay with it.
-    if (index === 0 && state.ai) state.ai.overlay = null;
+    // Opening empties the viewer's world, the overlay with it; the AI panel starts afresh.
+    if (index === 0 && changed) state.ai = null;
     state.viewers[index].open(slide.dzi_url);
   }
   renderTabs();
@@ -345,13 +345,15 @@ async function loadAi(slideId) {
   const previous = state.ai && state.ai.slideId === slideId ? state.ai : null;
   const same = previous && previous.summary && summary && previous.summary.result_url === summary.result_url && previous.summary.created_at === summary.created_at;
   state.ai = { slideId, overview, summary, result: same ? previous.result : null, overlay: previous ? previous.overlay : null };
-  if (summary && !state.ai.result) {
+  const ai = state.ai;
+  if (summary && !ai.result) {
     try {
-      state.ai.result = await api(summary.result_url);
+      ai.result = await api(summary.result_url);
     } catch (err) {
       showError(err.message);
     }
   }
+  if (state.ai !== ai || state.current[0] !== slideId) return; // superseded meanwhile
   renderAi();
   syncOverlay();
   const busy = (overview.jobs || []).some((j) => j.status === "queued" || j.status === "running");
@@ -460,7 +462,7 @@ async function cancelAi(jobId) {
 function syncOverlay() {
   const viewer = state.viewers[0];
   const ai = state.ai;
-  if (!viewer || !ai) return;
+  if (!viewer || !ai || ai.slideId !== state.current[0]) return;
   const wanted = !ai.overview.hidden && ai.summary && $("ai-overlay-toggle")?.checked;
   const url = wanted ? ai.summary.overlay_url : null;
   if (ai.overlay && (!url || ai.overlay.pathfedUrl !== url)) {
@@ -479,7 +481,7 @@ function syncOverlay() {
     success: (event) => {
       ai.adding = false;
       event.item.pathfedUrl = url;
-      if (state.ai !== ai || !$("ai-overlay-toggle")?.checked) {
+      if (state.ai !== ai || ai.slideId !== state.current[0] || !$("ai-overlay-toggle")?.checked) {
         viewer.world.removeItem(event.item);
         return;
       }

@@ -81,10 +81,17 @@ pub async fn run(args: InferArgs, config: &Config) -> anyhow::Result<()> {
     }
     let bar = progress::bar("inference", "‰");
     bar.set_length(1000);
+    // One listener for the whole wait: a Ctrl-C at any moment, polling or sleeping, cancels.
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
     let job = loop {
+        let poll = async {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            api.get(&base).await
+        };
         let overview = tokio::select! {
-            o = api.get(&base) => o?,
-            _ = tokio::signal::ctrl_c() => {
+            o = poll => o?,
+            _ = &mut interrupt => {
                 bar.abandon();
                 api.post(&format!("{base}/jobs/{id}/cancel"), &json!({})).await?;
                 bail!("job {id} cancelled");
@@ -105,7 +112,6 @@ pub async fn run(args: InferArgs, config: &Config) -> anyhow::Result<()> {
             Some("queued" | "running") => {}
             _ => break (job, overview),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     };
     bar.finish_and_clear();
     let (job, overview) = job;

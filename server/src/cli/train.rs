@@ -119,10 +119,20 @@ async fn follow(api: &Api, id: &str) -> anyhow::Result<()> {
     bar.set_length(1000);
     let mut printed = 0;
     let path = format!("/api/v1/training/runs/{id}");
+    // One listener for the whole wait: a Ctrl-C at any moment, polling or sleeping, cancels.
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut first = true;
     let state = loop {
+        let poll = async {
+            if !first {
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            }
+            api.get(&path).await
+        };
         let state = tokio::select! {
-            state = api.get(&path) => state?,
-            _ = tokio::signal::ctrl_c() => {
+            state = poll => state?,
+            _ = &mut interrupt => {
                 bar.abandon();
                 api.post(&format!("/api/v1/training/runs/{id}/cancel"), &json!({})).await?;
                 bail!("cancel requested; the run keeps its checkpoints: resume with `pathfed train --resume {id}`");
@@ -149,7 +159,7 @@ async fn follow(api: &Api, id: &str) -> anyhow::Result<()> {
             Some("queued" | "running") => {}
             _ => break state,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        first = false;
     };
     bar.finish_and_clear();
     match state["status"].as_str() {

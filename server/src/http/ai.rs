@@ -154,7 +154,8 @@ async fn overview(
             let at = format!("{base}/{}/{}", r.model, r.version);
             v["result_url"] = at.clone().into();
             v["heatmap_url"] = format!("{at}/heatmap.png").into();
-            v["overlay_url"] = format!("{at}/overlay.dzi").into();
+            // The run's time in the query: a rerun gets new tile addresses in the viewer's cache.
+            v["overlay_url"] = format!("{at}/overlay.dzi?run={}", r.created_at).into();
             v["card_url"] = format!("/model-card?model={}@{}", r.model, r.version).into();
             v
         })
