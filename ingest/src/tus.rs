@@ -111,7 +111,9 @@ impl Ingest {
 
     /// Discards expired uploads and staging files that belong to no upload.
     pub async fn sweep(&self) -> Result<usize, pathfed_core::CoreError> {
-        let rows = sqlx::query("SELECT id FROM uploads WHERE expires_at <= $1")
+        // Whole seconds: an upload lives through its expiry second, so at least the configured
+        // expiry and never less.
+        let rows = sqlx::query("SELECT id FROM uploads WHERE expires_at < $1")
             .bind(now())
             .fetch_all(self.platform().db.pool())
             .await?;
@@ -192,7 +194,7 @@ impl Ingest {
                 .await;
             return Err(ApiError::not_found("upload"));
         }
-        if upload.expires_at <= now() {
+        if upload.expires_at < now() {
             self.discard(id).await;
             return Err(ApiError::new(
                 StatusCode::GONE,
