@@ -14,7 +14,7 @@ build: setup
 # The first run creates an admin and prints the password once.
 run: build
 	@target/release/pathfed admin init --if-empty --hospital "Demo Hub" --kind hub --user admin --generate-password
-	@echo "Open http://127.0.0.1:8080 and sign in (Ctrl-C stops the server)."
+	@echo "Open http://$${PATHFED_LISTEN:-127.0.0.1:8080} and sign in (Ctrl-C stops the server)."
 	target/release/pathfed serve
 
 lint: setup
