@@ -51,13 +51,11 @@ pub fn automatic_key(slide_id: &str, model: &str, version: i64) -> String {
 /// same model version on the slide is queued or running, which is then the answer. So one
 /// slide never has two runs of a version at once (they would write the same objects).
 pub async fn request(jobs: &Jobs, payload: &InferPayload, user_id: &str) -> InferResult<Job> {
-    let active = jobs_for_slide(jobs, &payload.slide_id)
+    let active = active_jobs_for_slide(jobs, &payload.slide_id)
         .await?
         .into_iter()
         .find(|j| {
-            !j.status.is_final()
-                && j.payload["model"] == payload.model.as_str()
-                && j.payload["version"] == payload.version
+            j.payload["model"] == payload.model.as_str() && j.payload["version"] == payload.version
         });
     if let Some(job) = active {
         return Ok(job);
@@ -78,6 +76,29 @@ pub async fn jobs_for_slide(jobs: &Jobs, slide_id: &str) -> InferResult<Vec<Job>
     Ok(jobs
         .list_by_key_prefix(INFER_JOB, &key_prefix(slide_id), 50)
         .await?)
+}
+
+/// A slide's `infer` jobs still queued or running, newest first.
+pub async fn active_jobs_for_slide(jobs: &Jobs, slide_id: &str) -> InferResult<Vec<Job>> {
+    let mut listed = jobs_for_slide(jobs, slide_id).await?;
+    listed.retain(|j| !j.status.is_final());
+    Ok(listed)
+}
+
+/// Ends a deleted slide's AI support: runs still queued or running are cancelled (one that
+/// finishes anyway finds no slide to list under) and its stored results are removed, even when
+/// cancelling failed.
+pub async fn forget_slide(platform: &Platform, slide_id: &str) -> InferResult<()> {
+    let jobs = Jobs::new(platform.db.clone());
+    let stopped = async {
+        for job in active_jobs_for_slide(&jobs, slide_id).await? {
+            jobs.cancel(&job.id).await?;
+        }
+        InferResult::Ok(())
+    }
+    .await;
+    results::forget_slide(platform, slide_id).await?;
+    stopped
 }
 
 /// Runs one `infer` job.

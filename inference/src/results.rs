@@ -350,8 +350,9 @@ pub async fn heatmap(
     .await?)
 }
 
-/// Removes a slide's results (rows first, so nothing half-present is listed).
-pub async fn forget_slide(platform: &Platform, slide_id: &str) -> InferResult<()> {
+/// Removes a slide's results (rows first, so nothing half-present is listed); slide deletion
+/// goes through [`crate::job::forget_slide`], which stops its runs first.
+pub(crate) async fn forget_slide(platform: &Platform, slide_id: &str) -> InferResult<()> {
     sqlx::query("DELETE FROM inference_results WHERE slide_id = $1")
         .bind(slide_id)
         .execute(platform.db.pool())

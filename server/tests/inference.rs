@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pathfed_core::jobs::{Jobs, NewJob};
+use pathfed_core::store::list_keys;
 use pathfed_training::registry::{InferenceConfig, Registration, register};
 use pathfed_training::synthetic::texture_model;
 use reqwest::Method;
@@ -96,7 +97,7 @@ async fn register_texture_model(
 
 /// A 4096 × 2048 slide at 0.5 µm/px: three middle bands of dense nuclei between two of
 /// stroma (tissue lies mostly in the middle, so dense nuclei hold the majority).
-fn mostly_dense(dir: &Path, name: &str) -> PathBuf {
+fn mostly_dense(dir: &Path, name: &str, seed: u32) -> PathBuf {
     let out = dir.join(name);
     let status = std::process::Command::new(bin())
         .args(["slide", "synth", "--out"])
@@ -112,7 +113,7 @@ fn mostly_dense(dir: &Path, name: &str) -> PathBuf {
             "--tissue-fraction",
             "0.6",
             "--seed",
-            "12",
+            &seed.to_string(),
         ])
         .stdout(std::process::Stdio::null())
         .status()
@@ -187,7 +188,7 @@ async fn ai_support_from_deployment_to_feedback() {
         server.cli_ok(&["admin", "hospital", "ai-after-first-read", "Hub H", "on"]);
 
         // The spoke submits a case; its slide gets the deployed model's run by itself.
-        let file = mostly_dense(server.dir.path(), "ai.svs");
+        let file = mostly_dense(server.dir.path(), "ai.svs", 12);
         let (case, slide) = submit_case(&server, &staff.spoke.token, &file, "AI-1");
         let ai = format!("/api/v1/slides/{slide}/ai");
         let overview = staff.spoke.ok(Method::GET, &ai, None).await;
@@ -484,6 +485,82 @@ async fn ai_support_from_deployment_to_feedback() {
         ]);
         assert!(!refused.status.success());
         assert!(String::from_utf8_lossy(&refused.stderr).contains("--model"));
+
+        // Deleting a slide stops its runs still queued or running and removes its results.
+        // Another seed: the same bytes would be the case's slide again.
+        let loose = mostly_dense(server.dir.path(), "loose.svs", 13);
+        let state = server.dir.path().join("loose-upload.json");
+        let out = with_server(
+            &staff.spoke.token,
+            &[
+                "upload",
+                loose.to_str().unwrap(),
+                "--state-file",
+                state.to_str().unwrap(),
+            ],
+        );
+        let loose_id = out
+            .lines()
+            .find_map(|l| l.split("\tslide ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no slide id in {out:?}"))
+            .to_string();
+        let loose_ai = format!("/api/v1/slides/{loose_id}/ai");
+        let ask = Some(json!({"model": "textures@1"}));
+        let first_run = staff.spoke.ok(Method::POST, &loose_ai, ask.clone()).await;
+        let first_run =
+            finished_job(&staff.spoke, &loose_id, first_run["id"].as_str().unwrap()).await;
+        assert_eq!(first_run["status"], "succeeded", "{first_run}");
+        let prefix = format!("inference/{loose_id}");
+        let store = server.store();
+        assert!(!list_keys(&store, &prefix).await.unwrap().is_empty());
+        let pending = staff.spoke.ok(Method::POST, &loose_ai, ask).await;
+        let (status, _) = staff
+            .spoke
+            .call(Method::DELETE, &format!("/api/v1/slides/{loose_id}"), None)
+            .await;
+        assert!(status.is_success(), "deleting the slide: {status}");
+        let pending_id = pending["id"].as_str().unwrap().to_string();
+        let job_state = || async {
+            let row = sqlx::query("SELECT status, cancel_requested FROM jobs WHERE id = $1")
+                .bind(&pending_id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            (
+                row.get::<String, _>("status"),
+                row.get::<i64, _>("cancel_requested"),
+            )
+        };
+        // Unless the run had ended before the slide went, it is told to stop.
+        let (job_status, cancel_requested) = job_state().await;
+        assert!(
+            !matches!(job_status.as_str(), "queued" | "running") || cancel_requested == 1,
+            "the pending run is {job_status} without a cancel request"
+        );
+        // Once it has stopped (a run that got as far as storing finds no slide), nothing is left.
+        wait_for(
+            "the pending run to end",
+            Duration::from_secs(120),
+            || async {
+                let (status, _) = job_state().await;
+                (!matches!(status.as_str(), "queued" | "running")).then_some(())
+            },
+        )
+        .await;
+        let listed: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM inference_results WHERE slide_id = $1")
+                .bind(&loose_id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+                .get("n");
+        assert_eq!(listed, 0);
+        assert_eq!(
+            list_keys(&store, &prefix).await.unwrap(),
+            Vec::<String>::new()
+        );
+        staff.spoke.refused(Method::GET, &loose_ai, None, 404).await;
     }
 }
 

@@ -307,15 +307,8 @@ async fn remove(
     // Row first: once it is gone nobody can reach the objects, even if deleting them fails.
     slides::delete(&platform.db, &user.hospital.id, &id).await?;
     state.slides.forget(&id);
-    // Runs still queued or running stop; one that finishes anyway finds no slide to list under.
-    let jobs = pathfed_core::jobs::Jobs::new(platform.db.clone());
-    if let Ok(running) = pathfed_inference::job::jobs_for_slide(&jobs, &id).await {
-        for job in running.iter().filter(|j| !j.status.is_final()) {
-            let _ = jobs.cancel(&job.id).await;
-        }
-    }
-    if let Err(e) = pathfed_inference::results::forget_slide(platform, &id).await {
-        tracing::error!(slide = %id, error = %e, "slide deleted but its AI results remain");
+    if let Err(e) = pathfed_inference::job::forget_slide(platform, &id).await {
+        tracing::error!(slide = %id, error = %e, "slide deleted but its AI runs or results remain");
     }
     platform.cache.remove(&id);
     if let Err(e) = delete_prefix(&platform.store, &slide_prefix(&slide.hospital_id, &id)).await {
