@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -20,7 +21,7 @@ use pathfed_inference::results::{InferenceResult, ModelRef, NOTICE};
 use serde_json::{Value, json};
 
 use super::case::Api;
-use super::progress;
+use super::progress::{self, Follow};
 
 /// `pathfed infer`.
 #[derive(Debug, Args)]
@@ -81,21 +82,13 @@ pub async fn run(args: InferArgs, config: &Config) -> anyhow::Result<()> {
     }
     let bar = progress::bar("inference", "‰");
     bar.set_length(1000);
-    // One listener for the whole wait: a Ctrl-C at any moment, polling or sleeping, cancels.
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
+    let mut follow = Follow::new(&api, base.clone(), Duration::from_millis(700));
     let job = loop {
-        let poll = async {
-            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-            api.get(&base).await
-        };
-        let overview = tokio::select! {
-            o = poll => o?,
-            _ = &mut interrupt => {
-                bar.abandon();
-                api.post(&format!("{base}/jobs/{id}/cancel"), &json!({})).await?;
-                bail!("job {id} cancelled");
-            }
+        let Some(overview) = follow.next().await? else {
+            bar.abandon();
+            api.post(&format!("{base}/jobs/{id}/cancel"), &json!({}))
+                .await?;
+            bail!("job {id} cancelled");
         };
         let job = overview["jobs"]
             .as_array()

@@ -2,11 +2,14 @@
 //! (the registry: list, show, deploy, retire). Both go through the server's API, so runs
 //! started here appear in the web UI and the other way round.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::case::{Api, ServerArgs};
+use super::progress::Follow;
 
 /// `pathfed train`.
 #[derive(Debug, Args)]
@@ -118,25 +121,19 @@ async fn follow(api: &Api, id: &str) -> anyhow::Result<()> {
     let bar = super::progress::bar("training", "‰");
     bar.set_length(1000);
     let mut printed = 0;
-    let path = format!("/api/v1/training/runs/{id}");
-    // One listener for the whole wait: a Ctrl-C at any moment, polling or sleeping, cancels.
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
-    let mut first = true;
+    let mut follow = Follow::new(
+        api,
+        format!("/api/v1/training/runs/{id}"),
+        Duration::from_millis(700),
+    );
     let state = loop {
-        let poll = async {
-            if !first {
-                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-            }
-            api.get(&path).await
-        };
-        let state = tokio::select! {
-            state = poll => state?,
-            _ = &mut interrupt => {
-                bar.abandon();
-                api.post(&format!("/api/v1/training/runs/{id}/cancel"), &json!({})).await?;
-                bail!("cancel requested; the run keeps its checkpoints: resume with `pathfed train --resume {id}`");
-            }
+        let Some(state) = follow.next().await? else {
+            bar.abandon();
+            api.post(&format!("/api/v1/training/runs/{id}/cancel"), &json!({}))
+                .await?;
+            bail!(
+                "cancel requested; the run keeps its checkpoints: resume with `pathfed train --resume {id}`"
+            );
         };
         let history = state["history"].as_array().cloned().unwrap_or_default();
         for point in history.iter().skip(printed) {
@@ -159,7 +156,6 @@ async fn follow(api: &Api, id: &str) -> anyhow::Result<()> {
             Some("queued" | "running") => {}
             _ => break state,
         }
-        first = false;
     };
     bar.finish_and_clear();
     match state["status"].as_str() {
