@@ -54,13 +54,12 @@ impl Backend {
         matches!(self, Self::Cuda | Self::Wgpu)
     }
 
-    /// The backend's first device, or why this build cannot use it.
+    /// The backend's first device, or why this build cannot use it. The GPU backends open
+    /// as training opens them, checked with one operation.
     pub fn device(self) -> TrainResult<Device> {
         match self {
-            Self::Flex => Ok(Device::flex()),
             Self::NdArray => ndarray_device(),
-            Self::Cuda => cuda_device(),
-            Self::Wgpu => wgpu_device(),
+            other => crate::device::open(other.name()),
         }
     }
 }
@@ -75,47 +74,11 @@ fn ndarray_device() -> TrainResult<Device> {
 
 #[cfg(not(feature = "ndarray-reference"))]
 fn ndarray_device() -> TrainResult<Device> {
-    Err(missing_backend("ndarray"))
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device() -> TrainResult<Device> {
-    Ok(Device::cuda(0))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device() -> TrainResult<Device> {
-    Err(missing_backend("cuda"))
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_device() -> TrainResult<Device> {
-    Ok(Device::wgpu(DeviceKind::DefaultDevice))
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_device() -> TrainResult<Device> {
-    Err(missing_backend("wgpu"))
-}
-
-#[cfg(any(
-    not(feature = "cuda"),
-    not(feature = "wgpu"),
-    not(feature = "ndarray-reference")
-))]
-fn missing_backend(name: &str) -> TrainError {
-    let feature = if name == "ndarray" {
-        "ndarray-reference"
-    } else {
-        name
-    };
-    TrainError::Device {
-        device: name.into(),
-        reason: format!(
-            "this build has no {} backend: rebuild with --features {feature}",
-            if name == "cuda" { "CUDA" } else { name }
-        ),
-    }
+    Err(TrainError::Device {
+        device: "ndarray".into(),
+        reason: "this build has no ndarray backend: rebuild with --features ndarray-reference"
+            .into(),
+    })
 }
 
 /// Threads the CPU backends compute with (both use the global rayon pool).
@@ -300,10 +263,12 @@ mod tests {
         #[cfg(not(feature = "cuda"))]
         {
             let err = Backend::Cuda.device().err().map(|e| e.to_string());
-            assert_eq!(
-                err.as_deref(),
-                Some("device cuda: this build has no CUDA backend: rebuild with --features cuda")
+            let want = format!(
+                "device cuda: this build has no cuda backend (built with {}); rebuild with \
+                 --features pathfed-training/cuda or choose flex",
+                crate::device::compiled().join(", ")
             );
+            assert_eq!(err, Some(want));
         }
     }
 }
