@@ -8,70 +8,62 @@
 //! - sign-out and amendments record, per slide with a result, whether the model's call was the
 //!   final diagnosis: the concordance on the model's card and the review flag on the slide's
 //!   research copy come from these rows.
+//!
+//! What is deployed and what the models said are read through `pathfed_core::contracts`
+//! (`deployments`, `ai_results`); the hub's setting through `pathfed_core::accounts`.
 
 use pathfed_core::Db;
-use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::accounts::{self, Principal, Role};
+use pathfed_core::contracts::{ai_results, deployments};
 use pathfed_core::db::now;
+use pathfed_core::jobs::kinds::{Infer, InferPayload};
 use pathfed_core::jobs::{Jobs, NewJob};
-use serde_json::json;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
-use crate::cases::Case;
+use crate::case::Case;
 use crate::error::ConsultResult;
 
-/// The job kind that runs a model on a slide (the inference crate's `infer`).
-pub const INFER_JOB: &str = "infer";
-
-/// The model deployed for `organ` in `taxonomy`, if any.
-pub async fn deployed_model(
-    db: &Db,
-    organ: &str,
-    taxonomy: &str,
-) -> ConsultResult<Option<(String, i64)>> {
-    let row = sqlx::query(
-        "SELECT model_name, model_version FROM deployments WHERE organ = $1 AND taxonomy = $2",
-    )
-    .bind(organ)
-    .bind(taxonomy)
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(match row {
-        Some(r) => Some((r.try_get("model_name")?, r.try_get("model_version")?)),
-        None => None,
-    })
-}
-
-/// Queues the deployed model's run on `slide_id` of `case`, unless no model is deployed for
-/// the case's organ or this version already ran (or is queued) there.
-pub async fn queue_slide(db: &Db, case: &Case, slide_id: &str) -> ConsultResult<bool> {
-    let Some((model, version)) = deployed_model(db, &case.organ, &case.taxonomy).await? else {
+/// Queues, inside the caller's transaction on `conn`, the deployed model's run on `slide_id`
+/// of `case`, unless no model is deployed for the case's organ or this version already ran
+/// (or is queued) there.
+pub async fn queue_slide(
+    conn: &mut AnyConnection,
+    case: &Case,
+    slide_id: &str,
+) -> ConsultResult<bool> {
+    let Some(deployed) = deployments::deployed_for(conn, &case.organ, &case.taxonomy).await? else {
         return Ok(false);
     };
-    // The key names the slide first: the slide's jobs are listed by it.
-    let job = NewJob::new(
-        INFER_JOB,
-        json!({ "slide_id": slide_id, "model": model, "version": version }),
-    )
-    .dedupe(format!("infer:{slide_id}:{model}@{version}"));
-    Jobs::new(db.clone()).enqueue(job).await?;
+    let payload = InferPayload {
+        slide_id: slide_id.to_string(),
+        model: deployed.model,
+        version: deployed.version,
+    };
+    Jobs::enqueue_in(conn, &NewJob::of::<Infer>(&payload)).await?;
     Ok(true)
 }
 
-/// [`queue_slide`] for every slide of `case`; failures are logged, never returned, because
-/// the consultation step that asked has already happened.
-pub async fn queue_case(db: &Db, case: &Case) {
-    let slides = match crate::cases::slide_ids(db, &case.id).await {
-        Ok(slides) => slides,
-        Err(e) => {
-            tracing::error!(case = %case.id, error = %e, "listing slides for AI support failed");
-            return;
-        }
-    };
+/// The slides of `case` in order, read on `conn`.
+async fn case_slides(conn: &mut AnyConnection, case: &Case) -> ConsultResult<Vec<String>> {
+    let slides: Vec<String> = sqlx::query(
+        "SELECT slide_id FROM case_slides WHERE case_id = $1 ORDER BY position, slide_id",
+    )
+    .bind(&case.id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get("slide_id"))
+    .collect::<Result<_, _>>()?;
+    Ok(slides)
+}
+
+/// [`queue_slide`] for every slide of `case`, inside the caller's transaction.
+pub async fn queue_case(conn: &mut AnyConnection, case: &Case) -> ConsultResult<()> {
+    let slides = case_slides(conn, case).await?;
     for slide in slides {
-        if let Err(e) = queue_slide(db, case, &slide).await {
-            tracing::error!(case = %case.id, slide = %slide, error = %e, "could not queue AI support");
-        }
+        queue_slide(conn, case, &slide).await?;
     }
+    Ok(())
 }
 
 /// Why `user` may not see AI results of `slide_id` yet, if so: a pathologist of a hub that
@@ -82,13 +74,15 @@ pub async fn hidden_until_read(
     user: &Principal,
     slide_id: &str,
 ) -> ConsultResult<Option<String>> {
-    if user.role != Role::Pathologist {
+    // Only the user's own hub's cases count, so its setting decides for all of them.
+    if user.role != Role::Pathologist
+        || !accounts::hides_ai_until_read(db, &user.hospital.id).await?
+    {
         return Ok(None);
     }
     let rows = sqlx::query(
         "SELECT c.id, c.status FROM case_slides cs JOIN cases c ON c.id = cs.case_id \
-         JOIN hospitals h ON h.id = c.hub_id \
-         WHERE cs.slide_id = $1 AND c.hub_id = $2 AND h.ai_after_first_read = 1 \
+         WHERE cs.slide_id = $1 AND c.hub_id = $2 \
          AND c.status NOT IN ('draft', 'cancelled', 'signed_out')",
     )
     .bind(slide_id)
@@ -112,45 +106,30 @@ pub async fn hidden_until_read(
     Ok(None)
 }
 
-/// Whether a hub hides AI results until a pathologist's own read.
+/// Whether a hub hides AI results until a pathologist's own read (stored on the hospital by
+/// `pathfed_core::accounts`; what it means is decided here, in [`hidden_until_read`]).
 pub async fn set_hidden_until_read(db: &Db, hub_id: &str, hidden: bool) -> ConsultResult<()> {
-    sqlx::query("UPDATE hospitals SET ai_after_first_read = $1 WHERE id = $2 AND kind = 'hub'")
-        .bind(i64::from(hidden))
-        .bind(hub_id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    Ok(accounts::set_hides_ai_until_read(db, hub_id, hidden).await?)
 }
 
 /// Records, for every AI result on the slides of `case`, whether the model's call was the
 /// final diagnosis `final_code` of report `version` (replacing what an earlier version said).
 pub async fn record_agreement(
-    db: &Db,
+    conn: &mut AnyConnection,
     case: &Case,
     final_code: &str,
     version: i64,
 ) -> ConsultResult<usize> {
-    let rows = sqlx::query(
-        "SELECT r.slide_id, r.model_name, r.model_version, r.predicted, r.positive, \
-         r.score, r.threshold, r.classes FROM inference_results r \
-         JOIN case_slides cs ON cs.slide_id = r.slide_id WHERE cs.case_id = $1",
-    )
-    .bind(&case.id)
-    .fetch_all(db.pool())
-    .await?;
+    let slides = case_slides(conn, case).await?;
+    let calls = ai_results::calls_for_slides(conn, &slides).await?;
     let at = now();
-    for row in &rows {
-        let predicted: String = row.try_get("predicted")?;
-        let positive: String = row.try_get("positive")?;
-        let score: f64 = row.try_get("score")?;
-        let threshold: f64 = row.try_get("threshold")?;
-        let classes: Vec<String> =
-            serde_json::from_str(&row.try_get::<String, _>("classes")?).unwrap_or_default();
+    for call in &calls {
         // A diagnosis the model cannot name (non-diagnostic, say) is neither agreement nor not.
-        let agree = classes
+        let agree = call
+            .classes
             .iter()
             .any(|c| c == final_code)
-            .then(|| i64::from(predicted == final_code));
+            .then(|| i64::from(call.predicted == final_code));
         sqlx::query(
             "INSERT INTO ai_feedback (case_id, slide_id, model_name, model_version, predicted, \
              ai_positive, final_code, final_positive, agree, report_version, recorded_at) \
@@ -162,36 +141,49 @@ pub async fn record_agreement(
              recorded_at = excluded.recorded_at",
         )
         .bind(&case.id)
-        .bind(row.try_get::<String, _>("slide_id")?)
-        .bind(row.try_get::<String, _>("model_name")?)
-        .bind(row.try_get::<i64, _>("model_version")?)
-        .bind(&predicted)
-        .bind(i64::from(score >= threshold))
+        .bind(&call.slide_id)
+        .bind(&call.model)
+        .bind(call.version)
+        .bind(&call.predicted)
+        .bind(i64::from(call.score >= call.threshold))
         .bind(final_code)
-        .bind(i64::from(final_code == positive))
+        .bind(i64::from(final_code == call.positive))
         .bind(agree)
         .bind(version)
         .bind(at)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     }
-    Ok(rows.len())
+    Ok(calls.len())
 }
 
-/// The model deployed for the organ and taxonomy of the latest case holding `slide_id`.
-pub async fn deployed_for_slide(db: &Db, slide_id: &str) -> ConsultResult<Option<(String, i64)>> {
-    let row = sqlx::query(
-        "SELECT d.model_name, d.model_version FROM case_slides cs \
-         JOIN cases c ON c.id = cs.case_id \
-         JOIN deployments d ON d.organ = c.organ AND d.taxonomy = c.taxonomy \
-         WHERE cs.slide_id = $1 AND c.status <> 'cancelled' \
-         ORDER BY c.created_at DESC LIMIT 1",
+/// What decides which model serves a slide: the organ and taxonomy of a case holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlideContext {
+    /// The case's organ.
+    pub organ: String,
+    /// The case's taxonomy.
+    pub taxonomy: String,
+}
+
+/// The organ and taxonomy of every case holding `slide_id` that was not cancelled, latest
+/// case first. The model deployed for the slide is the one deployed for the first of these
+/// that has one (the server composes this with the registry, which consultation does not
+/// link).
+pub async fn slide_contexts(db: &Db, slide_id: &str) -> ConsultResult<Vec<SlideContext>> {
+    let rows = sqlx::query(
+        "SELECT c.organ, c.taxonomy FROM case_slides cs JOIN cases c ON c.id = cs.case_id \
+         WHERE cs.slide_id = $1 AND c.status <> 'cancelled' ORDER BY c.created_at DESC",
     )
     .bind(slide_id)
-    .fetch_optional(db.pool())
+    .fetch_all(db.pool())
     .await?;
-    Ok(match row {
-        Some(r) => Some((r.try_get("model_name")?, r.try_get("model_version")?)),
-        None => None,
-    })
+    rows.iter()
+        .map(|r| {
+            Ok(SlideContext {
+                organ: r.try_get("organ")?,
+                taxonomy: r.try_get("taxonomy")?,
+            })
+        })
+        .collect()
 }

@@ -8,7 +8,8 @@
 
 use geojson::{Feature, FeatureCollection, GeoJson, Geometry, GeometryValue, JsonObject};
 use pathfed_core::Db;
-use pathfed_core::accounts::Principal;
+use pathfed_core::accounts::{self, Principal};
+use pathfed_core::contracts::slides;
 use pathfed_core::db::{new_id, now};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,8 +28,9 @@ pub const MAX_IMPORT_FEATURES: usize = 5_000;
 const MAX_NOTE_CHARS: usize = 2_000;
 
 /// The shape of an annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = AnnotationKind)]
 pub enum Kind {
     /// A closed outline (at least three vertices).
     Polygon,
@@ -58,7 +60,7 @@ impl Kind {
 }
 
 /// What a client sends to create an annotation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnnotationForm {
     /// Shape.
@@ -74,7 +76,7 @@ pub struct AnnotationForm {
 }
 
 /// A stored annotation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Annotation {
     /// Id.
     pub id: String,
@@ -110,12 +112,10 @@ async fn slide_size(db: &Db, case: &Case, slide_id: &str) -> ConsultResult<(f64,
     {
         return Err(ConsultError::NotFound("slide"));
     }
-    let row = sqlx::query("SELECT width, height FROM slides WHERE id = $1")
-        .bind(slide_id)
-        .fetch_one(db.pool())
-        .await?;
-    let (w, h): (i64, i64) = (row.try_get("width")?, row.try_get("height")?);
-    Ok((w as f64, h as f64))
+    let slide = slides::get(db, slide_id)
+        .await?
+        .ok_or(ConsultError::NotFound("slide"))?;
+    Ok((slide.width as f64, slide.height as f64))
 }
 
 /// Checks a form against the slide and taxonomy; returns it normalised.
@@ -297,34 +297,42 @@ pub async fn delete(
 
 async fn list_all(db: &Db, case_id: &str, slide_id: &str) -> ConsultResult<Vec<Annotation>> {
     let rows = sqlx::query(
-        "SELECT a.id, a.case_id, a.slide_id, a.author_id, u.username, u.hospital_id, a.kind, \
-         a.geometry, a.label_code, a.note, a.created_at FROM annotations a \
-         JOIN users u ON u.id = a.author_id WHERE a.case_id = $1 AND a.slide_id = $2 \
-         ORDER BY a.created_at, a.id",
+        "SELECT id, case_id, slide_id, author_id, kind, geometry, label_code, note, created_at \
+         FROM annotations WHERE case_id = $1 AND slide_id = $2 ORDER BY created_at, id",
     )
     .bind(case_id)
     .bind(slide_id)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            let kind: String = row.try_get("kind")?;
-            let geometry: String = row.try_get("geometry")?;
-            Ok(Annotation {
-                id: row.try_get("id")?,
-                case_id: row.try_get("case_id")?,
-                slide_id: row.try_get("slide_id")?,
-                author_id: row.try_get("author_id")?,
-                author: row.try_get("username")?,
-                author_hospital: row.try_get("hospital_id")?,
-                kind: Kind::parse(&kind).unwrap_or(Kind::Point),
-                points: serde_json::from_str(&geometry).unwrap_or_default(),
-                label_code: row.try_get("label_code")?,
-                note: row.try_get("note")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .collect()
+    let author_ids: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("author_id"))
+        .collect::<Result<_, _>>()?;
+    let authors = accounts::users_by_id(db, &author_ids).await?;
+    let mut annotations = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let author_id: String = row.try_get("author_id")?;
+        // Left out without a known author, as a join with `users` would leave it out.
+        let Some(author) = authors.get(&author_id) else {
+            continue;
+        };
+        let kind: String = row.try_get("kind")?;
+        let geometry: String = row.try_get("geometry")?;
+        annotations.push(Annotation {
+            id: row.try_get("id")?,
+            case_id: row.try_get("case_id")?,
+            slide_id: row.try_get("slide_id")?,
+            author_id,
+            author: author.username.clone(),
+            author_hospital: author.hospital.id.clone(),
+            kind: Kind::parse(&kind).unwrap_or(Kind::Point),
+            points: serde_json::from_str(&geometry).unwrap_or_default(),
+            label_code: row.try_get("label_code")?,
+            note: row.try_get("note")?,
+            created_at: row.try_get("created_at")?,
+        });
+    }
+    Ok(annotations)
 }
 
 /// The annotations of one slide of the case that `user` may see.

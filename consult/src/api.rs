@@ -4,39 +4,41 @@
 //! not see, and every outcome (done, denied, refused) is written to the audit log with the
 //! case as target.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, JsonBody};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody};
+use pathfed_core::routes::{Routes, delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::Consult;
 use crate::access::{self, Relation};
-use crate::annotations::{self, AnnotationForm};
+use crate::annotations::{self, Annotation, AnnotationForm};
 use crate::cases::{self, Case, CaseForm, ListFilter, Status};
 use crate::error::{ConsultError, ConsultResult};
 use crate::reads::{self, FinalForm, ReadForm};
-use crate::report::{self, AmendForm};
+use crate::report::{self, AmendForm, ReportVersion};
+use crate::research::OptOut;
 use crate::stats;
+use crate::taxonomy::Taxonomies;
 
 /// Largest GeoJSON import accepted.
 pub const MAX_GEOJSON_BYTES: usize = 16 << 20;
 
 /// The consultation routes.
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> Routes<S>
 where
     S: Clone + Send + Sync + 'static,
     Consult: FromRef<S>,
     Platform: FromRef<S>,
 {
-    Router::new()
+    Routes::new()
         .route("/api/v1/taxonomies", get(taxonomies))
         .route("/api/v1/stats/concordance", get(concordance))
         .route("/api/v1/cases", get(list).post(create))
@@ -68,13 +70,50 @@ where
             "/api/v1/cases/{id}/slides/{slide}/annotations.geojson",
             get(export_geojson)
                 .post(import_geojson)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_GEOJSON_BYTES)),
+                .map(|m| m.layer(axum::extract::DefaultBodyLimit::max(MAX_GEOJSON_BYTES))),
         )
         .route(
             "/api/v1/cases/{id}/annotations/{annotation}",
             delete(delete_annotation),
         )
 }
+
+/// The consultation API's OpenAPI description, merged into `/openapi.json` by the server.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        taxonomies,
+        concordance,
+        list,
+        create,
+        opt_out,
+        show,
+        update,
+        attach,
+        detach,
+        submit,
+        cancel,
+        claim,
+        assign,
+        primary_read,
+        double_check,
+        second_read,
+        adjudicate,
+        sign_out,
+        amend,
+        report_versions,
+        report_version,
+        report_file,
+        list_annotations,
+        create_annotation,
+        delete_annotation,
+        export_geojson,
+        import_geojson,
+    ),
+    tags((name = "consult", description = "Consultation: cases, routing, reads, double-check, \
+        sign-out, reports, annotations, opt-outs"))
+)]
+pub struct Api;
 
 /// Writes the audit entry for an outcome and turns the error into an API answer.
 async fn audited<T>(
@@ -146,6 +185,17 @@ fn case_json(consult: &Consult, case: &Case, relation: Relation) -> Value {
     value
 }
 
+/// Diagnosis taxonomies and the organ mapping
+#[utoipa::path(
+    get,
+    path = "/api/v1/taxonomies",
+    tag = "consult",
+    responses(
+        (status = 200, description = "every taxonomy in force", body = Taxonomies),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn taxonomies(
     State(consult): State<Consult>,
     Authenticated(_user): Authenticated,
@@ -153,6 +203,17 @@ async fn taxonomies(
     axum::Json(consult.taxonomies.as_ref()).into_response()
 }
 
+/// Double-check concordance of the user's hub, per taxonomy
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats/concordance",
+    tag = "consult",
+    responses(
+        (status = 200, description = "`{\"concordance\": [...]}`, one row per taxonomy", body = Object),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn concordance(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -176,6 +237,25 @@ struct ListQuery {
     older_than_hours: Option<u64>,
 }
 
+/// Cases the user's hospital sent or (as a hub) received; filters status, urgency, organ, older_than_hours
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases",
+    tag = "consult",
+    params(
+        ("status" = Option<String>, Query, description = "only cases in this status"),
+        ("urgency" = Option<String>, Query, description = "`routine` or `urgent`"),
+        ("organ" = Option<String>, Query, description = "only cases of this organ"),
+        ("older_than_hours" = Option<u64>, Query, description = "only cases submitted longer ago than this"),
+    ),
+    responses(
+        (status = 200, description = "`{\"cases\": [...]}`, newest first, each as the user may see it", body = Object),
+        (status = 400, description = "a bad query string", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn list(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -200,6 +280,22 @@ async fn list(
     Ok(axum::Json(json!({ "cases": visible })).into_response())
 }
 
+/// Create a draft case
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases",
+    tag = "consult",
+    request_body = CaseForm,
+    responses(
+        (status = 201, description = "the draft", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn create(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -222,12 +318,30 @@ async fn create(
 }
 
 /// A patient's opt-out, by the hospital's own patient id.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OptOutForm {
+    /// The patient's id at the user's hospital.
     patient_id: String,
 }
 
+/// Record that a patient of your hospital opts out of research use (submitters, admins); their research slides are removed
+#[utoipa::path(
+    post,
+    path = "/api/v1/opt-outs",
+    tag = "consult",
+    request_body = OptOutForm,
+    responses(
+        (status = 201, description = "recorded", body = OptOut),
+        (status = 200, description = "already on record; removal re-checked", body = OptOut),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "only submitters and admins record opt-outs", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn opt_out(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -276,6 +390,22 @@ async fn detail(
     Ok(value)
 }
 
+/// A case with its slides, the reads the user may see, and report versions
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn show(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -287,6 +417,25 @@ async fn show(
     Ok(axum::Json(value).into_response())
 }
 
+/// Edit a draft
+#[utoipa::path(
+    put,
+    path = "/api/v1/cases/{id}",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = CaseForm,
+    responses(
+        (status = 200, description = "the draft as edited", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn update(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -307,12 +456,33 @@ async fn update(
     Ok(axum::Json(case_json(&consult, &case, Relation::Spoke)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// The slide to attach.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AttachForm {
+    /// One of the spoke's slides.
     slide_id: String,
 }
 
+/// Attach one of the spoke's slides to a draft ({slide_id})
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/slides",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = AttachForm,
+    responses(
+        (status = 204, description = "attached"),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn attach(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -325,6 +495,25 @@ async fn attach(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Detach a slide from a draft
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cases/{id}/slides/{slide}",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("slide" = String, Path, description = "slide id"),
+    ),
+    responses(
+        (status = 204, description = "detached"),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn detach(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -349,6 +538,22 @@ async fn moved(
     Ok(axum::Json(detail(consult, user, &case, relation).await?).into_response())
 }
 
+/// Send a draft to its hub (chosen, or the spoke's default hub)
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/submit",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn submit(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -359,6 +564,22 @@ async fn submit(
     moved(&consult, &user, "case.submit", &case, rel, result).await
 }
 
+/// Withdraw a draft or submitted case
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/cancel",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -369,6 +590,22 @@ async fn cancel(
     moved(&consult, &user, "case.cancel", &case, rel, result).await
 }
 
+/// A hub pathologist takes a submitted case
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/claim",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn claim(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -379,12 +616,33 @@ async fn claim(
     moved(&consult, &user, "case.claim", &case, rel, result).await
 }
 
-#[derive(Debug, Deserialize)]
+/// Who gets the case (or the double-check).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignForm {
+    /// A pathologist of the hub; for the double-check, absent means "I take it".
     username: Option<String>,
 }
 
+/// Give a case to a hub pathologist ({username})
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/assign",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = AssignForm,
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn assign(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -399,6 +657,25 @@ async fn assign(
     moved(&consult, &user, "case.assign", &case, rel, result).await
 }
 
+/// Enter or revise the first read
+#[utoipa::path(
+    put,
+    path = "/api/v1/cases/{id}/reads/primary",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = ReadForm,
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn primary_read(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -420,6 +697,23 @@ async fn primary_read(
     moved(&consult, &user, "case.diagnose", &case, rel, result).await
 }
 
+/// Take the blind double-check (empty body) or give it to {username}; never the first reader
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/double-check",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = Option<AssignForm>,
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn double_check(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -440,6 +734,25 @@ async fn double_check(
     moved(&consult, &user, "case.double_check", &case, rel, result).await
 }
 
+/// Enter the blind double-check read; concordant → ready_for_sign_out, discordant → adjudication
+#[utoipa::path(
+    put,
+    path = "/api/v1/cases/{id}/reads/second",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = ReadForm,
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn second_read(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -469,6 +782,25 @@ async fn second_read(
     .await
 }
 
+/// Record the agreed diagnosis after discordant reads ({code, findings, note})
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/adjudication",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = FinalForm,
+    responses(
+        (status = 200, description = "the case as the user now sees it: fields, relation, slides, reads, reports, taxonomy labels", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn adjudicate(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -490,6 +822,22 @@ async fn adjudicate(
     moved(&consult, &user, "case.adjudicate", &case, rel, result).await
 }
 
+/// Sign out: issues report version 1
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/sign-out",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    responses(
+        (status = 200, description = "the issued report version", body = ReportVersion),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn sign_out(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -501,6 +849,25 @@ async fn sign_out(
     Ok(axum::Json(version).into_response())
 }
 
+/// Amend after sign-out ({code, findings, reason}): issues the next report version
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/amendments",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    request_body = AmendForm,
+    responses(
+        (status = 200, description = "the issued report version", body = ReportVersion),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn amend(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -530,6 +897,22 @@ async fn open_reports(
     Ok((case, relation))
 }
 
+/// Report versions
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/reports",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    responses(
+        (status = 200, description = "`{\"reports\": [...]}`, each a report version", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn report_versions(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -542,6 +925,25 @@ async fn report_versions(
     Ok(axum::Json(json!({ "reports": versions })).into_response())
 }
 
+/// One version: content hash, PDF SHA-256, who signed and when
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/reports/{version}",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("version" = i64, Path, description = "report version (1 is the sign-out)"),
+    ),
+    responses(
+        (status = 200, description = "the report version", body = ReportVersion),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn report_version(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -553,6 +955,26 @@ async fn report_version(
     Ok(axum::Json(version).into_response())
 }
 
+/// report.pdf, report.html or report.json of a version
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/reports/{version}/{file}",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("version" = i64, Path, description = "report version (1 is the sign-out)"),
+        ("file" = String, Path, description = "`report.pdf`, `report.html` or `report.json`"),
+    ),
+    responses(
+        (status = 200, description = "the file", content(("application/pdf"), ("text/html"), ("application/json"))),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn report_file(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -614,6 +1036,25 @@ async fn open_for_slides(
     Ok((case, relation))
 }
 
+/// Annotations of a slide the user may see
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/slides/{slide}/annotations",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("slide" = String, Path, description = "slide id"),
+    ),
+    responses(
+        (status = 200, description = "`{\"annotations\": [...]}`", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn list_annotations(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -625,6 +1066,28 @@ async fn list_annotations(
     Ok(axum::Json(json!({ "annotations": list })).into_response())
 }
 
+/// Add an annotation (polygon, rectangle, point, text)
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/slides/{slide}/annotations",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("slide" = String, Path, description = "slide id"),
+    ),
+    request_body = AnnotationForm,
+    responses(
+        (status = 201, description = "the annotation", body = Annotation),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn create_annotation(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -649,6 +1112,25 @@ async fn create_annotation(
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
+/// Remove one of your annotations
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cases/{id}/annotations/{annotation}",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("annotation" = String, Path, description = "annotation id"),
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn delete_annotation(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -667,6 +1149,25 @@ async fn delete_annotation(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Annotations as QuPath-readable GeoJSON
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/slides/{slide}/annotations.geojson",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("slide" = String, Path, description = "slide id"),
+    ),
+    responses(
+        (status = 200, description = "a GeoJSON FeatureCollection", content_type = "application/geo+json", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn export_geojson(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
@@ -691,6 +1192,27 @@ async fn export_geojson(
     Ok(response)
 }
 
+/// Import GeoJSON (Feature or FeatureCollection), all or nothing
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/slides/{slide}/annotations.geojson",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("slide" = String, Path, description = "slide id"),
+    ),
+    request_body(content = Object, content_type = "application/geo+json", description = "a GeoJSON Feature or FeatureCollection (at most 16 MiB)"),
+    responses(
+        (status = 201, description = "`{\"annotations\": [...]}`, the imported annotations", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 413, description = "larger than the import limit", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn import_geojson(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,

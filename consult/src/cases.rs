@@ -6,122 +6,20 @@
 //! conditional `UPDATE … WHERE status = <expected>`, so two people acting at once cannot both
 //! succeed; the loser gets a clear 409.
 
-use pathfed_core::Db;
-use pathfed_core::accounts::{HospitalKind, Principal, Role};
-use pathfed_core::db::{new_id, now};
-use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use std::collections::HashMap;
 
+use pathfed_core::Db;
+use pathfed_core::accounts::{self, HospitalKind, Principal, Role};
+use pathfed_core::contracts::slides;
+use pathfed_core::db::{new_id, now};
+use serde::Deserialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+pub use crate::case::{Case, Status, Urgency};
 use crate::error::{ConsultError, ConsultResult};
 use crate::patient::PatientIds;
 use crate::taxonomy::Taxonomies;
-
-/// Where a case stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Being prepared by the spoke.
-    Draft,
-    /// Waiting in the hub's worklist.
-    Submitted,
-    /// A hub pathologist has it.
-    Assigned,
-    /// The first read is entered.
-    Diagnosed,
-    /// A second pathologist is reading blind.
-    InDoubleCheck,
-    /// The reads disagree; both readers agree a final diagnosis.
-    Adjudication,
-    /// The final diagnosis is settled.
-    ReadyForSignOut,
-    /// Reported back to the spoke.
-    SignedOut,
-    /// Withdrawn before anyone read it.
-    Cancelled,
-}
-
-impl Status {
-    /// Every status, in workflow order.
-    pub const ALL: [Status; 9] = [
-        Status::Draft,
-        Status::Submitted,
-        Status::Assigned,
-        Status::Diagnosed,
-        Status::InDoubleCheck,
-        Status::Adjudication,
-        Status::ReadyForSignOut,
-        Status::SignedOut,
-        Status::Cancelled,
-    ];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Draft => "draft",
-            Status::Submitted => "submitted",
-            Status::Assigned => "assigned",
-            Status::Diagnosed => "diagnosed",
-            Status::InDoubleCheck => "in_double_check",
-            Status::Adjudication => "adjudication",
-            Status::ReadyForSignOut => "ready_for_sign_out",
-            Status::SignedOut => "signed_out",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    /// Parses a stored or requested name.
-    pub fn parse(s: &str) -> ConsultResult<Self> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| ConsultError::Invalid(format!("unknown case status {s:?}")))
-    }
-
-    /// Closed cases change no more (amendments aside).
-    pub fn is_closed(self) -> bool {
-        matches!(self, Status::SignedOut | Status::Cancelled)
-    }
-
-    /// While the first read may still be unseen by a second reader: annotations and the read
-    /// of the hub stay with their author.
-    pub fn is_blind(self) -> bool {
-        matches!(
-            self,
-            Status::Assigned | Status::Diagnosed | Status::InDoubleCheck
-        )
-    }
-}
-
-/// How soon the spoke needs the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Urgency {
-    /// Normal turnaround.
-    Routine,
-    /// Ahead of routine cases.
-    Urgent,
-}
-
-impl Urgency {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Urgency::Routine => "routine",
-            Urgency::Urgent => "urgent",
-        }
-    }
-
-    fn parse(s: &str) -> ConsultResult<Self> {
-        match s {
-            "routine" => Ok(Urgency::Routine),
-            "urgent" => Ok(Urgency::Urgent),
-            other => Err(ConsultError::Invalid(format!(
-                "urgency must be routine or urgent, not {other:?}"
-            ))),
-        }
-    }
-}
 
 /// Age bands a case may carry (never a birth date).
 pub const AGE_BANDS: [&str; 11] = [
@@ -130,98 +28,44 @@ pub const AGE_BANDS: [&str; 11] = [
 /// Sexes a case may carry.
 pub const SEXES: [&str; 4] = ["female", "male", "other", "unknown"];
 
-/// A case as stored.
-#[derive(Debug, Clone, Serialize)]
-pub struct Case {
-    /// Id.
-    pub id: String,
-    /// Submitting hospital.
-    pub spoke_id: String,
-    /// Submitting hospital's name.
-    pub spoke_name: String,
-    /// Reading hospital, once chosen.
-    pub hub_id: Option<String>,
-    /// Reading hospital's name.
-    pub hub_name: Option<String>,
-    /// Who created it.
-    pub created_by: String,
-    /// Keyed hash of the patient id (not serialised to clients).
-    #[serde(skip)]
-    pub patient_hash: String,
-    /// Encrypted patient id (not serialised to clients).
-    #[serde(skip)]
-    pub patient_cipher: String,
-    /// Age band.
-    pub age_band: String,
-    /// Sex.
-    pub sex: String,
-    /// Organ, lower case.
-    pub organ: String,
-    /// Specimen description.
-    pub specimen: String,
-    /// What the spoke asks.
-    pub clinical_question: String,
-    /// Urgency.
-    pub urgency: Urgency,
-    /// Taxonomy the diagnoses use.
-    pub taxonomy: String,
-    /// Status.
-    pub status: Status,
-    /// First reader.
-    pub primary_reader: Option<String>,
-    /// Second (blind) reader.
-    pub second_reader: Option<String>,
-    /// Whether the two reads agreed.
-    pub concordant: Option<bool>,
-    /// Final diagnosis code.
-    pub final_code: Option<String>,
-    /// Final findings.
-    pub final_findings: Option<String>,
-    /// Who decided the final diagnosis after adjudication.
-    pub final_by: Option<String>,
-    /// Adjudication note.
-    pub final_note: Option<String>,
-    /// Latest report version (0: none yet).
-    pub report_version: i64,
-    /// Latest report version the spoke has opened.
-    pub report_seen_version: i64,
-    /// Created (unix seconds).
-    pub created_at: i64,
-    /// Submitted.
-    pub submitted_at: Option<i64>,
-    /// Signed out or cancelled.
-    pub closed_at: Option<i64>,
-    /// Last change.
-    pub updated_at: i64,
-}
-
-impl Case {
-    /// Whether `user_id` is one of the case's two readers.
-    pub fn is_reader(&self, user_id: &str) -> bool {
-        [
-            self.primary_reader.as_deref(),
-            self.second_reader.as_deref(),
-        ]
-        .contains(&Some(user_id))
-    }
-}
-
-const CASE_COLUMNS: &str = "c.id, c.spoke_id, s.name AS spoke_name, c.hub_id, h.name AS hub_name, \
-     c.created_by, c.patient_hash, c.patient_cipher, c.age_band, c.sex, c.organ, c.specimen, \
+const CASE_COLUMNS: &str = "c.id, c.spoke_id, c.hub_id, c.created_by, c.patient_hash, c.patient_cipher, c.age_band, c.sex, c.organ, c.specimen, \
      c.clinical_question, c.urgency, c.taxonomy, c.status, c.primary_reader, c.second_reader, \
      c.concordant, c.final_code, c.final_findings, c.final_by, c.final_note, c.report_version, \
      c.report_seen_version, c.created_at, c.submitted_at, c.closed_at, c.updated_at";
-const CASE_FROM: &str =
-    "FROM cases c JOIN hospitals s ON s.id = c.spoke_id LEFT JOIN hospitals h ON h.id = c.hub_id";
+const CASE_FROM: &str = "FROM cases c";
 
-fn case_from_row(row: &AnyRow) -> ConsultResult<Case> {
+/// The rows as cases with their hospitals' names, looked up once for all of them. A case
+/// whose spoke is unknown is left out, as a join with `hospitals` would leave it out.
+async fn cases_from_rows(db: &Db, rows: &[AnyRow]) -> ConsultResult<Vec<Case>> {
+    let mut ids = Vec::with_capacity(rows.len() * 2);
+    for row in rows {
+        ids.push(row.try_get::<String, _>("spoke_id")?);
+        ids.extend(row.try_get::<Option<String>, _>("hub_id")?);
+    }
+    let names = accounts::hospital_names(db, &ids).await?;
+    let mut cases = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(case) = case_from_row(row, &names)? {
+            cases.push(case);
+        }
+    }
+    Ok(cases)
+}
+
+fn case_from_row(row: &AnyRow, names: &HashMap<String, String>) -> ConsultResult<Option<Case>> {
+    let spoke_id: String = row.try_get("spoke_id")?;
+    let Some(spoke_name) = names.get(&spoke_id).cloned() else {
+        return Ok(None);
+    };
+    let hub_id: Option<String> = row.try_get("hub_id")?;
+    let hub_name = hub_id.as_ref().and_then(|id| names.get(id).cloned());
     let concordant: Option<i64> = row.try_get("concordant")?;
-    Ok(Case {
+    Ok(Some(Case {
         id: row.try_get("id")?,
-        spoke_id: row.try_get("spoke_id")?,
-        spoke_name: row.try_get("spoke_name")?,
-        hub_id: row.try_get("hub_id")?,
-        hub_name: row.try_get("hub_name")?,
+        spoke_id,
+        spoke_name,
+        hub_id,
+        hub_name,
         created_by: row.try_get("created_by")?,
         patient_hash: row.try_get("patient_hash")?,
         patient_cipher: row.try_get("patient_cipher")?,
@@ -246,7 +90,7 @@ fn case_from_row(row: &AnyRow) -> ConsultResult<Case> {
         submitted_at: row.try_get("submitted_at")?,
         closed_at: row.try_get("closed_at")?,
         updated_at: row.try_get("updated_at")?,
-    })
+    }))
 }
 
 /// Loads a case by id, whoever asks (callers check access).
@@ -256,20 +100,22 @@ pub async fn load(db: &Db, id: &str) -> ConsultResult<Case> {
     )))
     .bind(id)
     .fetch_optional(db.pool())
-    .await?
-    .ok_or(ConsultError::NotFound("case"))?;
-    case_from_row(&row)
+    .await?;
+    cases_from_rows(db, row.as_slice())
+        .await?
+        .pop()
+        .ok_or(ConsultError::NotFound("case"))
 }
 
 /// What a spoke fills in for a new case (or a draft's edit).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseForm {
     /// The patient's id at the spoke.
     pub patient_id: String,
-    /// One of [`AGE_BANDS`].
+    /// One of [`AGE_BANDS`]: `0-9`, `10-19`, … `80-89`, `90+` or `unknown`.
     pub age_band: String,
-    /// One of [`SEXES`].
+    /// One of [`SEXES`]: `female`, `male`, `other` or `unknown`.
     pub sex: String,
     /// Organ, e.g. `stomach`.
     pub organ: String,
@@ -280,7 +126,7 @@ pub struct CaseForm {
     /// `routine` (default) or `urgent`.
     #[serde(default)]
     pub urgency: Option<String>,
-    /// The hub to send it to; the spoke's default hub when absent.
+    /// The hub to send it to (name or id); the spoke's default hub when absent.
     #[serde(default)]
     pub hub: Option<String>,
 }
@@ -358,14 +204,11 @@ pub fn is_spoke_member(user: &Principal, case: &Case) -> bool {
 
 /// Resolves a hub by id or name; it must be a hub other than the spoke itself.
 async fn resolve_hub(db: &Db, spoke_id: &str, hub: &str) -> ConsultResult<String> {
-    let row = sqlx::query("SELECT id, kind FROM hospitals WHERE id = $1 OR name = $1")
-        .bind(hub)
-        .fetch_optional(db.pool())
+    let found = accounts::find_hospital(db, hub)
         .await?
         .ok_or_else(|| ConsultError::Invalid(format!("no hospital {hub:?}")))?;
-    let id: String = row.try_get("id")?;
-    let kind: String = row.try_get("kind")?;
-    if kind != HospitalKind::Hub.as_str() {
+    let id = found.id;
+    if found.kind != HospitalKind::Hub {
         return Err(ConsultError::Invalid(format!(
             "{hub:?} is not a hub: cases go to hub hospitals"
         )));
@@ -501,32 +344,26 @@ pub async fn attach_slide(
 ) -> ConsultResult<()> {
     require_spoke(user, case)?;
     require_status(case, &[Status::Draft], "attach slides")?;
-    let owned = sqlx::query("SELECT 1 AS one FROM slides WHERE id = $1 AND hospital_id = $2")
-        .bind(slide_id)
-        .bind(&case.spoke_id)
-        .fetch_optional(db.pool())
-        .await?;
-    if owned.is_none() {
+    if !slides::belongs_to(db, &case.spoke_id, slide_id).await? {
         return Err(ConsultError::NotFound("slide"));
     }
     let position = slide_ids(db, &case.id).await?.len() as i64;
-    let inserted =
-        sqlx::query("INSERT INTO case_slides (case_id, slide_id, position) VALUES ($1, $2, $3)")
-            .bind(&case.id)
-            .bind(slide_id)
-            .bind(position)
-            .execute(db.pool())
-            .await;
-    match inserted {
-        Ok(_) => {}
-        // Attaching twice is harmless.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
-        Err(e) => return Err(e.into()),
-    }
-    // AI support starts as soon as the slide is in: the result is ready when the hub reads.
-    if let Err(e) = crate::ai::queue_slide(db, case, slide_id).await {
-        tracing::error!(case = %case.id, slide = %slide_id, error = %e, "could not queue AI support");
-    }
+    let mut tx = db.pool().begin().await?;
+    // Attaching twice is harmless: the second insert is skipped, not an error (an error would
+    // abort the transaction on PostgreSQL).
+    sqlx::query(
+        "INSERT INTO case_slides (case_id, slide_id, position) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&case.id)
+    .bind(slide_id)
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
+    // AI support starts as soon as the slide is in, committed with it: the result is ready
+    // when the hub reads.
+    crate::ai::queue_slide(&mut tx, case, slide_id).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -596,6 +433,34 @@ pub(crate) async fn transition(
     extra_sets: &str,
     binds: &[Value],
 ) -> ConsultResult<Case> {
+    let mut conn = db.pool().acquire().await?;
+    if !move_status(&mut conn, case, from, to, extra_sets, binds).await? {
+        return Err(moved_meanwhile(db, case).await);
+    }
+    load(db, &case.id).await
+}
+
+/// The 409 for a case that someone else moved first.
+async fn moved_meanwhile(db: &Db, case: &Case) -> ConsultError {
+    match load(db, &case.id).await {
+        Ok(current) => ConsultError::Transition(format!(
+            "the case changed meanwhile: it is now {}",
+            current.status.as_str()
+        )),
+        Err(e) => e,
+    }
+}
+
+/// The conditional `UPDATE` of [`transition`] on `conn` (which may hold a transaction);
+/// false when the case was not in `from` any more.
+async fn move_status(
+    conn: &mut AnyConnection,
+    case: &Case,
+    from: Status,
+    to: Status,
+    extra_sets: &str,
+    binds: &[Value],
+) -> ConsultResult<bool> {
     let mut sql = format!(
         "UPDATE cases SET status = '{}', updated_at = $1",
         to.as_str()
@@ -611,15 +476,8 @@ pub(crate) async fn transition(
     ));
     // Only our own constants and parameter numbers are formatted into the statement.
     let query = bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now()), binds);
-    let done = query.bind(&case.id).execute(db.pool()).await?;
-    if done.rows_affected() != 1 {
-        let current = load(db, &case.id).await?;
-        return Err(ConsultError::Transition(format!(
-            "the case changed meanwhile: it is now {}",
-            current.status.as_str()
-        )));
-    }
-    load(db, &case.id).await
+    let done = query.bind(&case.id).execute(&mut *conn).await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Sends a draft to its hub (the chosen one, else the spoke's default hub).
@@ -634,12 +492,7 @@ pub async fn submit(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Cas
     let hub_id = match &case.hub_id {
         Some(hub) => hub.clone(),
         None => {
-            let default: Option<String> =
-                sqlx::query("SELECT default_hub_id FROM hospitals WHERE id = $1")
-                    .bind(&case.spoke_id)
-                    .fetch_one(db.pool())
-                    .await?
-                    .try_get("default_hub_id")?;
+            let default = accounts::default_hub(db, &case.spoke_id).await?;
             default.ok_or_else(|| {
                 ConsultError::Invalid(
                     "choose a hub: this hospital has no default hub configured".into(),
@@ -647,8 +500,9 @@ pub async fn submit(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Cas
             })?
         }
     };
-    let submitted = transition(
-        db,
+    let mut tx = db.pool().begin().await?;
+    let moved = move_status(
+        &mut tx,
         case,
         Status::Draft,
         Status::Submitted,
@@ -656,9 +510,15 @@ pub async fn submit(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Cas
         &[Value::Text(Some(hub_id)), Value::Int(Some(now()))],
     )
     .await?;
-    // Slides attached before a model was deployed for the organ get their run now.
-    crate::ai::queue_case(db, &submitted).await;
-    Ok(submitted)
+    if !moved {
+        tx.rollback().await?;
+        return Err(moved_meanwhile(db, case).await);
+    }
+    // Slides attached before a model was deployed for the organ get their run now, in the
+    // same transaction: a submitted case never misses its AI support.
+    crate::ai::queue_case(&mut tx, case).await?;
+    tx.commit().await?;
+    load(db, &case.id).await
 }
 
 /// Withdraws a case nobody has started reading.
@@ -722,35 +582,23 @@ pub async fn list(db: &Db, user: &Principal, filter: &ListFilter) -> ConsultResu
     let cutoff = filter
         .older_than_hours
         .map(|h| now() - (h as i64).saturating_mul(3600));
-    let mut cases = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let case = case_from_row(row)?;
-        if let Some(cutoff) = cutoff
-            && case.submitted_at.is_none_or(|at| at > cutoff)
-        {
-            continue;
-        }
-        cases.push(case);
+    let mut cases = cases_from_rows(db, &rows).await?;
+    if let Some(cutoff) = cutoff {
+        cases.retain(|case| case.submitted_at.is_some_and(|at| at <= cutoff));
     }
     Ok(cases)
 }
 
 /// Sets (or clears) the hub a spoke's cases go to by default.
 pub async fn set_default_hub(db: &Db, spoke: &str, hub: Option<&str>) -> ConsultResult<()> {
-    let spoke_id: String = sqlx::query("SELECT id FROM hospitals WHERE id = $1 OR name = $1")
-        .bind(spoke)
-        .fetch_optional(db.pool())
+    let spoke_id = accounts::find_hospital(db, spoke)
         .await?
         .ok_or_else(|| ConsultError::Invalid(format!("no hospital {spoke:?}")))?
-        .try_get("id")?;
+        .id;
     let hub_id = match hub {
         Some(hub) => Some(resolve_hub(db, &spoke_id, hub).await?),
         None => None,
     };
-    sqlx::query("UPDATE hospitals SET default_hub_id = $1 WHERE id = $2")
-        .bind(hub_id)
-        .bind(&spoke_id)
-        .execute(db.pool())
-        .await?;
+    accounts::set_default_hub(db, &spoke_id, hub_id.as_deref()).await?;
     Ok(())
 }

@@ -37,7 +37,7 @@ impl ReadKind {
 }
 
 /// A diagnosis of one slide within a read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlideRead {
     /// The slide.
@@ -51,7 +51,7 @@ pub struct SlideRead {
 }
 
 /// What a pathologist enters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadForm {
     /// Case-level label code from the case's taxonomy.
@@ -384,7 +384,7 @@ pub async fn enter_second(
 }
 
 /// The agreed diagnosis after discordant reads.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinalForm {
     /// Final code.

@@ -7,7 +7,7 @@
 use maud::{DOCTYPE, Markup, html};
 use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
-use crate::report::ReportContent;
+use crate::report_content::ReportContent;
 
 /// The marker `pathfed case report --verify` looks for in a PDF's keywords.
 pub const PDF_MARKER: &str = "pathfed-report";

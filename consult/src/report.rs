@@ -17,130 +17,13 @@ use crate::cases::{self, Case, Status, check_text, require_status};
 use crate::error::{ConsultError, ConsultResult};
 use crate::reads::{self, ReadKind};
 use crate::render;
+pub use crate::report_content::{
+    FinalDiagnosis, ReportContent, ReportRead, ReportSlide, ReportSlideRead,
+};
 use crate::taxonomy::Taxonomy;
 
-/// A slide as the report lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportSlide {
-    /// Slide id.
-    pub id: String,
-    /// Uploaded file name.
-    pub filename: String,
-    /// Width in pixels.
-    pub width: i64,
-    /// Height in pixels.
-    pub height: i64,
-    /// Microns per pixel, if known.
-    pub mpp: Option<f64>,
-}
-
-/// A per-slide diagnosis with its label spelled out.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportSlideRead {
-    /// Slide id.
-    pub slide_id: String,
-    /// Label name, if a code was given.
-    pub label: Option<String>,
-    /// Code, if given.
-    pub code: Option<String>,
-    /// Findings.
-    pub findings: String,
-}
-
-/// A read as the report shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportRead {
-    /// "First" or "Second (double-check)".
-    pub kind_name: String,
-    /// Reader's user name.
-    pub reader: String,
-    /// Code.
-    pub code: String,
-    /// Label name.
-    pub label: String,
-    /// Findings.
-    pub findings: String,
-    /// Per-slide diagnoses.
-    pub slides: Vec<ReportSlideRead>,
-    /// When entered.
-    pub entered_at: i64,
-}
-
-/// The final diagnosis.
-#[derive(Debug, Clone, Serialize)]
-pub struct FinalDiagnosis {
-    /// Code.
-    pub code: String,
-    /// Label name.
-    pub label: String,
-    /// Findings.
-    pub findings: String,
-    /// Who recorded it after adjudication or amendment (none when the reads agreed).
-    pub decided_by: Option<String>,
-    /// Adjudication note.
-    pub note: String,
-}
-
-/// Everything a report states; its canonical JSON is what the report hash covers.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportContent {
-    /// Format tag, so a later layout change is recognisable.
-    pub format: &'static str,
-    /// Case id.
-    pub case_id: String,
-    /// Report version (1 = first sign-out).
-    pub version: i64,
-    /// Hash of the version this one replaces.
-    pub supersedes_hash: Option<String>,
-    /// Why it was amended.
-    pub amendment_reason: Option<String>,
-    /// Submitting hospital.
-    pub spoke: String,
-    /// Reading hospital.
-    pub hub: String,
-    /// The patient's local id (decrypted for the report).
-    pub patient_id: String,
-    /// Age band.
-    pub age_band: String,
-    /// Sex.
-    pub sex: String,
-    /// Organ.
-    pub organ: String,
-    /// Specimen.
-    pub specimen: String,
-    /// Clinical question.
-    pub clinical_question: String,
-    /// Urgency.
-    pub urgency: String,
-    /// Submitted at.
-    pub submitted_at: i64,
-    /// Taxonomy id.
-    pub taxonomy: String,
-    /// Slides.
-    pub slides: Vec<ReportSlide>,
-    /// Both reads.
-    pub reads: Vec<ReportRead>,
-    /// Whether the reads agreed.
-    pub concordant: bool,
-    /// The final diagnosis.
-    pub final_diagnosis: FinalDiagnosis,
-    /// Who signed.
-    pub signed_by: String,
-    /// When.
-    pub signed_at: i64,
-}
-
-impl ReportContent {
-    /// SHA-256 (hex) of the canonical JSON.
-    pub fn hash(&self) -> String {
-        // Serialising a struct of strings and numbers cannot fail.
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(json))
-    }
-}
-
 /// A stored report version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportVersion {
     /// Case id.
     pub case_id: String,
@@ -312,9 +195,40 @@ fn require_reader(user: &Principal, case: &Case, action: &str) -> ConsultResult<
     }
 }
 
-/// Records a version row and moves the case, atomically; removes the stored files if the case
-/// moved meanwhile.
+/// Issues a stored version: records it and moves the case in one transaction with what the
+/// version starts (AI agreement rows, curation jobs), so a crash leaves all of it or none.
+/// If nothing was committed (the case moved meanwhile, or a step failed) the version's stored
+/// files are removed.
 async fn publish(
+    consult: &Consult,
+    case: &Case,
+    user: &Principal,
+    content: &ReportContent,
+    content_hash: &str,
+    pdf_sha256: &str,
+    final_update: Option<(&str, &str)>,
+) -> ConsultResult<()> {
+    let committed = commit_version(
+        consult,
+        case,
+        user,
+        content,
+        content_hash,
+        pdf_sha256,
+        final_update,
+    )
+    .await;
+    if committed.is_err() {
+        let _ = delete_prefix(
+            &consult.platform.store,
+            &report_prefix(case, content.version),
+        )
+        .await;
+    }
+    committed
+}
+
+async fn commit_version(
     consult: &Consult,
     case: &Case,
     user: &Principal,
@@ -359,11 +273,6 @@ async fn publish(
     };
     if moved.rows_affected() != 1 {
         tx.rollback().await?;
-        let _ = delete_prefix(
-            &consult.platform.store,
-            &report_prefix(case, content.version),
-        )
-        .await;
         return Err(ConsultError::Transition(
             "the case changed meanwhile; reload it".into(),
         ));
@@ -381,6 +290,10 @@ async fn publish(
     .bind(&content.amendment_reason)
     .execute(&mut *tx)
     .await?;
+    // Agreement first: curation copies the disagreements along with the slides.
+    let final_code = &content.final_diagnosis.code;
+    crate::ai::record_agreement(&mut tx, case, final_code, content.version).await?;
+    crate::research::enqueue_curation(&mut tx, case, content.version).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -416,33 +329,11 @@ pub async fn sign_out(
         None,
     )
     .await?;
-    let final_code = content.final_diagnosis.code.clone();
-    record_ai_agreement(consult, case, &final_code, 1).await;
-    hand_to_research(consult, case, 1).await;
     version(consult, &case.id, 1).await
 }
 
-/// Records how the AI results on the case's slides compare with the final diagnosis, before
-/// curation copies the slides (which carries the disagreements along). A failure is logged:
-/// the report is already issued.
-async fn record_ai_agreement(consult: &Consult, case: &Case, final_code: &str, version: i64) {
-    if let Err(e) =
-        crate::ai::record_agreement(&consult.platform.db, case, final_code, version).await
-    {
-        tracing::error!(case = %case.id, version, error = %e, "could not record AI agreement");
-    }
-}
-
-/// Enqueues curation of the signed-out slides. The report is already issued, so a failure
-/// here is logged for the operator rather than reported as a failed sign-out.
-async fn hand_to_research(consult: &Consult, case: &Case, version: i64) {
-    if let Err(e) = crate::research::enqueue_curation(consult, case, version).await {
-        tracing::error!(case = %case.id, version, error = %e, "could not enqueue curation");
-    }
-}
-
 /// A correction after sign-out.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmendForm {
     /// The corrected final code.
@@ -493,8 +384,6 @@ pub async fn amend(
         Some((&form.code, &findings)),
     )
     .await?;
-    record_ai_agreement(consult, case, &form.code, next).await;
-    hand_to_research(consult, case, next).await;
     version(consult, &case.id, next).await
 }
 

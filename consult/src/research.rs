@@ -8,25 +8,20 @@
 //! Curation and dataset builds read this table again before they publish anything.
 
 use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::contracts::consent;
 use pathfed_core::db::now;
+use pathfed_core::jobs::kinds::{Curate, CuratePayload, ForgetPatient, ForgetPatientPayload};
 use pathfed_core::jobs::{Job, Jobs, NewJob};
 use serde::Serialize;
-use serde_json::json;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use crate::Consult;
 use crate::cases::Case;
 use crate::error::{ConsultError, ConsultResult};
 use crate::patient::PatientIds;
 
-/// The job kind that turns a signed-out slide into a research slide.
-pub const CURATE_JOB: &str = "curate";
-
-/// The job kind that removes an opted-out patient's research data.
-pub const FORGET_JOB: &str = "forget-patient";
-
 /// A recorded opt-out.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OptOut {
     /// When it was recorded (Unix seconds).
     pub recorded_at: i64,
@@ -89,59 +84,43 @@ pub async fn record(
 async fn forget(jobs: &Jobs, hospital: &str, hash: &str, by: &str) -> ConsultResult<Job> {
     Ok(jobs
         .enqueue(
-            NewJob::new(
-                FORGET_JOB,
-                json!({ "hospital_id": hospital, "patient_hash": hash }),
-            )
-            .attempts(10)
+            NewJob::of::<ForgetPatient>(&ForgetPatientPayload {
+                hospital_id: hospital.to_string(),
+                patient_hash: hash.to_string(),
+            })
             .by(by),
         )
         .await?)
 }
 
-/// Whether the patient of a case has opted out.
-pub async fn opted_out(
-    consult: &Consult,
-    hospital: &str,
-    patient_hash: &str,
-) -> ConsultResult<bool> {
-    Ok(
-        sqlx::query("SELECT 1 FROM opt_outs WHERE hospital_id = $1 AND patient_hash = $2")
-            .bind(hospital)
-            .bind(patient_hash)
-            .fetch_optional(consult.platform.db.pool())
-            .await?
-            .is_some(),
-    )
-}
-
-/// Enqueues curation of every slide of a signed-out case (report `version`), unless the
-/// patient has opted out. Returns the jobs enqueued.
+/// Enqueues, inside the caller's transaction on `conn` (the sign-out or amendment that issues
+/// report `version`), curation of every slide of the case, unless the patient has opted out.
+/// Returns the number of slides handed over.
 pub async fn enqueue_curation(
-    consult: &Consult,
+    conn: &mut AnyConnection,
     case: &Case,
     version: i64,
 ) -> ConsultResult<usize> {
-    if opted_out(consult, &case.spoke_id, &case.patient_hash).await? {
+    // The same read the research tier makes before it publishes.
+    if consent::is_opted_out(conn, &case.spoke_id, &case.patient_hash).await? {
         tracing::info!(case = %case.id, "patient opted out: nothing curated");
         return Ok(0);
     }
-    let slides =
+    let slides: Vec<String> =
         sqlx::query("SELECT slide_id FROM case_slides WHERE case_id = $1 ORDER BY position")
             .bind(&case.id)
-            .fetch_all(consult.platform.db.pool())
-            .await?;
-    let jobs = Jobs::new(consult.platform.db.clone());
-    for row in &slides {
-        let slide: String = row.try_get("slide_id")?;
-        jobs.enqueue(
-            NewJob::new(
-                CURATE_JOB,
-                json!({ "case_id": case.id, "slide_id": slide, "report_version": version }),
-            )
-            .dedupe(format!("curate:{slide}:{version}")),
-        )
-        .await?;
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get("slide_id"))
+            .collect::<Result<_, _>>()?;
+    for slide in &slides {
+        let payload = CuratePayload {
+            case_id: case.id.clone(),
+            slide_id: slide.clone(),
+            report_version: version,
+        };
+        Jobs::enqueue_in(conn, &NewJob::of::<Curate>(&payload)).await?;
     }
     Ok(slides.len())
 }

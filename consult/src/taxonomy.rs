@@ -14,7 +14,7 @@ use crate::error::ConsultError;
 const BUILT_IN: &str = include_str!("../taxonomies.toml");
 
 /// One diagnosis label.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Label {
     /// Stable code (the training target).
@@ -24,7 +24,7 @@ pub struct Label {
 }
 
 /// A named set of labels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Taxonomy {
     /// Stable id, e.g. `gastric-group`.
@@ -63,7 +63,7 @@ struct TaxonomyFile {
 }
 
 /// Every taxonomy in force and the organ mapping.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Taxonomies {
     /// Taxonomies by id.
     pub taxonomies: BTreeMap<String, Taxonomy>,

@@ -3,18 +3,20 @@
 //! Every request is made by a [`Principal`]: a user with a role in one hospital. Sessions and
 //! tokens are random bearer secrets of which the database keeps only a SHA-256.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, new_id, now};
+use crate::db::{Db, IN_CHUNK, new_id, now, placeholders};
 use crate::error::{CoreError, CoreResult};
 use crate::secrets::{
     hash_password, hash_secret, new_secret, verify_against_dummy, verify_password,
 };
 
 /// A user's role: what kind of work they do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Spoke staff who submit slides.
@@ -67,7 +69,7 @@ impl std::str::FromStr for Role {
 }
 
 /// Whether a hospital sends cases (spoke) or reads them (hub).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HospitalKind {
     /// Sends slides for consultation.
@@ -100,7 +102,7 @@ impl std::str::FromStr for HospitalKind {
 }
 
 /// A hospital.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Hospital {
     /// Id.
     pub id: String,
@@ -111,7 +113,7 @@ pub struct Hospital {
 }
 
 /// A user as the rest of the platform sees them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     /// Id.
     pub id: String,
@@ -204,21 +206,114 @@ pub async fn create_hospital(db: &Db, name: &str, kind: HospitalKind) -> CoreRes
     })
 }
 
+fn hospital_from_row(row: &AnyRow) -> CoreResult<Hospital> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Hospital {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: kind.parse()?,
+    })
+}
+
 /// Every hospital, by name.
 pub async fn list_hospitals(db: &Db) -> CoreResult<Vec<Hospital>> {
     let rows = sqlx::query("SELECT id, name, kind FROM hospitals ORDER BY name")
         .fetch_all(db.pool())
         .await?;
-    rows.iter()
-        .map(|row| {
-            let kind: String = row.try_get("kind")?;
-            Ok(Hospital {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
-                kind: kind.parse()?,
-            })
+    rows.iter().map(hospital_from_row).collect()
+}
+
+/// The hospital whose id or name is `id_or_name`, if any.
+pub async fn find_hospital(db: &Db, id_or_name: &str) -> CoreResult<Option<Hospital>> {
+    let row = sqlx::query("SELECT id, name, kind FROM hospitals WHERE id = $1 OR name = $1")
+        .bind(id_or_name)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(hospital_from_row).transpose()
+}
+
+/// Each distinct id once, in chunks small enough to bind into one `IN (…)`.
+fn distinct_chunks(ids: &[String]) -> Vec<Vec<String>> {
+    let distinct: Vec<String> = ids
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    distinct.chunks(IN_CHUNK).map(<[String]>::to_vec).collect()
+}
+
+/// The rows of `select` (a statement ending in `IN (`) for `ids`, one query per chunk.
+async fn rows_for_ids(db: &Db, select: &str, ids: &[String]) -> CoreResult<Vec<AnyRow>> {
+    let mut rows = Vec::new();
+    for chunk in distinct_chunks(ids) {
+        // Only our own statement and parameter numbers are formatted in; the ids are bound.
+        let sql = format!("{select}{})", placeholders(1, chunk.len()));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        rows.extend(query.fetch_all(db.pool()).await?);
+    }
+    Ok(rows)
+}
+
+/// Hospital names by hospital id, for lists that show them: one call for the whole list
+/// rather than a query per row. Unknown ids are absent from the answer.
+pub async fn hospital_names(db: &Db, ids: &[String]) -> CoreResult<HashMap<String, String>> {
+    rows_for_ids(db, "SELECT id, name FROM hospitals WHERE id IN (", ids)
+        .await?
+        .iter()
+        .map(|row| -> CoreResult<(String, String)> {
+            Ok((row.try_get("id")?, row.try_get("name")?))
         })
         .collect()
+}
+
+/// The hub a spoke's cases go to when the submitter names none. A consultation setting kept
+/// on the hospital row: consultation decides it, accounts only store it.
+pub async fn default_hub(db: &Db, hospital_id: &str) -> CoreResult<Option<String>> {
+    Ok(
+        sqlx::query("SELECT default_hub_id FROM hospitals WHERE id = $1")
+            .bind(hospital_id)
+            .fetch_one(db.pool())
+            .await?
+            .try_get("default_hub_id")?,
+    )
+}
+
+/// Sets (or clears) the hospital's default hub; see [`default_hub`].
+pub async fn set_default_hub(db: &Db, hospital_id: &str, hub_id: Option<&str>) -> CoreResult<()> {
+    sqlx::query("UPDATE hospitals SET default_hub_id = $1 WHERE id = $2")
+        .bind(hub_id)
+        .bind(hospital_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Whether the hub hides AI results from a pathologist until their own read of the case. A
+/// consultation setting kept on the hospital row: consultation decides it, accounts only
+/// store it. False for unknown hospitals.
+pub async fn hides_ai_until_read(db: &Db, hospital_id: &str) -> CoreResult<bool> {
+    let row = sqlx::query("SELECT ai_after_first_read FROM hospitals WHERE id = $1")
+        .bind(hospital_id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64, _>("ai_after_first_read")? == 1,
+        None => false,
+    })
+}
+
+/// Sets [`hides_ai_until_read`] for a hub; spokes are left unchanged.
+pub async fn set_hides_ai_until_read(db: &Db, hub_id: &str, hidden: bool) -> CoreResult<()> {
+    sqlx::query("UPDATE hospitals SET ai_after_first_read = $1 WHERE id = $2 AND kind = 'hub'")
+        .bind(i64::from(hidden))
+        .bind(hub_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
 }
 
 /// The hospital with this name.
@@ -281,6 +376,31 @@ pub async fn user_by_name(db: &Db, username: &str) -> CoreResult<User> {
         .await?
         .ok_or_else(|| CoreError::NotFound(format!("user {username:?}")))?;
     user_from_row(&row)
+}
+
+/// Users by user id, with their hospitals, for lists that show them: one call for the whole
+/// list rather than a query per row. Unknown ids are absent from the answer.
+pub async fn users_by_id(db: &Db, ids: &[String]) -> CoreResult<HashMap<String, User>> {
+    let select = format!("SELECT {USER_COLUMNS} WHERE u.id IN (");
+    rows_for_ids(db, &select, ids)
+        .await?
+        .iter()
+        .map(|row| -> CoreResult<(String, User)> {
+            let user = user_from_row(row)?;
+            Ok((user.id.clone(), user))
+        })
+        .collect()
+}
+
+/// User names by user id; [`users_by_id`] without the rest of each user.
+pub async fn user_names(db: &Db, ids: &[String]) -> CoreResult<HashMap<String, String>> {
+    rows_for_ids(db, "SELECT id, username FROM users WHERE id IN (", ids)
+        .await?
+        .iter()
+        .map(|row| -> CoreResult<(String, String)> {
+            Ok((row.try_get("id")?, row.try_get("username")?))
+        })
+        .collect()
 }
 
 /// Number of users (an empty platform needs `admin init`).

@@ -2,8 +2,14 @@
 //! the TIFF reader need paths), evicting the least recently used slides beyond a byte budget.
 //!
 //! A slide in use (someone holds its [`CachedSlide`]) is never evicted. Every file is checked
-//! against the SHA-256 recorded at upload while it is copied. The cache starts empty after a
-//! restart, so a half-copied file from a crash can never be served.
+//! against the SHA-256 recorded at upload while it is copied.
+//!
+//! Several processes share the cache folder (the server, its workers, an admin command run
+//! beside them): each owns a folder of its own, `proc-{id}`, marked by a lock file it holds
+//! open for its lifetime. A starting process removes only the folders whose owner is gone
+//! (their lock is free), so a half-copied file from a crash is never served and no command
+//! empties the cache under a running server. A slide whose folder vanished anyway (removed by
+//! hand) is copied again rather than failing its reader.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,23 +51,36 @@ struct State {
 /// The cache.
 #[derive(Debug)]
 pub struct SlideCache {
+    /// This process's own folder.
     root: PathBuf,
+    /// Held (locked) while this process lives: tells other processes the folder is in use.
+    _owner: std::fs::File,
     max_bytes: u64,
     state: Mutex<State>,
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl SlideCache {
-    /// A cache in `root` (emptied now) holding up to `max_bytes`.
-    pub fn new(root: &Path, max_bytes: u64) -> CoreResult<Self> {
-        if root.exists() {
-            std::fs::remove_dir_all(root)
-                .map_err(|e| CoreError::io(format!("clearing {}", root.display()), e))?;
-        }
-        std::fs::create_dir_all(root)
+    /// A cache under `shared_root` holding up to `max_bytes`, in a folder of this process's
+    /// own; what processes that are gone left there is removed now.
+    pub fn new(shared_root: &Path, max_bytes: u64) -> CoreResult<Self> {
+        std::fs::create_dir_all(shared_root)
+            .map_err(|e| CoreError::io(format!("creating {}", shared_root.display()), e))?;
+        remove_abandoned(shared_root)?;
+        let name = format!("{OWNED_PREFIX}{}", crate::db::new_id());
+        // The lock comes before the folder: a folder without a held lock is abandoned.
+        let lock_path = shared_root.join(format!("{name}{LOCK_SUFFIX}"));
+        let owner = std::fs::File::create(&lock_path)
+            .map_err(|e| CoreError::io(format!("creating {}", lock_path.display()), e))?;
+        owner
+            .lock()
+            .map_err(|e| CoreError::io(format!("locking {}", lock_path.display()), e))?;
+        let root = shared_root.join(&name);
+        std::fs::create_dir_all(&root)
             .map_err(|e| CoreError::io(format!("creating {}", root.display()), e))?;
         Ok(Self {
-            root: root.to_path_buf(),
+            root,
+            _owner: owner,
             max_bytes,
             state: Mutex::new(State {
                 slides: LruCache::unbounded(),
@@ -114,9 +133,18 @@ impl SlideCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).bytes
     }
 
+    /// The cached slide, if its folder is still there; one that vanished is forgotten, so the
+    /// caller copies it again.
     fn lookup(&self, slide_id: &str) -> Option<Arc<CachedSlide>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.slides.get(slide_id).cloned()
+        let hit = state.slides.get(slide_id).cloned()?;
+        if hit.dir.is_dir() {
+            return Some(hit);
+        }
+        tracing::warn!(slide = %slide_id, dir = %hit.dir.display(), "cached slide vanished; copying it again");
+        state.slides.pop(slide_id);
+        state.bytes -= hit.bytes;
+        None
     }
 
     async fn fetch(
@@ -169,6 +197,73 @@ impl SlideCache {
                 tracing::debug!(slide = %id, bytes = slide.bytes, "evicted from slide cache");
             }
         }
+    }
+}
+
+impl Drop for SlideCache {
+    /// A process that ends cleanly takes its folder with it; after a crash the next process
+    /// to start does.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+        let mut lock = self.root.clone().into_os_string();
+        lock.push(LOCK_SUFFIX);
+        let _ = std::fs::remove_file(lock);
+    }
+}
+
+/// Folders of a process's own start with this; its lock file is the folder's name plus
+/// [`LOCK_SUFFIX`].
+const OWNED_PREFIX: &str = "proc-";
+const LOCK_SUFFIX: &str = ".lock";
+
+/// Removes what processes that are gone left under `shared_root`: folders whose lock file is
+/// missing or not held, with their lock files, and anything else (an older layout).
+fn remove_abandoned(shared_root: &Path) -> CoreResult<()> {
+    let listing = std::fs::read_dir(shared_root)
+        .map_err(|e| CoreError::io(format!("listing {}", shared_root.display()), e))?;
+    for entry in listing.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(LOCK_SUFFIX) {
+            // Lock files go with their folders; one whose folder was never made is an owner
+            // between its two steps, or a crash then: kept if held, else removed.
+            let folder = shared_root.join(name.trim_end_matches(LOCK_SUFFIX));
+            if !folder.exists() && !held(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        if name.starts_with(OWNED_PREFIX) && held(&shared_root.join(format!("{name}{LOCK_SUFFIX}")))
+        {
+            continue;
+        }
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {
+                let _ = std::fs::remove_file(shared_root.join(format!("{name}{LOCK_SUFFIX}")));
+            }
+            // Another starting process may have removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CoreError::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a live process holds the lock file at `path`.
+fn held(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        // Unknown: keep the folder rather than risk removing a live one.
+        Err(std::fs::TryLockError::Error(_)) => true,
     }
 }
 
@@ -233,7 +328,7 @@ mod tests {
             .get("b2", &[file("y/b.svs", &b)], &store)
             .await
             .unwrap();
-        assert!(!dir.path().join("cache/a").exists());
+        assert!(!cache.root.join("a").exists());
         assert!(again.dir.exists());
         assert!(cache.bytes() <= 200);
 
@@ -241,6 +336,40 @@ mod tests {
         bad.sha256 = "00".repeat(32);
         let err = cache.get("c", &[bad], &store).await.unwrap_err();
         assert!(matches!(err, CoreError::Integrity(_)), "{err}");
-        assert!(!dir.path().join("cache/c").exists());
+        assert!(!cache.root.join("c").exists());
+    }
+
+    #[tokio::test]
+    async fn a_second_process_leaves_a_live_cache_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("cache");
+        let store = open_store("memory://", &Default::default()).unwrap();
+        let data = vec![7u8; 64];
+        put_bytes(&store, "s/a.svs", data.clone()).await.unwrap();
+        let server = SlideCache::new(&shared, 1 << 20).unwrap();
+        let held = server
+            .get("a", &[file("s/a.svs", &data)], &store)
+            .await
+            .unwrap();
+        // What a crashed process left: a folder whose lock nobody holds, and an older layout.
+        std::fs::create_dir_all(shared.join("proc-dead/x")).unwrap();
+        std::fs::write(shared.join("proc-dead.lock"), b"").unwrap();
+        std::fs::create_dir_all(shared.join("old-slide")).unwrap();
+
+        // An admin command starting beside the server.
+        let admin = SlideCache::new(&shared, 1 << 20).unwrap();
+        assert_eq!(std::fs::read(held.dir.join("a.svs")).unwrap(), data);
+        assert!(!shared.join("proc-dead").exists() && !shared.join("proc-dead.lock").exists());
+        assert!(!shared.join("old-slide").exists());
+        drop(admin);
+        drop(held);
+
+        // A folder removed from under the cache is copied again.
+        std::fs::remove_dir_all(server.root.join("a")).unwrap();
+        let again = server
+            .get("a", &[file("s/a.svs", &data)], &store)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(again.dir.join("a.svs")).unwrap(), data);
     }
 }

@@ -171,8 +171,13 @@ pub struct ResearchConfig {
     /// Smallest group of slides sharing (diagnosis, age band, sex, hospital, year) a dataset
     /// version may publish as it is; smaller groups are generalised or suppressed.
     pub min_cell_size: u64,
-    /// Jobs `pathfed serve` runs at once in-process (0: none; run `pathfed worker` instead).
+    /// Research-tier jobs at once in the worker processes `pathfed serve` starts and
+    /// supervises (0: none, run `pathfed worker` instead; training and inference run one at a
+    /// time in workers of their own).
     pub serve_workers: usize,
+    /// Seconds a worker's claim on a job lasts between heartbeats: how long the job of a worker
+    /// that died waits before another worker takes it over.
+    pub job_lease_s: u64,
 }
 
 impl Default for ResearchConfig {
@@ -180,6 +185,7 @@ impl Default for ResearchConfig {
         Self {
             min_cell_size: 5,
             serve_workers: 1,
+            job_lease_s: 60,
         }
     }
 }

@@ -2,7 +2,6 @@
 //! PostgreSQL (by URL), with one set of portable migrations.
 
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
@@ -99,15 +98,24 @@ fn create_sqlite_parent(url: &str) -> CoreResult<()> {
     Ok(())
 }
 
-/// Seconds since the Unix epoch, the time format of every table.
+/// Seconds since the Unix epoch, the time format of every table (see [`crate::clock`]).
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
+    crate::clock::now()
 }
 
 /// A new random id.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Most values bound into one `IN (…)` list; longer lists are looked up in chunks of this
+/// many, far below SQLite's and PostgreSQL's limits on bound parameters.
+pub(crate) const IN_CHUNK: usize = 500;
+
+/// `$first, $first+1, …` for `count` bound values.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

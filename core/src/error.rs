@@ -48,6 +48,16 @@ impl CoreError {
         matches!(self, Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
 
+    /// Whether another attempt may succeed: the database, the object store or a file system
+    /// failing underneath, not a missing object, a bad argument or a failed integrity check.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(object_store::Error::NotFound { .. }) => false,
+            Self::Database(_) | Self::Migrate(_) | Self::Store(_) | Self::Io { .. } => true,
+            Self::Conflict(_) | Self::NotFound(_) | Self::Invalid(_) | Self::Integrity(_) => false,
+        }
+    }
+
     /// True when SQLite refused a write because another connection wrote first: a read
     /// transaction cannot be upgraded past a newer commit, whatever the busy timeout.
     pub fn is_busy(&self) -> bool {

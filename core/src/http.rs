@@ -64,13 +64,15 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    /// 500 with the cause logged, not shown.
+    /// 500 with the cause logged under a fresh id, not shown: the answer carries the id, so an
+    /// operator finds the cause in the log without the client seeing paths or internals.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+        let id = crate::db::new_id();
+        tracing::error!(error_id = %id, error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            "internal error; the cause is in the server log",
+            format!("internal error {id}; the cause is in the server log under this id"),
         )
     }
 }
@@ -79,6 +81,59 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({}): {}", self.status, self.code, self.message)
     }
+}
+
+/// How a request ended, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Not this user's to see or do (404/403).
+    Denied,
+    /// Not acceptable as asked (400/409/422).
+    Refused,
+    /// The platform failed underneath (500).
+    Failed,
+}
+
+impl Outcome {
+    /// The word stored in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Denied => "denied",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A domain error as the API answers it ([`ApiError`]) and the audit log records it.
+pub trait AuditedError: std::fmt::Display + Into<ApiError> {
+    /// How a request that ended in this error is recorded.
+    fn outcome(&self) -> Outcome;
+}
+
+/// Records `action` on `target` by `user` with how `result` ended (a failure's message as the
+/// detail), then answers it: the one audit step of every service's handlers.
+pub async fn audited<T, E: AuditedError>(
+    platform: &Platform,
+    user: &Principal,
+    action: &str,
+    target: &str,
+    result: Result<T, E>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => e.outcome(),
+    };
+    let mut event = AuditEvent::by(user, action, target, outcome.as_str());
+    if let Err(e) = &result {
+        event = event.detail(e.to_string());
+    }
+    // A failed append is logged by the platform; the answer stands.
+    let _ = platform.audit(event).await;
+    result.map_err(Into::into)
 }
 
 impl From<CoreError> for ApiError {
@@ -98,8 +153,40 @@ impl From<CoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+        (
+            self.status,
+            axum::Json(ErrorBody::new(self.code, self.message)),
+        )
+            .into_response()
+    }
+}
+
+/// The body of every error answer, `{"error": {"code", "message"}}`: what [`ApiError`] writes
+/// and what the OpenAPI description names for every 4xx and 5xx, so the two cannot differ.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The code and message of an error.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `bad_request`, `conflict`.
+    pub code: String,
+    /// What a person should read.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
     }
 }
 

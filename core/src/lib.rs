@@ -1,12 +1,15 @@
 //! Shared foundations of pathfed: configuration, limits, the database, the object store,
-//! accounts (hospitals, users, sessions, tokens), the audit log and the slide cache.
+//! accounts (hospitals, users, sessions, tokens), the audit log, the slide cache, and the typed
+//! reads ([`contracts`]) through which crates that must not know each other share facts.
 //!
 //! Every domain crate depends on this one and nothing here depends on a domain crate.
 
 pub mod accounts;
 pub mod audit;
 pub mod cache;
+pub mod clock;
 pub mod config;
+pub mod contracts;
 pub mod db;
 pub mod digest;
 pub mod error;
@@ -14,7 +17,9 @@ pub mod http;
 pub mod jobs;
 pub mod keys;
 pub mod limits;
+pub mod names;
 pub mod platform;
+pub mod routes;
 pub mod secrets;
 pub mod store;
 pub mod worker;

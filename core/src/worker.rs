@@ -5,6 +5,10 @@
 //! sent with the next heartbeat) and learns there that someone asked to cancel. A heartbeat
 //! task renews the lease every few seconds whatever the handler is doing, so long blocking
 //! steps (a slide re-encode) never lose their job to another worker.
+//!
+//! Handlers are registered per declared kind ([`WorkerPool::handle`]) and get the kind's typed
+//! payload; whether a failure is worth another attempt follows one rule for every kind
+//! ([`Transient`], [`JobFailure::from_error`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +17,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::Value;
+
+use crate::jobs::kinds::JobKind;
 use crate::jobs::{Heartbeat, Job, Jobs};
+
+/// How much lower than the web server's CPU priority a worker process runs (`nice`): training
+/// and slide re-encodes fill every core, and the viewer's tiles must not wait behind them.
+pub const WORKER_NICENESS: u8 = 10;
+
+/// The command that runs `exe` with `args` (a `pathfed worker …`) as a worker process, at
+/// [`WORKER_NICENESS`] through coreutils' `nice`.
+pub fn worker_command(exe: &std::path::Path, args: &[String]) -> std::process::Command {
+    let mut command = std::process::Command::new("nice");
+    command
+        .arg("-n")
+        .arg(WORKER_NICENESS.to_string())
+        .arg(exe)
+        .args(args);
+    command
+}
+
+/// Whether an error is worth another attempt of the job that met it. Every crate's error says
+/// so in one place, by the one rule: the platform failing underneath (database, object store,
+/// file system) is transient; the work itself being wrong (bad input, missing data, a refused
+/// request) is not, since another attempt would end the same way.
+pub trait Transient {
+    /// Another attempt may succeed.
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for crate::CoreError {
+    fn is_transient(&self) -> bool {
+        crate::CoreError::is_transient(self)
+    }
+}
 
 /// Why a handler stopped without a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +80,15 @@ impl JobFailure {
             message: message.into(),
             retryable: true,
             cancelled: false,
+        }
+    }
+
+    /// The failure for `error`: retried when it is [`Transient`], final otherwise.
+    pub fn from_error<E: Transient + std::fmt::Display>(error: &E) -> Self {
+        if error.is_transient() {
+            Self::retryable(error.to_string())
+        } else {
+            Self::permanent(error.to_string())
         }
     }
 
@@ -89,11 +136,10 @@ impl RunningJob {
 }
 
 /// What a handler returns.
-pub type HandlerFuture =
-    Pin<Box<dyn Future<Output = Result<serde_json::Value, JobFailure>> + Send>>;
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, JobFailure>> + Send>>;
 
-/// A job handler.
-pub type Handler = Arc<dyn Fn(RunningJob) -> HandlerFuture + Send + Sync>;
+/// A job handler, its payload not yet decoded.
+type Handler = Arc<dyn Fn(RunningJob) -> HandlerFuture + Send + Sync>;
 
 /// Claims and runs jobs of the registered kinds.
 pub struct WorkerPool {
@@ -103,24 +149,62 @@ pub struct WorkerPool {
     concurrency: usize,
     idle_poll: Duration,
     heartbeat_every: Duration,
+    stop_claiming: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl WorkerPool {
     /// A pool named `name` (host and process, for `lease_owner`) running `concurrency` jobs at once.
     pub fn new(jobs: Jobs, name: impl Into<String>, concurrency: usize) -> Self {
+        // Three heartbeats per lease, so one slow round trip never loses the job.
+        let lease = Duration::from_secs(jobs.policy().lease_s.max(1).unsigned_abs());
+        let heartbeat_every = (lease / 3).min(Duration::from_secs(2));
         Self {
             jobs,
             name: name.into(),
             handlers: HashMap::new(),
             concurrency: concurrency.max(1),
             idle_poll: Duration::from_millis(500),
-            heartbeat_every: Duration::from_secs(2),
+            heartbeat_every,
+            stop_claiming: None,
         }
     }
 
-    /// Adds the handler for `kind`.
-    pub fn register(&mut self, kind: &str, handler: Handler) -> &mut Self {
-        self.handlers.insert(kind.to_string(), handler);
+    /// Claims no further job once `stop` answers true (asked before every claim): a worker
+    /// whose server is gone must not take work under settings the server no longer has.
+    pub fn stop_claiming_when(&mut self, stop: Arc<dyn Fn() -> bool + Send + Sync>) -> &mut Self {
+        self.stop_claiming = Some(stop);
+        self
+    }
+
+    /// Runs jobs of kind `K` with `handler`, which gets the decoded payload.
+    pub fn handle<K, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        K: JobKind,
+        F: Fn(K::Payload, RunningJob) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, JobFailure>> + Send + 'static,
+    {
+        self.handle_stored::<K, F, Fut>(K::NAME.to_string(), handler)
+    }
+
+    /// [`Self::handle`] for one stored variant of `K` (training on one device).
+    pub fn handle_stored<K, F, Fut>(&mut self, stored_kind: String, handler: F) -> &mut Self
+    where
+        K: JobKind,
+        F: Fn(K::Payload, RunningJob) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, JobFailure>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |job: RunningJob| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let payload: K::Payload =
+                    serde_json::from_value(job.job.payload.clone()).map_err(|e| {
+                        JobFailure::permanent(format!("bad {} payload: {e}", job.job.kind))
+                    })?;
+                handler(payload, job).await
+            })
+        });
+        self.handlers.insert(stored_kind, erased);
         self
     }
 
@@ -149,6 +233,10 @@ impl WorkerPool {
         let kinds = self.kinds();
         let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
         loop {
+            if self.stop_claiming.as_ref().is_some_and(|stop| stop()) {
+                tracing::info!(worker = %worker, "claiming no more jobs");
+                return;
+            }
             match self.jobs.claim(&worker, &kinds).await {
                 Ok(Some(job)) => self.run_one(&worker, job).await,
                 Ok(None) => tokio::time::sleep(self.idle_poll).await,

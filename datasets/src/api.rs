@@ -1,32 +1,33 @@
 //! The research API: dataset versions and research slides, for researchers only. Nothing here
 //! reads or returns a clinical id; every outcome is audited.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use object_store::ObjectStoreExt as _;
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, JsonBody};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody};
+use pathfed_core::routes::{Routes, get, post};
 use serde::Deserialize;
 
 use crate::Research;
+use crate::catalogue::Sample;
 use crate::error::{DatasetError, DatasetResult};
-use crate::manifest::{self, VersionParams};
+use crate::manifest::{self, Diff, VersionParams};
+use crate::versions::{VersionState, VersionSummary};
 use crate::{catalogue, versions};
 
 /// The research routes.
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> Routes<S>
 where
     S: Clone + Send + Sync + 'static,
     Research: FromRef<S>,
     Platform: FromRef<S>,
 {
-    Router::new()
+    Routes::new()
         .route("/api/v1/datasets", get(list).post(create))
         .route("/api/v1/datasets/{name}/versions/{version}", get(show))
         .route(
@@ -45,6 +46,15 @@ where
         .route("/api/v1/datasets/{name}/diff", get(diff))
         .route("/api/v1/research/slides/{id}", get(download))
 }
+
+/// The research API's OpenAPI description, merged into `/openapi.json` by the server.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, create, show, status, cancel, samples, patch, diff, download),
+    tags((name = "datasets", description = "The research tier: dataset versions, their \
+        samples and patches, and de-identified research slides; researchers (and admins) only"))
+)]
+pub struct Api;
 
 async fn audited<T>(
     research: &Research,
@@ -68,13 +78,33 @@ async fn audited<T>(
 }
 
 /// A new version: the dataset's name and what to put in it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateForm {
+    /// The dataset; its next version number is taken.
     name: String,
+    /// What to put in the version.
     params: VersionParams,
 }
 
+/// Start the next version of a dataset (researchers): published at once without extraction (201), else accepted (202) and published by its extract job
+#[utoipa::path(
+    post,
+    path = "/api/v1/datasets",
+    tag = "datasets",
+    request_body = CreateForm,
+    responses(
+        (status = 201, description = "the version's state, published", body = VersionState),
+        (status = 202, description = "the version's state: building, with its job id", body = VersionState),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 409, description = "conflicts with the version's state", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn create(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -92,6 +122,24 @@ async fn create(
     Ok((code, axum::Json(state)).into_response())
 }
 
+/// Where a version stands: building (with its job's progress and note), published or failed (with why)
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets/{name}/versions/{version}/status",
+    tag = "datasets",
+    params(
+        ("name" = String, Path, description = "dataset name"),
+        ("version" = i64, Path, description = "version number"),
+    ),
+    responses(
+        (status = 200, description = "state", body = VersionState),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such dataset version or slide", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn status(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -103,6 +151,25 @@ async fn status(
     Ok(axum::Json(state).into_response())
 }
 
+/// Stop a building version's extraction; the version ends failed
+#[utoipa::path(
+    post,
+    path = "/api/v1/datasets/{name}/versions/{version}/cancel",
+    tag = "datasets",
+    params(
+        ("name" = String, Path, description = "dataset name"),
+        ("version" = i64, Path, description = "version number"),
+    ),
+    responses(
+        (status = 200, description = "state", body = VersionState),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such dataset version or slide", body = ErrorBody),
+        (status = 409, description = "conflicts with the version's state", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -124,6 +191,25 @@ fn default_per_label() -> usize {
     6
 }
 
+/// Sample patches per label of an extracted version, with their URLs
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets/{name}/versions/{version}/samples",
+    tag = "datasets",
+    params(
+        ("name" = String, Path, description = "dataset name"),
+        ("version" = i64, Path, description = "version number"),
+        ("per_label" = Option<usize>, Query, description = "patches per label (default 6; clamped to 1–24)"),
+    ),
+    responses(
+        (status = 200, description = "samples", body = Vec<Sample>),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such dataset version or slide", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn samples(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -137,6 +223,25 @@ async fn samples(
     Ok(axum::Json(listed).into_response())
 }
 
+/// One patch (JPEG) of a live research slide's shard (researchers)
+#[utoipa::path(
+    get,
+    path = "/api/v1/research/patches/{hash}/{slide}/{n}",
+    tag = "datasets",
+    params(
+        ("hash" = String, Path, description = "extraction parameters hash"),
+        ("slide" = String, Path, description = "research slide id"),
+        ("n" = usize, Path, description = "position in the shard"),
+    ),
+    responses(
+        (status = 200, description = "image/jpeg", content_type = "image/jpeg"),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such patch, or its slide was removed", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn patch(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -156,6 +261,18 @@ async fn patch(
         .into_response())
 }
 
+/// Published dataset versions (researchers)
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets",
+    tag = "datasets",
+    responses(
+        (status = 200, description = "versions", body = Vec<VersionSummary>),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn list(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -165,6 +282,24 @@ async fn list(
     Ok(axum::Json(listed).into_response())
 }
 
+/// A version's manifest
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets/{name}/versions/{version}",
+    tag = "datasets",
+    params(
+        ("name" = String, Path, description = "dataset name"),
+        ("version" = i64, Path, description = "version number"),
+    ),
+    responses(
+        (status = 200, description = "manifest: dataset, version, created_at, content_hash and content (params, curation, extraction, slides, counts, small_cells, opted_out_excluded)", body = Object),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such dataset version or slide", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn show(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -182,6 +317,25 @@ struct DiffQuery {
     to: i64,
 }
 
+/// Slides added, removed, relabelled or moved between two versions
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets/{name}/diff",
+    tag = "datasets",
+    params(
+        ("name" = String, Path, description = "dataset name"),
+        ("from" = i64, Query, description = "older version"),
+        ("to" = i64, Query, description = "newer version"),
+    ),
+    responses(
+        (status = 200, description = "diff", body = Diff),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such dataset version or slide", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn diff(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -199,6 +353,20 @@ async fn diff(
     Ok(axum::Json(d).into_response())
 }
 
+/// Download a de-identified research slide (pyramidal BigTIFF)
+#[utoipa::path(
+    get,
+    path = "/api/v1/research/slides/{id}",
+    tag = "datasets",
+    params(("id" = String, Path, description = "research slide id")),
+    responses(
+        (status = 200, description = "image/tiff", content_type = "image/tiff"),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such dataset version or slide", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn download(
     State(research): State<Research>,
     Authenticated(user): Authenticated,

@@ -17,7 +17,7 @@ use crate::versions;
 const MAX_SHARDS_READ: usize = 24;
 
 /// One sample patch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Sample {
     /// Patch label.
     pub label: String,

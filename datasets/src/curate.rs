@@ -4,8 +4,12 @@
 //! `research/slides/{research id}.tiff` and records its labels: the case's final diagnosis code
 //! and the labelled annotations as regions (the research slide keeps the source's level-0
 //! geometry, so coordinates carry over unchanged). An amendment re-runs it and only the labels
-//! change. The patient's opt-out is checked before the work and again, in the same statement
-//! as the insert, before anything is published.
+//! change. The patient's opt-out is checked before the work and again, in the transaction of
+//! the insert, before anything is published.
+//!
+//! What curation reads of consultation and ingest (the case, its annotations, opt-outs, AI
+//! feedback, the slide's files) comes through `pathfed_core::contracts`; this module writes
+//! only `research_slides`.
 //!
 //! `forget-patient` (enqueued by an opt-out): deletes the patient's research slides and patch
 //! shards and leaves a tombstone row and an audit entry for each.
@@ -18,9 +22,12 @@ use std::path::PathBuf;
 
 use object_store::ObjectStoreExt as _;
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::cache::SlideFile;
+use pathfed_core::contracts::curation::{self, CaseFacts};
+use pathfed_core::contracts::{ai_feedback, consent, slides};
 use pathfed_core::db::now;
 use pathfed_core::digest::sha256_file;
+use pathfed_core::jobs::NewJob;
+use pathfed_core::jobs::kinds::{Curate, CuratePayload, ForgetPatientPayload};
 use pathfed_core::store::{self, list_keys};
 use pathfed_core::worker::{JobFailure, RunningJob};
 use serde::{Deserialize, Serialize};
@@ -31,21 +38,9 @@ use crate::Research;
 use crate::deid::{DeidOptions, DeidReport, deidentify_file};
 use crate::error::{DatasetError, DatasetResult};
 
-/// Job kind of curation (the same string consultation enqueues).
-pub const CURATE_JOB: &str = "curate";
-/// Job kind of an opted-out patient's removal.
-pub const FORGET_JOB: &str = "forget-patient";
-
 /// The object key of a research slide.
 pub fn research_slide_key(id: &str) -> String {
     format!("research/slides/{id}.tiff")
-}
-
-#[derive(Debug, Deserialize)]
-struct CuratePayload {
-    case_id: String,
-    slide_id: String,
-    report_version: i64,
 }
 
 /// A labelled region of a research slide.
@@ -59,30 +54,16 @@ pub struct Region {
     pub geometry: Value,
 }
 
-struct CaseFacts {
-    spoke_id: String,
-    patient_hash: String,
-    age_band: String,
-    sex: String,
-    organ: String,
-    taxonomy: String,
-    final_code: String,
-    status: String,
-    report_version: i64,
-    closed_at: i64,
-}
-
 fn failure(e: DatasetError) -> JobFailure {
-    match e {
-        DatasetError::Core(_) | DatasetError::Io { .. } => JobFailure::retryable(e.to_string()),
-        other => JobFailure::permanent(other.to_string()),
-    }
+    JobFailure::from_error(&e)
 }
 
 /// Runs one `curate` job.
-pub async fn run_curate(research: Research, job: RunningJob) -> Result<Value, JobFailure> {
-    let payload: CuratePayload = serde_json::from_value(job.job.payload.clone())
-        .map_err(|e| JobFailure::permanent(format!("bad curate payload: {e}")))?;
+pub async fn run_curate(
+    research: Research,
+    payload: CuratePayload,
+    job: RunningJob,
+) -> Result<Value, JobFailure> {
     curate(&research, &job, &payload).await.map_err(failure)?
 }
 
@@ -92,7 +73,10 @@ async fn curate(
     payload: &CuratePayload,
 ) -> DatasetResult<Result<Value, JobFailure>> {
     let db = research.platform.db.pool();
-    let case = case_facts(research, &payload.case_id).await?;
+    let case = curation::case(&research.platform.db, &payload.case_id)
+        .await?
+        .ok_or_else(|| DatasetError::NotFound(format!("case {}", payload.case_id)))?;
+    let final_code = case.final_code.clone().unwrap_or_default();
     if case.status != "signed_out" {
         return Ok(Err(JobFailure::permanent(format!(
             "case {} is {}, not signed out",
@@ -122,7 +106,7 @@ async fn curate(
             "UPDATE research_slides SET label_code = $1, regions = $2, report_version = $3, \
              ai_discordant = $5 WHERE id = $4 AND deleted_at IS NULL AND report_version < $3",
         )
-        .bind(&case.final_code)
+        .bind(&final_code)
         .bind(serde_json::to_string(&regions).unwrap_or_default())
         .bind(payload.report_version)
         .bind(&id)
@@ -135,20 +119,15 @@ async fn curate(
     if let Err(stop) = job.progress(0.05, "fetching the original") {
         return Ok(Err(stop));
     }
-    let slide = sqlx::query("SELECT files, main_file FROM slides WHERE id = $1")
-        .bind(&payload.slide_id)
-        .fetch_optional(db)
+    let slide = slides::files(&research.platform.db, &payload.slide_id)
         .await?
         .ok_or_else(|| DatasetError::NotFound(format!("slide {}", payload.slide_id)))?;
-    let main_file: String = slide.try_get("main_file")?;
-    let files: Vec<SlideFile> = serde_json::from_str(&slide.try_get::<String, _>("files")?)
-        .map_err(|e| DatasetError::Invalid(format!("slide file list: {e}")))?;
     let platform = &research.platform;
     let cached = platform
         .cache
-        .get(&payload.slide_id, &files, &platform.store)
+        .get(&payload.slide_id, &slide.files, &platform.store)
         .await?;
-    let source = cached.dir.join(&main_file);
+    let source = cached.dir.join(&slide.main_file);
     let work = tempfile::Builder::new()
         .prefix("curate-")
         .tempdir_in(&platform.config.data_dir)
@@ -178,17 +157,22 @@ async fn curate(
     let key = research_slide_key(&id);
     store::put_file(&platform.store, &key, &out).await?;
 
-    // Publish only if the patient has still not opted out, in the inserting statement itself.
+    // Publish only if the patient has still not opted out: the consent read follows the insert
+    // in its transaction, so on SQLite the insert's write lock keeps any opt-out from
+    // committing between the read and the commit (on PostgreSQL the window is the commit
+    // itself, as it was for the statement's own guard), and an opted-out patient's row is
+    // rolled back instead of published.
     let (w, h) = report.kept.levels.first().copied().unwrap_or((0, 0));
-    let year = year_of(case.closed_at);
+    let year = year_of(case.closed_at.unwrap_or_else(now));
+    let discordant = ai_discordant(research, &payload.case_id, &payload.slide_id).await?;
+    let mut tx = platform.db.pool().begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO research_slides (id, research_patient, research_hospital, taxonomy, \
          label_code, organ, age_band, sex, year, object_key, sha256, bytes, width, height, \
          mpp_x, mpp_y, objective_power, vendor, pixel_path, regions, report_version, curated_at, \
          ai_discordant) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $25 WHERE NOT EXISTS (SELECT 1 FROM opt_outs WHERE hospital_id = $23 \
-         AND patient_hash = $24) ON CONFLICT (id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, $22, $23) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&id)
     .bind(
@@ -198,7 +182,7 @@ async fn curate(
     )
     .bind(research.pseudonyms.hospital(&case.spoke_id))
     .bind(&case.taxonomy)
-    .bind(&case.final_code)
+    .bind(&final_code)
     .bind(&case.organ)
     .bind(&case.age_band)
     .bind(&case.sex)
@@ -219,14 +203,18 @@ async fn curate(
     .bind(serde_json::to_string(&regions).unwrap_or_default())
     .bind(payload.report_version)
     .bind(now())
-    .bind(&case.spoke_id)
-    .bind(&case.patient_hash)
-    .bind(ai_discordant(research, &payload.case_id, &payload.slide_id).await?)
-    .execute(db)
+    .bind(discordant)
+    .execute(&mut *tx)
     .await?;
-    if inserted.rows_affected() != 1 {
+    let refused = consent::is_opted_out(&mut tx, &case.spoke_id, &case.patient_hash).await?;
+    if refused {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    if refused || inserted.rows_affected() != 1 {
         // Opted out while we worked (or another attempt won): nothing of ours may stay.
-        if opted_out(research, &case).await? {
+        if refused || opted_out(research, &case).await? {
             let _ = platform
                 .store
                 .delete(&object_store::path::Path::from(key.as_str()))
@@ -254,88 +242,35 @@ async fn ai_discordant(
     case_id: &str,
     slide_id: &str,
 ) -> DatasetResult<Option<String>> {
-    let rows = sqlx::query(
-        "SELECT model_name, model_version, predicted FROM ai_feedback \
-         WHERE case_id = $1 AND slide_id = $2 AND agree = 0 ORDER BY model_name, model_version",
-    )
-    .bind(case_id)
-    .bind(slide_id)
-    .fetch_all(research.platform.db.pool())
-    .await?;
-    if rows.is_empty() {
+    let calls = ai_feedback::discordant(&research.platform.db, case_id, slide_id).await?;
+    if calls.is_empty() {
         return Ok(None);
     }
-    let list = rows
+    let list = calls
         .iter()
-        .map(|r| {
-            Ok(json!({
-                "model": r.try_get::<String, _>("model_name")?,
-                "version": r.try_get::<i64, _>("model_version")?,
-                "predicted": r.try_get::<String, _>("predicted")?,
-            }))
-        })
-        .collect::<DatasetResult<Vec<_>>>()?;
+        .map(|c| json!({ "model": c.model, "version": c.version, "predicted": c.predicted }))
+        .collect();
     Ok(Some(serde_json::Value::Array(list).to_string()))
 }
 
-async fn case_facts(research: &Research, case_id: &str) -> DatasetResult<CaseFacts> {
-    let row = sqlx::query(
-        "SELECT spoke_id, patient_hash, age_band, sex, organ, taxonomy, final_code, status, \
-         report_version, closed_at FROM cases WHERE id = $1",
-    )
-    .bind(case_id)
-    .fetch_optional(research.platform.db.pool())
-    .await?
-    .ok_or_else(|| DatasetError::NotFound(format!("case {case_id}")))?;
-    Ok(CaseFacts {
-        spoke_id: row.try_get("spoke_id")?,
-        patient_hash: row.try_get("patient_hash")?,
-        age_band: row.try_get("age_band")?,
-        sex: row.try_get("sex")?,
-        organ: row.try_get("organ")?,
-        taxonomy: row.try_get("taxonomy")?,
-        final_code: row
-            .try_get::<Option<String>, _>("final_code")?
-            .unwrap_or_default(),
-        status: row.try_get("status")?,
-        report_version: row.try_get("report_version")?,
-        closed_at: row
-            .try_get::<Option<i64>, _>("closed_at")?
-            .unwrap_or_else(now),
-    })
-}
-
 async fn opted_out(research: &Research, case: &CaseFacts) -> DatasetResult<bool> {
-    Ok(
-        sqlx::query("SELECT 1 FROM opt_outs WHERE hospital_id = $1 AND patient_hash = $2")
-            .bind(&case.spoke_id)
-            .bind(&case.patient_hash)
-            .fetch_optional(research.platform.db.pool())
-            .await?
-            .is_some(),
-    )
+    let mut conn = research.platform.db.pool().acquire().await?;
+    Ok(consent::is_opted_out(&mut conn, &case.spoke_id, &case.patient_hash).await?)
 }
 
 /// Labelled annotations of the slide in the case, as research regions.
 async fn regions(research: &Research, case_id: &str, slide_id: &str) -> DatasetResult<Vec<Region>> {
-    let rows = sqlx::query(
-        "SELECT kind, geometry, label_code FROM annotations WHERE case_id = $1 AND slide_id = $2 \
-         AND label_code IS NOT NULL AND kind <> 'text' ORDER BY created_at, id",
-    )
-    .bind(case_id)
-    .bind(slide_id)
-    .fetch_all(research.platform.db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let geometry: String = row.try_get("geometry")?;
-            Ok(Region {
-                label: row.try_get("label_code")?,
-                kind: row.try_get("kind")?,
-                geometry: serde_json::from_str(&geometry).unwrap_or(Value::Null),
+    Ok(
+        curation::labelled_regions(&research.platform.db, case_id, slide_id)
+            .await?
+            .into_iter()
+            .map(|r| Region {
+                label: r.label,
+                kind: r.kind,
+                geometry: r.geometry,
             })
-        })
-        .collect()
+            .collect(),
+    )
 }
 
 /// The calendar year (UTC) of a Unix time: coarse enough for small-cell checks.
@@ -352,16 +287,12 @@ pub fn year_of(unix: i64) -> i64 {
     yoe + era * 400 + i64::from(month <= 2)
 }
 
-#[derive(Debug, Deserialize)]
-struct ForgetPayload {
-    hospital_id: String,
-    patient_hash: String,
-}
-
 /// Runs one `forget-patient` job.
-pub async fn run_forget(research: Research, job: RunningJob) -> Result<Value, JobFailure> {
-    let payload: ForgetPayload = serde_json::from_value(job.job.payload.clone())
-        .map_err(|e| JobFailure::permanent(format!("bad forget payload: {e}")))?;
+pub async fn run_forget(
+    research: Research,
+    payload: ForgetPatientPayload,
+    _job: RunningJob,
+) -> Result<Value, JobFailure> {
     let patient = research
         .pseudonyms
         .patient(&payload.hospital_id, &payload.patient_hash);
@@ -456,14 +387,14 @@ pub struct Recuration {
 /// earlier key made), tombstoned as "retired". Running it twice changes nothing more.
 pub async fn recurate(research: &Research, retire_stale: bool) -> DatasetResult<Recuration> {
     let db = research.platform.db.pool();
-    let rows = sqlx::query(
-        "SELECT c.id AS case_id, c.report_version, cs.slide_id, o.recorded_at AS opted_out_at \
-         FROM cases c JOIN case_slides cs ON cs.case_id = c.id \
-         LEFT JOIN opt_outs o ON o.hospital_id = c.spoke_id AND o.patient_hash = c.patient_hash \
-         WHERE c.status = 'signed_out' ORDER BY c.closed_at, c.id, cs.position",
-    )
-    .fetch_all(db)
-    .await?;
+    let signed_out = curation::signed_out_slides(&research.platform.db).await?;
+    // Read after the slides, so an opt-out recorded by then is honoured; one recorded later
+    // is caught by the curate job's own checks.
+    let refusals: HashSet<(String, String)> = consent::all(&research.platform.db)
+        .await?
+        .into_iter()
+        .map(|o| (o.hospital_id, o.patient_hash))
+        .collect();
     // What exists already, read once rather than per slide.
     let known: HashSet<String> = sqlx::query("SELECT id FROM research_slides")
         .fetch_all(db)
@@ -471,25 +402,20 @@ pub async fn recurate(research: &Research, retire_stale: bool) -> DatasetResult<
         .iter()
         .map(|row| row.try_get("id"))
         .collect::<Result<_, _>>()?;
-    let mut waiting: HashSet<String> = HashSet::new();
-    for row in
-        sqlx::query("SELECT payload FROM jobs WHERE kind = $1 AND status IN ('queued', 'running')")
-            .bind(CURATE_JOB)
-            .fetch_all(db)
-            .await?
-    {
-        let payload: String = row.try_get("payload")?;
-        if let Ok(p) = serde_json::from_str::<CuratePayload>(&payload) {
-            waiting.insert(p.slide_id);
-        }
-    }
+    let waiting: HashSet<String> = research
+        .jobs
+        .active_payloads::<Curate>()
+        .await?
+        .into_iter()
+        .map(|p| p.slide_id)
+        .collect();
     let mut done = Recuration::default();
     let mut current = HashSet::new();
-    for row in &rows {
-        let slide: String = row.try_get("slide_id")?;
+    for row in signed_out {
+        let slide = row.slide_id;
         let id = research.pseudonyms.slide(&slide);
         current.insert(id.clone());
-        if row.try_get::<Option<i64>, _>("opted_out_at")?.is_some() {
+        if refusals.contains(&(row.spoke_id, row.patient_hash)) {
             done.opted_out += 1;
         } else if known.contains(&id) {
             done.present += 1;
@@ -498,14 +424,16 @@ pub async fn recurate(research: &Research, retire_stale: bool) -> DatasetResult<
         } else {
             // No dedupe key: a finished job that left no research slide (it failed, or ran
             // under another key) must not stop this one.
-            let (case_id, version): (String, i64) =
-                (row.try_get("case_id")?, row.try_get("report_version")?);
             research
                 .jobs
-                .enqueue(pathfed_core::jobs::NewJob::new(
-                    CURATE_JOB,
-                    json!({ "case_id": case_id, "slide_id": slide, "report_version": version }),
-                ))
+                .enqueue(
+                    NewJob::of::<Curate>(&CuratePayload {
+                        case_id: row.case_id,
+                        slide_id: slide,
+                        report_version: row.report_version,
+                    })
+                    .always(),
+                )
                 .await?;
             done.enqueued += 1;
         }

@@ -46,6 +46,16 @@ impl DatasetError {
     }
 }
 
+impl pathfed_core::worker::Transient for DatasetError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Io { .. } => true,
+            Self::Core(core) => core.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for DatasetError {
     fn from(e: sqlx::Error) -> Self {
         Self::Core(CoreError::Database(e))
@@ -62,9 +72,7 @@ impl From<DatasetError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             DatasetError::Slide(e) => ApiError::bad_request("unreadable_slide", e.to_string()),
-            DatasetError::Io { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string())
-            }
+            DatasetError::Io { .. } => ApiError::internal(e),
             DatasetError::Core(core) => core.into(),
         }
     }

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write as _};
 
 use pathfed_core::cache::SlideFile;
+use pathfed_core::jobs::kinds::ExtractPayload;
 use pathfed_core::store::{self, get_bytes, put_bytes};
 use pathfed_core::worker::{JobFailure, RunningJob};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -25,16 +25,8 @@ use crate::patches::{
 };
 use crate::versions::{building_params, fail, finish, opted_out_patients, select};
 
-/// Job kind of a dataset version's patch extraction.
-pub const EXTRACT_JOB: &str = "extract";
 /// Selections re-run while slides keep arriving, before the job gives up for a later retry.
 const MAX_ROUNDS: usize = 4;
-
-#[derive(Debug, Deserialize)]
-struct ExtractPayload {
-    dataset: String,
-    version: i64,
-}
 
 /// What the manifest keeps of one slide's shard.
 struct Extracted {
@@ -44,16 +36,15 @@ struct Extracted {
 }
 
 /// Runs one `extract` job.
-pub async fn run_extract(research: Research, job: RunningJob) -> Result<Value, JobFailure> {
-    let payload: ExtractPayload = serde_json::from_value(job.job.payload.clone())
-        .map_err(|e| JobFailure::permanent(format!("bad extract payload: {e}")))?;
+pub async fn run_extract(
+    research: Research,
+    payload: ExtractPayload,
+    job: RunningJob,
+) -> Result<Value, JobFailure> {
     let (name, version) = (payload.dataset.as_str(), payload.version);
     let outcome = match build(&research, &job, name, version).await {
         Ok(result) => result,
-        Err(e) => Err(match e {
-            DatasetError::Core(_) | DatasetError::Io { .. } => JobFailure::retryable(e.to_string()),
-            other => JobFailure::permanent(other.to_string()),
-        }),
+        Err(e) => Err(JobFailure::from_error(&e)),
     };
     if let Err(stop) = &outcome
         && !stop.retryable

@@ -16,7 +16,7 @@ use crate::error::{DatasetError, DatasetResult};
 use crate::patches::ExtractParams;
 
 /// What a dataset version asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionParams {
     /// Only slides of this organ (`None`: every organ).
@@ -26,9 +26,11 @@ pub struct VersionParams {
     pub labels: String,
     /// Seed of the patient shuffle.
     #[serde(default = "default_seed")]
+    #[schema(default = default_seed)]
     pub seed: u64,
     /// Fractions of patients in (train, validation, test), per stratum.
     #[serde(default = "default_fractions")]
+    #[schema(default = default_fractions)]
     pub fractions: [f64; 3],
     /// Smallest published group over the quasi-identifiers (defaults to the configured one).
     #[serde(default)]
@@ -289,15 +291,17 @@ pub fn count(entries: &[Entry]) -> BTreeMap<String, BTreeMap<String, u64>> {
 }
 
 /// What changed between two versions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Diff {
     /// Slides only in the newer version.
     pub added: Vec<String>,
     /// Slides only in the older version.
     pub removed: Vec<String>,
-    /// Slides whose label changed: (id, old, new).
+    /// Slides whose label changed: `[id, old, new]`.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub relabelled: Vec<(String, String, String)>,
-    /// Slides whose split changed: (id, old, new).
+    /// Slides whose split changed: `[id, old, new]`.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub moved: Vec<(String, String, String)>,
     /// Whether the parameters differ.
     pub params_changed: bool,

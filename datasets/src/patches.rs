@@ -29,18 +29,25 @@ pub const SHARD_FORMAT: u32 = 1;
 const CHUNK: usize = 128;
 
 /// Every parameter of an extraction; fields left out of JSON take their defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Each field names its schema default: under `#[serde(default)]` utoipa would otherwise generate
+// an `unwrap()` per field (the workspace denies those).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExtractParams {
     /// How tissue is found.
+    #[schema(default = TissueParams::default)]
     pub tissue: TissueParams,
     /// Patch size, resolution and the tissue/pen thresholds.
+    #[schema(default = GridParams::default)]
     pub grid: GridParams,
     /// JPEG quality of patches that are re-encoded.
+    #[schema(default = 90)]
     pub jpeg_quality: u8,
     /// Variance of the Laplacian (grey levels²) below which a patch counts as blurred.
+    #[schema(default = 50.0)]
     pub blur_threshold: f64,
     /// Label patches inside an annotated region with the region's label.
+    #[schema(default = true)]
     pub region_labels: bool,
 }
 

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::accounts::{self, Principal, Role};
+use pathfed_core::contracts::consent;
 use pathfed_core::db::now;
+use pathfed_core::jobs::kinds::{Extract, ExtractPayload};
 use pathfed_core::jobs::{JobStatus, NewJob};
+use pathfed_core::names::{check_versioned_name, parse_versioned_reference};
 use pathfed_core::store::{get_bytes, put_bytes};
 use serde::Serialize;
 use serde_json::json;
@@ -14,11 +17,10 @@ use sqlx::Row;
 use crate::Research;
 use crate::deid::DeidOptions;
 use crate::error::{DatasetError, DatasetResult};
-use crate::extract::EXTRACT_JOB;
 use crate::manifest::{self, Candidate, Content, Manifest, Quasi, VersionParams};
 
 /// A version as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VersionSummary {
     /// Dataset name.
     pub dataset: String,
@@ -27,6 +29,7 @@ pub struct VersionSummary {
     /// Content hash.
     pub content_hash: Option<String>,
     /// Slides per split and label.
+    #[schema(value_type = Object)]
     pub counts: serde_json::Value,
     /// Who built it.
     pub created_by: String,
@@ -45,41 +48,6 @@ pub fn require_researcher(user: &Principal) -> DatasetResult<()> {
     }
 }
 
-/// Checks the name of a versioned thing (`kind`: "dataset", "model"): 1–64 of `[a-z0-9._-]`,
-/// starting with a letter or digit; the message says what is wrong.
-pub fn check_versioned_name(kind: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{kind} name {name:?}: 1–64 lowercase letters, digits, '.', '_' or '-'"
-        ))
-    }
-}
-
-/// Parses `name@N` of a versioned thing (`kind` as for [`check_versioned_name`]).
-pub fn parse_versioned_reference(kind: &str, reference: &str) -> Result<(String, i64), String> {
-    let (name, version) = reference
-        .split_once('@')
-        .ok_or_else(|| format!("{reference:?}: expected NAME@VERSION"))?;
-    let version = version
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| format!("{reference:?}: version must be 1, 2, ..."))?;
-    check_versioned_name(kind, name)?;
-    Ok((name.to_string(), version))
-}
-
 /// Checks a dataset name.
 pub fn check_name(name: &str) -> DatasetResult<()> {
     check_versioned_name("dataset", name).map_err(DatasetError::Invalid)
@@ -95,7 +63,7 @@ fn manifest_key(name: &str, version: i64) -> String {
 }
 
 /// Where a version stands: `building` (its extraction job runs), `published` or `failed`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VersionState {
     /// Dataset name.
     pub dataset: String,
@@ -136,9 +104,11 @@ pub async fn create(
     let job = research
         .jobs
         .enqueue(
-            NewJob::new(EXTRACT_JOB, json!({ "dataset": name, "version": version }))
-                .dedupe(format!("extract:{name}:{version}"))
-                .by(&user.id),
+            NewJob::of::<Extract>(&ExtractPayload {
+                dataset: name.to_string(),
+                version,
+            })
+            .by(&user.id),
         )
         .await?;
     sqlx::query("UPDATE dataset_versions SET job_id = $1 WHERE name = $2 AND version = $3")
@@ -231,8 +201,9 @@ pub async fn select(research: &Research, params: &VersionParams) -> DatasetResul
     })
 }
 
-/// Takes the next version number of `name` (creating the dataset on first use) as `building`.
-async fn reserve(
+/// Takes the next version number of `name` (creating the dataset on first use) as `building`;
+/// [`finish`] publishes it.
+pub async fn reserve(
     research: &Research,
     user: &Principal,
     name: &str,
@@ -413,44 +384,46 @@ pub async fn cancel(
 
 /// Research patient ids of everyone who opted out, recomputed from the clinical records.
 pub async fn opted_out_patients(research: &Research) -> DatasetResult<BTreeSet<String>> {
-    let rows = sqlx::query("SELECT hospital_id, patient_hash FROM opt_outs")
-        .fetch_all(research.platform.db.pool())
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(research.pseudonyms.patient(
-                &r.try_get::<String, _>("hospital_id")?,
-                &r.try_get::<String, _>("patient_hash")?,
-            ))
-        })
-        .collect()
+    Ok(consent::all(&research.platform.db)
+        .await?
+        .iter()
+        .map(|o| research.pseudonyms.patient(&o.hospital_id, &o.patient_hash))
+        .collect())
 }
 
 /// Published versions, newest first.
 pub async fn list(research: &Research, user: &Principal) -> DatasetResult<Vec<VersionSummary>> {
     require_researcher(user)?;
     let rows = sqlx::query(
-        "SELECT v.name, v.version, v.content_hash, v.summary, u.username, v.created_at \
-         FROM dataset_versions v JOIN users u ON u.id = v.created_by \
-         WHERE v.status = 'published' ORDER BY v.name, v.version DESC",
+        "SELECT name, version, content_hash, summary, created_by, created_at \
+         FROM dataset_versions WHERE status = 'published' ORDER BY name, version DESC",
     )
     .fetch_all(research.platform.db.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            let summary: Option<String> = r.try_get("summary")?;
-            Ok(VersionSummary {
-                dataset: r.try_get("name")?,
-                version: r.try_get("version")?,
-                content_hash: r.try_get("content_hash")?,
-                counts: summary
-                    .and_then(|s| serde_json::from_str(&s).ok())
-                    .unwrap_or(serde_json::Value::Null),
-                created_by: r.try_get("username")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    let creators: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get("created_by"))
+        .collect::<Result<_, _>>()?;
+    let names = accounts::user_names(&research.platform.db, &creators).await?;
+    let mut listed = Vec::with_capacity(rows.len());
+    for r in &rows {
+        // Left out without a known creator, as a join with `users` would leave it out.
+        let Some(created_by) = names.get(&r.try_get::<String, _>("created_by")?) else {
+            continue;
+        };
+        let summary: Option<String> = r.try_get("summary")?;
+        listed.push(VersionSummary {
+            dataset: r.try_get("name")?,
+            version: r.try_get("version")?,
+            content_hash: r.try_get("content_hash")?,
+            counts: summary
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(serde_json::Value::Null),
+            created_by: created_by.clone(),
+            created_at: r.try_get("created_at")?,
+        });
+    }
+    Ok(listed)
 }
 
 /// The manifest of a published version.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use pathfed_datasets::deid::{DeidOptions, PixelPath, deidentify_file, reencode};
 use pathfed_slide::openslide::OpenSlideReader;
-use pathfed_slide::synth::{SynthCompression, SynthFormat, SynthSpec, generate};
 use pathfed_slide::{SlideLimits, SlideReader};
+use pathfed_synth::{SynthCompression, SynthFormat, SynthSpec, generate};
 
 const CANARY: &str = "CANARY";
 

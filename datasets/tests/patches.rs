@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use pathfed_datasets::curate::Region;
 use pathfed_datasets::patches::{ExtractParams, ShardIndex, SlideLabels, extract_slide};
 use pathfed_slide::SlideLimits;
-use pathfed_slide::synth::{
-    SynthCompression, SynthFormat, SynthSpec, TissueClass, TissueField, generate,
-};
+use pathfed_synth::{SynthCompression, SynthFormat, SynthSpec, TissueClass, TissueField, generate};
 use serde_json::json;
 
 fn spec(mpp: f64, seed: u64) -> SynthSpec {

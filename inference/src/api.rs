@@ -4,27 +4,26 @@
 //! nothing of any patient or case, so any signed-in user may read them. Slide-level results are
 //! clinical data and are served with the slide API, under the slide's own access rules.
 
-use axum::Router;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use pathfed_core::Platform;
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated};
-use pathfed_training::registry;
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
+use pathfed_core::routes::{Routes, get};
+use pathfed_models::registry;
 use serde_json::json;
 
 use crate::concordance::concordance;
 use crate::error::InferError;
 
 /// The model-card routes.
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> Routes<S>
 where
     S: Clone + Send + Sync + 'static,
     Platform: FromRef<S>,
 {
-    Router::new()
+    Routes::new()
         .route("/api/v1/models/{name}/versions/{version}/card", get(card))
         .route(
             "/api/v1/models/{name}/versions/{version}/card/roc.png",
@@ -32,6 +31,32 @@ where
         )
 }
 
+/// The model-card API's OpenAPI description, merged into `/openapi.json` by the server.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(card, roc),
+    tags((name = "inference", description = "Model cards for everyone who meets a model's \
+        output (slide-level AI results are under the slide API, tag `ai`)"))
+)]
+pub struct Api;
+
+/// The model card for any signed-in user (pathologists follow the AI panel here): card, headline metrics, concordance with the pathologists' final diagnoses
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/versions/{version}/card",
+    tag = "inference",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+    ),
+    responses(
+        (status = 200, description = "`{\"model\", \"card\", \"concordance\"}`", body = Object),
+        (status = 400, description = "a bad path parameter", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 404, description = "no such model version", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn card(
     State(platform): State<Platform>,
     Authenticated(user): Authenticated,
@@ -80,6 +105,23 @@ async fn card(
     .into_response())
 }
 
+/// The model's ROC plot on its test split
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/versions/{version}/card/roc.png",
+    tag = "inference",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+    ),
+    responses(
+        (status = 200, description = "PNG", content_type = "image/png"),
+        (status = 400, description = "a bad path parameter", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 404, description = "no such model version", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn roc(
     State(platform): State<Platform>,
     Authenticated(_user): Authenticated,

@@ -2,14 +2,15 @@
 //! whose slides have AI results records, per slide and model version, the model's call next
 //! to the final diagnosis (table `ai_feedback`, written by consultation). Here those rows
 //! become the concordance shown on the model's card: aggregate counts only, no case or
-//! patient, so researchers may read it.
+//! patient, so researchers may read it. The rows are read through
+//! `pathfed_core::contracts::ai_feedback`.
 
 use std::collections::BTreeMap;
 
 use pathfed_core::Platform;
-use pathfed_training::metrics::Interval;
+use pathfed_core::contracts::ai_feedback;
+use pathfed_models::metrics::Interval;
 use serde::Serialize;
-use sqlx::Row as _;
 
 use crate::error::InferResult;
 
@@ -75,14 +76,7 @@ pub async fn concordance(
     model: &str,
     version: i64,
 ) -> InferResult<Concordance> {
-    let rows = sqlx::query(
-        "SELECT ai_positive, final_code, final_positive, agree FROM ai_feedback \
-         WHERE model_name = $1 AND model_version = $2",
-    )
-    .bind(model)
-    .bind(version)
-    .fetch_all(platform.db.pool())
-    .await?;
+    let rows = ai_feedback::for_model(&platform.db, model, version).await?;
     let mut c = Concordance {
         model: model.to_string(),
         version,
@@ -99,27 +93,23 @@ pub async fn concordance(
         specificity: None,
         by_final_diagnosis: BTreeMap::new(),
     };
-    for row in &rows {
-        let ai: i64 = row.try_get("ai_positive")?;
-        let final_positive: i64 = row.try_get("final_positive")?;
-        let agree: Option<i64> = row.try_get("agree")?;
-        let code: String = row.try_get("final_code")?;
-        let entry = c.by_final_diagnosis.entry(code).or_insert((0, 0));
+    for row in rows {
+        let entry = c.by_final_diagnosis.entry(row.final_code).or_insert((0, 0));
         entry.0 += 1;
-        if let Some(agree) = agree {
+        if let Some(agree) = row.agree {
             c.comparable += 1;
-            entry.1 += agree;
-            if agree == 1 {
+            entry.1 += i64::from(agree);
+            if agree {
                 c.agreements += 1;
             } else {
                 c.discordant += 1;
             }
         }
         // A diagnosis the model cannot name (non-diagnostic, say) is no negative either.
-        if agree.is_none() {
+        if row.agree.is_none() {
             continue;
         }
-        match (ai != 0, final_positive != 0) {
+        match (row.ai_positive, row.final_positive) {
             (true, true) => c.tp += 1,
             (true, false) => c.fp += 1,
             (false, true) => c.fn_ += 1,

@@ -3,8 +3,8 @@
 use axum::http::StatusCode;
 use pathfed_core::CoreError;
 use pathfed_core::http::ApiError;
+use pathfed_models::ModelError;
 use pathfed_slide::SlideError;
-use pathfed_training::error::TrainError;
 
 /// A refused or failed inference operation.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum InferError {
     Slide(#[from] SlideError),
     /// The model could not be loaded or run.
     #[error("the model: {0}")]
-    Model(#[from] TrainError),
+    Model(#[from] ModelError),
     /// Stopped on request.
     #[error("cancelled")]
     Cancelled,
@@ -56,29 +56,18 @@ impl InferError {
             source,
         }
     }
-
-    /// Whether another attempt may succeed: the store, the database or a file system failing
-    /// underneath, not the slide or the model being wrong.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Io { .. } => true,
-            Self::Core(core) | Self::Model(TrainError::Core(core)) => core_is_transient(core),
-            _ => false,
-        }
-    }
 }
 
-fn core_is_transient(core: &CoreError) -> bool {
-    match core {
-        CoreError::Store(object_store::Error::NotFound { .. }) => false,
-        CoreError::Database(_)
-        | CoreError::Migrate(_)
-        | CoreError::Store(_)
-        | CoreError::Io { .. } => true,
-        CoreError::Conflict(_)
-        | CoreError::NotFound(_)
-        | CoreError::Invalid(_)
-        | CoreError::Integrity(_) => false,
+impl pathfed_core::worker::Transient for InferError {
+    /// The store, the database or a file system failing underneath, not the slide or the model
+    /// being wrong.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Io { .. } => true,
+            Self::Core(core) => core.is_transient(),
+            Self::Model(model) => pathfed_core::worker::Transient::is_transient(model),
+            _ => false,
+        }
     }
 }
 
@@ -100,9 +89,7 @@ impl From<InferError> for ApiError {
             InferError::Slide(_) => ApiError::bad_request("unreadable_slide", e.to_string()),
             InferError::Model(t) => t.into(),
             InferError::Cancelled => ApiError::new(StatusCode::CONFLICT, "cancelled", "cancelled"),
-            InferError::Io { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string())
-            }
+            InferError::Io { .. } => ApiError::internal(e),
             InferError::Core(core) => core.into(),
         }
     }

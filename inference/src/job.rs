@@ -9,43 +9,20 @@
 
 use burn::prelude::Device;
 use pathfed_core::Platform;
-use pathfed_core::cache::SlideFile;
+use pathfed_core::contracts::slides;
+use pathfed_core::jobs::kinds::{Infer, JobKind as _};
 use pathfed_core::jobs::{Job, Jobs, NewJob};
 use pathfed_core::worker::{JobFailure, RunningJob};
-use pathfed_training::registry::{self, ModelFiles};
-use serde::{Deserialize, Serialize};
+use pathfed_models::registry::{self, ModelFiles};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use sqlx::Row as _;
 
 use crate::Inference;
 use crate::error::{InferError, InferResult};
 use crate::pipeline::{PatchModel, RunOptions, predict_slide};
 use crate::results::{self, InferenceResult, ModelRef};
 
-/// The job kind.
-pub const INFER_JOB: &str = "infer";
-
-/// What an `infer` job runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InferPayload {
-    /// The clinical slide.
-    pub slide_id: String,
-    /// Model name.
-    pub model: String,
-    /// Model version.
-    pub version: i64,
-}
-
-/// Dedupe keys of a slide's jobs start with this, so its jobs can be listed.
-pub fn key_prefix(slide_id: &str) -> String {
-    format!("infer:{slide_id}:")
-}
-
-/// The automatic run of `model@version` on a slide: at most one per slide and version.
-pub fn automatic_key(slide_id: &str, model: &str, version: i64) -> String {
-    format!("{}{model}@{version}", key_prefix(slide_id))
-}
+pub use pathfed_core::jobs::kinds::InferPayload;
 
 /// Queues a run asked for by a user: a fresh job, even if one ran before, unless one of the
 /// same model version on the slide is queued or running, which is then the answer. So one
@@ -60,13 +37,8 @@ pub async fn request(jobs: &Jobs, payload: &InferPayload, user_id: &str) -> Infe
     if let Some(job) = active {
         return Ok(job);
     }
-    let key = format!(
-        "{}:{}",
-        automatic_key(&payload.slide_id, &payload.model, payload.version),
-        pathfed_core::db::new_id()
-    );
-    let job = NewJob::new(INFER_JOB, json!(payload))
-        .dedupe(key)
+    let job = NewJob::of::<Infer>(payload)
+        .repeat(&pathfed_core::db::new_id())
         .by(user_id);
     Ok(jobs.enqueue(job).await?)
 }
@@ -74,7 +46,7 @@ pub async fn request(jobs: &Jobs, payload: &InferPayload, user_id: &str) -> Infe
 /// A slide's `infer` jobs, newest first.
 pub async fn jobs_for_slide(jobs: &Jobs, slide_id: &str) -> InferResult<Vec<Job>> {
     Ok(jobs
-        .list_by_key_prefix(INFER_JOB, &key_prefix(slide_id), 50)
+        .list_by_key_prefix(Infer::NAME, &Infer::slide_key_prefix(slide_id), 50)
         .await?)
 }
 
@@ -102,17 +74,18 @@ pub async fn forget_slide(platform: &Platform, slide_id: &str) -> InferResult<()
 }
 
 /// Runs one `infer` job.
-pub async fn run_infer(inference: Inference, job: RunningJob) -> Result<Value, JobFailure> {
-    let payload: InferPayload = serde_json::from_value(job.job.payload.clone())
-        .map_err(|e| JobFailure::permanent(format!("bad infer payload: {e}")))?;
+pub async fn run_infer(
+    inference: Inference,
+    payload: InferPayload,
+    job: RunningJob,
+) -> Result<Value, JobFailure> {
     match infer(&inference, &job, &payload).await {
         Ok(done) => Ok(done),
         Err(InferError::Cancelled) => Err(job
             .check_cancel()
             .err()
             .unwrap_or_else(|| JobFailure::permanent("stopped"))),
-        Err(e) if e.is_transient() => Err(JobFailure::retryable(e.to_string())),
-        Err(e) => Err(JobFailure::permanent(e.to_string())),
+        Err(e) => Err(JobFailure::from_error(&e)),
     }
 }
 
@@ -123,10 +96,10 @@ async fn infer(
 ) -> InferResult<Value> {
     let platform = &inference.platform;
     let _ = job.progress(0.0, "loading the model");
-    let device = pathfed_training::device::open(&inference.device)?;
+    let device = pathfed_models::device::open(&inference.device)?;
     let record = match registry::get(platform, &payload.model, payload.version).await {
         Ok(record) => record,
-        Err(pathfed_training::error::TrainError::NotFound(_)) => {
+        Err(pathfed_models::ModelError::NotFound(_)) => {
             return Err(InferError::NotFound(format!(
                 "model {}@{}",
                 payload.model, payload.version
@@ -150,12 +123,14 @@ async fn infer(
     let model_ref = model_ref(&loaded.record, &model);
 
     let _ = job.progress(0.02, "fetching the slide");
-    let (files, main_file) = slide_files(platform, &payload.slide_id).await?;
+    let slide = slides::files(&platform.db, &payload.slide_id)
+        .await?
+        .ok_or_else(|| InferError::NotFound(format!("slide {}", payload.slide_id)))?;
     let cached = platform
         .cache
-        .get(&payload.slide_id, &files, &platform.store)
+        .get(&payload.slide_id, &slide.files, &platform.store)
         .await?;
-    let path = cached.dir.join(&main_file);
+    let path = cached.dir.join(&slide.main_file);
     job.check_cancel().map_err(|_| InferError::Cancelled)?;
 
     let limits = platform.config.slide.clone();
@@ -221,15 +196,4 @@ pub fn local_model(dir: &std::path::Path, device: Device) -> InferResult<(PatchM
         .unwrap_or_else(|| "local".into());
     let model_ref = ModelRef::new(&name, 0, &weights_sha256, &model.config);
     Ok((model, model_ref))
-}
-
-async fn slide_files(platform: &Platform, slide_id: &str) -> InferResult<(Vec<SlideFile>, String)> {
-    let row = sqlx::query("SELECT files, main_file FROM slides WHERE id = $1")
-        .bind(slide_id)
-        .fetch_optional(platform.db.pool())
-        .await?
-        .ok_or_else(|| InferError::NotFound(format!("slide {slide_id}")))?;
-    let files: Vec<SlideFile> = serde_json::from_str(&row.try_get::<String, _>("files")?)
-        .map_err(|e| InferError::Invalid(format!("slide file list: {e}")))?;
-    Ok((files, row.try_get("main_file")?))
 }

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::prelude::*;
+use pathfed_models::aggregate::{Aggregation, Aggregator};
+use pathfed_models::mil::MAX_BAG;
+use pathfed_models::model::{MEAN, ResNet, STD};
+use pathfed_models::registry::{InferenceConfig, ModelFiles};
 use pathfed_slide::SlideReader;
 use pathfed_slide::resize::{Rect, read_scaled};
 use pathfed_slide::tissue::{self, Grid, GridCell, GridParams, TissueParams};
-use pathfed_training::mil::MAX_BAG;
-use pathfed_training::model::{MEAN, ResNet, STD};
-use pathfed_training::registry::{InferenceConfig, ModelFiles};
-use pathfed_training::run::{Aggregation, Aggregator};
 
 use crate::error::{InferError, InferResult};
 use crate::heatmap::ScoreMap;

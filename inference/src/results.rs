@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use pathfed_core::Platform;
+use pathfed_core::contracts::slides;
 use pathfed_core::db::now;
 use pathfed_core::store::{delete_prefix, get_bytes, put_bytes};
-use pathfed_training::registry::InferenceConfig;
+use pathfed_models::registry::InferenceConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
@@ -228,11 +229,15 @@ pub async fn store(platform: &Platform, result: &InferenceResult) -> InferResult
         .map_err(|e| InferError::Invalid(format!("serialising the result: {e}")))?;
     let sha256 = hex::encode(Sha256::digest(&json));
     put_bytes(&platform.store, &format!("{base}result.json"), json).await?;
-    let listed = sqlx::query(
+    // The slide's existence is read after the insert, in its transaction: on SQLite the
+    // insert's write lock keeps the slide's deletion from committing in between (on
+    // PostgreSQL the window is the commit itself, as it was for the statement's own guard),
+    // and a result for a deleted slide is rolled back instead of listed.
+    let mut tx = platform.db.pool().begin().await?;
+    sqlx::query(
         "INSERT INTO inference_results (slide_id, model_name, model_version, job_id, score, \
          predicted, positive, threshold, classes, patches, result_sha256, created_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
-         WHERE EXISTS (SELECT 1 FROM slides WHERE id = $1) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (slide_id, model_name, model_version) DO UPDATE SET \
          job_id = excluded.job_id, score = excluded.score, predicted = excluded.predicted, \
          positive = excluded.positive, threshold = excluded.threshold, \
@@ -251,9 +256,12 @@ pub async fn store(platform: &Platform, result: &InferenceResult) -> InferResult
     .bind(result.patches as i64)
     .bind(&sha256)
     .bind(result.created_at)
-    .execute(platform.db.pool())
+    .execute(&mut *tx)
     .await?;
-    if listed.rows_affected() == 0 {
+    if slides::exists_in(&mut tx, &result.slide_id).await? {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
         delete_prefix(&platform.store, &slide_prefix(&result.slide_id)).await?;
         return Err(InferError::NotFound(format!("slide {}", result.slide_id)));
     }

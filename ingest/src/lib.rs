@@ -13,6 +13,7 @@ pub mod register;
 pub mod slides;
 pub mod tus;
 pub mod unzip;
+mod upload;
 pub mod validate;
 
 use std::collections::HashMap;

@@ -17,8 +17,8 @@ use pathfed_core::store::{adopt_file, delete_prefix, put_file};
 
 use crate::names::sanitise;
 use crate::slides::{self, Slide, slide_prefix, thumbnail_key};
-use crate::tus::UploadRow;
 use crate::unzip::{is_zip, main_file, unpack};
+use crate::upload::UploadRow;
 use crate::validate::validate_in_child;
 use crate::{Ingest, keyed_lock};
 use pathfed_core::digest::sha256_file;

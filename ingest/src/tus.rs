@@ -8,24 +8,24 @@
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine;
 use futures::StreamExt;
 use pathfed_core::Platform;
 use pathfed_core::accounts::{Principal, Role};
 use pathfed_core::audit::AuditEvent;
 use pathfed_core::db::{new_id, now};
-use pathfed_core::http::{ApiError, Authenticated};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
+use pathfed_core::routes::{Routes, head, post};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::names::check_filename;
 use crate::register::complete;
+pub use crate::upload::UploadRow;
 use crate::{Ingest, keyed_lock};
 
 /// The protocol version spoken.
@@ -38,48 +38,38 @@ pub const SLIDE_ID_HEADER: &str = "pathfed-slide-id";
 pub const CHECKSUM_MISMATCH: u16 = 460;
 
 /// The routes of the upload service.
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> Routes<S>
 where
     S: Clone + Send + Sync + 'static,
     Ingest: FromRef<S>,
     Platform: FromRef<S>,
 {
-    Router::new()
-        .route("/api/v1/uploads", post(create).options(options))
+    Routes::new()
+        .route("/api/v1/uploads", post(create).options(capabilities))
         .route(
             "/api/v1/uploads/{id}",
-            axum::routing::head(status)
+            head(status)
                 .patch(append)
                 .delete(terminate)
-                .options(options),
+                .options(upload_capabilities),
         )
-        .layer(axum::middleware::map_response(tus_headers))
+        .wrap(|routes| routes.layer(axum::middleware::map_response(tus_headers)))
 }
+
+/// The upload routes' OpenAPI description, merged into `/openapi.json` by the server.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(capabilities, create, upload_capabilities, status, append, terminate),
+    tags((name = "ingest", description = "Slide upload: the tus 1.0 resumable-upload protocol \
+        (core, creation, checksum with sha256, termination, expiration)"))
+)]
+pub struct Api;
 
 async fn tus_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// An upload in progress.
-#[derive(Debug, Clone)]
-pub struct UploadRow {
-    /// Id (also the staging file's name).
-    pub id: String,
-    /// Owner's hospital.
-    pub hospital_id: String,
-    /// Owner.
-    pub user_id: String,
-    /// Declared total length.
-    pub length: u64,
-    /// Name as uploaded.
-    pub filename: String,
-    /// Declared whole-file SHA-256 (hex).
-    pub sha256: String,
-    /// Unix seconds after which the upload is discarded.
-    pub expires_at: i64,
 }
 
 impl Ingest {
@@ -252,7 +242,23 @@ fn expires_header(at: i64) -> HeaderValue {
     HeaderValue::from_str(&httpdate::fmt_http_date(time)).unwrap_or(HeaderValue::from_static(""))
 }
 
-async fn options(State(ingest): State<Ingest>) -> Response {
+/// tus capabilities
+#[utoipa::path(
+    options,
+    path = "/api/v1/uploads",
+    tag = "ingest",
+    security(()),
+    responses(
+        (status = 204, description = "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm",
+            headers(
+                ("Tus-Version" = String, description = "1.0.0"),
+                ("Tus-Extension" = String, description = "creation,checksum,termination,expiration"),
+                ("Tus-Max-Size" = u64, description = "largest upload accepted, in bytes"),
+                ("Tus-Checksum-Algorithm" = String, description = "sha256"),
+            )),
+    )
+)]
+async fn capabilities(State(ingest): State<Ingest>) -> Response {
     let max = ingest.platform().config.ingest.max_upload_bytes;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -263,6 +269,42 @@ async fn options(State(ingest): State<Ingest>) -> Response {
     response
 }
 
+/// tus capabilities
+#[utoipa::path(
+    options,
+    path = "/api/v1/uploads/{id}",
+    tag = "ingest",
+    security(()),
+    params(("id" = String, Path, description = "upload id")),
+    responses((status = 204, description = "capabilities")),
+)]
+async fn upload_capabilities(state: State<Ingest>) -> Response {
+    capabilities(state).await
+}
+
+/// tus creation: Upload-Length and Upload-Metadata (filename, sha256)
+///
+/// Needs `Tus-Resumable: 1.0.0`. Upload-Metadata carries `filename` and `sha256` (the whole
+/// file's SHA-256 as hex), each base64-encoded as tus prescribes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/uploads",
+    tag = "ingest",
+    responses(
+        (status = 201, description = "Location of the upload",
+            headers(
+                ("Location" = String, description = "the upload's URL"),
+                ("Upload-Offset" = u64, description = "0"),
+                ("Upload-Expires" = String, description = "when the upload is discarded if unfinished"),
+            )),
+        (status = 400, description = "missing or bad Upload-Length or Upload-Metadata", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the role cannot upload slides", body = ErrorBody),
+        (status = 412, description = "Tus-Resumable is not 1.0.0", body = ErrorBody),
+        (status = 413, description = "larger than the configured limit", body = ErrorBody),
+        (status = 500, description = "server-side failure", body = ErrorBody),
+    )
+)]
 async fn create(
     State(ingest): State<Ingest>,
     Authenticated(user): Authenticated,
@@ -359,6 +401,25 @@ async fn staged_len(ingest: &Ingest, id: &str) -> Result<u64, ApiError> {
     }
 }
 
+/// tus offset of an upload
+#[utoipa::path(
+    head,
+    path = "/api/v1/uploads/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "upload id")),
+    responses(
+        (status = 200, description = "Upload-Offset, Upload-Length, Upload-Expires",
+            headers(
+                ("Upload-Offset" = u64, description = "bytes received so far"),
+                ("Upload-Length" = u64, description = "the declared length"),
+                ("Upload-Expires" = String, description = "when the upload is discarded if unfinished"),
+            )),
+        (status = 401, description = "not signed in (no body: HEAD)"),
+        (status = 404, description = "unknown, or another user's (no body: HEAD)"),
+        (status = 410, description = "expired (no body: HEAD)"),
+        (status = 412, description = "Tus-Resumable is not 1.0.0 (no body: HEAD)"),
+    )
+)]
 async fn status(
     State(ingest): State<Ingest>,
     Authenticated(user): Authenticated,
@@ -376,6 +437,21 @@ async fn status(
     Ok(response)
 }
 
+/// tus termination
+#[utoipa::path(
+    delete,
+    path = "/api/v1/uploads/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "upload id")),
+    responses(
+        (status = 204, description = "discarded"),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 404, description = "unknown, or another user's", body = ErrorBody),
+        (status = 410, description = "expired", body = ErrorBody),
+        (status = 412, description = "Tus-Resumable is not 1.0.0", body = ErrorBody),
+        (status = 423, description = "another request is writing to this upload", body = ErrorBody),
+    )
+)]
 async fn terminate(
     State(ingest): State<Ingest>,
     Authenticated(user): Authenticated,
@@ -423,6 +499,39 @@ fn parse_checksum(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
         })
 }
 
+/// tus chunk at Upload-Offset (optional Upload-Checksum: sha256); the last chunk registers the slide and answers Pathfed-Slide-Id
+///
+/// The body is `application/offset+octet-stream`. A chunk whose checksum fails (460) or that
+/// overruns the declared length is discarded whole. The last chunk runs registration (digest,
+/// unzip, validation, storage): a refused file (4xx) is discarded, a server-side failure (5xx)
+/// keeps the bytes so the client can repeat the last request.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/uploads/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "upload id")),
+    request_body(content_type = "application/offset+octet-stream",
+        description = "the bytes from Upload-Offset on"),
+    responses(
+        (status = 204, description = "accepted; Upload-Offset",
+            headers(
+                ("Upload-Offset" = u64, description = "bytes received so far"),
+                ("Pathfed-Slide-Id" = String, description = "the registered slide, after the last chunk"),
+            )),
+        (status = 400, description = "missing or bad Upload-Offset or Upload-Checksum", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 404, description = "unknown, or another user's", body = ErrorBody),
+        (status = 409, description = "Upload-Offset is not the server's offset", body = ErrorBody),
+        (status = 410, description = "expired", body = ErrorBody),
+        (status = 412, description = "Tus-Resumable is not 1.0.0", body = ErrorBody),
+        (status = 413, description = "more bytes than declared", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/offset+octet-stream", body = ErrorBody),
+        (status = 422, description = "the finished file is not a valid slide (or zip of one)", body = ErrorBody),
+        (status = 423, description = "another request is writing to this upload", body = ErrorBody),
+        (status = 460, description = "the chunk's Upload-Checksum does not match", body = ErrorBody),
+        (status = 500, description = "server-side failure; the bytes are kept", body = ErrorBody),
+    )
+)]
 async fn append(
     State(ingest): State<Ingest>,
     Authenticated(user): Authenticated,

@@ -3,8 +3,9 @@
 //! [`open`] looks at a file's bytes (never its name) and returns a [`SlideReader`]: the
 //! pure-Rust TIFF fast path for Aperio SVS and generic tiled TIFF, or OpenSlide for every other
 //! format. Every reader checks [`SlideLimits`] before decoding and reports typed
-//! [`SlideError`]s. On top of the readers sit Deep Zoom tiling ([`deepzoom`]), thumbnails
-//! ([`thumbnail`]) and a generator of synthetic test slides ([`synth`]).
+//! [`SlideError`]s. On top of the readers sit Deep Zoom tiling ([`deepzoom`]) and thumbnails
+//! ([`thumbnail`]). Synthetic test slides are the `pathfed-synth` crate, which writes through
+//! [`tiff::writer`] and [`jpeg`].
 
 pub mod deepzoom;
 pub mod error;
@@ -13,7 +14,6 @@ pub mod jpeg;
 pub mod openslide;
 pub mod reader;
 pub mod resize;
-pub mod synth;
 pub mod thumbnail;
 pub mod tiff;
 pub mod tissue;

@@ -17,14 +17,19 @@ use crate::reader::SlideReader;
 use crate::thumbnail::thumbnail;
 
 /// How the mask is made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Each field names its schema default: under `#[serde(default)]` utoipa would otherwise generate
+// an `unwrap()` per field (the workspace denies those).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TissueParams {
     /// Resolution of the mask in µm per pixel.
+    #[schema(default = 8.0)]
     pub mask_mpp: f64,
     /// Saturation (0–1) below which nothing is tissue, whatever Otsu says.
+    #[schema(default = 0.05)]
     pub min_saturation: f32,
     /// A fixed saturation threshold instead of Otsu's.
+    #[schema(default = json!(null))]
     pub fixed_threshold: Option<f32>,
 }
 
@@ -241,16 +246,22 @@ fn neighbourhood(mask: &Array2<bool>, keep: impl Fn(usize) -> bool) -> Array2<bo
 }
 
 /// How the patch grid is laid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Each field, as above, names its schema default: under `#[serde(default)]` utoipa would otherwise
+// generate an `unwrap()` per field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GridParams {
     /// Patch side in output pixels.
+    #[schema(default = 256)]
     pub patch_px: u32,
     /// Resolution of the patches in µm per pixel.
+    #[schema(default = 0.5)]
     pub patch_mpp: f64,
     /// Share of a patch that must be tissue.
+    #[schema(default = 0.5)]
     pub min_tissue: f64,
     /// Share of a patch above which pen ink rejects it.
+    #[schema(default = 0.05)]
     pub max_pen: f64,
 }
 

@@ -8,10 +8,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pathfed_slide::synth::{SynthFormat, SynthSpec};
 use pathfed_slide::tiff::file::tag;
 use pathfed_slide::tiff::writer::Value;
 use pathfed_slide::{SlideError, SlideLimits};
+use pathfed_synth::{SynthFormat, SynthSpec};
 
 /// Counts live and peak heap bytes so the test can bound what parsing a hostile file costs.
 struct Counting;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use image::imageops::{self, FilterType};
 use pathfed_core::config::TilesConfig;
 use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
-use pathfed_slide::synth::{SynthCompression, SynthSpec};
 use pathfed_slide::tiff::file::TiffFile;
 use pathfed_slide::tiff::image::TiffImage;
 use pathfed_slide::{SlideLimits, SlideReader};
+use pathfed_synth::{SynthCompression, SynthSpec};
 
 fn attr(xml: &str, name: &str) -> u64 {
     let start = xml.find(&format!("{name}=\"")).unwrap() + name.len() + 2;

@@ -3,11 +3,11 @@
 
 mod common;
 
-use pathfed_slide::synth::{SynthFormat, SynthSpec};
 use pathfed_slide::tiff::TiffKind;
 use pathfed_slide::tiff::file::tag;
 use pathfed_slide::tiff::writer::Value;
 use pathfed_slide::{Detected, SlideLimits, detect};
+use pathfed_synth::{SynthFormat, SynthSpec};
 
 #[test]
 fn content_decides_not_the_extension() {

@@ -8,9 +8,9 @@ mod common;
 use std::path::Path;
 
 use pathfed_slide::openslide::OpenSlideReader;
-use pathfed_slide::synth::{SynthCompression, SynthFormat, SynthSpec};
 use pathfed_slide::tiff::{DEFAULT_TILE_CACHE_BYTES, TiffSlide};
 use pathfed_slide::{SlideLimits, SlideReader};
+use pathfed_synth::{SynthCompression, SynthFormat, SynthSpec};
 
 fn both(path: &Path) -> (TiffSlide, OpenSlideReader) {
     let limits = SlideLimits::default();

@@ -5,7 +5,7 @@
 mod common;
 
 use pathfed_slide::SlideLimits;
-use pathfed_slide::synth::{SynthCompression, SynthFormat, SynthSpec, TissueClass};
+use pathfed_synth::{SynthCompression, SynthFormat, SynthSpec, TissueClass};
 
 #[test]
 fn svs_carries_the_given_metadata_label_and_macro() {

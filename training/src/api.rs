@@ -1,31 +1,30 @@
 //! The training API, for researchers: start, follow, cancel and resume runs; read the model
 //! registry (cards, metrics, plots, weights); deploy and retire models. Every call is audited.
 
-use axum::Router;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, JsonBody};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody};
+use pathfed_core::routes::{Routes, get, post};
 use pathfed_datasets::Research;
 use pathfed_datasets::versions::require_researcher;
-use serde::Deserialize;
+use pathfed_models::registry::{self, Deployment, ModelRecord};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{TrainError, TrainResult};
-use crate::registry;
-use crate::runs::{self, TrainRequest};
+use crate::runs::{self, RunState, TrainRequest};
 
 /// The training and registry routes.
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> Routes<S>
 where
     S: Clone + Send + Sync + 'static,
     Research: FromRef<S>,
     Platform: FromRef<S>,
 {
-    Router::new()
+    Routes::new()
         .route("/api/v1/training/runs", get(list_runs).post(start))
         .route("/api/v1/training/runs/{id}", get(show_run))
         .route("/api/v1/training/runs/{id}/cancel", post(cancel))
@@ -46,6 +45,27 @@ where
         )
         .route("/api/v1/deployments", get(deployments))
 }
+
+/// The training API's OpenAPI description, merged into `/openapi.json` by the server.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        start,
+        list_runs,
+        show_run,
+        cancel,
+        resume,
+        list_models,
+        show_model,
+        model_file,
+        deploy,
+        retire,
+        deployments,
+    ),
+    tags((name = "training", description = "Training runs, the model registry and \
+        deployments; researchers (and admins) only"))
+)]
+pub struct Api;
 
 async fn audited<T>(
     research: &Research,
@@ -75,6 +95,23 @@ fn researcher(user: &Principal) -> TrainResult<()> {
     require_researcher(user).map_err(TrainError::from)
 }
 
+/// Check a training request against its dataset version and queue it (body: dataset NAME@N, model, epochs, batch, lr, seed, seeds, input_px, patience, aggregation mean|top-k:K|attention, threshold, positive, device flex|cuda|wgpu, augment, name)
+#[utoipa::path(
+    post,
+    path = "/api/v1/training/runs",
+    tag = "training",
+    request_body = TrainRequest,
+    responses(
+        (status = 202, description = "the queued run", body = RunState),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such dataset version", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn start(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -96,6 +133,22 @@ fn default_limit() -> i64 {
     50
 }
 
+/// Training runs, newest first, with progress and per-epoch metrics
+#[utoipa::path(
+    get,
+    path = "/api/v1/training/runs",
+    tag = "training",
+    params(
+        ("limit" = Option<i64>, Query, description = "at most this many (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "runs", body = Vec<RunState>),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn list_runs(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -106,6 +159,20 @@ async fn list_runs(
     Ok(axum::Json(list).into_response())
 }
 
+/// A run: status, progress, note, per-epoch history, registered model
+#[utoipa::path(
+    get,
+    path = "/api/v1/training/runs/{id}",
+    tag = "training",
+    params(("id" = String, Path, description = "run id")),
+    responses(
+        (status = 200, description = "run", body = RunState),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such run, model version or file", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn show_run(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -123,6 +190,21 @@ async fn show_run(
     }
 }
 
+/// Stop a queued or running run; its checkpoints are kept for resume
+#[utoipa::path(
+    post,
+    path = "/api/v1/training/runs/{id}/cancel",
+    tag = "training",
+    params(("id" = String, Path, description = "run id")),
+    responses(
+        (status = 200, description = "run", body = RunState),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such run, model version or file", body = ErrorBody),
+        (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -134,6 +216,22 @@ async fn cancel(
     Ok(axum::Json(run).into_response())
 }
 
+/// Queue a cancelled or failed run again from its last checkpoint
+#[utoipa::path(
+    post,
+    path = "/api/v1/training/runs/{id}/resume",
+    tag = "training",
+    params(("id" = String, Path, description = "run id")),
+    responses(
+        (status = 202, description = "run", body = RunState),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such run, model version or file", body = ErrorBody),
+        (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn resume(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -145,18 +243,50 @@ async fn resume(
     Ok((StatusCode::ACCEPTED, axum::Json(run)).into_response())
 }
 
+/// Registered and retired model versions with headline metrics and deployments
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    tag = "training",
+    responses(
+        (status = 200, description = "models", body = Vec<ModelRecord>),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn list_models(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
 ) -> Result<Response, ApiError> {
     let result = match researcher(&user) {
-        Ok(()) => registry::list(&research.platform).await,
+        Ok(()) => registry::list(&research.platform)
+            .await
+            .map_err(TrainError::from),
         Err(e) => Err(e),
     };
     let list = audited(&research, &user, "model.list", "models", result).await?;
     Ok(axum::Json(list).into_response())
 }
 
+/// A model version: registry entry, model card and metrics
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/versions/{version}",
+    tag = "training",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+    ),
+    responses(
+        (status = 200, description = "model, card and metrics: `{\"model\": ModelRecord, \"card\": {...}, \"metrics\": {...}}`", body = Object),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such run, model version or file", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn show_model(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -181,13 +311,34 @@ async fn show_model(
     Ok(axum::Json(body).into_response())
 }
 
+/// A file of a model version: model.bpk, aggregator.bpk, config.json, card.json, metrics.json, roc.png, loss.png
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/versions/{version}/files/{file}",
+    tag = "training",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+        ("file" = String, Path, description = "file name"),
+    ),
+    responses(
+        (status = 200, description = "the file", content(("image/png"), ("application/json"), ("application/octet-stream"))),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such run, model version or file", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn model_file(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
     Path((name, version, file)): Path<(String, i64, String)>,
 ) -> Result<Response, ApiError> {
     let result = match researcher(&user) {
-        Ok(()) => registry::file(&research.platform, &name, version, &file).await,
+        Ok(()) => registry::file(&research.platform, &name, version, &file)
+            .await
+            .map_err(TrainError::from),
         Err(e) => Err(e),
     };
     let target = format!("model:{name}@{version}/{file}");
@@ -200,13 +351,37 @@ async fn model_file(
     Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Where to deploy a model version.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeployForm {
+    /// The organ whose slides it serves (default: the dataset's organ).
     #[serde(default)]
     organ: Option<String>,
 }
 
+/// Use this version for an organ's slides in its taxonomy (body: organ, default the dataset's organ)
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{name}/versions/{version}/deploy",
+    tag = "training",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+    ),
+    request_body = DeployForm,
+    responses(
+        (status = 200, description = "the deployment", body = Deployment),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such run, model version or file", body = ErrorBody),
+        (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn deploy(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
@@ -214,16 +389,15 @@ async fn deploy(
     JsonBody(form): JsonBody<DeployForm>,
 ) -> Result<Response, ApiError> {
     let result = match researcher(&user) {
-        Ok(()) => {
-            registry::deploy(
-                &research.platform,
-                &user,
-                &name,
-                version,
-                form.organ.as_deref(),
-            )
-            .await
-        }
+        Ok(()) => registry::deploy(
+            &research.platform,
+            &user,
+            &name,
+            version,
+            form.organ.as_deref(),
+        )
+        .await
+        .map_err(TrainError::from),
         Err(e) => Err(e),
     };
     let target = format!("model:{name}@{version}");
@@ -231,29 +405,74 @@ async fn deploy(
     Ok(axum::Json(deployment).into_response())
 }
 
+/// Retire a version: undeployed everywhere, kept for the record
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{name}/versions/{version}/retire",
+    tag = "training",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+    ),
+    responses(
+        (status = 200, description = "what was undeployed", body = Retired),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 404, description = "no such run, model version or file", body = ErrorBody),
+        (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn retire(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
     Path((name, version)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
     let result = match researcher(&user) {
-        Ok(()) => registry::retire(&research.platform, &name, version).await,
+        Ok(()) => registry::retire(&research.platform, &name, version)
+            .await
+            .map_err(TrainError::from),
         Err(e) => Err(e),
     };
     let target = format!("model:{name}@{version}");
     let removed = audited(&research, &user, "model.retire", &target, result).await?;
-    Ok(axum::Json(
-        serde_json::json!({ "retired": format!("{name}@{version}"), "undeployed": removed }),
-    )
+    Ok(axum::Json(Retired {
+        retired: format!("{name}@{version}"),
+        undeployed: removed,
+    })
     .into_response())
 }
 
+/// What retiring a version did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Retired {
+    /// The version, `NAME@VERSION`.
+    retired: String,
+    /// The deployments it was taken out of.
+    undeployed: Vec<Deployment>,
+}
+
+/// The model deployed per organ and taxonomy
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments",
+    tag = "training",
+    responses(
+        (status = 200, description = "deployments", body = Vec<Deployment>),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn deployments(
     State(research): State<Research>,
     Authenticated(user): Authenticated,
 ) -> Result<Response, ApiError> {
     let result = match researcher(&user) {
-        Ok(()) => registry::deployments(&research.platform).await,
+        Ok(()) => registry::deployments(&research.platform)
+            .await
+            .map_err(TrainError::from),
         Err(e) => Err(e),
     };
     let list = audited(&research, &user, "model.deployments", "deployments", result).await?;

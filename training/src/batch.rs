@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
+use pathfed_models::model::{MEAN, STD};
+use pathfed_models::step::PatchBatch;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
@@ -22,7 +24,6 @@ use rayon::prelude::*;
 
 use crate::augment::Augment;
 use crate::data::PatchSet;
-use crate::model::{MEAN, STD};
 
 /// One decoded patch.
 #[derive(Debug, Clone)]
@@ -33,17 +34,6 @@ pub struct PatchItem {
     pub label: u32,
     /// Index of the patch in the [`PatchSet`].
     pub patch: usize,
-}
-
-/// A batch ready for the model.
-#[derive(Debug, Clone)]
-pub struct PatchBatch {
-    /// `[B, 3, side, side]`, normalised per channel.
-    pub images: Tensor<4>,
-    /// `[B]` class indices.
-    pub targets: Tensor<1, Int>,
-    /// The patches, in batch order.
-    pub patches: Vec<usize>,
 }
 
 /// What decodes and augments patches: cheap to clone into a prefetching task.

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::data::PatchSet;
-use crate::job::SeedResult;
+use crate::run::SeedResult;
 use crate::runs::CheckedRequest;
 
 /// The notice every card, panel and export of a model carries.

@@ -1,8 +1,10 @@
-//! What training, evaluation and the model registry refuse or fail with.
+//! What training and evaluation refuse or fail with; the models crate's errors (registry,
+//! devices, weight import) convert into these variant for variant.
 
 use axum::http::StatusCode;
 use pathfed_core::CoreError;
 use pathfed_core::http::ApiError;
+use pathfed_models::ModelError;
 
 /// A refused or failed training operation.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,31 @@ impl TrainError {
     }
 }
 
+// Variant for variant, so callers that match on `Invalid`, `NotFound` or `Core` (retry policy,
+// audit outcomes) treat a registry or device error exactly as before it moved to models.
+impl From<ModelError> for TrainError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Invalid(message) => Self::Invalid(message),
+            ModelError::NotFound(what) => Self::NotFound(what),
+            ModelError::Conflict(message) => Self::Conflict(message),
+            ModelError::Device { device, reason } => Self::Device { device, reason },
+            ModelError::Io { what, source } => Self::Io { what, source },
+            ModelError::Core(core) => Self::Core(core),
+        }
+    }
+}
+
+impl pathfed_core::worker::Transient for TrainError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Io { .. } => true,
+            Self::Core(core) => core.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for TrainError {
     fn from(e: sqlx::Error) -> Self {
         Self::Core(CoreError::Database(e))
@@ -73,9 +100,7 @@ impl From<TrainError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             TrainError::Cancelled => ApiError::new(StatusCode::CONFLICT, "cancelled", "cancelled"),
-            TrainError::Io { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string())
-            }
+            TrainError::Io { .. } => ApiError::internal(e),
             TrainError::Core(core) => core.into(),
             TrainError::Dataset(d) => d.into(),
         }

@@ -11,44 +11,28 @@ use std::time::Duration;
 use burn::prelude::Device;
 use burn::train::Interrupter;
 use pathfed_core::db::now;
+use pathfed_core::jobs::kinds::TrainPayload;
 use pathfed_core::worker::{JobFailure, RunningJob};
 use pathfed_datasets::Research;
-use serde::{Deserialize, Serialize};
+use pathfed_models::device;
+use pathfed_models::metrics::{Evaluation, mean_sd};
+use pathfed_models::registry::{self, InferenceConfig, Registration};
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
 use crate::augment::Augment;
 use crate::card;
 use crate::data::PatchSet;
-use crate::device;
 use crate::error::{TrainError, TrainResult};
-use crate::metrics::{Evaluation, mean_sd};
 use crate::plots::{self, Series};
-use crate::registry::{self, InferenceConfig, Registration};
-use crate::run::{EpochMetric, Progress, SlideScore, TrainParams, train};
+use crate::run::{EpochMetric, Progress, SeedResult, TrainParams, train};
 use crate::runs::{CheckedRequest, HistoryPoint, TrainRequest, check_request};
 
 /// The code that trained a model: crate version and the commit it was built from.
 pub const CODE_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("PATHFED_COMMIT"));
 
-/// What one seed produced, kept in its folder until the run registers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeedResult {
-    /// Seed.
-    pub seed: u64,
-    /// Per-epoch metrics.
-    pub history: Vec<EpochMetric>,
-    /// Test-split evaluation.
-    pub evaluation: Evaluation,
-    /// Test slides' scores.
-    pub slides: Vec<SlideScore>,
-}
-
 fn failure(e: TrainError) -> JobFailure {
-    match e {
-        TrainError::Io { .. } | TrainError::Core(_) => JobFailure::retryable(e.to_string()),
-        other => JobFailure::permanent(other.to_string()),
-    }
+    JobFailure::from_error(&e)
 }
 
 /// Where runs keep checkpoints and finished seeds on this node.
@@ -62,12 +46,12 @@ pub fn runs_dir(research: &Research) -> PathBuf {
 }
 
 /// Runs a `train` job.
-pub async fn run_train(research: Research, job: RunningJob) -> Result<Value, JobFailure> {
-    let run = job.job.payload["run"]
-        .as_str()
-        .ok_or_else(|| JobFailure::permanent("the job names no run"))?
-        .to_string();
-    let resume = job.job.payload["resume"].as_bool().unwrap_or(false);
+pub async fn run_train(
+    research: Research,
+    payload: TrainPayload,
+    job: RunningJob,
+) -> Result<Value, JobFailure> {
+    let TrainPayload { run, resume, .. } = payload;
     let outcome = train_run(&research, &job, &run, resume).await;
     let _ = sqlx::query("UPDATE training_runs SET finished_at = $1 WHERE id = $2")
         .bind(now())
@@ -448,7 +432,7 @@ fn registration(
         serde_json::from_value(extraction["params"].clone())
             .map_err(|e| TrainError::Invalid(format!("extraction parameters: {e}")))?;
     let config = InferenceConfig {
-        model: crate::model::ModelConfig {
+        model: pathfed_models::model::ModelConfig {
             architecture: checked.architecture,
             classes: set.classes.len(),
             input_px: checked.input_px,

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher as _;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
@@ -22,78 +21,19 @@ use burn::train::renderer::{
     MetricsRendererTraining,
 };
 use burn::train::{
-    ClassificationOutput, InferenceStep, Interrupter, Learner, MetricEarlyStoppingStrategy,
-    StoppingCondition, SupervisedTraining, TrainOutput, TrainStep,
+    Interrupter, Learner, MetricEarlyStoppingStrategy, StoppingCondition, SupervisedTraining,
 };
+use pathfed_models::aggregate::{Aggregation, Aggregator};
+use pathfed_models::metrics::{Evaluation, Scored, evaluate};
+use pathfed_models::mil::MilConfig;
+use pathfed_models::model::{Architecture, ModelConfig, ResNet};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
-use crate::batch::{PatchBatch, PatchBatcher, SplitDataset};
+use crate::batch::{PatchBatcher, SplitDataset};
 use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
-use crate::metrics::{Evaluation, Scored, evaluate};
-use crate::mil::{self, AttentionMil, MilConfig};
-use crate::model::{Architecture, ModelConfig, ResNet};
-
-/// How patch probabilities become a slide's score.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum Aggregation {
-    /// Mean over the slide's patches.
-    Mean,
-    /// Mean of the `k` highest.
-    TopK {
-        /// How many patches.
-        k: usize,
-    },
-    /// An attention-MIL head trained on the frozen model's patch embeddings ([`crate::mil`]).
-    Attention,
-}
-
-impl Aggregation {
-    /// Parses the CLI form: `mean`, `top-k:K` or `attention`.
-    pub fn parse(text: &str) -> TrainResult<Self> {
-        match text {
-            "mean" => Ok(Self::Mean),
-            "attention" => Ok(Self::Attention),
-            other => other
-                .strip_prefix("top-k:")
-                .and_then(|k| k.parse::<usize>().ok())
-                .filter(|k| *k >= 1)
-                .map(|k| Self::TopK { k })
-                .ok_or_else(|| {
-                    TrainError::Invalid(format!(
-                        "aggregation {other:?}: use mean, top-k:K (K ≥ 1) or attention"
-                    ))
-                }),
-        }
-    }
-
-    /// The CLI form.
-    pub fn name(self) -> String {
-        match self {
-            Self::Mean => "mean".into(),
-            Self::TopK { k } => format!("top-k:{k}"),
-            Self::Attention => "attention".into(),
-        }
-    }
-
-    /// The slide score from its patches' scores (attention pools embeddings, not scores: here
-    /// it falls back to the mean, which is what patch-level reports of such a model show).
-    pub fn apply(self, scores: &mut [f64]) -> f64 {
-        if scores.is_empty() {
-            return f64::NAN;
-        }
-        let take = match self {
-            Self::Mean | Self::Attention => scores.len(),
-            Self::TopK { k } => {
-                scores.sort_by(|a, b| b.total_cmp(a));
-                k.clamp(1, scores.len())
-            }
-        };
-        scores[..take].iter().sum::<f64>() / take as f64
-    }
-}
+use crate::mil;
 
 /// Everything a run is asked to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +135,19 @@ pub struct SlideScore {
     pub patches: usize,
 }
 
+/// What one seed produced, kept in its folder until the run registers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedResult {
+    /// Seed.
+    pub seed: u64,
+    /// Per-epoch metrics.
+    pub history: Vec<EpochMetric>,
+    /// Test-split evaluation.
+    pub evaluation: Evaluation,
+    /// Test slides' scores.
+    pub slides: Vec<SlideScore>,
+}
+
 /// The outcome of a run.
 pub struct TrainedRun {
     /// The trained model (last epoch), without autodiff.
@@ -215,41 +168,6 @@ pub struct TrainedRun {
     pub interrupted: Option<String>,
     /// The attention head, when the run aggregates by attention.
     pub aggregator: Option<Aggregator>,
-}
-
-/// A trained attention-MIL head with its shape.
-pub struct Aggregator {
-    /// Its shape.
-    pub config: MilConfig,
-    /// The head, without autodiff.
-    pub head: AttentionMil,
-}
-
-impl TrainStep for ResNet {
-    type Input = PatchBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: PatchBatch) -> TrainOutput<ClassificationOutput> {
-        let item = classify(self, batch);
-        TrainOutput::new(self, item.loss.backward(), item)
-    }
-}
-
-impl InferenceStep for ResNet {
-    type Input = PatchBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: PatchBatch) -> ClassificationOutput {
-        classify(self, batch)
-    }
-}
-
-fn classify(model: &ResNet, batch: PatchBatch) -> ClassificationOutput {
-    let logits = model.forward(batch.images);
-    let loss = CrossEntropyLossConfig::new()
-        .init(&logits.device())
-        .forward(logits.clone(), batch.targets.clone());
-    ClassificationOutput::new(loss, logits, batch.targets)
 }
 
 /// Refuses what cannot train: an empty split, one class only, a batch larger than the
@@ -330,8 +248,8 @@ pub fn train(
     let mut model = ResNet::new(&config, &device.clone().autodiff());
     // A resumed run takes its weights from the checkpoint instead.
     if let (Some(path), None) = (&params.pretrained, resume_from) {
-        let options = crate::import::ImportOptions { skip_head: true };
-        let (loaded, report) = crate::import::load_pretrained(model, path, &options)?;
+        let options = pathfed_models::import::ImportOptions { skip_head: true };
+        let (loaded, report) = pathfed_models::import::load_pretrained(model, path, &options)?;
         tracing::info!(file = %path.display(), loaded = report.loaded, "started from pretrained weights");
         model = loaded;
     }
@@ -512,7 +430,8 @@ pub fn evaluate_attention(
 ) -> TrainResult<(Evaluation, Vec<SlideScore>)> {
     let positive_index = class_index(set, positive)?;
     let (bags, features) = mil::embed_split(model, set, split, side, batch, device)?;
-    let scores = mil::score(&aggregator.head, &bags, features, positive_index, device)?;
+    let scores =
+        pathfed_models::mil::score(&aggregator.head, &bags, features, positive_index, device)?;
     let slides = bags
         .iter()
         .zip(scores)
@@ -748,21 +667,5 @@ impl MetricsRenderer for JobRenderer {
     fn register_metric(&mut self, definition: MetricDefinition) {
         self.names
             .insert(definition.metric_id.clone(), definition.name.to_string());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aggregations() {
-        assert_eq!(Aggregation::Mean.apply(&mut [0.2, 0.4, 0.9]), 0.5);
-        assert_eq!(Aggregation::TopK { k: 2 }.apply(&mut [0.2, 0.4, 0.9]), 0.65);
-        assert_eq!(
-            Aggregation::TopK { k: 9 }.apply(&mut [0.2, 0.4]),
-            0.30000000000000004
-        );
-        assert!(Aggregation::Mean.apply(&mut []).is_nan());
     }
 }

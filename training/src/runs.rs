@@ -3,72 +3,83 @@
 //! `train` job for a worker that has the device. The run keeps its per-epoch metrics for live
 //! curves; cancel and resume go through its job.
 
-use pathfed_core::accounts::Principal;
+use pathfed_core::accounts::{self, Principal};
 use pathfed_core::db::now;
+use pathfed_core::jobs::kinds::{Train, TrainPayload};
 use pathfed_core::jobs::{JobStatus, NewJob};
 use pathfed_datasets::Research;
 use pathfed_datasets::manifest::Manifest;
 use pathfed_datasets::versions::{parse_reference, published_manifest, require_researcher};
+use pathfed_models::aggregate::Aggregation;
+use pathfed_models::device;
+use pathfed_models::model::Architecture;
+use pathfed_models::registry;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::Row as _;
 
-use crate::device;
 use crate::error::{TrainError, TrainResult};
-use crate::model::Architecture;
-use crate::registry;
-use crate::run::Aggregation;
 
 /// At most this many seeds per run: each is a full training.
 pub const MAX_SEEDS: usize = 10;
 
 /// What a researcher asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainRequest {
     /// Dataset version, `NAME@N`.
     pub dataset: String,
     /// Architecture: `resnet18` or `resnet-small`.
     #[serde(default = "default_model")]
+    #[schema(default = default_model)]
     pub model: String,
     /// Registry name (default: `{dataset}-{model}`).
     #[serde(default)]
     pub name: Option<String>,
     /// Epochs at most.
     #[serde(default = "default_epochs")]
+    #[schema(default = default_epochs)]
     pub epochs: usize,
     /// Patches per batch.
     #[serde(default = "default_batch")]
+    #[schema(default = default_batch)]
     pub batch: usize,
     /// Initial learning rate.
     #[serde(default = "default_lr")]
+    #[schema(default = default_lr)]
     pub lr: f64,
     /// First seed.
     #[serde(default = "default_seed")]
+    #[schema(default = default_seed)]
     pub seed: u64,
     /// Seeds to train (seed, seed+1, ...): metrics are reported as mean ± sd over them.
     #[serde(default = "default_seeds")]
+    #[schema(default = default_seeds)]
     pub seeds: usize,
     /// Model input side (default: 224 for resnet18, the patch size for resnet-small).
     #[serde(default)]
     pub input_px: Option<u32>,
     /// Early-stopping patience in epochs (0: off).
     #[serde(default = "default_patience")]
+    #[schema(default = default_patience)]
     pub patience: usize,
     /// `mean`, `top-k:K` or `attention`.
     #[serde(default = "default_aggregation")]
+    #[schema(default = default_aggregation)]
     pub aggregation: String,
     /// Threshold on the slide score.
     #[serde(default = "default_threshold")]
+    #[schema(default = default_threshold)]
     pub threshold: f64,
     /// Positive class (default: the last class code).
     #[serde(default)]
     pub positive: Option<String>,
     /// `flex`, `cuda` or `wgpu`.
     #[serde(default = "default_device")]
+    #[schema(default = default_device)]
     pub device: String,
     /// Flips, rotations, colour and HED jitter on training patches.
     #[serde(default = "default_true")]
+    #[schema(default = default_true)]
     pub augment: bool,
     /// Pretrained weights to start from: a safetensors or PyTorch file in the platform's
     /// `pretrained/` folder, torchvision names; the classification head is always trained anew.
@@ -143,7 +154,7 @@ pub fn pretrained_dir(research: &Research) -> std::path::PathBuf {
 fn check_pretrained(
     research: &Research,
     name: &str,
-    config: &crate::model::ModelConfig,
+    config: &pathfed_models::model::ModelConfig,
 ) -> TrainResult<(std::path::PathBuf, String)> {
     use sha2::Digest as _;
     let plain = !name.is_empty()
@@ -163,11 +174,11 @@ fn check_pretrained(
         )));
     }
     // Loading it now turns a mismatched file into a refusal instead of a failed job.
-    let probe = crate::model::ResNet::new(config, &burn::prelude::Device::flex());
-    crate::import::load_pretrained(
+    let probe = pathfed_models::model::ResNet::new(config, &burn::prelude::Device::flex());
+    pathfed_models::import::load_pretrained(
         probe,
         &path,
-        &crate::import::ImportOptions { skip_head: true },
+        &pathfed_models::import::ImportOptions { skip_head: true },
     )?;
     let bytes = std::fs::read(&path).map_err(|e| TrainError::io(format!("reading {name}"), e))?;
     Ok((path, hex::encode(sha2::Sha256::digest(&bytes))))
@@ -283,7 +294,7 @@ pub async fn check_request(
     }
     let pretrained = match &request.pretrained {
         Some(name) => {
-            let config = crate::model::ModelConfig {
+            let config = pathfed_models::model::ModelConfig {
                 architecture,
                 classes: 2,
                 input_px,
@@ -306,7 +317,7 @@ pub async fn check_request(
 }
 
 /// One metric value of one epoch of one seed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryPoint {
     /// Seed.
     pub seed: u64,
@@ -321,7 +332,7 @@ pub struct HistoryPoint {
 }
 
 /// A run as listed and followed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunState {
     /// Run id.
     pub id: String,
@@ -385,18 +396,14 @@ async fn enqueue(
     device: &str,
     resume: bool,
 ) -> TrainResult<()> {
-    // One attempt: a failed training is a result to read, not something to repeat blindly
-    // (resume continues from the checkpoints).
+    let payload = TrainPayload {
+        run: run.to_string(),
+        resume,
+        device: device.to_string(),
+    };
     let job = research
         .jobs
-        .enqueue(
-            NewJob::new(
-                &device::train_job_kind(device),
-                json!({ "run": run, "resume": resume }),
-            )
-            .attempts(1)
-            .by(&user.id),
-        )
+        .enqueue(NewJob::of::<Train>(&payload).by(&user.id))
         .await?;
     sqlx::query("UPDATE training_runs SET job_id = $1, finished_at = NULL WHERE id = $2")
         .bind(&job.id)
@@ -407,10 +414,31 @@ async fn enqueue(
 }
 
 const SELECT_RUNS: &str = "SELECT r.id, r.dataset, r.dataset_version, r.request, r.job_id, \
-     r.history, r.model_name, r.model_version, u.username, r.created_at, r.finished_at \
-     FROM training_runs r JOIN users u ON u.id = r.created_by";
+     r.history, r.model_name, r.model_version, r.created_by, r.created_at, r.finished_at \
+     FROM training_runs r";
 
-async fn from_row(research: &Research, row: &sqlx::any::AnyRow) -> TrainResult<RunState> {
+/// The runs of `rows`, their creators named with one lookup for all of them. A run whose
+/// creator is unknown is left out, as a join with `users` would leave it out.
+async fn from_rows(research: &Research, rows: &[sqlx::any::AnyRow]) -> TrainResult<Vec<RunState>> {
+    let creators: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("created_by"))
+        .collect::<Result<_, _>>()?;
+    let names = accounts::user_names(&research.platform.db, &creators).await?;
+    let mut runs = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(name) = names.get(&row.try_get::<String, _>("created_by")?) {
+            runs.push(from_row(research, row, name).await?);
+        }
+    }
+    Ok(runs)
+}
+
+async fn from_row(
+    research: &Research,
+    row: &sqlx::any::AnyRow,
+    created_by: &str,
+) -> TrainResult<RunState> {
     let request: String = row.try_get("request")?;
     let history: String = row.try_get("history")?;
     let job_id: Option<String> = row.try_get("job_id")?;
@@ -431,7 +459,7 @@ async fn from_row(research: &Research, row: &sqlx::any::AnyRow) -> TrainResult<R
         error: None,
         history: serde_json::from_str(&history).unwrap_or_default(),
         model: model_version.map(|v| format!("{model_name}@{v}")),
-        created_by: row.try_get("username")?,
+        created_by: created_by.to_string(),
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
         resumable: false,
@@ -466,9 +494,11 @@ pub async fn state(research: &Research, user: &Principal, id: &str) -> TrainResu
     )))
     .bind(id)
     .fetch_optional(research.platform.db.pool())
-    .await?
-    .ok_or_else(|| TrainError::NotFound(format!("training run {id}")))?;
-    from_row(research, &row).await
+    .await?;
+    from_rows(research, row.as_slice())
+        .await?
+        .pop()
+        .ok_or_else(|| TrainError::NotFound(format!("training run {id}")))
 }
 
 /// The latest runs, newest first.
@@ -480,11 +510,7 @@ pub async fn list(research: &Research, user: &Principal, limit: i64) -> TrainRes
     .bind(limit.clamp(1, 500))
     .fetch_all(research.platform.db.pool())
     .await?;
-    let mut runs = Vec::new();
-    for row in &rows {
-        runs.push(from_row(research, row).await?);
-    }
-    Ok(runs)
+    from_rows(research, &rows).await
 }
 
 /// Asks a queued or running run to stop; it ends `cancelled` with its checkpoints kept.

@@ -14,13 +14,13 @@ use pathfed_datasets::manifest::{
     Candidate, Content, Entry, Manifest, Quasi, SmallCells, VersionParams, count, split_by_patient,
 };
 use pathfed_datasets::patches::{ExtractParams, SlideLabels, extract_slide, shard_keys};
-use pathfed_slide::synth::{SynthSpec, TissueClass, generate};
+use pathfed_models::model::Architecture;
+use pathfed_models::registry::{InferenceConfig, ModelFiles, model_bytes};
+use pathfed_synth::{SynthSpec, TissueClass, generate};
 use serde_json::json;
 
 use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
-use crate::model::Architecture;
-use crate::registry::{InferenceConfig, ModelFiles, model_bytes};
 use crate::run::{TrainParams, train};
 
 /// The two labels: dense nuclei (tumour-like) and stroma.

@@ -12,8 +12,8 @@ use std::process::Command;
 
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, bridge};
-use pathfed_training::import::{ImportOptions, ImportReport, load_pretrained};
-use pathfed_training::model::{Architecture, ModelConfig, ResNet};
+use pathfed_models::import::{ImportOptions, ImportReport, load_pretrained};
+use pathfed_models::model::{Architecture, ModelConfig, ResNet};
 use tempfile::TempDir;
 
 /// The Python that writes the reference files.

@@ -11,6 +11,8 @@ use burn::prelude::*;
 use burn::train::Interrupter;
 use pathfed_core::config::S3Config;
 use pathfed_core::store::open_store;
+use pathfed_models::aggregate::Aggregator;
+use pathfed_models::mil::MilConfig;
 use pathfed_training::data::PatchSet;
 use pathfed_training::mil;
 use pathfed_training::run::{Progress, TrainParams, TrainedRun, check, train};
@@ -108,13 +110,13 @@ async fn learns_textures_from_pixels_and_not_from_shuffled_labels() {
         mil::embed_split(&trained.model, &set, "train", 64, 32, &device).unwrap();
     let (valid_bags, _) = mil::embed_split(&trained.model, &set, "val", 64, 32, &device).unwrap();
     let labels: Vec<usize> = set.slides.iter().map(|s| s.label).collect();
-    let config = mil::MilConfig {
+    let config = MilConfig {
         features,
         hidden: 64,
         classes: 2,
     };
     let head = mil::fit(&train_bags, &valid_bags, &labels, &config, 40, 5, &device).unwrap();
-    let aggregator = pathfed_training::run::Aggregator { config, head };
+    let aggregator = Aggregator { config, head };
     let (attention, _) = pathfed_training::run::evaluate_attention(
         &trained.model,
         &aggregator,

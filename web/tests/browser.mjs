@@ -602,7 +602,7 @@ async function trainingAndModels(base, env, researcher) {
 
   await signIn(base, "res1", researcher.password);
   await page.goto(`${base}/training`);
-  const links = await page.locator("#app-nav .nav-link").allTextContents();
+  const links = await navLinks();
   check(links.join(",") === "Datasets,Training,Models", `a researcher's navigation: ${links}`);
   await page.locator(`#train-dataset option[value="textures@${version}"]`).waitFor({ state: "attached", timeout: 10_000 });
   await page.selectOption("#train-dataset", `textures@${version}`);
@@ -642,7 +642,7 @@ async function trainingAndModels(base, env, researcher) {
 
 async function optOut(base, env, passwords, researcherToken) {
   await signIn(base, "spoke1", passwords.spoke1);
-  const links = await page.locator("#app-nav .nav-link").allTextContents();
+  const links = await navLinks();
   check(links.includes("Opt-out"), `a submitter's navigation should offer Opt-out, got ${links}`);
   await page.goto(`${base}/opt-out`);
   await page.locator("#opt-out-form").waitFor({ timeout: 10_000 });
@@ -694,7 +694,7 @@ async function researchCatalogue(base, env) {
 
   await signIn(base, "res1", password);
   await page.waitForURL(`${base}/datasets`, { timeout: 15_000 });
-  const links = await page.locator("#app-nav .nav-link").allTextContents();
+  const links = await navLinks();
   check(links.join(",") === "Datasets,Training,Models", `a researcher's navigation should offer only the research pages, got ${links}`);
   await page.locator('#versions tr[data-version="gastric@1"]').waitFor({ timeout: 10_000 });
   await page.locator('#patch-balance tr[data-label="GAS-G4"]').waitFor({ timeout: 10_000 });
@@ -712,6 +712,13 @@ async function researchCatalogue(base, env) {
 }
 
 // ---- Consultation: worklist → claim → annotate → read → blind check → report ----
+
+/** The navigation's link texts, once the page has rendered them (all at once, after the session
+ * loads): reading before that would see none. */
+async function navLinks() {
+  await page.locator("#app-nav .nav-link").first().waitFor({ timeout: 15_000 });
+  return page.locator("#app-nav .nav-link").allTextContents();
+}
 
 /** A fresh browser context signed in as `username`; becomes the current page. */
 async function signIn(base, username, password) {

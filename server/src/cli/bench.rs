@@ -1,40 +1,17 @@
-//! `pathfed bench slide`: the TIFF fast path against OpenSlide, measured in the same run on a
-//! generated ~40,000 × 30,000 px slide and on a real slide.
-//!
-//! 1. Aligned 256 px level-0 region reads per second, with 1 and 2 threads.
-//! 2. Deep Zoom tiles per second over a whole pyramid (tiles rendered and JPEG-encoded in
-//!    memory), pathfed's `DeepZoom` against openslide-rs's `DeepZoomGenerator` plus the same
-//!    JPEG encoder.
-//!
-//! `pathfed bench serve` (in `bench_serve.rs`) measures the HTTP service the same way;
-//! `pathfed bench extract` (in `bench_extract.rs`) measures patch extraction;
-//! `pathfed bench train` (in `bench_train.rs`) measures training throughput;
-//! `pathfed bench infer` (in `bench_infer.rs`) measures slide inference against pure compute.
+//! `pathfed bench …`: the measurements are `pathfed-bench`; this command parses their options
+//! and hands `bench serve` the application it measures, which only this binary can build.
 
-#[path = "bench_serve.rs"]
-mod serve;
+use clap::Subcommand;
+use pathfed_bench::serve::Application;
+use pathfed_bench::{extract, infer, serve, slide, train};
+use pathfed_core::{Config, Platform};
 
-#[path = "bench_extract.rs"]
-mod extract;
-
-#[path = "bench_train.rs"]
-mod train;
-
-#[path = "bench_infer.rs"]
-mod infer;
-
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use anyhow::Context;
-use clap::{Args, Subcommand};
-use pathfed_core::Config;
-use pathfed_slide::synth::SynthSpec;
+use crate::http::{AppState, app};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Slide reading and Deep Zoom tiling: fast path vs OpenSlide.
-    Slide(SlideBenchArgs),
+    Slide(slide::SlideBenchArgs),
     /// The HTTP service in-process: upload vs sha256sum, tile serving vs OpenSlide.
     Serve(serve::ServeBenchArgs),
     /// Tissue detection + patch grid + patch extraction: fast path vs OpenSlide.
@@ -45,330 +22,22 @@ pub enum BenchCommand {
     Infer(infer::InferBenchArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct SlideBenchArgs {
-    /// Width of the generated slide.
-    #[arg(long, default_value_t = 40_000)]
-    width: u64,
-    /// Height of the generated slide.
-    #[arg(long, default_value_t = 30_000)]
-    height: u64,
-    /// Where the generated slide is kept between runs.
-    #[arg(long, default_value = "data/bench")]
-    work_dir: PathBuf,
-    /// A real slide to measure as well (default: the project's CMU-1-Small-Region.svs fixture, if present).
-    #[arg(long)]
-    real: Option<PathBuf>,
-    /// Region reads per measurement.
-    #[arg(long, default_value_t = 6000)]
-    reads: usize,
-    /// Deep Zoom tile geometries as SIZE:OVERLAP; 0:0 is the slide's native tile size; "" skips Deep Zoom.
-    #[arg(long, value_delimiter = ',', default_value = "0:0,254:1")]
-    geometry: Vec<String>,
-    /// Decoded-tile cache of pathfed's reader, in MiB (OpenSlide keeps its own default cache).
-    #[arg(long, default_value_t = 64)]
-    tile_cache_mb: usize,
-}
-
 pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Slide(args) => slide_bench(&args, config),
-        BenchCommand::Serve(args) => serve::run(&args, config),
+        BenchCommand::Slide(args) => slide::run(&args, config),
+        BenchCommand::Serve(args) => serve::run(&args, config, &application),
         BenchCommand::Extract(args) => extract::run(&args, config),
         BenchCommand::Train(args) => train::run(&args),
         BenchCommand::Infer(args) => infer::run(&args, config),
     }
 }
 
-#[cfg(not(feature = "openslide"))]
-fn slide_bench(_args: &SlideBenchArgs, _config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "this build has no OpenSlide backend to compare against; build with the `openslide` feature"
-    )
-}
-
-#[cfg(feature = "openslide")]
-fn slide_bench(args: &SlideBenchArgs, config: &Config) -> anyhow::Result<()> {
-    let synthetic = ensure_synthetic(args)?;
-    let mut slides = vec![("synthetic", synthetic)];
-    let default_real = PathBuf::from("slide/tests/fixtures/CMU-1-Small-Region.svs");
-    match &args.real {
-        Some(real) => slides.push(("real", real.clone())),
-        None if default_real.exists() => slides.push(("real", default_real)),
-        None => println!(
-            "(no real slide given and no fixture found; measuring the synthetic slide only)"
-        ),
-    }
-    let geometries = args
-        .geometry
-        .iter()
-        .filter(|g| !g.is_empty())
-        .map(|g| parse_geometry(g))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for (kind, path) in &slides {
-        measure::slide(kind, path, args, &geometries, config)?;
-    }
-    Ok(())
-}
-
-fn parse_geometry(text: &str) -> anyhow::Result<(u32, u32)> {
-    let (size, overlap) = text
-        .split_once(':')
-        .with_context(|| format!("geometry {text:?} is not SIZE:OVERLAP"))?;
-    Ok((
-        size.parse()
-            .with_context(|| format!("tile size in {text:?}"))?,
-        overlap
-            .parse()
-            .with_context(|| format!("overlap in {text:?}"))?,
-    ))
-}
-
-/// Generates the synthetic benchmark slide unless an identical one is already there.
-fn ensure_synthetic(args: &SlideBenchArgs) -> anyhow::Result<PathBuf> {
-    let spec = SynthSpec {
-        width: args.width,
-        height: args.height,
-        ..SynthSpec::default()
-    };
-    cached_synthetic(
-        &args.work_dir,
-        &format!("synthetic-{}x{}", args.width, args.height),
-        &spec,
-    )
-}
-
-/// `work_dir/{stem}.svs` as `spec` describes it, generated unless an identical one is already
-/// there (its spec is kept beside it as `{stem}.spec.json`).
-fn cached_synthetic(work_dir: &Path, stem: &str, spec: &SynthSpec) -> anyhow::Result<PathBuf> {
-    use pathfed_slide::synth::generate;
-    std::fs::create_dir_all(work_dir)
-        .with_context(|| format!("creating {}", work_dir.display()))?;
-    let path = work_dir.join(format!("{stem}.svs"));
-    let spec_path = path.with_extension("spec.json");
-    let spec_json = serde_json::to_string_pretty(spec)?;
-    if path.exists()
-        && std::fs::read_to_string(&spec_path).ok().as_deref() == Some(spec_json.as_str())
-    {
-        println!(
-            "using {} (generated earlier from the same spec)",
-            path.display()
-        );
-        return Ok(path);
-    }
-    // The bar is hidden when stderr is not a terminal; this line says why nothing moves.
-    eprintln!(
-        "generating {} ({} x {} px)...",
-        path.display(),
-        spec.width,
-        spec.height
-    );
-    let bar = super::progress::bar("generating benchmark slide", "tiles");
-    let started = Instant::now();
-    let report = generate(spec, &path, &super::progress::reporter(&bar))?;
-    bar.finish_and_clear();
-    std::fs::write(&spec_path, spec_json)
-        .with_context(|| format!("writing {}", spec_path.display()))?;
-    println!(
-        "generated {} ({} tiles, {:.0} MB) in {:.1} s",
-        path.display(),
-        report.tiles,
-        report.bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(path)
-}
-
-#[cfg(feature = "openslide")]
-mod measure {
-    use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use anyhow::Context;
-    use openslide_rs::deepzoom::{DeepZoomGenerator, DeepZoomOptions as OsDzOptions};
-    use openslide_rs::{Address, OpenSlide};
-    use pathfed_core::Config;
-    use pathfed_core::config::TilesConfig;
-    use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
-    use pathfed_slide::openslide::OpenSlideReader;
-    use pathfed_slide::tiff::TiffSlide;
-    use pathfed_slide::{SlideReader, jpeg};
-
-    /// Runs both measurements on one slide and prints them.
-    pub fn slide(
-        kind: &str,
-        path: &Path,
-        args: &super::SlideBenchArgs,
-        geometries: &[(u32, u32)],
-        config: &Config,
-    ) -> anyhow::Result<()> {
-        let limits = &config.slide;
-        let cache = args.tile_cache_mb << 20;
-        let fast = TiffSlide::open(path, limits, cache)
-            .with_context(|| format!("{} is not readable by the fast path", path.display()))?;
-        let (w, h) = fast.properties().dimensions();
-        println!(
-            "\n== {kind} slide: {} ({w} × {h} px, {} levels)",
-            path.display(),
-            fast.properties().levels.len()
-        );
-        drop(fast);
-
-        let positions = aligned_positions(w, h, args.reads);
-        // A small slide has few distinct regions: repeat the pass with fresh readers (so no pass
-        // profits from an earlier one's cache) until about `reads` regions have been read.
-        let rounds = args.reads.div_ceil(positions.len().max(1));
-        println!(
-            "-- aligned 256 px level-0 region reads ({} distinct regions x {rounds} rounds, fresh readers each round)",
-            positions.len()
-        );
-        // Untimed pass so both backends find the file's pages in the page cache.
-        rate(1, &positions, 1, || {
-            Ok(Arc::new(TiffSlide::open(path, limits, cache)?) as Arc<dyn SlideReader>)
-        })?;
-        for threads in [1usize, 2] {
-            let fast_rate = rate(rounds, &positions, threads, || {
-                Ok(Arc::new(TiffSlide::open(path, limits, cache)?) as Arc<dyn SlideReader>)
-            })?;
-            let os_rate = rate(rounds, &positions, threads, || {
-                Ok(Arc::new(OpenSlideReader::open(path, limits)?) as Arc<dyn SlideReader>)
-            })?;
-            println!(
-                "   {threads} thread{}: pathfed {fast_rate:>8.0} reads/s | OpenSlide {os_rate:>8.0} reads/s | ratio {:.2}x (target >= 4x)",
-                if threads == 1 { " " } else { "s" },
-                fast_rate / os_rate
-            );
-        }
-
-        for &(size, overlap) in geometries {
-            let fast: Arc<dyn SlideReader> = Arc::new(TiffSlide::open(path, limits, cache)?);
-            let tiles = TilesConfig {
-                tile_size: size,
-                overlap,
-                jpeg_quality: config.tiles.jpeg_quality,
-            };
-            let options = DeepZoomOptions::for_slide(fast.properties(), &tiles);
-            let dz = DeepZoom::new(fast, options)?;
-            let started = Instant::now();
-            let mut passthrough = 0u64;
-            for level in 0..dz.level_count() {
-                let (cols, rows) = dz.level_tiles(level).unwrap_or((0, 0));
-                for row in 0..rows {
-                    for col in 0..cols {
-                        passthrough += u64::from(dz.tile(level, col, row)?.passthrough);
-                    }
-                }
-            }
-            let ours = dz.tile_count() as f64 / started.elapsed().as_secs_f64();
-
-            let slide = OpenSlide::new(path).map_err(|e| anyhow::anyhow!("OpenSlide: {e}"))?;
-            let generator = DeepZoomGenerator::new(
-                &slide,
-                OsDzOptions::new(options.tile_size).with_overlap(options.overlap),
-            )
-            .map_err(|e| anyhow::anyhow!("OpenSlide Deep Zoom: {e}"))?;
-            anyhow::ensure!(
-                generator.level_count() as usize == dz.level_count()
-                    && generator.tile_count() == dz.tile_count(),
-                "the two Deep Zoom pyramids differ in shape"
-            );
-            let started = Instant::now();
-            for (level, grid) in generator.level_tiles().iter().enumerate() {
-                for y in 0..grid.h {
-                    for x in 0..grid.w {
-                        let image = generator
-                            .tile_rgb(level as u32, Address { x, y })
-                            .map_err(|e| anyhow::anyhow!("OpenSlide tile: {e}"))?;
-                        jpeg::encode_rgb(&image, options.jpeg_quality)?;
-                    }
-                }
-            }
-            let theirs = generator.tile_count() as f64 / started.elapsed().as_secs_f64();
-            println!(
-                "-- Deep Zoom, whole pyramid, tile {} overlap {} ({} tiles, {} passed through), 1 thread:\n   pathfed {ours:>8.0} tiles/s | openslide-rs DeepZoomGenerator {theirs:>8.0} tiles/s | ratio {:.2}x (target >= 5x)",
-                options.tile_size,
-                options.overlap,
-                dz.tile_count(),
-                passthrough,
-                ours / theirs
-            );
-        }
-        Ok(())
-    }
-
-    /// Up to `count` distinct 256-aligned positions spread over the slide in a fixed order.
-    fn aligned_positions(w: u64, h: u64, count: usize) -> Vec<(u64, u64)> {
-        let (cols, rows) = ((w / 256).max(1), (h / 256).max(1));
-        let total = cols * rows;
-        // A multiplicative stride coprime with `total` visits cells in a scattered order.
-        let stride = (1..)
-            .map(|k| total / 2 + k)
-            .find(|s| gcd(*s, total) == 1)
-            .unwrap_or(1);
-        (0..(count as u64).min(total))
-            .map(|i| {
-                let cell = (i * stride) % total;
-                ((cell % cols) * 256, (cell / cols) * 256)
-            })
-            .collect()
-    }
-
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-
-    /// Reads per second over `rounds` passes, each with a reader from `open` (not timed).
-    fn rate(
-        rounds: usize,
-        positions: &[(u64, u64)],
-        threads: usize,
-        open: impl Fn() -> anyhow::Result<Arc<dyn SlideReader>>,
-    ) -> anyhow::Result<f64> {
-        let mut seconds = 0.0;
-        for _ in 0..rounds {
-            let slide = open()?;
-            seconds += positions.len() as f64 / reads_per_second(&slide, positions, threads)?;
-        }
-        Ok((rounds * positions.len()) as f64 / seconds)
-    }
-
-    /// Reads every position once, split over `threads` threads by area (thread `t` takes the
-    /// `t`-th horizontal band), as separate viewers looking at different parts of a slide would.
-    fn reads_per_second(
-        slide: &Arc<dyn SlideReader>,
-        positions: &[(u64, u64)],
-        threads: usize,
-    ) -> anyhow::Result<f64> {
-        let height = positions.iter().map(|&(_, y)| y + 256).max().unwrap_or(1);
-        let bands: Vec<Vec<(u64, u64)>> = (0..threads as u64)
-            .map(|t| {
-                positions
-                    .iter()
-                    .copied()
-                    .filter(|&(_, y)| y * threads as u64 / height == t)
-                    .collect()
-            })
-            .collect();
-        let started = Instant::now();
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = bands
-                .iter()
-                .map(|band| {
-                    let slide = Arc::clone(slide);
-                    scope.spawn(move || -> anyhow::Result<()> {
-                        for &(x, y) in band {
-                            slide.read_region(0, x, y, 256, 256)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?
-            })
-        })?;
-        Ok(positions.len() as f64 / started.elapsed().as_secs_f64())
-    }
+/// The application `pathfed serve` runs, on the benchmark's own platform.
+fn application(platform: Platform) -> anyhow::Result<Application> {
+    let state = AppState::new(platform)?;
+    let slides = state.slides.clone();
+    Ok(Application {
+        router: app(state),
+        clear_tiles: Box::new(move || slides.clear_tiles()),
+    })
 }

@@ -20,7 +20,7 @@ use pathfed_inference::pipeline::{PatchModel, RunOptions, predict_slide};
 use pathfed_inference::results::{InferenceResult, ModelRef, NOTICE};
 use serde_json::{Value, json};
 
-use super::case::Api;
+use super::api::Api;
 use super::progress::{self, Follow};
 
 /// `pathfed infer`.
@@ -174,17 +174,17 @@ async fn offline(args: InferArgs, config: &Config) -> anyhow::Result<()> {
     let Some(model_arg) = &args.model else {
         bail!("a local slide needs --model: a model folder or NAME@V from the registry");
     };
-    let device = pathfed_training::device::open(&args.device)?;
+    let device = pathfed_models::device::open(&args.device)?;
     let folder = Path::new(model_arg);
     let (model, model_ref): (PatchModel, ModelRef) = if folder.is_dir() {
         local_model(folder, device).with_context(|| format!("loading the model in {model_arg}"))?
     } else {
-        let (name, version) = pathfed_training::registry::parse_reference(model_arg)
+        let (name, version) = pathfed_models::registry::parse_reference(model_arg)
             .with_context(|| format!("--model {model_arg:?} is neither a folder nor NAME@V"))?;
         let platform = pathfed_core::Platform::open(config.clone())
             .await
             .context("opening this platform's registry (database and object store)")?;
-        let loaded = pathfed_training::registry::load(&platform, &name, version, &device)
+        let loaded = pathfed_models::registry::load(&platform, &name, version, &device)
             .await
             .with_context(|| format!("loading {model_arg} from the registry"))?;
         let record = loaded.record.clone();

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and dispatch to the subcommands.
 
 mod admin;
+mod api;
 mod bench;
 mod case;
 mod infer;
@@ -43,6 +44,9 @@ enum Command {
         /// Jobs run at once.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
+        /// Stop when this process is gone (set by `pathfed serve` for its own workers).
+        #[arg(long, hide = true)]
+        parent: Option<u32>,
     },
     /// De-identify a local slide into a canonical pyramidal BigTIFF, printing what was removed.
     Deid(research::DeidArgs),
@@ -75,10 +79,21 @@ enum Command {
     /// Measure performance against reference implementations in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print every route the HTTP application registers, one `METHOD PATH` per line (for the
+    /// OpenAPI test, which compares them with `/openapi.json`).
+    #[command(hide = true)]
+    Routes,
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before the configuration: listing routes needs none, so a test can run it anywhere.
+    if let Command::Routes = cli.command {
+        for (method, path) in crate::http::routes().listed() {
+            println!("{method} {path}");
+        }
+        return Ok(());
+    }
     let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -91,11 +106,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            runtime()?.block_on(crate::http::serve(config))
+            let launch = crate::workers::supervise::Launch {
+                config: cli.config.clone(),
+                concurrency: config.research.serve_workers,
+            };
+            runtime()?.block_on(crate::http::serve(config, launch))
         }
-        Command::Worker { kinds, concurrency } => {
-            runtime()?.block_on(worker(config, kinds, concurrency))
-        }
+        Command::Worker {
+            kinds,
+            concurrency,
+            parent,
+        } => runtime()?.block_on(worker(config, kinds, concurrency, parent)),
         Command::Deid(args) => research::deid(args, &config),
         Command::Dataset(cmd) => runtime()?.block_on(research::dataset(cmd)),
         Command::OptOut(args) => runtime()?.block_on(research::opt_out(args)),
@@ -108,17 +129,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => runtime()?.block_on(admin::run_audit(cmd, &config)),
         Command::Slide(cmd) => slide::run(cmd, &config),
         Command::Bench(cmd) => bench::run(cmd, &config),
+        // Answered above, before the configuration is loaded.
+        Command::Routes => Ok(()),
     }
 }
 
-/// Runs workers until Ctrl-C.
-async fn worker(config: Config, kinds: Vec<String>, concurrency: usize) -> anyhow::Result<()> {
+/// Runs workers until Ctrl-C, SIGTERM, or the end of `parent`.
+async fn worker(
+    config: Config,
+    kinds: Vec<String>,
+    concurrency: usize,
+    parent: Option<u32>,
+) -> anyhow::Result<()> {
+    if let Some(parent) = parent {
+        crate::workers::supervise::exit_with_parent(parent);
+    }
     let platform = pathfed_core::Platform::open(config)
         .await
         .context("opening the platform")?;
     let research =
         pathfed_datasets::Research::new(platform).context("loading the research pseudonym key")?;
-    let pools = crate::workers::pools(&research, &kinds, concurrency)?;
+    let mut pools = crate::workers::pools(&research, &kinds, concurrency)?;
+    if let Some(parent) = parent {
+        let gone: std::sync::Arc<dyn Fn() -> bool + Send + Sync> =
+            std::sync::Arc::new(move || std::os::unix::process::parent_id() != parent);
+        for pool in &mut pools {
+            pool.stop_claiming_when(gone.clone());
+        }
+    }
     let names: Vec<String> = pools.iter().flat_map(|p| p.kinds()).collect();
     println!(
         "pathfed worker running {} ({concurrency} at once; training one run at a time)",
@@ -127,7 +165,7 @@ async fn worker(config: Config, kinds: Vec<String>, concurrency: usize) -> anyho
     let running = futures::future::join_all(pools.into_iter().map(|p| p.run()));
     tokio::select! {
         _ = running => {}
-        _ = tokio::signal::ctrl_c() => println!("pathfed worker stopped"),
+        _ = crate::http::shutdown_signal() => println!("pathfed worker stopped"),
     }
     Ok(())
 }

@@ -5,29 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use super::case::Api;
+use super::api::Api;
 
-/// A bar counting `unit`s with rate and time left.
-pub fn bar(message: &str, unit: &str) -> ProgressBar {
-    let bar = ProgressBar::new(0).with_message(message.to_string());
-    let template =
-        format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)");
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
-
-/// A callback that moves `bar` to (done, total).
-pub fn reporter(bar: &ProgressBar) -> impl Fn(u64, u64) + Sync + '_ {
-    move |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    }
-}
+// One style of bar for the commands and the benchmarks.
+pub use pathfed_bench::progress::{bar, reporter};
 
 /// Polls the state of a job a command follows: the first poll at once, then one every `every`.
 /// One Ctrl-C listener serves the whole wait, so a Ctrl-C while polling or between polls ends it.

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::case::{Api, ServerArgs};
+use super::api::{Api, ServerArgs};
 use pathfed_core::Config;
 use pathfed_datasets::deid::{DeidOptions, deidentify_file};
 

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use pathfed_core::Config;
 use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
-use pathfed_slide::synth::{ClassLayout, SynthCompression, SynthFormat, SynthSpec, TissueClass};
 use pathfed_slide::{SlideReader, thumbnail};
+use pathfed_synth::{ClassLayout, SynthCompression, SynthFormat, SynthSpec, TissueClass};
 
 use super::progress;
 
@@ -378,7 +378,7 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         hidden_text: args.hidden_text,
     };
     let bar = progress::bar("generating", "tiles");
-    let report = pathfed_slide::synth::generate(&spec, &args.out, &progress::reporter(&bar))
+    let report = pathfed_synth::generate(&spec, &args.out, &progress::reporter(&bar))
         .with_context(|| format!("writing {}", args.out.display()))?;
     bar.finish_and_clear();
     let levels: Vec<String> = report

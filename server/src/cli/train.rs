@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::case::{Api, ServerArgs};
+use super::api::{Api, ServerArgs};
 use super::progress::Follow;
 
 /// `pathfed train`.
@@ -256,7 +256,7 @@ pub enum ModelCommand {
 }
 
 fn model_path(reference: &str) -> anyhow::Result<String> {
-    let (name, version) = pathfed_training::registry::parse_reference(reference)?;
+    let (name, version) = pathfed_models::registry::parse_reference(reference)?;
     Ok(format!("/api/v1/models/{name}/versions/{version}"))
 }
 

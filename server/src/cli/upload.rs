@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use pathfed_ingest::client::{Phase, UploadClient};
 
-use super::case::Api;
+use super::api::Api;
 
 #[derive(Debug, Args)]
 pub struct UploadArgs {

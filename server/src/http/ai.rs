@@ -9,18 +9,17 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use lru::LruCache;
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, JsonBody};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody};
 use pathfed_core::jobs::{Job, Jobs};
+use pathfed_core::routes::{Routes, get, post};
 use pathfed_inference::heatmap::{ScoreMap, overlay_tile};
 use pathfed_inference::job::{self as infer_job, InferPayload};
 use pathfed_inference::results::{self, NOTICE};
@@ -32,8 +31,8 @@ use super::AppState;
 use super::slides::{Need, etag_matches, tile_address, visible_slide};
 
 /// The slide AI routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes<AppState> {
+    Routes::new()
         .route("/api/v1/slides/{id}/ai", get(overview).post(request))
         .route("/api/v1/slides/{id}/ai/jobs/{job}/cancel", post(cancel))
         .route("/api/v1/slides/{id}/ai/{model}/{version}", get(full_result))
@@ -50,6 +49,15 @@ pub fn router() -> Router<AppState> {
             get(overlay),
         )
 }
+
+/// The slide AI routes' OpenAPI description.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(overview, request, cancel, full_result, heatmap, overlay_dzi, overlay),
+    tags((name = "ai", description = "AI support on a slide: results of deployed models, \
+        heatmaps and overlay tiles, runs on demand; under the slide's own access rules"))
+)]
+pub struct Api;
 
 /// A result's score map with its dense form, for tile lookups.
 type Map = Arc<(ScoreMap, Vec<f32>)>;
@@ -129,6 +137,20 @@ fn job_json(job: &Job) -> Value {
     })
 }
 
+/// AI support on the slide: results of deployed models (empty and hidden=true while the hub hides them until the user's own read), the model deployed for its case, and its infer jobs
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/ai",
+    tag = "ai",
+    params(("id" = String, Path, description = "slide id")),
+    responses(
+        (status = 200, description = "{slide_id, hidden, hidden_reason, notice, deployed, results[], jobs[]}", body = Object),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn overview(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -177,7 +199,8 @@ async fn overview(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Which model to run.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RunRequest {
     /// `name@version`; the model deployed for the slide's case when absent.
@@ -185,6 +208,25 @@ struct RunRequest {
     model: Option<String>,
 }
 
+/// Run a model on the slide (body: model NAME@VERSION, default the model deployed for the slide's case)
+#[utoipa::path(
+    post,
+    path = "/api/v1/slides/{id}/ai",
+    tag = "ai",
+    params(("id" = String, Path, description = "slide id")),
+    request_body = RunRequest,
+    responses(
+        (status = 202, description = "the queued job", body = Object),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the model is retired", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn request(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -204,7 +246,7 @@ async fn request(
         }
     };
     let (model, version) = match &asked.model {
-        Some(reference) => match pathfed_training::registry::parse_reference(reference) {
+        Some(reference) => match pathfed_models::registry::parse_reference(reference) {
             Ok(parsed) => parsed,
             Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", e.to_string()).await,
         },
@@ -223,7 +265,7 @@ async fn request(
             }
         },
     };
-    match pathfed_training::registry::get(platform, &model, version).await {
+    match pathfed_models::registry::get(platform, &model, version).await {
         Ok(record) if record.status == "registered" => {}
         Ok(record) => {
             return refuse(
@@ -233,7 +275,7 @@ async fn request(
             )
             .await;
         }
-        Err(pathfed_training::error::TrainError::NotFound(what)) => {
+        Err(pathfed_models::ModelError::NotFound(what)) => {
             return refuse(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -258,6 +300,23 @@ async fn request(
     Ok((StatusCode::ACCEPTED, axum::Json(job_json(&job))).into_response())
 }
 
+/// Cancel an infer job of the slide (a queued job at once, a running one at its next step)
+#[utoipa::path(
+    post,
+    path = "/api/v1/slides/{id}/ai/jobs/{job}/cancel",
+    tag = "ai",
+    params(
+        ("id" = String, Path, description = "slide id"),
+        ("job" = String, Path, description = "infer job id"),
+    ),
+    responses(
+        (status = 200, description = "the job", body = Object),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -282,6 +341,25 @@ async fn cancel(
     Ok(axum::Json(job_json(&job)).into_response())
 }
 
+/// A result in full: scores per class, the call, per-patch score map, top regions, the decision-support notice
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/ai/{model}/{version}",
+    tag = "ai",
+    params(
+        ("id" = String, Path, description = "slide id"),
+        ("model" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+    ),
+    responses(
+        (status = 200, description = "result.json", body = Object),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn full_result(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -299,6 +377,25 @@ async fn full_result(
     Ok(axum::Json(result).into_response())
 }
 
+/// The heatmap (one square per patch, transparent off tissue)
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/ai/{model}/{version}/heatmap.png",
+    tag = "ai",
+    params(
+        ("id" = String, Path, description = "slide id"),
+        ("model" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+    ),
+    responses(
+        (status = 200, description = "PNG", content_type = "image/png"),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn heatmap(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -320,6 +417,26 @@ async fn heatmap(
         .into_response())
 }
 
+/// Deep Zoom descriptor of the heatmap overlay: the slide's own geometry, PNG tiles
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/ai/{model}/{version}/overlay.dzi",
+    tag = "ai",
+    params(
+        ("id" = String, Path, description = "slide id"),
+        ("model" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+        ("run" = Option<i64>, Query, description = "ignored: the result's time, which the overview adds so that a rerun gets new tile addresses"),
+    ),
+    responses(
+        (status = 200, description = "DZI XML", content_type = "application/xml"),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn overlay_dzi(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -345,6 +462,29 @@ async fn overlay_dzi(
         .into_response())
 }
 
+/// An overlay tile ({col}_{row}.png), aligned with the slide tile of the same address; ETag, revalidated
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/ai/{model}/{version}/overlay_files/{level}/{tile}",
+    tag = "ai",
+    params(
+        ("id" = String, Path, description = "slide id"),
+        ("model" = String, Path, description = "model name"),
+        ("version" = i64, Path, description = "model version"),
+        ("level" = usize, Path, description = "Deep Zoom level"),
+        ("tile" = String, Path, description = "{col}_{row}.png"),
+    ),
+    responses(
+        (status = 200, description = "PNG (transparent off tissue)", content_type = "image/png",
+            headers(("ETag" = String, description = "changes when the model is rerun"))),
+        (status = 304, description = "not modified"),
+        (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn overlay(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,

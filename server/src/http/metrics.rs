@@ -7,6 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use pathfed_core::http::ErrorBody;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -107,7 +108,19 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics (text exposition)
+///
+/// Requests by route and status, latency by route, tiles by source.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "platform",
+    security(()),
+    responses(
+        (status = 200, description = "metrics", content_type = "application/openmetrics-text"),
+        (status = 500, description = "the metrics could not be encoded", body = ErrorBody),
+    )
+)]
 pub async fn render(State(state): State<AppState>) -> Response {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry) {

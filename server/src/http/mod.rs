@@ -3,6 +3,7 @@
 
 mod ai;
 mod metrics;
+mod openapi;
 mod session;
 mod slides;
 mod web;
@@ -11,12 +12,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use pathfed_consult::Consult;
 use pathfed_core::Platform;
-use pathfed_core::http::ApiError;
+use pathfed_core::http::{ApiError, ErrorBody};
+use pathfed_core::routes::{Routes, get};
 use pathfed_datasets::Research;
 use pathfed_ingest::Ingest;
 
@@ -90,16 +91,14 @@ impl FromRef<AppState> for Ingest {
     }
 }
 
-/// The API description served at `/openapi.json`.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
-
-/// The whole application.
-pub fn app(state: AppState) -> Router {
-    let metrics = state.metrics.clone();
-    Router::new()
+/// Every route of the application, registered through [`Routes`] so that they can be listed
+/// (`pathfed routes`); [`app`] serves exactly these. A route's documentation is the
+/// `#[utoipa::path]` on its handler and the handler's place in its service's `Api`.
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi_json))
         .merge(session::router())
         .merge(slides::router())
         .merge(ai::router())
@@ -109,13 +108,85 @@ pub fn app(state: AppState) -> Router {
         .merge(pathfed_training::api::router())
         .merge(pathfed_inference::api::router())
         .merge(web::router())
+}
+
+/// The platform's own routes' OpenAPI description: health, metrics and the description itself.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(healthz, metrics::render, openapi_json),
+    tags((name = "platform", description = "Health, metrics and this description"))
+)]
+struct PlatformApi;
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    routes()
+        .into_router()
         .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Gives every error that is not JSON yet the one error shape, keeping its status, headers and
+/// text: axum's own refusals (a path, query or JSON body its extractors cannot parse, a method
+/// the route does not have) answer in plain text or with no body at all. JSON errors and every
+/// success (tiles, pages, reports) pass unchanged.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Refusal texts are a line or two; a longer body is not worth buffering as a message.
+    let text = match axum::body::to_bytes(body, 64 << 10).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&ErrorBody::new(error_code(status), message)).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Whether a response says its body is JSON (`application/json`, `application/geo+json`, …).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/json") || m.ends_with("+json"))
+}
+
+/// The error code for a status when the refusal came without one.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        s if s.is_server_error() => "internal",
+        _ => "client_error",
+    }
 }
 
 async fn security_headers(mut response: Response) -> Response {
@@ -139,6 +210,17 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
+/// Liveness and database check
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "platform",
+    security(()),
+    responses(
+        (status = 200, description = "healthy: `{\"status\": \"ok\"}`", body = Object),
+        (status = 500, description = "the database does not answer", body = ErrorBody),
+    )
+)]
 async fn healthz(State(platform): State<Platform>) -> Result<Response, ApiError> {
     platform.db.ping().await?;
     Ok((
@@ -148,23 +230,40 @@ async fn healthz(State(platform): State<Platform>) -> Result<Response, ApiError>
         .into_response())
 }
 
-async fn openapi() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        OPENAPI,
+/// This description
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "platform",
+    security(()),
+    responses(
+        (status = 200, description = "OpenAPI document", body = Object),
+        (status = 500, description = "the document could not be written", body = ErrorBody),
     )
-        .into_response()
+)]
+async fn openapi_json() -> Response {
+    match openapi::document().to_json() {
+        Ok(json) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-/// Opens the platform and serves until Ctrl-C or SIGTERM.
-pub async fn serve(config: pathfed_core::Config) -> anyhow::Result<()> {
+/// Opens the platform, starts its worker processes and serves until Ctrl-C or SIGTERM.
+pub async fn serve(
+    config: pathfed_core::Config,
+    launch: crate::workers::supervise::Launch,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let listen = config.listen.clone();
     let platform = Platform::open(config)
@@ -176,12 +275,8 @@ pub async fn serve(config: pathfed_core::Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "initial upload sweep failed");
     }
     state.ingest.spawn_janitor();
-    let workers = state.platform.config.research.serve_workers;
-    if workers > 0 {
-        for pool in crate::workers::pools(&state.research, &[], workers)? {
-            tracing::info!(kinds = ?pool.kinds(), workers, "in-process workers started");
-            tokio::spawn(pool.run());
-        }
+    if launch.concurrency > 0 {
+        crate::workers::supervise::start(&launch)?;
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -199,7 +294,8 @@ pub async fn serve(config: pathfed_core::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves at Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

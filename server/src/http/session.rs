@@ -5,33 +5,71 @@
 //! JSON, which a cross-site form cannot send without a CORS preflight. Unknown users and wrong
 //! passwords get the same answer in the same time.
 
-use axum::Router;
 use axum::extract::{Json, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use pathfed_core::Platform;
 use pathfed_core::accounts::{self, User};
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, SESSION_COOKIE, session_cookie};
-use serde::Deserialize;
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, SESSION_COOKIE, session_cookie};
+use pathfed_core::routes::{Routes, post};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/session", post(login).get(me).delete(logout))
+/// The session routes.
+pub fn router() -> Routes<AppState> {
+    Routes::new().route("/api/v1/session", post(login).get(me).delete(logout))
 }
 
-#[derive(Deserialize)]
+/// The session routes' OpenAPI description.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(login, me, logout),
+    tags((name = "session", description = "Browser sign-in: the session cookie and its CSRF token"))
+)]
+pub struct Api;
+
+/// A sign-in.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Credentials {
+    /// The user name.
     username: String,
+    /// The password.
     password: String,
 }
 
-fn session_body(user: &User, csrf: &str) -> serde_json::Value {
-    serde_json::json!({"user": user, "csrf_token": csrf})
+/// The signed-in user and the session's CSRF token.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SessionBody {
+    /// Who is signed in.
+    user: User,
+    /// What to echo in `X-CSRF-Token` on requests that change state; empty for API tokens.
+    csrf_token: String,
 }
 
+fn session_body(user: &User, csrf: &str) -> SessionBody {
+    SessionBody {
+        user: user.clone(),
+        csrf_token: csrf.to_string(),
+    }
+}
+
+/// Sign in (JSON username/password); sets the session cookie
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    tag = "session",
+    security(()),
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "signed in", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "the session cookie, HttpOnly, SameSite=Strict"))),
+        (status = 400, description = "the body is not JSON `{username, password}`", body = ErrorBody),
+        (status = 401, description = "wrong user name or password", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn login(
     State(platform): State<Platform>,
     body: Result<Json<Credentials>, axum::extract::rejection::JsonRejection>,
@@ -84,6 +122,17 @@ async fn login(
     Ok(response)
 }
 
+/// The signed-in user and CSRF token
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    tag = "session",
+    responses(
+        (status = 200, description = "session", body = SessionBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn me(
     State(platform): State<Platform>,
     Authenticated(user): Authenticated,
@@ -100,6 +149,18 @@ async fn me(
     Ok(Json(session_body(&user, &csrf)).into_response())
 }
 
+/// Sign out
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    tag = "session",
+    responses(
+        (status = 204, description = "signed out; the cookie is cleared"),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "a cookie request without the session's X-CSRF-Token", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn logout(
     State(platform): State<Platform>,
     Authenticated(user): Authenticated,

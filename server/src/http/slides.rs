@@ -10,12 +10,10 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use lru::LruCache;
 use pathfed_core::Platform;
 use pathfed_core::SlideLimits;
@@ -23,16 +21,19 @@ use pathfed_core::accounts::{Principal, Role};
 use pathfed_core::audit::AuditEvent;
 use pathfed_core::cache::CachedSlide;
 use pathfed_core::config::{Config, TilesConfig};
-use pathfed_core::http::{ApiError, Authenticated};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
+use pathfed_core::routes::{Routes, get};
 use pathfed_core::store::{delete_prefix, get_bytes};
 use pathfed_ingest::slides::{self, Slide, slide_prefix, thumbnail_key};
 use pathfed_slide::SlideReader;
 use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
+use serde::Serialize;
 
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// The slide routes.
+pub fn router() -> Routes<AppState> {
+    Routes::new()
         .route("/api/v1/slides", get(list))
         .route("/api/v1/slides/{id}", get(metadata).delete(remove))
         .route("/api/v1/slides/{id}/thumbnail", get(thumbnail))
@@ -40,6 +41,15 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/slides/{id}/slide.dzi", get(dzi))
         .route("/api/v1/slides/{id}/slide_files/{level}/{tile}", get(tile))
 }
+
+/// The slide routes' OpenAPI description.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, metadata, remove, thumbnail, label, dzi, tile),
+    tags((name = "slides", description = "Clinical slides: metadata, images, Deep Zoom tiles, \
+        deletion; the owning hospital's staff, and hub pathologists reading a case with the slide"))
+)]
+pub struct Api;
 
 /// A slide ready for tiles: its files pinned in the cache, its reader and Deep Zoom view.
 pub struct OpenedSlide {
@@ -208,7 +218,7 @@ pub(super) async fn visible_slide(
             pathfed_consult::access::slide_readable_through_case(&platform.db, user, id, window)
                 .await
                 .map_err(ApiError::from)?;
-        if granted && let Some(slide) = slides::get_any(&platform.db, id).await? {
+        if granted && let Some(slide) = slides::get(&platform.db, id).await? {
             return Ok(slide);
         }
     }
@@ -218,19 +228,53 @@ pub(super) async fn visible_slide(
     Err(ApiError::not_found("slide"))
 }
 
-fn slide_json(slide: &Slide) -> serde_json::Value {
-    let mut value = serde_json::to_value(slide).unwrap_or_default();
-    let base = format!("/api/v1/slides/{}", slide.id);
-    value["thumbnail_url"] = format!("{base}/thumbnail").into();
-    value["dzi_url"] = format!("{base}/slide.dzi").into();
-    value["label_url"] = if slide.has_label {
-        format!("{base}/label").into()
-    } else {
-        serde_json::Value::Null
-    };
-    value
+/// A slide as the API shows it: its row and where its images are.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SlideBody {
+    #[serde(flatten)]
+    slide: Slide,
+    /// The thumbnail (JPEG).
+    thumbnail_url: String,
+    /// The Deep Zoom descriptor.
+    dzi_url: String,
+    /// The label image (PNG), where the slide has one.
+    label_url: Option<String>,
+    /// Vendor properties under OpenSlide's names; in the answer for one slide only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    properties: Option<serde_json::Value>,
 }
 
+/// The slides of the user's hospital.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SlideList {
+    /// Newest first.
+    slides: Vec<SlideBody>,
+}
+
+fn slide_json(slide: &Slide) -> SlideBody {
+    let base = format!("/api/v1/slides/{}", slide.id);
+    SlideBody {
+        slide: slide.clone(),
+        thumbnail_url: format!("{base}/thumbnail"),
+        dzi_url: format!("{base}/slide.dzi"),
+        label_url: slide.has_label.then(|| format!("{base}/label")),
+        properties: None,
+    }
+}
+
+/// Slides of the user's hospital, newest first
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides",
+    tag = "slides",
+    responses(
+        (status = 200, description = "slides", body = SlideList),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn list(
     State(platform): State<Platform>,
     Authenticated(user): Authenticated,
@@ -244,10 +288,24 @@ async fn list(
         ));
     }
     let all = slides::list_for_hospital(&platform.db, &user.hospital.id).await?;
-    let slides: Vec<_> = all.iter().map(slide_json).collect();
-    Ok(axum::Json(serde_json::json!({ "slides": slides })).into_response())
+    let slides = all.iter().map(slide_json).collect();
+    Ok(axum::Json(SlideList { slides }).into_response())
 }
 
+/// Slide metadata and properties
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}",
+    tag = "slides",
+    params(("id" = String, Path, description = "slide id")),
+    responses(
+        (status = 200, description = "slide", body = SlideBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn metadata(
     State(platform): State<Platform>,
     Authenticated(user): Authenticated,
@@ -263,10 +321,25 @@ async fn metadata(
         ))
         .await;
     let mut body = slide_json(&slide);
-    body["properties"] = serde_json::from_str(&slide.properties).unwrap_or_default();
+    body.properties = Some(serde_json::from_str(&slide.properties).unwrap_or_default());
     Ok(axum::Json(body).into_response())
 }
 
+/// Delete a slide and its stored objects
+#[utoipa::path(
+    delete,
+    path = "/api/v1/slides/{id}",
+    tag = "slides",
+    params(("id" = String, Path, description = "slide id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "only submitters and admins of the owning hospital delete slides", body = ErrorBody),
+        (status = 404, description = "no such slide (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the slide belongs to a submitted case", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -338,6 +411,20 @@ fn image_response(content_type: &'static str, bytes: Vec<u8>, max_age: u64) -> R
         .into_response()
 }
 
+/// Thumbnail (JPEG)
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/thumbnail",
+    tag = "slides",
+    params(("id" = String, Path, description = "slide id")),
+    responses(
+        (status = 200, description = "image/jpeg", content_type = "image/jpeg"),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn thumbnail(
     State(platform): State<Platform>,
     Authenticated(user): Authenticated,
@@ -352,6 +439,20 @@ async fn thumbnail(
     Ok(image_response("image/jpeg", bytes, 3600))
 }
 
+/// Label image (PNG), owning hospital only
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/label",
+    tag = "slides",
+    params(("id" = String, Path, description = "slide id")),
+    responses(
+        (status = 200, description = "image/png", content_type = "image/png"),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn label(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -387,6 +488,20 @@ async fn label(
     Ok(image_response("image/png", png, 300))
 }
 
+/// Deep Zoom descriptor
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/slide.dzi",
+    tag = "slides",
+    params(("id" = String, Path, description = "slide id")),
+    responses(
+        (status = 200, description = "application/xml", content_type = "application/xml"),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide (or not visible to the user)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn dzi(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
@@ -426,6 +541,27 @@ pub(super) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
 }
 
+/// Deep Zoom tile (JPEG), strong ETag, immutable
+#[utoipa::path(
+    get,
+    path = "/api/v1/slides/{id}/slide_files/{level}/{tile}",
+    tag = "slides",
+    params(
+        ("id" = String, Path, description = "slide id"),
+        ("level" = usize, Path, description = "Deep Zoom level"),
+        ("tile" = String, Path, description = "{col}_{row}.jpeg"),
+    ),
+    responses(
+        (status = 200, description = "image/jpeg", content_type = "image/jpeg",
+            headers(("ETag" = String, description = "strong; send it back in If-None-Match"))),
+        (status = 304, description = "not modified"),
+        (status = 400, description = "a bad path parameter", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 404, description = "no such slide or tile", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
 async fn tile(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,

@@ -1,11 +1,11 @@
 //! The browser UI: our pages and scripts from `web/static`, and the viewer and upload libraries
 //! from `web/node_modules` (installed from npm), embedded in release builds.
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use pathfed_core::http::ErrorBody;
+use pathfed_core::routes::{Routes, get};
 use rust_embed::Embed;
 
 use super::AppState;
@@ -19,39 +19,246 @@ use super::AppState;
 #[include = "node_modules/hash-wasm/dist/sha256.umd.min.js"]
 struct Assets;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(|| page("index.html")))
-        .route("/login", get(|| page("login.html")))
-        .route("/upload", get(|| page("upload.html")))
-        .route("/viewer", get(|| page("viewer.html")))
-        .route("/cases", get(|| page("cases.html")))
-        .route("/case", get(|| page("case.html")))
-        .route("/datasets", get(|| page("datasets.html")))
-        .route("/opt-out", get(|| page("opt-out.html")))
-        .route("/training", get(|| page("training.html")))
-        .route("/models", get(|| page("models.html")))
-        .route("/model-card", get(|| page("model-card.html")))
-        .route(
-            "/static/{*path}",
-            get(|Path(p): Path<String>| asset(format!("static/{p}"))),
-        )
-        .route(
-            "/vendor/openseadragon/{*path}",
-            get(|Path(p): Path<String>| {
-                asset(format!(
-                    "node_modules/openseadragon/build/openseadragon/{p}"
-                ))
-            }),
-        )
-        .route(
-            "/vendor/tus-js-client/tus.min.js",
-            get(|| asset("node_modules/tus-js-client/dist/tus.min.js".into())),
-        )
-        .route(
-            "/vendor/hash-wasm/sha256.umd.min.js",
-            get(|| asset("node_modules/hash-wasm/dist/sha256.umd.min.js".into())),
-        )
+/// The web UI's routes.
+pub fn router() -> Routes<AppState> {
+    Routes::new()
+        .route("/", get(index))
+        .route("/login", get(login))
+        .route("/upload", get(upload))
+        .route("/viewer", get(viewer))
+        .route("/cases", get(cases))
+        .route("/case", get(case))
+        .route("/datasets", get(datasets))
+        .route("/opt-out", get(opt_out))
+        .route("/training", get(training))
+        .route("/models", get(models))
+        .route("/model-card", get(model_card))
+        .route("/static/{*path}", get(static_file))
+        .route("/vendor/openseadragon/{*path}", get(openseadragon))
+        .route("/vendor/tus-js-client/tus.min.js", get(tus_client))
+        .route("/vendor/hash-wasm/sha256.umd.min.js", get(sha256_wasm))
+}
+
+/// The web UI's OpenAPI description: the pages and the files they load.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        index,
+        login,
+        upload,
+        viewer,
+        cases,
+        case,
+        datasets,
+        opt_out,
+        training,
+        models,
+        model_card,
+        static_file,
+        openseadragon,
+        tus_client,
+        sha256_wasm,
+    ),
+    tags((name = "web", description = "The browser UI: HTML pages (they sign in through the \
+        session API) and the scripts, styles and images they load"))
+)]
+pub struct Api;
+
+/// The start page: what the signed-in user can do
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn index() -> Response {
+    page("index.html").await
+}
+
+/// Sign-in page
+#[utoipa::path(
+    get,
+    path = "/login",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn login() -> Response {
+    page("login.html").await
+}
+
+/// Slide upload page (tus, resumable)
+#[utoipa::path(
+    get,
+    path = "/upload",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn upload() -> Response {
+    page("upload.html").await
+}
+
+/// Slide viewer (OpenSeadragon), with annotations and the AI panel
+#[utoipa::path(
+    get,
+    path = "/viewer",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn viewer() -> Response {
+    page("viewer.html").await
+}
+
+/// Case worklist
+#[utoipa::path(
+    get,
+    path = "/cases",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn cases() -> Response {
+    page("cases.html").await
+}
+
+/// One case: slides, reads, reports
+#[utoipa::path(
+    get,
+    path = "/case",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn case() -> Response {
+    page("case.html").await
+}
+
+/// The researchers' dataset catalogue
+#[utoipa::path(
+    get,
+    path = "/datasets",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn datasets() -> Response {
+    page("datasets.html").await
+}
+
+/// Record a patient's research opt-out (submitters, admins)
+#[utoipa::path(
+    get,
+    path = "/opt-out",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn opt_out() -> Response {
+    page("opt-out.html").await
+}
+
+/// Training runs: start, follow, cancel, resume
+#[utoipa::path(
+    get,
+    path = "/training",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn training() -> Response {
+    page("training.html").await
+}
+
+/// The model registry: cards, plots, deploy, retire
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn models() -> Response {
+    page("models.html").await
+}
+
+/// A model card, for anyone who meets the model's output
+#[utoipa::path(
+    get,
+    path = "/model-card",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn model_card() -> Response {
+    page("model-card.html").await
+}
+
+/// A file of the UI (scripts, styles, images) from `web/static`
+#[utoipa::path(
+    get,
+    path = "/static/{path}",
+    tag = "web",
+    security(()),
+    params(("path" = String, Path, description = "file path under `web/static` (may hold `/`)")),
+    responses(
+        (status = 200, description = "the file, with its MIME type", content_type = "*/*"),
+        (status = 404, description = "no such file", body = ErrorBody),
+    ),
+)]
+async fn static_file(Path(path): Path<String>) -> Response {
+    asset(format!("static/{path}")).await
+}
+
+/// OpenSeadragon, the viewer library, and its button images
+#[utoipa::path(
+    get,
+    path = "/vendor/openseadragon/{path}",
+    tag = "web",
+    security(()),
+    params(("path" = String, Path, description = "file path in OpenSeadragon's build (may hold `/`)")),
+    responses(
+        (status = 200, description = "the file, with its MIME type", content_type = "*/*"),
+        (status = 404, description = "no such file, or the npm libraries were not installed", body = ErrorBody),
+    ),
+)]
+async fn openseadragon(Path(path): Path<String>) -> Response {
+    asset(format!(
+        "node_modules/openseadragon/build/openseadragon/{path}"
+    ))
+    .await
+}
+
+/// The tus upload client library
+#[utoipa::path(
+    get,
+    path = "/vendor/tus-js-client/tus.min.js",
+    tag = "web",
+    security(()),
+    responses(
+        (status = 200, description = "JavaScript", content_type = "text/javascript"),
+        (status = 404, description = "the npm libraries were not installed", body = ErrorBody),
+    ),
+)]
+async fn tus_client() -> Response {
+    asset("node_modules/tus-js-client/dist/tus.min.js".into()).await
+}
+
+/// The SHA-256 library (WebAssembly) the upload page hashes files with
+#[utoipa::path(
+    get,
+    path = "/vendor/hash-wasm/sha256.umd.min.js",
+    tag = "web",
+    security(()),
+    responses(
+        (status = 200, description = "JavaScript", content_type = "text/javascript"),
+        (status = 404, description = "the npm libraries were not installed", body = ErrorBody),
+    ),
+)]
+async fn sha256_wasm() -> Response {
+    asset("node_modules/hash-wasm/dist/sha256.umd.min.js".into()).await
 }
 
 async fn page(name: &'static str) -> Response {

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use pathfed_slide::synth::{SynthSpec, generate};
 use pathfed_slide::tiff::file::tag;
 use pathfed_slide::tiff::writer::{Directory, TiffWriter, Value};
+use pathfed_synth::{SynthSpec, generate};
 
 /// The real Aperio slide shipped with the tests.
 pub fn real_slide() -> PathBuf {

@@ -1,0 +1,741 @@
+//! The research tier through the running server, on both backends: signing a case out curates
+//! its slide into a research slide with no trace of the canaries planted in the original; an
+//! opt-out recorded before sign-out stops curation and one recorded after deletes the research
+//! slide, with audit entries; only the patient's hospital may record one. Dataset versions cut
+//! patches, split by patient, reuse shards of unchanged parameters, and leave out (and delete
+//! the patches of) a patient who opts out while a version is being built.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step should panic with its cause.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pathfed_core::audit::recent;
+use pathfed_core::jobs::kinds::{Curate, ForgetPatient, JobKind as _};
+use pathfed_core::store::get_bytes;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::support::people::{Staff, sign_out_with, staff, wait_for};
+use crate::support::{self, As, BACKENDS, Reaped, TestServer, bin, submit_case};
+
+const CANARY: &str = "CANARY";
+
+/// A generated SVS with canaries in its description fields, label, barcode, JPEG segments and
+/// an orphan directory.
+fn canary_slide(dir: &Path, name: &str, seed: u32) -> PathBuf {
+    let out = dir.join(name);
+    let status = Command::new(bin())
+        .args([
+            "slide", "synth", "--width", "2400", "--height", "1800", "--seed",
+        ])
+        .arg(seed.to_string())
+        .args([
+            "--meta",
+            "Filename=CANARY-FILENAME-01",
+            "--meta",
+            "User=CANARY-USER-02",
+        ])
+        .args([
+            "--meta",
+            "Date=CANARY-DATE-03",
+            "--label-line",
+            "CANARY-LABEL-04",
+        ])
+        .args([
+            "--barcode",
+            "CANARY-BARCODE-05",
+            "--hidden-text",
+            "CANARY-HIDDEN-06",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(contains(&std::fs::read(&out).unwrap(), CANARY));
+    out
+}
+
+fn contains(bytes: &[u8], needle: &str) -> bool {
+    bytes
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// First read, concordant blind double-check, sign-out with GAS-G3.
+async fn sign_out(first: &As<'_>, second: &As<'_>, case: &str, slide: &str) {
+    sign_out_with(first, second, case, slide, "GAS-G3").await;
+}
+
+/// Waits until research slide `id` is tombstoned; returns the reason recorded.
+async fn tombstone(db: &pathfed_core::Db, id: &str) -> String {
+    wait_for("the tombstone", Duration::from_secs(60), || {
+        let (db, id) = (db.clone(), id.to_string());
+        async move {
+            sqlx::query(
+                "SELECT deleted_reason FROM research_slides WHERE id = $1 \
+                 AND deleted_at IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await
+            .unwrap()
+            .map(|row| row.get::<String, _>("deleted_reason"))
+        }
+    })
+    .await
+}
+
+/// Submits a generated slide for `patient` from the spoke and signs the case out with GAS-G3;
+/// returns (case, slide).
+async fn signed_out_case(
+    server: &TestServer,
+    staff: &Staff<'_>,
+    name: &str,
+    patient: &str,
+    seed: u32,
+) -> (String, String) {
+    let file = support::synth_slide(server.dir.path(), name, 2400, 1800, seed);
+    let (case, slide) = submit_case(server, &staff.spoke.token, &file, patient);
+    sign_out(&staff.first, &staff.second, &case, &slide).await;
+    (case, slide)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        let Staff {
+            spoke,
+            first,
+            second,
+            researcher,
+        } = staff(&server);
+        let db = server.db().await;
+        let store = server.store();
+
+        // Sign-out → a curated research slide, free of every canary.
+        let file = canary_slide(server.dir.path(), "canary.svs", 21);
+        let (case, slide) = submit_case(&server, &spoke.token, &file, "MRN-1001");
+        sign_out(&first, &second, &case, &slide).await;
+        let research = wait_for("the research slide", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move {
+                sqlx::query(
+                    "SELECT id, object_key, label_code, sha256, width, height FROM research_slides",
+                )
+                .fetch_optional(db.pool())
+                .await
+                .unwrap()
+            }
+        })
+        .await;
+        let id: String = research.get("id");
+        let key: String = research.get("object_key");
+        assert!(
+            id.starts_with("rs-") && !id.contains(&slide),
+            "{backend:?}: pseudonym {id}"
+        );
+        assert_eq!(research.get::<String, _>("label_code"), "GAS-G3");
+        assert_eq!(
+            (
+                research.get::<i64, _>("width"),
+                research.get::<i64, _>("height")
+            ),
+            (2400, 1800)
+        );
+        let bytes = get_bytes(&store, &key).await.unwrap();
+        assert!(
+            !contains(&bytes, CANARY),
+            "{backend:?}: a canary reached the research tier"
+        );
+        assert!(
+            !contains(&bytes, &slide) && !contains(&bytes, &case) && !contains(&bytes, "MRN-1001")
+        );
+        assert_eq!(
+            support::sha256_hex(&bytes),
+            research.get::<String, _>("sha256")
+        );
+        let local = server.dir.path().join("research.tiff");
+        std::fs::write(&local, &bytes).unwrap();
+        let info: Value = serde_json::from_str(&server.cli_ok(&[
+            "slide",
+            "info",
+            "--json",
+            local.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(info["associated_images"], json!([]), "{info}");
+        assert!(
+            (info["mpp_x"].as_f64().unwrap() - 0.499).abs() < 1e-3,
+            "{info}"
+        );
+
+        // Only the patient's hospital records an opt-out.
+        let body = json!({ "patient_id": "MRN-1001" });
+        researcher
+            .refused(Method::POST, "/api/v1/opt-outs", Some(body.clone()), 403)
+            .await;
+        first
+            .refused(Method::POST, "/api/v1/opt-outs", Some(body.clone()), 403)
+            .await;
+        spoke
+            .refused(
+                Method::POST,
+                "/api/v1/opt-outs",
+                Some(json!({ "patient_id": " " })),
+                400,
+            )
+            .await;
+
+        // Opt-out after curation: the research slide goes, a tombstone and audit entry stay.
+        let (status, recorded) = spoke
+            .call(Method::POST, "/api/v1/opt-outs", Some(body.clone()))
+            .await;
+        assert_eq!(status.as_u16(), 201, "{recorded}");
+        let (status, _) = spoke
+            .call(Method::POST, "/api/v1/opt-outs", Some(body))
+            .await;
+        assert_eq!(status.as_u16(), 200, "recording twice is harmless");
+        assert_eq!(tombstone(&db, &id).await, "opt-out");
+        assert!(
+            get_bytes(&store, &key).await.is_err(),
+            "{backend:?}: the research object is gone"
+        );
+        let audit = recent(&db, 500).await.unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.event.action == "patient.opt_out" && e.event.outcome == "ok")
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.event.action == "research_slide.delete"
+                    && e.event.target == format!("research_slide:{id}"))
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.event.action == "patient.opt_out" && e.event.outcome == "denied")
+        );
+
+        // Opt-out before sign-out: nothing is curated for that patient.
+        spoke
+            .ok(
+                Method::POST,
+                "/api/v1/opt-outs",
+                Some(json!({ "patient_id": "MRN-1002" })),
+            )
+            .await;
+        let file = canary_slide(server.dir.path(), "second.svs", 22);
+        let (case2, slide2) = submit_case(&server, &spoke.token, &file, "MRN-1002");
+        sign_out(&first, &second, &case2, &slide2).await;
+        // A third patient's case, signed out after, proves the worker is running meanwhile.
+        let file = canary_slide(server.dir.path(), "third.svs", 23);
+        let (case3, slide3) = submit_case(&server, &spoke.token, &file, "MRN-1003");
+        sign_out(&first, &second, &case3, &slide3).await;
+        wait_for(
+            "the third patient's research slide",
+            Duration::from_secs(90),
+            || {
+                let db = db.clone();
+                async move {
+                    let n: i64 = sqlx::query(
+                        "SELECT COUNT(*) AS n FROM research_slides WHERE deleted_at IS NULL",
+                    )
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap()
+                    .get("n");
+                    (n == 1).then_some(())
+                }
+            },
+        )
+        .await;
+        let curate_jobs: Vec<String> = sqlx::query("SELECT payload FROM jobs WHERE kind = $1")
+            .bind(Curate::NAME)
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("payload"))
+            .collect();
+        assert!(
+            curate_jobs.iter().all(|p| !p.contains(&slide2)),
+            "{backend:?}: opted-out slide enqueued"
+        );
+        assert_eq!(curate_jobs.len(), 2);
+    }
+}
+
+/// Object keys under `research/patches/`.
+async fn patch_keys(server: &TestServer) -> Vec<String> {
+    pathfed_core::store::list_keys(&server.store(), "research/patches/")
+        .await
+        .unwrap()
+}
+
+/// The research slides of live rows, by curation order.
+async fn live_research_slides(db: &pathfed_core::Db) -> Vec<String> {
+    sqlx::query("SELECT id FROM research_slides WHERE deleted_at IS NULL ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dataset_versions_cut_patches_split_by_patient_and_honour_opt_outs() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        let Staff {
+            spoke,
+            first,
+            second,
+            researcher,
+        } = staff(&server);
+        let db = server.db().await;
+
+        // Four patients, two diagnoses.
+        for (i, code) in ["GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3"].iter().enumerate() {
+            let file = support::synth_slide(
+                server.dir.path(),
+                &format!("p{i}.svs"),
+                2400,
+                1800,
+                30 + i as u32,
+            );
+            let (case, slide) = submit_case(&server, &spoke.token, &file, &format!("P-{i}"));
+            sign_out_with(&first, &second, &case, &slide, code).await;
+        }
+        wait_for("four research slides", Duration::from_secs(120), || {
+            let db = db.clone();
+            async move { (live_research_slides(&db).await.len() == 4).then_some(()) }
+        })
+        .await;
+
+        // A version with patches, built by its extract job while the CLI follows it.
+        let create = |extra: &[&str]| {
+            let mut args = vec![
+                "dataset",
+                "create",
+                "stomach",
+                "--server",
+                &server.url,
+                "--token",
+                &researcher.token,
+                "--labels",
+                "gastric-group",
+                "--filter",
+                "organ=stomach",
+                "--min-cell-size",
+                "1",
+            ];
+            args.extend_from_slice(extra);
+            server.cli_ok(&args)
+        };
+        let out = create(&[]);
+        assert!(
+            out.contains("stomach@1") && out.contains("patches:"),
+            "{out}"
+        );
+        let v1 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/1", None)
+            .await;
+        let content = &v1["content"];
+        let extraction = &content["extraction"];
+        assert!(
+            extraction["patches"].as_u64().unwrap() >= 20,
+            "{extraction}"
+        );
+        let qc = extraction["slides"].as_object().unwrap();
+        assert_eq!(qc.len(), 4, "{backend:?}: every slide extracted");
+        for (id, slide) in qc {
+            let q = &slide["qc"];
+            let tissue = q["tissue_fraction"].as_f64().unwrap();
+            assert!(tissue > 0.1 && tissue < 0.9, "{id}: {q}");
+            assert!(q["patches"].as_u64().unwrap() > 0, "{id}: {q}");
+            assert_eq!(q["pen_fraction"].as_f64(), Some(0.0), "{id}: {q}");
+            assert!(q["blur_fraction"].as_f64().unwrap() < 0.2, "{id}: {q}");
+            assert!((slide["mpp"][0].as_f64().unwrap() - 0.5).abs() < 0.01);
+        }
+        // Patient-level splits: no patient in two splits.
+        let mut split_of = std::collections::HashMap::new();
+        for entry in content["slides"].as_array().unwrap() {
+            let patient = entry["patient"].as_str().unwrap().to_string();
+            let split = entry["split"].as_str().unwrap().to_string();
+            assert_eq!(
+                split_of.entry(patient).or_insert_with(|| split.clone()),
+                &split
+            );
+        }
+        let labels: std::collections::BTreeSet<String> = extraction["patch_counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|l| l.as_object().unwrap().keys().cloned().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(labels.into_iter().collect::<Vec<_>>(), ["GAS-G1", "GAS-G3"]);
+
+        // The catalogue's sample patches are real 256 px JPEGs, for researchers only.
+        let samples = researcher
+            .ok(
+                Method::GET,
+                "/api/v1/datasets/stomach/versions/1/samples",
+                None,
+            )
+            .await;
+        let samples = samples.as_array().unwrap();
+        assert!(samples.len() >= 4, "{samples:?}");
+        let url = samples[0]["url"].as_str().unwrap();
+        let (status, jpeg) = researcher.raw(url).await;
+        assert_eq!(status.as_u16(), 200);
+        let patch = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((patch.width(), patch.height()), (256, 256));
+        for outsider in [&spoke, &first] {
+            let (status, _) = outsider.raw(url).await;
+            assert_eq!(
+                status.as_u16(),
+                403,
+                "{backend:?}: patch to a non-researcher"
+            );
+            outsider
+                .refused(
+                    Method::GET,
+                    "/api/v1/datasets/stomach/versions/1/samples",
+                    None,
+                    403,
+                )
+                .await;
+        }
+        let (status, _) = researcher
+            .raw(&format!("{}/99999", url.rsplit_once('/').unwrap().0))
+            .await;
+        assert_eq!(status.as_u16(), 404);
+
+        // The same parameters again: the same content, and not one new shard.
+        let shards = patch_keys(&server).await;
+        assert_eq!(shards.len(), 8, "{shards:?}");
+        create(&[]);
+        let v2 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/2", None)
+            .await;
+        assert_eq!(v2["content_hash"], v1["content_hash"]);
+        assert_eq!(patch_keys(&server).await, shards);
+
+        // A changed parameter never reuses patches.
+        create(&["--patch-size", "128"]);
+        let v3 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/3", None)
+            .await;
+        let (h1, h3) = (
+            v1["content"]["extraction"]["params_hash"].as_str().unwrap(),
+            v3["content"]["extraction"]["params_hash"].as_str().unwrap(),
+        );
+        assert_ne!(h1, h3);
+        assert_eq!(patch_keys(&server).await.len(), 16);
+
+        // Bad parameters are refused before anything is numbered.
+        let refused = server.cli(&[
+            "dataset",
+            "create",
+            "stomach",
+            "--server",
+            &server.url,
+            "--token",
+            &researcher.token,
+            "--labels",
+            "gastric-group",
+            "--patch-size",
+            "8",
+        ]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("patch size"));
+
+        // P-0 opts out while version 4 is being built: it holds none of their slides and no
+        // patch of theirs is left under any parameters.
+        let before = live_research_slides(&db).await;
+        let out = create(&["--no-wait", "--patch-mpp", "1.0"]);
+        assert!(out.contains("stomach@4 accepted"), "{out}");
+        spoke
+            .ok(
+                Method::POST,
+                "/api/v1/opt-outs",
+                Some(json!({ "patient_id": "P-0" })),
+            )
+            .await;
+        let state = wait_for("version 4", Duration::from_secs(120), || async {
+            let state = researcher
+                .ok(
+                    Method::GET,
+                    "/api/v1/datasets/stomach/versions/4/status",
+                    None,
+                )
+                .await;
+            (state["status"] != "building").then_some(state)
+        })
+        .await;
+        assert_eq!(state["status"], "published", "{state}");
+        let gone = wait_for("P-0's tombstone", Duration::from_secs(60), || {
+            let db = db.clone();
+            let before = before.clone();
+            async move {
+                let live = live_research_slides(&db).await;
+                (live.len() == 3).then(|| before.into_iter().find(|id| !live.contains(id)).unwrap())
+            }
+        })
+        .await;
+        let v4 = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/4", None)
+            .await;
+        assert!(
+            !v4.to_string().contains(&gone),
+            "{backend:?}: the opted-out patient's slide is in the next version"
+        );
+        assert_eq!(v4["content"]["slides"].as_array().unwrap().len(), 3);
+        // The forget job may finish a moment after the version: wait for it, then look.
+        wait_for("P-0's patches to go", Duration::from_secs(60), || {
+            let gone = gone.clone();
+            let server = &server;
+            async move {
+                let keys = patch_keys(server).await;
+                keys.iter().all(|k| !k.contains(&gone)).then_some(())
+            }
+        })
+        .await;
+        let audit = recent(&db, 1000).await.unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.event.action == "research_slide.delete"
+                    && e.event.target == format!("research_slide:{gone}"))
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.event.action == "dataset.create" && e.event.outcome == "ok")
+        );
+    }
+}
+
+/// The status and result of the curate job of `slide`, once one exists.
+async fn curate_job(db: &pathfed_core::Db, slide: &str) -> Option<(String, Option<String>)> {
+    sqlx::query("SELECT status, result FROM jobs WHERE kind = $1 AND payload LIKE $2")
+        .bind(Curate::NAME)
+        .bind(format!("%{slide}%"))
+        .fetch_optional(db.pool())
+        .await
+        .unwrap()
+        .map(|r| (r.get("status"), r.get("result")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opt_out_while_curation_runs_leaves_nothing_behind() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    for backend in BACKENDS {
+        // No in-process workers: a separate worker runs curation so the test can freeze it
+        // mid-job (SIGSTOP) while the patient opts out.
+        let server = TestServer::start_with(backend, &[("PATHFED_RESEARCH_SERVE_WORKERS", "0")]);
+        let people = staff(&server);
+        let db = server.db().await;
+
+        let (_, slide) = signed_out_case(&server, &people, "during.svs", "D-1", 41).await;
+        assert_eq!(
+            curate_job(&db, &slide).await.unwrap().0,
+            "queued",
+            "{backend:?}: nothing runs curation yet"
+        );
+
+        let worker = Reaped(
+            server
+                .command(&[
+                    "worker",
+                    "--kinds",
+                    &format!("{},{}", Curate::NAME, ForgetPatient::NAME),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = Pid::from_raw(worker.0.id() as i32);
+        // Freeze it once its work folder exists: past the first opt-out check, de-identifying.
+        let data = server.dir.path().join("data");
+        let start = Instant::now();
+        while !std::fs::read_dir(&data).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("curate-")
+        }) {
+            assert!(start.elapsed() < Duration::from_secs(60), "never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kill(pid, Signal::SIGSTOP).unwrap();
+        let frozen = curate_job(&db, &slide).await.unwrap().0;
+        let (status, _) = people
+            .spoke
+            .call(
+                Method::POST,
+                "/api/v1/opt-outs",
+                Some(json!({ "patient_id": "D-1" })),
+            )
+            .await;
+        assert_eq!(status.as_u16(), 201);
+        assert_eq!(
+            frozen, "running",
+            "{backend:?}: the opt-out must land while the curate job runs"
+        );
+        kill(pid, Signal::SIGCONT).unwrap();
+
+        let result = wait_for("the curate job", Duration::from_secs(90), || {
+            let (db, slide) = (db.clone(), slide.clone());
+            async move {
+                curate_job(&db, &slide)
+                    .await
+                    .filter(|(status, _)| status == "succeeded")
+                    .and_then(|(_, result)| result)
+            }
+        })
+        .await;
+        let result: Value = serde_json::from_str(&result).unwrap();
+        eprintln!("{backend:?}: the curate job that ran during the opt-out: {result}");
+        // Either interleaving is fine, but both must leave nothing: the job saw the opt-out
+        // before publishing, or it published first and the forget job removed the slide.
+        if let Some(id) = result["research_slide"].as_str() {
+            assert_eq!(tombstone(&db, id).await, "opt-out");
+            assert!(
+                recent(&db, 500)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.event.action == "research_slide.delete"
+                        && e.event.target == format!("research_slide:{id}"))
+            );
+        } else {
+            assert_eq!(
+                result["skipped"], "the patient opted out during curation",
+                "{backend:?}: {result}"
+            );
+        }
+        assert!(live_research_slides(&db).await.is_empty());
+        let objects = pathfed_core::store::list_keys(&server.store(), "research/")
+            .await
+            .unwrap();
+        assert!(
+            objects.is_empty(),
+            "{backend:?}: left in the research tier: {objects:?}"
+        );
+        assert!(
+            recent(&db, 500)
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.event.action == "patient.opt_out" && e.event.outcome == "ok")
+        );
+
+        // Another patient curated by the same worker afterwards; the next version holds only
+        // that slide.
+        signed_out_case(&server, &people, "after.svs", "D-2", 42).await;
+        let kept = wait_for("D-2's research slide", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move { live_research_slides(&db).await.pop() }
+        })
+        .await;
+        let out = server.cli_ok(&[
+            "dataset",
+            "create",
+            "during",
+            "--server",
+            &server.url,
+            "--token",
+            &people.researcher.token,
+            "--labels",
+            "gastric-group",
+            "--min-cell-size",
+            "1",
+            "--no-patches",
+        ]);
+        assert!(out.contains("during@1"), "{out}");
+        let version = people
+            .researcher
+            .ok(Method::GET, "/api/v1/datasets/during/versions/1", None)
+            .await;
+        let slides: Vec<&str> = version["content"]["slides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(slides, [kept.as_str()], "{backend:?}");
+        drop(worker);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_rotation_recurates_under_new_pseudonyms_and_retires_the_old() {
+    for backend in BACKENDS {
+        let mut server = TestServer::start(backend);
+        let people = staff(&server);
+        let db = server.db().await;
+        signed_out_case(&server, &people, "rotate.svs", "R-1", 51).await;
+        let old = wait_for("the research slide", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move { live_research_slides(&db).await.pop() }
+        })
+        .await;
+        let out = server.cli_ok(&["admin", "recurate"]);
+        assert!(out.contains("1 curated, 0 queued now"), "{out}");
+
+        // Rotation: stop, move the key aside, start with a new one, re-curate.
+        server.kill();
+        let key = server.dir.path().join("data/keys/research-id.key");
+        std::fs::rename(&key, key.with_extension("key.old")).unwrap();
+        server.restart();
+        let out = server.cli_ok(&["admin", "recurate"]);
+        assert!(
+            out.contains("0 curated, 1 queued now"),
+            "{backend:?}: {out}"
+        );
+        let out = server.cli_ok(&["admin", "recurate"]);
+        assert!(
+            out.contains(", 0 queued now"),
+            "{backend:?}: a second run queues nothing more: {out}"
+        );
+        let live = wait_for("the re-curated slide", Duration::from_secs(90), || {
+            let db = db.clone();
+            async move {
+                let live = live_research_slides(&db).await;
+                (live.len() == 2).then_some(live)
+            }
+        })
+        .await;
+        let new = live.into_iter().find(|id| *id != old).unwrap();
+
+        let out = server.cli_ok(&["admin", "recurate", "--retire-stale"]);
+        assert!(out.contains("retired 1 "), "{backend:?}: {out}");
+        assert_eq!(live_research_slides(&db).await, std::slice::from_ref(&new));
+        assert_eq!(tombstone(&db, &old).await, "retired");
+        let objects = pathfed_core::store::list_keys(&server.store(), "research/slides/")
+            .await
+            .unwrap();
+        assert_eq!(
+            objects,
+            [format!("research/slides/{new}.tiff")],
+            "{backend:?}"
+        );
+        assert!(recent(&db, 500).await.unwrap().iter().any(|e| {
+            e.event.action == "research_slide.delete"
+                && e.event.target == format!("research_slide:{old}")
+        }));
+    }
+}

@@ -1,0 +1,475 @@
+//! Training through the running server, on both backends: signed-out cases become a dataset
+//! version with patches; `pathfed train` runs it as a job and follows it; the run's curves,
+//! the registered model (weights, config, card, metrics, plots) and its deployment are what a
+//! researcher reads; the deployed model reloads and predicts what the run evaluated; a run
+//! cancelled mid-way resumes from its checkpoint; bad requests are refused with nothing
+//! registered; clinical staff see none of it.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
+
+use std::time::Duration;
+
+use pathfed_core::store::{get_bytes, list_keys};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::support::people::{sign_out_with, staff, wait_for};
+use crate::support::{self, BACKENDS, TestServer, submit_case};
+
+/// Six patients, three per diagnosis, so a 1:1:1 split per diagnosis fills every split.
+const CODES: [&str; 6] = ["GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3"];
+
+async fn count(db: &pathfed_core::Db, table: &str) -> i64 {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) AS n FROM {table}"
+    )))
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+    .get("n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn train_register_deploy_reload_cancel_and_resume() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        let staff = staff(&server);
+        let researcher = &staff.researcher;
+        let db = server.db().await;
+        for (i, code) in CODES.iter().enumerate() {
+            let file = support::synth_slide(
+                server.dir.path(),
+                &format!("t{i}.svs"),
+                2400,
+                1800,
+                60 + i as u32,
+            );
+            let (case, slide) = submit_case(&server, &staff.spoke.token, &file, &format!("T-{i}"));
+            sign_out_with(&staff.first, &staff.second, &case, &slide, code).await;
+        }
+        wait_for("six research slides", Duration::from_secs(180), || {
+            let db = db.clone();
+            async move {
+                let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM research_slides")
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap()
+                    .get("n");
+                (n == 6).then_some(())
+            }
+        })
+        .await;
+        let token = researcher.token.clone();
+        let with_server = |args: &[&str]| {
+            let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            all.extend([
+                "--server".into(),
+                server.url.clone(),
+                "--token".into(),
+                token.clone(),
+            ]);
+            all
+        };
+        let cli_ok = |args: &[&str]| {
+            let all = with_server(args);
+            server.cli_ok(&all.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        cli_ok(&[
+            "dataset",
+            "create",
+            "stomach",
+            "--labels",
+            "gastric-group",
+            "--filter",
+            "organ=stomach",
+            "--min-cell-size",
+            "1",
+            "--split",
+            "0.34,0.33,0.33",
+            "--patch-size",
+            "64",
+            "--patch-mpp",
+            "2",
+        ]);
+
+        // Pretrained weights as an administrator would place them (written by numpy, named as
+        // torchvision names them): one with a 1000-class head, one with a wrong kernel.
+        let pretrained = server.dir.path().join("data/pretrained");
+        std::fs::create_dir_all(&pretrained).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = std::env::var("PATHFED_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| root.join(".tools/venv/bin/python"));
+        let written = std::process::Command::new(&python)
+            .arg(root.join("training/tests/python/resnet_weights.py"))
+            .arg(&pretrained)
+            .output()
+            .expect("the Python interpreter of scripts/setup.sh");
+        assert!(
+            written.status.success(),
+            "writing pretrained weights (run scripts/setup.sh): {}",
+            String::from_utf8_lossy(&written.stderr)
+        );
+
+        // Refused before anything is queued: nothing in the runs table or the registry.
+        let start = |body: Value| async move {
+            researcher
+                .call(Method::POST, "/api/v1/training/runs", Some(body))
+                .await
+        };
+        let (status, body) = start(json!({"dataset": "stomach@9", "model": "resnet-small"})).await;
+        assert_eq!(status.as_u16(), 404, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("stomach@9"),
+            "{body}"
+        );
+        let (status, body) =
+            start(json!({"dataset": "stomach@1", "model": "resnet-small", "batch": 4000})).await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("larger than the train split"),
+            "{body}"
+        );
+        let (status, body) =
+            start(json!({"dataset": "stomach@1", "model": "resnet-small", "device": "cuda"})).await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        assert_eq!(body["error"]["code"], "device_unavailable", "{body}");
+        let (status, body) = start(json!({"dataset": "stomach@1", "model": "vgg"})).await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        let (status, body) = start(json!({
+            "dataset": "stomach@1", "model": "resnet-small", "batch": 16, "pretrained": "wrong_conv.safetensors",
+        }))
+        .await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("layer3.0.conv2.weight"),
+            "{body}"
+        );
+        let (status, body) = start(json!({
+            "dataset": "stomach@1", "model": "resnet-small", "batch": 16, "pretrained": "../pathfed.db",
+        }))
+        .await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        let (status, body) = start(json!({
+            "dataset": "stomach@1", "model": "resnet-small", "batch": 16, "pretrained": "absent.safetensors",
+        }))
+        .await;
+        assert_eq!(status.as_u16(), 404, "{body}");
+        let (status, body) = staff
+            .first
+            .call(
+                Method::POST,
+                "/api/v1/training/runs",
+                Some(json!({"dataset": "stomach@1"})),
+            )
+            .await;
+        assert_eq!(status.as_u16(), 403, "{body}");
+        assert_eq!(count(&db, "training_runs").await, 0, "{backend:?}");
+        assert_eq!(count(&db, "models").await, 0, "{backend:?}");
+        let (status, _) = staff.first.call(Method::GET, "/api/v1/models", None).await;
+        assert_eq!(status.as_u16(), 403);
+
+        // A run from the CLI, followed to the end.
+        let out = cli_ok(&[
+            "train",
+            "--dataset",
+            "stomach@1",
+            "--model",
+            "resnet-small",
+            "--epochs",
+            "2",
+            "--batch",
+            "16",
+            "--patience",
+            "0",
+            "--name",
+            "stomach-small",
+            "--seeds",
+            "2",
+        ]);
+        assert!(out.contains("registered stomach-small@1"), "{out}");
+        assert!(out.contains("AUC") && out.contains("over 2 seeds"), "{out}");
+        assert!(out.contains("seed 1 epoch 2 valid"), "{out}");
+
+        // The run's curves: loss, accuracy and AUROC per epoch, per seed, both splits.
+        let runs = researcher
+            .ok(Method::GET, "/api/v1/training/runs", None)
+            .await;
+        let run = &runs.as_array().unwrap()[0];
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["model"], "stomach-small@1");
+        let history = run["history"].as_array().unwrap();
+        for seed in [1, 2] {
+            for split in ["train", "valid"] {
+                let epochs: Vec<u64> = history
+                    .iter()
+                    .filter(|p| p["seed"] == seed && p["split"] == split && p["name"] == "Loss")
+                    .map(|p| p["epoch"].as_u64().unwrap())
+                    .collect();
+                assert_eq!(
+                    epochs,
+                    [1, 2],
+                    "{backend:?} seed {seed} {split}: {history:?}"
+                );
+            }
+        }
+        assert!(
+            history
+                .iter()
+                .any(|p| p["name"].as_str().unwrap().starts_with("AUROC"))
+        );
+
+        // The registry entry: complete, traceable, with a card that says what it is for.
+        let shown = researcher
+            .ok(Method::GET, "/api/v1/models/stomach-small/versions/1", None)
+            .await;
+        let model = &shown["model"];
+        let manifest = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/1", None)
+            .await;
+        assert_eq!(model["dataset_hash"], manifest["content_hash"]);
+        assert_eq!(model["taxonomy"], "gastric-group");
+        assert_eq!(model["organ"], "stomach");
+        assert_eq!(model["classes"], json!(["GAS-G1", "GAS-G3"]));
+        assert!(
+            model["code_version"].as_str().unwrap().starts_with("0."),
+            "{model}"
+        );
+        let card = &shown["card"];
+        assert!(
+            card["notice"]
+                .as_str()
+                .unwrap()
+                .starts_with("Decision support only")
+        );
+        assert!(card["intended_use"].as_str().unwrap().contains("stomach"));
+        assert!(
+            card["limitations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l.as_str().unwrap().contains("test slides")),
+            "{card}"
+        );
+        assert_eq!(
+            card["training_data"]["content_hash"],
+            manifest["content_hash"]
+        );
+        let summary = &model["summary"];
+        assert_eq!(summary["test_slides"], 2, "{summary}");
+        assert_eq!(summary["seeds"], 2);
+        assert_eq!(summary["over_seeds"]["auc"]["n"], 2, "{summary}");
+        let store = server.store();
+        let mut keys = list_keys(&store, "models/stomach-small/1").await.unwrap();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "card.json",
+                "config.json",
+                "loss.png",
+                "metrics.json",
+                "model.bpk",
+                "roc.png"
+            ]
+            .map(|f| format!("models/stomach-small/1/{f}"))
+        );
+        let weights = get_bytes(&store, "models/stomach-small/1/model.bpk")
+            .await
+            .unwrap();
+        assert_eq!(support::sha256_hex(&weights), model["weights_sha256"]);
+        for plot in ["roc.png", "loss.png"] {
+            let (status, bytes) = researcher
+                .raw(&format!(
+                    "/api/v1/models/stomach-small/versions/1/files/{plot}"
+                ))
+                .await;
+            assert!(status.is_success());
+            let image = image::load_from_memory(&bytes).unwrap();
+            assert_eq!((image.width(), image.height()), (640, 480), "{plot}");
+        }
+        let (status, _) = researcher
+            .raw("/api/v1/models/stomach-small/versions/1/files/..%2Fsecret")
+            .await;
+        assert_eq!(status.as_u16(), 404);
+
+        // Deploy from the CLI; the deployed model reloads and scores the test slides exactly as
+        // the run did.
+        let out = cli_ok(&["model", "deploy", "stomach-small@1"]);
+        assert!(
+            out.contains("deployed for stomach slides in gastric-group"),
+            "{out}"
+        );
+        let platform = server.platform().await;
+        let (name, version) =
+            pathfed_models::registry::deployed_for(&platform, "stomach", "gastric-group")
+                .await
+                .unwrap()
+                .unwrap();
+        let device = pathfed_models::device::open("flex").unwrap();
+        let loaded = pathfed_models::registry::load(&platform, &name, version, &device)
+            .await
+            .unwrap();
+        let manifest: pathfed_datasets::manifest::Manifest = serde_json::from_slice(
+            &get_bytes(&store, "research/datasets/stomach/1/manifest.json")
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let cache = server.dir.path().join("reload-cache");
+        let set = std::sync::Arc::new(
+            pathfed_training::data::PatchSet::fetch(&store, &manifest, &cache, |_, _| {})
+                .await
+                .unwrap(),
+        );
+        let (_, slides) = pathfed_training::run::evaluate_slides(
+            &loaded.model,
+            &set,
+            "test",
+            loaded.config.model.input_px,
+            16,
+            &loaded.config.positive,
+            loaded.config.aggregation,
+            loaded.config.threshold,
+            1,
+            &device,
+        )
+        .unwrap();
+        let metrics = researcher
+            .ok(
+                Method::GET,
+                "/api/v1/models/stomach-small/versions/1/files/metrics.json",
+                None,
+            )
+            .await;
+        let recorded = metrics["seeds"][0]["slides"].as_array().unwrap();
+        assert_eq!(slides.len(), recorded.len());
+        for (now, then) in slides.iter().zip(recorded) {
+            assert_eq!(now.slide, then["slide"].as_str().unwrap());
+            let then = then["score"].as_f64().unwrap();
+            // Same weights, same inputs, same kernels: only summation order could differ.
+            assert!((now.score - then).abs() < 1e-5, "{} vs {then}", now.score);
+        }
+
+        // A run cancelled mid-way resumes from its last checkpoint and registers v2. The worker
+        // sees a cancel at its next heartbeat (≤ 2 s); 192 px inputs make an epoch long enough
+        // (~0.7 s here, longer on slower machines) that 12 of them outlast that several times.
+        let run = researcher
+            .ok(
+                Method::POST,
+                "/api/v1/training/runs",
+                Some(json!({
+                    "dataset": "stomach@1", "model": "resnet-small", "epochs": 12, "batch": 16,
+                    "input_px": 192, "patience": 0, "name": "stomach-small",
+                    "aggregation": "attention",
+                })),
+            )
+            .await;
+        let id = run["id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/training/runs/{id}");
+        let checkpoint = server.dir.path().join(format!(
+            "data/training/runs/{id}/seed-1/checkpoint/model-1.bpk"
+        ));
+        wait_for("the first checkpoint", Duration::from_secs(120), || {
+            let exists = checkpoint.exists();
+            async move { exists.then_some(()) }
+        })
+        .await;
+        researcher
+            .ok(Method::POST, &format!("{path}/cancel"), None)
+            .await;
+        let stopped = wait_for("the cancel", Duration::from_secs(60), || async {
+            let state = researcher.ok(Method::GET, &path, None).await;
+            (state["status"] != "running" && state["status"] != "queued").then_some(state)
+        })
+        .await;
+        assert_eq!(stopped["status"], "cancelled", "{stopped}");
+        assert_eq!(stopped["resumable"], true);
+        assert!(stopped["model"].is_null());
+        assert_eq!(
+            count(&db, "models").await,
+            1,
+            "{backend:?}: nothing registered"
+        );
+        let done_before = stopped["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["epoch"].as_u64())
+            .max()
+            .unwrap();
+        assert!(
+            done_before < 12,
+            "{backend:?}: the cancel came too late to test"
+        );
+        let out = cli_ok(&["train", "--resume", &id]);
+        assert!(out.contains("registered stomach-small@2"), "{out}");
+        let state = researcher.ok(Method::GET, &path, None).await;
+        let epochs: Vec<u64> = state["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["split"] == "valid" && p["name"] == "Loss")
+            .map(|p| p["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            epochs,
+            (1..=12).collect::<Vec<u64>>(),
+            "{backend:?}: every epoch once, resumed after epoch {done_before}"
+        );
+        let keys = list_keys(&store, "models/stomach-small/2").await.unwrap();
+        assert!(
+            keys.iter().any(|k| k.ends_with("aggregator.bpk")),
+            "{keys:?}"
+        );
+        let v2 = platform.clone();
+        let loaded = pathfed_models::registry::load(&v2, "stomach-small", 2, &device)
+            .await
+            .unwrap();
+        assert!(loaded.aggregator.is_some());
+
+        // Retiring undeploys; a retired model cannot be deployed again.
+        let out = cli_ok(&["model", "retire", "stomach-small@1"]);
+        assert!(out.contains("removed from 1 deployment"), "{out}");
+        let deployments = researcher
+            .ok(Method::GET, "/api/v1/deployments", None)
+            .await;
+        assert_eq!(deployments, json!([]));
+        let message = researcher
+            .refused(
+                Method::POST,
+                "/api/v1/models/stomach-small/versions/1/deploy",
+                Some(json!({})),
+                409,
+            )
+            .await;
+        assert!(message.contains("retired"), "{message}");
+        let listed = cli_ok(&["model", "list"]);
+        assert!(
+            listed.contains("stomach-small@2") && listed.contains("retired"),
+            "{listed}"
+        );
+        let audit = pathfed_core::audit::recent(&db, 200).await.unwrap();
+        for action in [
+            "training.start",
+            "model.deploy",
+            "model.retire",
+            "training.cancel",
+        ] {
+            assert!(
+                audit.iter().any(|e| e.event.action == action),
+                "{backend:?}: no {action} in the audit log"
+            );
+        }
+    }
+}
