@@ -13,12 +13,11 @@
 
 pub mod extract;
 pub mod infer;
+pub mod progress;
 pub mod serve;
 pub mod slide;
 pub mod throughput;
 pub mod train;
-
-mod progress;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -352,9 +352,10 @@ impl BenchServer {
         let hub = accounts::create_hospital(db, "Bench Hub", HospitalKind::Hub)
             .await
             .context("creating the hub")?;
-        let researcher = accounts::create_user(db, &hub, "bench-research", Role::Researcher, &password)
-            .await
-            .context("creating the researcher")?;
+        let researcher =
+            accounts::create_user(db, &hub, "bench-research", Role::Researcher, &password)
+                .await
+                .context("creating the researcher")?;
         let Application {
             router,
             clear_tiles,
@@ -832,7 +833,10 @@ async fn tiles_while_training(
     use pathfed_training::synthetic::{TextureSpec, texture_dataset};
 
     let urls = tile_urls(server, &tiles.base, &tiles.sample);
-    eprintln!("fetching {} tiles with {LOADED_CLIENTS} clients, workers idle", urls.len());
+    eprintln!(
+        "fetching {} tiles with {LOADED_CLIENTS} clients, workers idle",
+        urls.len()
+    );
     (server.clear_tiles)();
     let idle = fetch_pass(http, &server.token, &urls, LOADED_CLIENTS).await?;
 
@@ -864,7 +868,8 @@ async fn tiles_while_training(
     let run = runs::start(&research, &server.researcher, request).await?;
 
     let exe = std::env::current_exe().context("locating the pathfed binary")?;
-    let args: Vec<String> = ["worker", "--kinds", pathfed_core::jobs::kinds::Train::NAME]
+    use pathfed_core::jobs::kinds::{JobKind as _, Train};
+    let args: Vec<String> = ["worker", "--kinds", Train::NAME]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -899,7 +904,10 @@ async fn tiles_while_training(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("fetching {} tiles with {LOADED_CLIENTS} clients while training", urls.len());
+    eprintln!(
+        "fetching {} tiles with {LOADED_CLIENTS} clients while training",
+        urls.len()
+    );
     (server.clear_tiles)();
     let training = fetch_pass(http, &server.token, &urls, LOADED_CLIENTS).await?;
     let state = runs::state(&research, &server.researcher, &run.id).await?;

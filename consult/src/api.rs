@@ -10,8 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
-use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody, audited};
 use pathfed_core::routes::{Routes, delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -115,28 +114,6 @@ where
 )]
 pub struct Api;
 
-/// Writes the audit entry for an outcome and turns the error into an API answer.
-async fn audited<T>(
-    consult: &Consult,
-    user: &Principal,
-    action: &str,
-    target: &str,
-    result: ConsultResult<T>,
-) -> Result<T, ApiError> {
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(ConsultError::NotFound(_) | ConsultError::Forbidden(_)) => "denied",
-        Err(ConsultError::Invalid(_) | ConsultError::Transition(_)) => "refused",
-        Err(ConsultError::Core(_)) => "failed",
-    };
-    let mut event = AuditEvent::by(user, action, target, outcome);
-    if let Err(e) = &result {
-        event = event.detail(e.to_string());
-    }
-    let _ = consult.platform.audit(event).await;
-    result.map_err(ApiError::from)
-}
-
 /// The case if `user` may see it; a refusal is audited as `action`.
 async fn open_case(
     consult: &Consult,
@@ -153,12 +130,16 @@ async fn open_case(
     .await;
     match found {
         Ok(found) => Ok(found),
-        Err(e) => Err(
-            audited::<()>(consult, user, action, &format!("case:{id}"), Err(e))
-                .await
-                .err()
-                .unwrap_or_else(|| ApiError::not_found("case")),
-        ),
+        Err(e) => Err(audited::<(), _>(
+            &consult.platform,
+            user,
+            action,
+            &format!("case:{id}"),
+            Err(e),
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| ApiError::not_found("case"))),
     }
 }
 
@@ -219,7 +200,7 @@ async fn concordance(
     Authenticated(user): Authenticated,
 ) -> Result<Response, ApiError> {
     let rows = audited(
-        &consult,
+        &consult.platform,
         &user,
         "case.stats",
         &format!("hospital:{}", user.hospital.id),
@@ -270,7 +251,7 @@ async fn list(
     };
     let window = consult.access_after_close_s();
     let listed = cases::list(&consult.platform.db, &user, &filter).await;
-    let all = audited(&consult, &user, "case.list", "cases", listed).await?;
+    let all = audited(&consult.platform, &user, "case.list", "cases", listed).await?;
     let visible: Vec<Value> = all
         .iter()
         .filter_map(|case| {
@@ -309,7 +290,7 @@ async fn create(
         &form,
     )
     .await;
-    let case = audited(&consult, &user, "case.create", "cases", created).await?;
+    let case = audited(&consult.platform, &user, "case.create", "cases", created).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(case_json(&consult, &case, Relation::Spoke)),
@@ -349,7 +330,7 @@ async fn opt_out(
 ) -> Result<Response, ApiError> {
     let result = crate::research::record(&consult, &user, &form.patient_id).await;
     let target = format!("hospital:{}", user.hospital.id);
-    let recorded = audited(&consult, &user, "patient.opt_out", &target, result).await?;
+    let recorded = audited(&consult.platform, &user, "patient.opt_out", &target, result).await?;
     let status = if recorded.newly_recorded {
         StatusCode::CREATED
     } else {
@@ -413,7 +394,14 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let (case, relation) = open_case(&consult, &user, &id, "case.view").await?;
     let value = detail(&consult, &user, &case, relation).await?;
-    audited(&consult, &user, "case.view", &target(&case), Ok(())).await?;
+    audited(
+        &consult.platform,
+        &user,
+        "case.view",
+        &target(&case),
+        Ok::<_, ConsultError>(()),
+    )
+    .await?;
     Ok(axum::Json(value).into_response())
 }
 
@@ -452,7 +440,14 @@ async fn update(
         &form,
     )
     .await;
-    let case = audited(&consult, &user, "case.update", &target(&case), updated).await?;
+    let case = audited(
+        &consult.platform,
+        &user,
+        "case.update",
+        &target(&case),
+        updated,
+    )
+    .await?;
     Ok(axum::Json(case_json(&consult, &case, Relation::Spoke)).into_response())
 }
 
@@ -491,7 +486,14 @@ async fn attach(
 ) -> Result<Response, ApiError> {
     let (case, _) = open_case(&consult, &user, &id, "case.attach").await?;
     let done = cases::attach_slide(&consult.platform.db, &user, &case, &form.slide_id).await;
-    audited(&consult, &user, "case.attach", &target(&case), done).await?;
+    audited(
+        &consult.platform,
+        &user,
+        "case.attach",
+        &target(&case),
+        done,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -521,7 +523,14 @@ async fn detach(
 ) -> Result<Response, ApiError> {
     let (case, _) = open_case(&consult, &user, &id, "case.detach").await?;
     let done = cases::detach_slide(&consult.platform.db, &user, &case, &slide).await;
-    audited(&consult, &user, "case.detach", &target(&case), done).await?;
+    audited(
+        &consult.platform,
+        &user,
+        "case.detach",
+        &target(&case),
+        done,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -534,7 +543,7 @@ async fn moved(
     relation: Relation,
     result: ConsultResult<Case>,
 ) -> Result<Response, ApiError> {
-    let case = audited(consult, user, action, &target(case), result).await?;
+    let case = audited(&consult.platform, user, action, &target(case), result).await?;
     Ok(axum::Json(detail(consult, user, &case, relation).await?).into_response())
 }
 
@@ -845,7 +854,14 @@ async fn sign_out(
 ) -> Result<Response, ApiError> {
     let (case, _) = open_case(&consult, &user, &id, "case.sign_out").await?;
     let result = report::sign_out(&consult, &user, &case).await;
-    let version = audited(&consult, &user, "case.sign_out", &target(&case), result).await?;
+    let version = audited(
+        &consult.platform,
+        &user,
+        "case.sign_out",
+        &target(&case),
+        result,
+    )
+    .await?;
     Ok(axum::Json(version).into_response())
 }
 
@@ -876,7 +892,14 @@ async fn amend(
 ) -> Result<Response, ApiError> {
     let (case, _) = open_case(&consult, &user, &id, "case.amend").await?;
     let result = report::amend(&consult, &user, &case, &form).await;
-    let version = audited(&consult, &user, "case.amend", &target(&case), result).await?;
+    let version = audited(
+        &consult.platform,
+        &user,
+        "case.amend",
+        &target(&case),
+        result,
+    )
+    .await?;
     Ok(axum::Json(version).into_response())
 }
 
@@ -892,7 +915,7 @@ async fn open_reports(
         let denied: ConsultResult<()> = Err(ConsultError::Forbidden(
             "reports are for the case's pathologists and the submitting hospital".into(),
         ));
-        audited(consult, user, action, &target(&case), denied).await?;
+        audited(&consult.platform, user, action, &target(&case), denied).await?;
     }
     Ok((case, relation))
 }
@@ -951,7 +974,14 @@ async fn report_version(
 ) -> Result<Response, ApiError> {
     let (case, _) = open_reports(&consult, &user, &id, "case.report").await?;
     let found = report::version(&consult, &case.id, version).await;
-    let version = audited(&consult, &user, "case.report", &target(&case), found).await?;
+    let version = audited(
+        &consult.platform,
+        &user,
+        "case.report",
+        &target(&case),
+        found,
+    )
+    .await?;
     Ok(axum::Json(version).into_response())
 }
 
@@ -993,7 +1023,7 @@ async fn report_file(
     }
     .await;
     let bytes = audited(
-        &consult,
+        &consult.platform,
         &user,
         "case.report.download",
         &format!("case:{}/report:v{version}/{file}", case.id),
@@ -1031,7 +1061,7 @@ async fn open_for_slides(
     let (case, relation) = open_case(consult, user, id, action).await?;
     if relation == Relation::HubAdmin {
         let denied: ConsultResult<()> = Err(ConsultError::NotFound("case"));
-        audited(consult, user, action, &target(&case), denied).await?;
+        audited(&consult.platform, user, action, &target(&case), denied).await?;
     }
     Ok((case, relation))
 }
@@ -1062,7 +1092,14 @@ async fn list_annotations(
 ) -> Result<Response, ApiError> {
     let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotations").await?;
     let found = annotations::visible(&consult.platform.db, &user, &case, rel, &slide).await;
-    let list = audited(&consult, &user, "case.annotations", &target(&case), found).await?;
+    let list = audited(
+        &consult.platform,
+        &user,
+        "case.annotations",
+        &target(&case),
+        found,
+    )
+    .await?;
     Ok(axum::Json(json!({ "annotations": list })).into_response())
 }
 
@@ -1108,7 +1145,14 @@ async fn create_annotation(
         .await
     }
     .await;
-    let created = audited(&consult, &user, "case.annotate", &target(&case), result).await?;
+    let created = audited(
+        &consult.platform,
+        &user,
+        "case.annotate",
+        &target(&case),
+        result,
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
@@ -1139,7 +1183,7 @@ async fn delete_annotation(
     let (case, rel) = open_for_slides(&consult, &user, &id, "case.annotate").await?;
     let result = annotations::delete(&consult.platform.db, &user, &case, rel, &annotation).await;
     audited(
-        &consult,
+        &consult.platform,
         &user,
         "case.annotation.delete",
         &target(&case),
@@ -1177,7 +1221,7 @@ async fn export_geojson(
     let taxonomy = consult.taxonomy_of(&case).map_err(ApiError::from)?;
     let found = annotations::visible(&consult.platform.db, &user, &case, rel, &slide).await;
     let list = audited(
-        &consult,
+        &consult.platform,
         &user,
         "case.annotations.export",
         &target(&case),
@@ -1244,7 +1288,7 @@ async fn import_geojson(
     }
     .await;
     let imported = audited(
-        &consult,
+        &consult.platform,
         &user,
         "case.annotations.import",
         &target(&case),

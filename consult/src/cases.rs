@@ -28,8 +28,9 @@ pub const AGE_BANDS: [&str; 11] = [
 /// Sexes a case may carry.
 pub const SEXES: [&str; 4] = ["female", "male", "other", "unknown"];
 
-const CASE_COLUMNS: &str = "c.id, c.spoke_id, c.hub_id, c.created_by, c.patient_hash, c.patient_cipher, c.age_band, c.sex, c.organ, c.specimen, \
-     c.clinical_question, c.urgency, c.taxonomy, c.status, c.primary_reader, c.second_reader, \
+const CASE_COLUMNS: &str = "c.id, c.spoke_id, c.hub_id, c.created_by, c.patient_hash, \
+     c.patient_cipher, c.age_band, c.sex, c.organ, c.specimen, c.clinical_question, c.urgency, \
+     c.taxonomy, c.status, c.primary_reader, c.second_reader, \
      c.concordant, c.final_code, c.final_findings, c.final_by, c.final_note, c.report_version, \
      c.report_seen_version, c.created_at, c.submitted_at, c.closed_at, c.updated_at";
 const CASE_FROM: &str = "FROM cases c";

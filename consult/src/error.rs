@@ -44,5 +44,16 @@ impl From<ConsultError> for ApiError {
     }
 }
 
+impl pathfed_core::http::AuditedError for ConsultError {
+    fn outcome(&self) -> pathfed_core::http::Outcome {
+        use pathfed_core::http::Outcome;
+        match self {
+            Self::NotFound(_) | Self::Forbidden(_) => Outcome::Denied,
+            Self::Invalid(_) | Self::Transition(_) => Outcome::Refused,
+            Self::Core(_) => Outcome::Failed,
+        }
+    }
+}
+
 /// Result with [`ConsultError`].
 pub type ConsultResult<T> = Result<T, ConsultError>;

@@ -5,9 +5,9 @@
 //! ([`Status::is_blind`]) a read is shown to its own reader only, and the spoke sees reads only
 //! once the case is signed out.
 
-use pathfed_core::Db;
-use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::accounts::{self, Principal, Role};
 use pathfed_core::db::now;
+use pathfed_core::{CoreError, Db};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -98,20 +98,21 @@ fn require_hub_pathologist(user: &Principal, case: &Case) -> ConsultResult<()> {
 }
 
 async fn hub_pathologist_id(db: &Db, case: &Case, username: &str) -> ConsultResult<String> {
-    let row = sqlx::query(
-        "SELECT id FROM users WHERE username = $1 AND hospital_id = $2 AND role = 'pathologist' \
-         AND disabled = 0",
-    )
-    .bind(username)
-    .bind(&case.hub_id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| {
+    let not_one = || {
         ConsultError::Invalid(format!(
             "{username:?} is not an active pathologist of this hub"
         ))
-    })?;
-    Ok(row.try_get("id")?)
+    };
+    let user = match accounts::user_by_name(db, username).await {
+        Ok(user) => user,
+        Err(CoreError::NotFound(_)) => return Err(not_one()),
+        Err(e) => return Err(e.into()),
+    };
+    let of_hub = case.hub_id.as_deref() == Some(user.hospital.id.as_str());
+    if !of_hub || user.role != Role::Pathologist || user.disabled {
+        return Err(not_one());
+    }
+    Ok(user.id)
 }
 
 /// A hub pathologist takes a submitted case.
@@ -442,32 +443,41 @@ async fn load_read(db: &Db, case_id: &str, kind: ReadKind) -> ConsultResult<Opti
 /// Every stored read of a case, unfiltered (reports and blinding decisions use it).
 pub async fn all_reads(db: &Db, case_id: &str) -> ConsultResult<Vec<Read>> {
     let rows = sqlx::query(
-        "SELECT r.kind, r.reader_id, u.username, r.code, r.findings, r.slides, r.entered_at \
-         FROM case_reads r JOIN users u ON u.id = r.reader_id WHERE r.case_id = $1 \
-         ORDER BY r.entered_at",
+        "SELECT kind, reader_id, code, findings, slides, entered_at FROM case_reads \
+         WHERE case_id = $1 ORDER BY entered_at",
     )
     .bind(case_id)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            let kind: String = row.try_get("kind")?;
-            let slides: String = row.try_get("slides")?;
-            Ok(Read {
-                kind: if kind == "second" {
-                    ReadKind::Second
-                } else {
-                    ReadKind::Primary
-                },
-                reader_id: row.try_get("reader_id")?,
-                reader: row.try_get("username")?,
-                code: row.try_get("code")?,
-                findings: row.try_get("findings")?,
-                slides: serde_json::from_str(&slides).unwrap_or_default(),
-                entered_at: row.try_get("entered_at")?,
-            })
-        })
-        .collect()
+    let reader_ids: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("reader_id"))
+        .collect::<Result<_, _>>()?;
+    let names = accounts::user_names(db, &reader_ids).await?;
+    let mut reads = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let reader_id: String = row.try_get("reader_id")?;
+        // Left out without a known reader, as a join with `users` would leave it out.
+        let Some(reader) = names.get(&reader_id) else {
+            continue;
+        };
+        let kind: String = row.try_get("kind")?;
+        let slides: String = row.try_get("slides")?;
+        reads.push(Read {
+            kind: if kind == "second" {
+                ReadKind::Second
+            } else {
+                ReadKind::Primary
+            },
+            reader_id,
+            reader: reader.clone(),
+            code: row.try_get("code")?,
+            findings: row.try_get("findings")?,
+            slides: serde_json::from_str(&slides).unwrap_or_default(),
+            entered_at: row.try_get("entered_at")?,
+        });
+    }
+    Ok(reads)
 }
 
 /// The reads `user` may see: their own always; the hub's readers see both once the blind

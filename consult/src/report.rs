@@ -5,7 +5,8 @@
 //! tier. Reports never change: an amendment after sign-out issues the next version, which
 //! names the hash of the one it supersedes, and every earlier version stays retrievable.
 
-use pathfed_core::accounts::Principal;
+use pathfed_core::accounts::{self, Principal};
+use pathfed_core::contracts::slides;
 use pathfed_core::db::now;
 use pathfed_core::store::{delete_prefix, get_bytes, put_bytes};
 use serde::{Deserialize, Serialize};
@@ -49,29 +50,27 @@ fn label_name(taxonomy: &Taxonomy, code: &str) -> String {
 }
 
 async fn username(consult: &Consult, id: &str) -> ConsultResult<String> {
-    let row = sqlx::query("SELECT username FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_one(consult.platform.db.pool())
-        .await?;
-    Ok(row.try_get("username")?)
+    accounts::user_names(&consult.platform.db, &[id.to_string()])
+        .await?
+        .remove(id)
+        .ok_or_else(|| ConsultError::Core(pathfed_core::CoreError::NotFound(format!("user {id}"))))
 }
 
 async fn report_slides(consult: &Consult, case: &Case) -> ConsultResult<Vec<ReportSlide>> {
-    let mut slides = Vec::new();
+    let mut listed = Vec::new();
     for id in cases::slide_ids(&consult.platform.db, &case.id).await? {
-        let row = sqlx::query("SELECT filename, width, height, mpp_x FROM slides WHERE id = $1")
-            .bind(&id)
-            .fetch_one(consult.platform.db.pool())
-            .await?;
-        slides.push(ReportSlide {
+        let slide = slides::get(&consult.platform.db, &id)
+            .await?
+            .ok_or(ConsultError::NotFound("slide"))?;
+        listed.push(ReportSlide {
             id,
-            filename: row.try_get("filename")?,
-            width: row.try_get("width")?,
-            height: row.try_get("height")?,
-            mpp: row.try_get("mpp_x")?,
+            filename: slide.filename,
+            width: slide.width,
+            height: slide.height,
+            mpp: slide.mpp_x,
         });
     }
-    Ok(slides)
+    Ok(listed)
 }
 
 async fn build_content(
@@ -387,21 +386,37 @@ pub async fn amend(
     version(consult, &case.id, next).await
 }
 
-fn version_from_row(row: &sqlx::any::AnyRow) -> ConsultResult<ReportVersion> {
-    Ok(ReportVersion {
-        case_id: row.try_get("case_id")?,
-        version: row.try_get("version")?,
-        content_hash: row.try_get("content_hash")?,
-        pdf_sha256: row.try_get("pdf_sha256")?,
-        signed_by: row.try_get("username")?,
-        signed_at: row.try_get("signed_at")?,
-        amendment_reason: row.try_get("amendment_reason")?,
-    })
+/// The rows as report versions with their signers' names, looked up once for all of them. A
+/// version whose signer is unknown is left out, as a join with `users` would leave it out.
+async fn versions_from_rows(
+    consult: &Consult,
+    rows: &[sqlx::any::AnyRow],
+) -> ConsultResult<Vec<ReportVersion>> {
+    let signers: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("signed_by"))
+        .collect::<Result<_, _>>()?;
+    let names = accounts::user_names(&consult.platform.db, &signers).await?;
+    let mut listed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(signed_by) = names.get(&row.try_get::<String, _>("signed_by")?) else {
+            continue;
+        };
+        listed.push(ReportVersion {
+            case_id: row.try_get("case_id")?,
+            version: row.try_get("version")?,
+            content_hash: row.try_get("content_hash")?,
+            pdf_sha256: row.try_get("pdf_sha256")?,
+            signed_by: signed_by.clone(),
+            signed_at: row.try_get("signed_at")?,
+            amendment_reason: row.try_get("amendment_reason")?,
+        });
+    }
+    Ok(listed)
 }
 
 const VERSION_QUERY: &str = "SELECT r.case_id, r.version, r.content_hash, r.pdf_sha256, \
-     u.username, r.signed_at, r.amendment_reason FROM case_reports r \
-     JOIN users u ON u.id = r.signed_by";
+     r.signed_by, r.signed_at, r.amendment_reason FROM case_reports r";
 
 /// Every version of a case's report, oldest first.
 pub async fn versions(consult: &Consult, case_id: &str) -> ConsultResult<Vec<ReportVersion>> {
@@ -411,7 +426,7 @@ pub async fn versions(consult: &Consult, case_id: &str) -> ConsultResult<Vec<Rep
     .bind(case_id)
     .fetch_all(consult.platform.db.pool())
     .await?;
-    rows.iter().map(version_from_row).collect()
+    versions_from_rows(consult, &rows).await
 }
 
 /// One version.
@@ -426,9 +441,11 @@ pub async fn version(
     .bind(case_id)
     .bind(version)
     .fetch_optional(consult.platform.db.pool())
-    .await?
-    .ok_or(ConsultError::NotFound("report"))?;
-    version_from_row(&row)
+    .await?;
+    versions_from_rows(consult, row.as_slice())
+        .await?
+        .pop()
+        .ok_or(ConsultError::NotFound("report"))
 }
 
 /// The stored file of a version: `report.pdf`, `report.html` or `report.json`.

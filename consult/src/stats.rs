@@ -2,6 +2,7 @@
 //! agreed with the first, a quality measure hubs report on.
 
 use pathfed_core::Db;
+use pathfed_core::accounts;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -27,27 +28,38 @@ pub struct Concordance {
 /// Concordance of every hub (or only `hub_id`), per taxonomy.
 pub async fn concordance(db: &Db, hub_id: Option<&str>) -> ConsultResult<Vec<Concordance>> {
     let rows = sqlx::query(
-        "SELECT c.hub_id, h.name, c.taxonomy, count(*) AS n, \
-         sum(CASE WHEN c.concordant = 1 THEN 1 ELSE 0 END) AS agreed \
-         FROM cases c JOIN hospitals h ON h.id = c.hub_id \
-         WHERE c.concordant IS NOT NULL AND ($1 = '' OR c.hub_id = $1) \
-         GROUP BY c.hub_id, h.name, c.taxonomy ORDER BY h.name, c.taxonomy",
+        "SELECT hub_id, taxonomy, count(*) AS n, \
+         sum(CASE WHEN concordant = 1 THEN 1 ELSE 0 END) AS agreed \
+         FROM cases WHERE concordant IS NOT NULL AND hub_id IS NOT NULL \
+         AND ($1 = '' OR hub_id = $1) GROUP BY hub_id, taxonomy",
     )
     .bind(hub_id.unwrap_or(""))
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            let n: i64 = row.try_get("n")?;
-            let agreed: i64 = row.try_get("agreed")?;
-            Ok(Concordance {
-                hub_id: row.try_get("hub_id")?,
-                hub: row.try_get("name")?,
-                taxonomy: row.try_get("taxonomy")?,
-                double_checked: n,
-                concordant: agreed,
-                rate: if n > 0 { agreed as f64 / n as f64 } else { 0.0 },
-            })
-        })
-        .collect()
+    let hubs: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("hub_id"))
+        .collect::<Result<_, _>>()?;
+    let names = accounts::hospital_names(db, &hubs).await?;
+    let mut listed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let hub_id: String = row.try_get("hub_id")?;
+        // Left out without a known hub, as a join with `hospitals` would leave it out.
+        let Some(hub) = names.get(&hub_id) else {
+            continue;
+        };
+        let n: i64 = row.try_get("n")?;
+        let agreed: i64 = row.try_get("agreed")?;
+        listed.push(Concordance {
+            hub_id,
+            hub: hub.clone(),
+            taxonomy: row.try_get("taxonomy")?,
+            double_checked: n,
+            concordant: agreed,
+            rate: if n > 0 { agreed as f64 / n as f64 } else { 0.0 },
+        });
+    }
+    // By hub name then taxonomy, as the report lists them.
+    listed.sort_by(|a, b| (&a.hub, &a.taxonomy).cmp(&(&b.hub, &b.taxonomy)));
+    Ok(listed)
 }

@@ -7,15 +7,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use object_store::ObjectStoreExt as _;
 use pathfed_core::Platform;
-use pathfed_core::accounts::Principal;
-use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody, audited};
 use pathfed_core::routes::{Routes, get, post};
 use serde::Deserialize;
 
 use crate::Research;
 use crate::catalogue::Sample;
-use crate::error::{DatasetError, DatasetResult};
+use crate::error::DatasetError;
 use crate::manifest::{self, Diff, VersionParams};
 use crate::versions::{VersionState, VersionSummary};
 use crate::{catalogue, versions};
@@ -56,27 +54,6 @@ where
 )]
 pub struct Api;
 
-async fn audited<T>(
-    research: &Research,
-    user: &Principal,
-    action: &str,
-    target: &str,
-    result: DatasetResult<T>,
-) -> Result<T, ApiError> {
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(DatasetError::NotFound(_) | DatasetError::Forbidden(_)) => "denied",
-        Err(DatasetError::Invalid(_) | DatasetError::Conflict(_)) => "refused",
-        Err(_) => "failed",
-    };
-    let mut event = AuditEvent::by(user, action, target, outcome);
-    if let Err(e) = &result {
-        event = event.detail(e.to_string());
-    }
-    let _ = research.platform.audit(event).await;
-    result.map_err(ApiError::from)
-}
-
 /// A new version: the dataset's name and what to put in it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +89,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let result = versions::create(&research, &user, &form.name, form.params).await;
     let target = format!("dataset:{}", form.name);
-    let state = audited(&research, &user, "dataset.create", &target, result).await?;
+    let state = audited(&research.platform, &user, "dataset.create", &target, result).await?;
     // Published at once without extraction; otherwise accepted, and its job publishes it.
     let code = if state.status == "published" {
         StatusCode::CREATED
@@ -147,7 +124,7 @@ async fn status(
 ) -> Result<Response, ApiError> {
     let result = versions::state(&research, &user, &name, version).await;
     let target = format!("dataset:{name}@{version}");
-    let state = audited(&research, &user, "dataset.view", &target, result).await?;
+    let state = audited(&research.platform, &user, "dataset.view", &target, result).await?;
     Ok(axum::Json(state).into_response())
 }
 
@@ -177,7 +154,7 @@ async fn cancel(
 ) -> Result<Response, ApiError> {
     let result = versions::cancel(&research, &user, &name, version).await;
     let target = format!("dataset:{name}@{version}");
-    let state = audited(&research, &user, "dataset.cancel", &target, result).await?;
+    let state = audited(&research.platform, &user, "dataset.cancel", &target, result).await?;
     Ok(axum::Json(state).into_response())
 }
 
@@ -219,7 +196,7 @@ async fn samples(
     let per_label = q.per_label.clamp(1, 24);
     let result = catalogue::samples(&research, &user, &name, version, per_label).await;
     let target = format!("dataset:{name}@{version}");
-    let listed = audited(&research, &user, "dataset.view", &target, result).await?;
+    let listed = audited(&research.platform, &user, "dataset.view", &target, result).await?;
     Ok(axum::Json(listed).into_response())
 }
 
@@ -278,7 +255,14 @@ async fn list(
     Authenticated(user): Authenticated,
 ) -> Result<Response, ApiError> {
     let result = versions::list(&research, &user).await;
-    let listed = audited(&research, &user, "dataset.list", "datasets", result).await?;
+    let listed = audited(
+        &research.platform,
+        &user,
+        "dataset.list",
+        "datasets",
+        result,
+    )
+    .await?;
     Ok(axum::Json(listed).into_response())
 }
 
@@ -307,7 +291,7 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let result = versions::manifest(&research, &user, &name, version).await;
     let target = format!("dataset:{name}@{version}");
-    let manifest = audited(&research, &user, "dataset.view", &target, result).await?;
+    let manifest = audited(&research.platform, &user, "dataset.view", &target, result).await?;
     Ok(axum::Json(manifest).into_response())
 }
 
@@ -345,11 +329,11 @@ async fn diff(
     let result = async {
         let old = versions::manifest(&research, &user, &name, q.from).await?;
         let new = versions::manifest(&research, &user, &name, q.to).await?;
-        Ok(manifest::diff(&old, &new))
+        Ok::<_, DatasetError>(manifest::diff(&old, &new))
     }
     .await;
     let target = format!("dataset:{name}@{}..{}", q.from, q.to);
-    let d = audited(&research, &user, "dataset.view", &target, result).await?;
+    let d = audited(&research.platform, &user, "dataset.view", &target, result).await?;
     Ok(axum::Json(d).into_response())
 }
 
@@ -380,12 +364,18 @@ async fn download(
             .get(&object_store::path::Path::from(key.as_str()))
             .await
             .map_err(pathfed_core::CoreError::from)?;
-        Ok((object.meta.size, object.into_stream()))
+        Ok::<_, DatasetError>((object.meta.size, object.into_stream()))
     }
     .await;
     let target = format!("research_slide:{id}");
-    let (size, stream) =
-        audited(&research, &user, "research_slide.download", &target, result).await?;
+    let (size, stream) = audited(
+        &research.platform,
+        &user,
+        "research_slide.download",
+        &target,
+        result,
+    )
+    .await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/tiff".to_string()),

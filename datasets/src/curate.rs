@@ -246,7 +246,7 @@ async fn ai_discordant(
     if calls.is_empty() {
         return Ok(None);
     }
-    let list = calls
+    let list: Vec<Value> = calls
         .iter()
         .map(|c| json!({ "model": c.model, "version": c.version, "predicted": c.predicted }))
         .collect();

@@ -56,6 +56,17 @@ impl pathfed_core::worker::Transient for DatasetError {
     }
 }
 
+impl pathfed_core::http::AuditedError for DatasetError {
+    fn outcome(&self) -> pathfed_core::http::Outcome {
+        use pathfed_core::http::Outcome;
+        match self {
+            Self::NotFound(_) | Self::Forbidden(_) => Outcome::Denied,
+            Self::Invalid(_) | Self::Conflict(_) => Outcome::Refused,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
 impl From<sqlx::Error> for DatasetError {
     fn from(e: sqlx::Error) -> Self {
         Self::Core(CoreError::Database(e))

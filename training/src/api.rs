@@ -6,8 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
-use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody};
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody, audited};
 use pathfed_core::routes::{Routes, get, post};
 use pathfed_datasets::Research;
 use pathfed_datasets::versions::require_researcher;
@@ -67,30 +66,6 @@ where
 )]
 pub struct Api;
 
-async fn audited<T>(
-    research: &Research,
-    user: &Principal,
-    action: &str,
-    target: &str,
-    result: TrainResult<T>,
-) -> Result<T, ApiError> {
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(TrainError::NotFound(_) | TrainError::Forbidden(_)) => "denied",
-        Err(TrainError::Invalid(_) | TrainError::Conflict(_) | TrainError::Device { .. }) => {
-            "refused"
-        }
-        Err(TrainError::Dataset(pathfed_datasets::DatasetError::Forbidden(_))) => "denied",
-        Err(_) => "failed",
-    };
-    let mut event = AuditEvent::by(user, action, target, outcome);
-    if let Err(e) = &result {
-        event = event.detail(e.to_string());
-    }
-    let _ = research.platform.audit(event).await;
-    result.map_err(ApiError::from)
-}
-
 fn researcher(user: &Principal) -> TrainResult<()> {
     require_researcher(user).map_err(TrainError::from)
 }
@@ -119,7 +94,7 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let target = format!("dataset:{}", request.dataset);
     let result = runs::start(&research, &user, request).await;
-    let run = audited(&research, &user, "training.start", &target, result).await?;
+    let run = audited(&research.platform, &user, "training.start", &target, result).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(run)).into_response())
 }
 
@@ -155,7 +130,14 @@ async fn list_runs(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let result = runs::list(&research, &user, q.limit).await;
-    let list = audited(&research, &user, "training.list", "training", result).await?;
+    let list = audited(
+        &research.platform,
+        &user,
+        "training.list",
+        "training",
+        result,
+    )
+    .await?;
     Ok(axum::Json(list).into_response())
 }
 
@@ -184,7 +166,7 @@ async fn show_run(
         Ok(run) => Ok(axum::Json(run).into_response()),
         Err(e) => {
             let target = format!("training-run:{id}");
-            let run = audited(&research, &user, "training.view", &target, Err(e)).await?;
+            let run = audited(&research.platform, &user, "training.view", &target, Err(e)).await?;
             Ok(axum::Json::<runs::RunState>(run).into_response())
         }
     }
@@ -212,7 +194,14 @@ async fn cancel(
 ) -> Result<Response, ApiError> {
     let result = runs::cancel(&research, &user, &id).await;
     let target = format!("training-run:{id}");
-    let run = audited(&research, &user, "training.cancel", &target, result).await?;
+    let run = audited(
+        &research.platform,
+        &user,
+        "training.cancel",
+        &target,
+        result,
+    )
+    .await?;
     Ok(axum::Json(run).into_response())
 }
 
@@ -239,7 +228,14 @@ async fn resume(
 ) -> Result<Response, ApiError> {
     let result = runs::resume(&research, &user, &id).await;
     let target = format!("training-run:{id}");
-    let run = audited(&research, &user, "training.resume", &target, result).await?;
+    let run = audited(
+        &research.platform,
+        &user,
+        "training.resume",
+        &target,
+        result,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(run)).into_response())
 }
 
@@ -265,7 +261,7 @@ async fn list_models(
             .map_err(TrainError::from),
         Err(e) => Err(e),
     };
-    let list = audited(&research, &user, "model.list", "models", result).await?;
+    let list = audited(&research.platform, &user, "model.list", "models", result).await?;
     Ok(axum::Json(list).into_response())
 }
 
@@ -299,7 +295,7 @@ async fn show_model(
         let metrics = registry::file(&research.platform, &name, version, "metrics.json").await?;
         let parse =
             |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap_or_default();
-        Ok(serde_json::json!({
+        Ok::<_, TrainError>(serde_json::json!({
             "model": record,
             "card": parse(&card),
             "metrics": parse(&metrics),
@@ -307,7 +303,7 @@ async fn show_model(
     }
     .await;
     let target = format!("model:{name}@{version}");
-    let body = audited(&research, &user, "model.view", &target, result).await?;
+    let body = audited(&research.platform, &user, "model.view", &target, result).await?;
     Ok(axum::Json(body).into_response())
 }
 
@@ -342,7 +338,7 @@ async fn model_file(
         Err(e) => Err(e),
     };
     let target = format!("model:{name}@{version}/{file}");
-    let bytes = audited(&research, &user, "model.file", &target, result).await?;
+    let bytes = audited(&research.platform, &user, "model.file", &target, result).await?;
     let content_type = match file.rsplit('.').next() {
         Some("png") => "image/png",
         Some("json") => "application/json",
@@ -401,7 +397,7 @@ async fn deploy(
         Err(e) => Err(e),
     };
     let target = format!("model:{name}@{version}");
-    let deployment = audited(&research, &user, "model.deploy", &target, result).await?;
+    let deployment = audited(&research.platform, &user, "model.deploy", &target, result).await?;
     Ok(axum::Json(deployment).into_response())
 }
 
@@ -436,7 +432,7 @@ async fn retire(
         Err(e) => Err(e),
     };
     let target = format!("model:{name}@{version}");
-    let removed = audited(&research, &user, "model.retire", &target, result).await?;
+    let removed = audited(&research.platform, &user, "model.retire", &target, result).await?;
     Ok(axum::Json(Retired {
         retired: format!("{name}@{version}"),
         undeployed: removed,
@@ -475,6 +471,13 @@ async fn deployments(
             .map_err(TrainError::from),
         Err(e) => Err(e),
     };
-    let list = audited(&research, &user, "model.deployments", "deployments", result).await?;
+    let list = audited(
+        &research.platform,
+        &user,
+        "model.deployments",
+        "deployments",
+        result,
+    )
+    .await?;
     Ok(axum::Json(list).into_response())
 }

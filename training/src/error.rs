@@ -83,6 +83,18 @@ impl pathfed_core::worker::Transient for TrainError {
     }
 }
 
+impl pathfed_core::http::AuditedError for TrainError {
+    fn outcome(&self) -> pathfed_core::http::Outcome {
+        use pathfed_core::http::Outcome;
+        match self {
+            Self::NotFound(_) | Self::Forbidden(_) => Outcome::Denied,
+            Self::Invalid(_) | Self::Conflict(_) | Self::Device { .. } => Outcome::Refused,
+            Self::Dataset(pathfed_datasets::DatasetError::Forbidden(_)) => Outcome::Denied,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
 impl From<sqlx::Error> for TrainError {
     fn from(e: sqlx::Error) -> Self {
         Self::Core(CoreError::Database(e))

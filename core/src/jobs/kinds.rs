@@ -154,14 +154,6 @@ impl Train {
             format!("{}-{device}", Self::NAME)
         }
     }
-
-    /// Whether a stored kind is training on some device.
-    pub fn is_kind(stored: &str) -> bool {
-        stored == Self::NAME
-            || stored
-                .strip_prefix(Self::NAME)
-                .is_some_and(|rest| rest.starts_with('-'))
-    }
 }
 
 impl JobKind for Train {
@@ -216,15 +208,6 @@ impl JobKind for Infer {
     }
 }
 
-/// Every kind's base name, for listings and for refusing unknown names.
-pub const ALL: [&str; 5] = [
-    Curate::NAME,
-    ForgetPatient::NAME,
-    Extract::NAME,
-    Train::NAME,
-    Infer::NAME,
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,8 +216,6 @@ mod tests {
     fn training_kinds_follow_the_device() {
         assert_eq!(Train::kind_for_device("flex"), "train");
         assert_eq!(Train::kind_for_device("cuda"), "train-cuda");
-        assert!(Train::is_kind("train") && Train::is_kind("train-wgpu"));
-        assert!(!Train::is_kind("trainer") && !Train::is_kind("infer"));
     }
 
     #[test]

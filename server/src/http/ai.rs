@@ -120,6 +120,27 @@ async fn hidden_reason(
         .map_err(ApiError::from)
 }
 
+/// The model deployed for the slide: the one deployed for the organ and taxonomy of the
+/// latest case holding it that has one. Consultation knows the cases and the registry the
+/// deployments; neither links the other, so they meet here.
+async fn deployed_for_slide(
+    platform: &Platform,
+    slide_id: &str,
+) -> Result<Option<(String, i64)>, ApiError> {
+    let contexts = pathfed_consult::ai::slide_contexts(&platform.db, slide_id)
+        .await
+        .map_err(ApiError::from)?;
+    for context in contexts {
+        let deployed =
+            pathfed_models::registry::deployed_for(platform, &context.organ, &context.taxonomy)
+                .await?;
+        if deployed.is_some() {
+            return Ok(deployed);
+        }
+    }
+    Ok(None)
+}
+
 fn job_json(job: &Job) -> Value {
     // Never the job's result: it carries the score, which the gate may be hiding.
     json!({
@@ -160,9 +181,7 @@ async fn overview(
     visible_slide(platform, &user, &id, "ai.view", Need::Read).await?;
     let hidden = hidden_reason(platform, &user, &id).await?;
     let jobs = infer_job::jobs_for_slide(&Jobs::new(platform.db.clone()), &id).await?;
-    let deployed = pathfed_consult::ai::deployed_for_slide(&platform.db, &id)
-        .await
-        .map_err(ApiError::from)?;
+    let deployed = deployed_for_slide(platform, &id).await?;
     let results = if hidden.is_some() {
         Vec::new()
     } else {
@@ -250,10 +269,7 @@ async fn request(
             Ok(parsed) => parsed,
             Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", e.to_string()).await,
         },
-        None => match pathfed_consult::ai::deployed_for_slide(&platform.db, &slide.id)
-            .await
-            .map_err(ApiError::from)?
-        {
+        None => match deployed_for_slide(platform, &slide.id).await? {
             Some(deployed) => deployed,
             None => {
                 return refuse(
