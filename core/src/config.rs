@@ -87,6 +87,9 @@ pub struct IngestConfig {
     pub zip_max_unpacked_bytes: u64,
     /// Largest unpacked/packed size ratio of any zip entry (zip bombs exceed it).
     pub zip_max_ratio: u64,
+    /// Folder of unfinished uploads' bytes; `DATA_DIR/staging` when unset. Replicas behind one
+    /// load balancer point it at one shared folder, so an upload resumes on any of them.
+    pub staging_dir: Option<PathBuf>,
 }
 
 impl Default for IngestConfig {
@@ -99,6 +102,7 @@ impl Default for IngestConfig {
             zip_max_entries: 10_000,
             zip_max_unpacked_bytes: 40 << 30,
             zip_max_ratio: 200,
+            staging_dir: None,
         }
     }
 }
@@ -338,6 +342,15 @@ impl Config {
         }
     }
 
+    /// The folder of unfinished uploads in effect (`ingest.staging_dir`, else
+    /// `DATA_DIR/staging`).
+    pub fn staging_dir(&self) -> PathBuf {
+        match &self.ingest.staging_dir {
+            Some(dir) => dir.clone(),
+            None => self.data_dir.join("staging"),
+        }
+    }
+
     /// Builds the configuration from a file's text (if any) and environment variables.
     pub fn from_sources(
         file_text: Option<&str>,
@@ -379,7 +392,7 @@ const SECTIONS: &[&str] = &[
     "training",
     "inference",
 ];
-/// Fields that stay strings even when the value looks like a number (keys, secrets).
+/// Fields that stay strings even when the value looks like a number (keys, secrets, paths).
 const STRING_FIELDS: &[&str] = &[
     "access_key_id",
     "secret_access_key",
@@ -388,6 +401,7 @@ const STRING_FIELDS: &[&str] = &[
     "taxonomy_file",
     "devices",
     "device",
+    "staging_dir",
 ];
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
@@ -474,6 +488,26 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:1");
         assert_eq!(c.slide.max_pixels, 10);
         assert_eq!(c.slide.max_ifds, 7);
+    }
+
+    #[test]
+    fn the_staging_folder_is_the_data_folder_s_unless_set() {
+        let c = Config::from_sources(
+            None,
+            Path::new("pathfed.toml"),
+            &env(&[("PATHFED_DATA_DIR", "/var/pathfed")]),
+        )
+        .unwrap();
+        assert_eq!(c.staging_dir(), PathBuf::from("/var/pathfed/staging"));
+        // A folder name that looks like a number stays a path.
+        let c = Config::from_sources(
+            None,
+            Path::new("pathfed.toml"),
+            &env(&[("PATHFED_INGEST_STAGING_DIR", "2024")]),
+        )
+        .unwrap();
+        assert_eq!(c.ingest.staging_dir, Some(PathBuf::from("2024")));
+        assert_eq!(c.staging_dir(), PathBuf::from("2024"));
     }
 
     #[test]

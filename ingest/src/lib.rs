@@ -6,6 +6,10 @@
 //! upload's offset, so a restarted server resumes exactly where the bytes stopped; the last
 //! chunk triggers [`register`]: digest check, unzip if needed, validation, storage, the slide
 //! row and the audit entry. Any failure leaves no row, no object and no staging file.
+//!
+//! The staging folder (`ingest.staging_dir`) may be shared by several replicas: a request that
+//! writes to an upload holds a lock on its staging file, so one upload is written by one
+//! request at a time whichever replica takes it, and the offset is read from the shared file.
 
 pub mod client;
 pub mod names;
@@ -38,10 +42,12 @@ struct Inner {
     platform: Platform,
     validator: PathBuf,
     staging: PathBuf,
-    /// One request at a time per upload.
+    /// One request at a time per upload in this process (the staging file's lock does the same
+    /// across processes; see `tus::StagedFile`).
     upload_locks: Mutex<HashMap<String, Gate>>,
     /// Whole-file digests carried across chunks: (offset hashed so far, hasher). Lost on
-    /// restart, in which case the staged file is hashed again at the end.
+    /// restart, and stale once another replica appended to the upload; either way the staged
+    /// file is hashed again at the end.
     digests: Mutex<HashMap<String, (u64, Sha256)>>,
     /// One registration at a time per (hospital, digest), so identical parallel uploads
     /// make one slide.
@@ -49,9 +55,10 @@ struct Inner {
 }
 
 impl Ingest {
-    /// An upload service validating with `validator` (this program; it has `slide validate`).
+    /// An upload service validating with `validator` (this program; it has `slide validate`),
+    /// staging uploads in the configured folder (`DATA_DIR/staging` unless set).
     pub fn new(platform: Platform, validator: &Path) -> std::io::Result<Self> {
-        let staging = platform.config.data_dir.join("staging");
+        let staging = platform.config.staging_dir();
         std::fs::create_dir_all(&staging)?;
         Ok(Self {
             inner: Arc::new(Inner {

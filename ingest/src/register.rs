@@ -31,7 +31,9 @@ pub async fn hash_file(path: &Path) -> std::io::Result<String> {
         .map_err(std::io::Error::other)?
 }
 
-/// Registers the staged upload; returns the new (or identical existing) slide.
+/// Registers the staged upload; returns the new (or identical existing) slide. The caller
+/// holds the staging file's lock (`tus::StagedFile`) throughout, so no replica sharing the
+/// staging folder changes the bytes while they are checked and stored.
 pub(crate) async fn complete(
     ingest: &Ingest,
     upload: &UploadRow,

@@ -4,6 +4,10 @@
 //! State lives in two places that survive a restart: the `uploads` row (who, what, how long,
 //! which digest) and the staging file, whose length *is* the upload offset. Uploads belong to
 //! the user who created them; anyone else gets 404 as if the upload did not exist.
+//!
+//! Replicas may share the staging folder: a request that writes to an upload holds a lock on
+//! its staging file (`StagedFile`) as well as the in-process gate, so a second request for the
+//! same upload, on this replica or another, answers 423 as it always did within one process.
 
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -81,6 +85,16 @@ impl Ingest {
         self.inner.staging.join(format!("{id}.work"))
     }
 
+    /// Opens an upload's staging file and locks it against every other request, in this
+    /// process or in another sharing the staging folder: 404 if the file is gone, 423 if
+    /// another request holds it.
+    pub(crate) async fn lock_staged(&self, id: &str) -> Result<StagedFile, ApiError> {
+        let path = self.staged_path(id);
+        tokio::task::spawn_blocking(move || StagedFile::lock(&path))
+            .await
+            .map_err(ApiError::internal)?
+    }
+
     /// Removes an upload's row and staged bytes.
     pub(crate) async fn discard(&self, id: &str) {
         let _ = tokio::fs::remove_file(self.staged_path(id)).await;
@@ -113,21 +127,40 @@ impl Ingest {
             self.discard(&id).await;
             removed += 1;
         }
+        // The folder is listed before the rows are read, and `create` writes an upload's row
+        // before its staging file: a listed file without a row belongs to an upload that ended,
+        // never to one that another replica (sharing the folder) is creating right now.
+        let names: Vec<String> = match std::fs::read_dir(&self.inner.staging) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let live: std::collections::HashSet<String> = sqlx::query("SELECT id FROM uploads")
             .fetch_all(self.platform().db.pool())
             .await?
             .iter()
             .filter_map(|row| row.try_get("id").ok())
             .collect();
-        if let Ok(entries) = std::fs::read_dir(&self.inner.staging) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                let id = name.split('.').next().unwrap_or_default();
-                if !live.contains(id) {
-                    let path = entry.path();
-                    let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
-                    removed += 1;
-                }
+        // Uploads finished or discarded by another replica leave their hashers here; dropping
+        // one by mistake only means hashing the file from disk at the end.
+        self.inner
+            .digests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| live.contains(id));
+        for name in names {
+            let id = name.split('.').next().unwrap_or_default();
+            // Hidden names are not ours (uploads are `{id}.part` and `{id}.work`) but a shared
+            // file system's own, such as NFS's `.nfs…` files of removed files still open.
+            if id.is_empty() {
+                continue;
+            }
+            if !live.contains(id) {
+                let path = self.inner.staging.join(&name);
+                let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+                removed += 1;
             }
         }
         Ok(removed)
@@ -363,9 +396,8 @@ async fn create(
         })?;
     let id = new_id().replace('-', "");
     let expires_at = now() + config.upload_expiry_s as i64;
-    tokio::fs::File::create(ingest.staged_path(&id))
-        .await
-        .map_err(ApiError::internal)?;
+    // The row first, then the file: a sweep on any replica removes only staging files it listed
+    // before reading the rows, so it never takes the file of an upload being created.
     sqlx::query(
         "INSERT INTO uploads (id, hospital_id, user_id, length, filename, sha256, created_at, \
          expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -381,6 +413,15 @@ async fn create(
     .execute(ingest.platform().db.pool())
     .await
     .map_err(ApiError::internal)?;
+    let staged = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(ingest.staged_path(&id))
+        .await;
+    if let Err(e) = staged {
+        ingest.discard(&id).await;
+        return Err(ApiError::internal(e));
+    }
     tracing::info!(upload = %id, user = %user.username, length, "upload created");
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();
@@ -462,6 +503,13 @@ async fn terminate(
     ingest.load_upload(&user, &id).await?;
     let gate = keyed_lock(&ingest.inner.upload_locks, &id);
     let _busy = gate.try_lock().map_err(|_| busy())?;
+    // Not while another replica writes to it; an upload without a staging file (its creation
+    // failed half-way) is still discarded.
+    let _staged = match ingest.lock_staged(&id).await {
+        Ok(staged) => Some(staged),
+        Err(e) if e.status == StatusCode::NOT_FOUND => None,
+        Err(e) => return Err(e),
+    };
     ingest.discard(&id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -556,7 +604,11 @@ async fn append(
     let checksum = parse_checksum(&headers)?;
     let gate = keyed_lock(&ingest.inner.upload_locks, &id);
     let _busy = gate.try_lock().map_err(|_| busy())?;
-    let current = staged_len(&ingest, &id).await?;
+    // Held until the answer, registration included, so no replica sharing the staging folder
+    // appends to, truncates or registers this upload meanwhile.
+    let staged = ingest.lock_staged(&id).await?;
+    // Read under the lock: another replica may have appended since this one last wrote.
+    let current = staged.len().await?;
     if offset != current {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -564,7 +616,7 @@ async fn append(
             format!("Upload-Offset is {offset} but the server has {current} bytes"),
         ));
     }
-    let new_offset = write_chunk(&ingest, &upload, current, checksum, body).await?;
+    let new_offset = write_chunk(&ingest, &upload, &staged, current, checksum, body).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if new_offset == upload.length {
         let digest = {
@@ -619,17 +671,12 @@ async fn append(
 async fn write_chunk(
     ingest: &Ingest,
     upload: &UploadRow,
+    staged: &StagedFile,
     current: u64,
     checksum: Option<Vec<u8>>,
     body: Body,
 ) -> Result<u64, ApiError> {
-    let path = ingest.staged_path(&upload.id);
-    let file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .await
-        .map_err(ApiError::internal)?;
-    let (frames, writer) = StagingWriter::start(file.into_std().await);
+    let (frames, writer) = StagingWriter::start(staged.handle()?);
     let mut whole = {
         let mut digests = ingest
             .inner
@@ -637,8 +684,11 @@ async fn write_chunk(
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match digests.remove(&upload.id) {
+            // Only if this process hashed every byte staged so far: when another replica
+            // appended meanwhile, `current` (read under the lock) is past what was hashed here.
             Some((hashed, hasher)) if hashed == current => Some(hasher),
-            // First chunk, or the server restarted: start afresh only from byte 0.
+            // First chunk, the server restarted, or another replica took the earlier chunks:
+            // start afresh only from byte 0, else hash the file from disk at the end.
             _ if current == 0 => Some(Sha256::new()),
             _ => None,
         }
@@ -698,12 +748,7 @@ async fn write_chunk(
         ));
     }
     if let Some(error) = failure {
-        let truncated = tokio::fs::OpenOptions::new().write(true).open(&path).await;
-        truncated
-            .map_err(ApiError::internal)?
-            .set_len(current)
-            .await
-            .map_err(ApiError::internal)?;
+        staged.truncate(current).await?;
         return Err(error);
     }
     let new_offset = current + written;
@@ -716,6 +761,85 @@ async fn write_chunk(
             .insert(upload.id.clone(), (new_offset, hasher));
     }
     Ok(new_offset)
+}
+
+/// An upload's staging file, open for appending and locked until dropped.
+///
+/// The lock is `File::try_lock` (`flock`, which NFS clients carry to the server as a
+/// whole-file lock), so it binds every process sharing the staging folder; it goes with the
+/// process, so a replica that dies mid-request leaves the upload free for the others.
+pub(crate) struct StagedFile {
+    file: std::fs::File,
+}
+
+impl StagedFile {
+    /// Opens and locks `path` (blocking).
+    fn lock(path: &std::path::Path) -> Result<Self, ApiError> {
+        let file = match std::fs::OpenOptions::new().append(true).open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ApiError::not_found("upload"));
+            }
+            Err(e) => return Err(ApiError::internal(e)),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
+            // A file system without locks still serves one server, which the in-process gate
+            // already serialises; only replicas sharing it would be unguarded.
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "no file locks in the staging folder: do not share it between replicas"
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(ApiError::internal(e)),
+        }
+        // The request that held the lock may have finished the upload and removed the file
+        // after this one opened it: a lock on a removed file guards nothing.
+        let held = file.metadata().map_err(ApiError::internal)?;
+        match std::fs::metadata(path) {
+            Ok(named) if same_file(&named, &held) => Ok(Self { file }),
+            Ok(_) => Err(ApiError::not_found("upload")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ApiError::not_found("upload"))
+            }
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+
+    /// Bytes staged: the upload's offset.
+    async fn len(&self) -> Result<u64, ApiError> {
+        let file = self.handle()?;
+        tokio::task::spawn_blocking(move || file.metadata().map(|meta| meta.len()))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+
+    /// Another handle on the same open file, and so under the same lock (which lasts until
+    /// every handle is closed).
+    fn handle(&self) -> Result<std::fs::File, ApiError> {
+        self.file.try_clone().map_err(ApiError::internal)
+    }
+
+    /// Cuts the file back to `len` bytes, durably.
+    async fn truncate(&self, len: u64) -> Result<(), ApiError> {
+        let file = self.handle()?;
+        tokio::task::spawn_blocking(move || {
+            file.set_len(len)?;
+            file.sync_data()
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+    }
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 /// Request-body frames queued for the writer thread; enough to ride out a slow disk moment.

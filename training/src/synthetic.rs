@@ -70,6 +70,7 @@ pub async fn texture_dataset(
     let hash = params.hash();
     let mut candidates = Vec::new();
     let mut qc = serde_json::Map::new();
+    let mut patches_of = std::collections::BTreeMap::new();
     for i in 0..spec.slides {
         let (class, label) = if i % 2 == 0 {
             (TissueClass::NucleusDense, LABELS[0])
@@ -112,6 +113,7 @@ pub async fn texture_dataset(
         )
         .await?;
         qc.insert(id.clone(), index.manifest_entry());
+        patches_of.insert(id.clone(), (label, index.qc.patches));
         candidates.push(Candidate {
             id: id.clone(),
             patient: format!("rp-synthetic-{i:03}"),
@@ -131,6 +133,24 @@ pub async fn texture_dataset(
         });
     }
     let slides: Vec<Entry> = split_by_patient(candidates, spec.fractions, spec.seed);
+    // Per split and label, as the extract job counts them (training checks them first).
+    let mut patch_counts: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<&str, u64>,
+    > = std::collections::BTreeMap::new();
+    for entry in &slides {
+        if let Some((label, n)) = patches_of.get(&entry.slide.id) {
+            *patch_counts
+                .entry(entry.split.clone())
+                .or_default()
+                .entry(label)
+                .or_default() += *n;
+        }
+    }
+    let total: u64 = patch_counts
+        .values()
+        .flat_map(|labels| labels.values())
+        .sum();
     let content = Content {
         params: VersionParams {
             organ: None,
@@ -144,6 +164,8 @@ pub async fn texture_dataset(
         extraction: Some(json!({
             "params_hash": hash,
             "params": params,
+            "patches": total,
+            "patch_counts": patch_counts,
             "slides": qc,
         })),
         counts: count(&slides),

@@ -2,11 +2,12 @@
 //! processes against one PostgreSQL and one S3-compatible server. A browser session made on one
 //! replica is valid on the other; slides uploaded through either are served by both; every job
 //! is claimed and run exactly once, by one of the two workers; a replica killed in the middle of
-//! an upload leaves the other serving, and the client finishes the upload through it.
+//! an upload leaves the other serving, and the client resumes the upload through it from the
+//! offset the dead replica acknowledged.
 //!
-//! Resuming that upload *from its offset* on the other replica is the ignored test below: the
-//! staged bytes of an unfinished upload live in the data folder of the replica that received
-//! them (`DATA_DIR/staging`, `ingest/src/lib.rs`), so today the other replica cannot see them.
+//! The replicas share the upload staging folder (`ingest.staging_dir`, see
+//! `TestServer::replica`) as they share the database and the object store; the staging file's
+//! lock keeps the two from writing to one upload at once.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -463,20 +464,15 @@ async fn two_replicas_and_two_workers_share_one_platform() {
         .unwrap();
     assert_eq!(objects.len(), cases.len(), "{objects:?}");
 
-    // A dies in the middle of an upload. B goes on serving everything, and the client finishes
-    // the upload through B. (From the start: B cannot see A's staged bytes; see the ignored
-    // test below.)
+    // A dies in the middle of an upload. B goes on serving everything, and the client resumes
+    // the upload through B from the offset A acknowledged.
     let token = people.spoke.token.clone();
     let spoke_b = on(&b, &people.spoke);
     let file = synth_slide(b.dir.path(), "failover.svs", 1024, 768, 79);
     let data = std::fs::read(&file).unwrap();
-    let upload = format!(
-        "{}{}",
-        a.url,
-        create(&a, &token, &data, "failover.svs").await
-    );
+    let path = create(&a, &token, &data, "failover.svs").await;
     let half = data.len() / 2;
-    let r = patch(&upload, &token, 0, &data[..half]).await;
+    let r = patch(&format!("{}{path}", a.url), &token, 0, &data[..half]).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(offset_of(&r), half);
     a.kill();
@@ -488,60 +484,88 @@ async fn two_replicas_and_two_workers_share_one_platform() {
             .is_err(),
         "A is down"
     );
-    let state = b.dir.path().join("failover-state.json");
-    let out = b.cli_ok(&[
-        "upload",
-        file.to_str().unwrap(),
-        "--server",
-        &b.url,
-        "--token",
-        &token,
-        "--state-file",
-        state.to_str().unwrap(),
-    ]);
-    let slide = out
-        .lines()
-        .find_map(|line| line.split("\tslide ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no slide id in {out:?}"))
-        .to_string();
+    let slide = resume(&b, &token, &path, &data, half).await;
     served(&spoke_b, &slide, 8).await;
     for (_, slide) in &cases {
         served(&spoke_b, slide, 9).await;
     }
+    assert!(b.staging_files().is_empty(), "{:?}", b.staging_files());
     drop(workers);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "staging is node-local: an unfinished upload's bytes live only in DATA_DIR/staging of \
-            the replica that received them (ingest/src/lib.rs, Ingest::new; the offset is that \
-            file's length, ingest/src/tus.rs staged_len), so the other replica answers 404"]
-async fn an_upload_cut_off_by_a_dead_replica_resumes_on_the_other_from_its_offset() {
-    let mut a = TestServer::start_with(Backend::Remote, &[("PATHFED_RESEARCH_SERVE_WORKERS", "0")]);
-    let b = a.replica();
-    let token = a.user("Spoke", "spoke", "sam", "submitter");
-    let file = synth_slide(a.dir.path(), "resume.svs", 1024, 768, 83);
-    let data = std::fs::read(&file).unwrap();
-    let path = create(&a, &token, &data, "resume.svs").await;
-    let half = data.len() / 2;
-    let r = patch(&format!("{}{path}", a.url), &token, 0, &data[..half]).await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(offset_of(&r), half);
-    a.kill();
-
-    // The same upload, through B: its offset is what A acknowledged, and the rest completes it.
-    let on_b = format!("{}{path}", b.url);
-    let r = head(&on_b, &token).await;
-    assert_eq!(r.status(), StatusCode::OK, "{}", b.log());
-    assert_eq!(offset_of(&r), half);
-    let r = patch(&on_b, &token, half, &data[half..]).await;
+/// Finishes the upload at `path` through `server`, which did not receive its first `acked`
+/// bytes: its offset there is `acked`, and the rest of `data` completes it. Returns the slide.
+async fn resume(server: &TestServer, token: &str, path: &str, data: &[u8], acked: usize) -> String {
+    let url = format!("{}{path}", server.url);
+    let r = head(&url, token).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", server.log());
+    assert_eq!(
+        offset_of(&r),
+        acked,
+        "the offset the dead replica acknowledged"
+    );
+    let r = patch(&url, token, acked, &data[acked..]).await;
     let status = r.status();
     let slide = r
         .headers()
         .get("pathfed-slide-id")
         .map(|v| v.to_str().unwrap().to_string());
     assert_eq!(status, StatusCode::NO_CONTENT, "{:?}", r.text().await);
-    let slide = slide.expect("the last chunk names the slide");
+    slide.expect("the last chunk names the slide")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_cut_off_by_a_dead_replica_resumes_on_the_other_from_its_offset() {
+    let mut a = TestServer::start_with(Backend::Remote, &[("PATHFED_RESEARCH_SERVE_WORKERS", "0")]);
+    let b = a.replica();
+    assert_eq!(a.staging_dir(), b.staging_dir(), "one staging folder");
+    let token = a.user("Spoke", "spoke", "sam", "submitter");
+    let file = synth_slide(a.dir.path(), "resume.svs", 1024, 768, 83);
+    let data = std::fs::read(&file).unwrap();
+    let path = create(&a, &token, &data, "resume.svs").await;
+    let (on_a, on_b) = (format!("{}{path}", a.url), format!("{}{path}", b.url));
+    let (quarter, half) = (data.len() / 4, data.len() / 2);
+
+    // A receives the first half as one request whose body comes in two parts. Between them, B
+    // sees the bytes A has so far, and refuses to write to the upload while A does, as one
+    // server refuses a second request for an upload it is writing to.
+    let (parts, body) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    parts.unbounded_send(Ok(data[..quarter].to_vec())).unwrap();
+    let first_half = tokio::spawn(
+        client()
+            .patch(&on_a)
+            .bearer_auth(&token)
+            .header(TUS.0, TUS.1)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", 0)
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    wait_for("B to see the bytes A received", PATIENCE, || {
+        let (on_b, token) = (on_b.clone(), token.clone());
+        async move {
+            let r = head(&on_b, &token).await;
+            (r.status() == StatusCode::OK && offset_of(&r) == quarter).then_some(())
+        }
+    })
+    .await;
+    // A small chunk: refused unread, a large one could be cut off by the closing connection.
+    let r = patch(&on_b, &token, quarter, &data[quarter..quarter + 1024]).await;
+    assert_eq!(r.status(), StatusCode::LOCKED, "{}", b.log());
+    let refused: Value = r.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "upload_busy", "{refused}");
+    parts
+        .unbounded_send(Ok(data[quarter..half].to_vec()))
+        .unwrap();
+    drop(parts);
+    let r = first_half.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", a.log());
+    assert_eq!(offset_of(&r), half);
+    a.kill();
+
+    // The same upload, through B: its offset is what A acknowledged, and the rest completes it
+    // (B never hashed the first half: the whole-file digest comes from the shared file).
+    let slide = resume(&b, &token, &path, &data, half).await;
     served(&As { server: &b, token }, &slide, 8).await;
     assert!(b.staging_files().is_empty(), "{:?}", b.staging_files());
 }

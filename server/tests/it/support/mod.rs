@@ -29,6 +29,9 @@ pub enum Backend {
 /// Both backends, for tests that loop over them.
 pub const BACKENDS: [Backend; 2] = [Backend::Local, Backend::Remote];
 
+/// The setting of the folder where unfinished uploads are staged (`ingest.staging_dir`).
+const STAGING_DIR_VAR: &str = "PATHFED_INGEST_STAGING_DIR";
+
 /// A running `pathfed serve` and everything to inspect what it stored.
 pub struct TestServer {
     /// Base URL.
@@ -118,6 +121,14 @@ impl TestServer {
         };
         env.push(("PATHFED_DATABASE_URL".into(), database_url.clone()));
         env.push(("PATHFED_OBJECT_STORE_URL".into(), object_store_url.clone()));
+        if backend == Backend::Remote {
+            // Said outright (it is the default) because replicas take this setting along: they
+            // share the staging folder as they share the database and the object store.
+            env.push((
+                STAGING_DIR_VAR.into(),
+                dir.path().join("data/staging").display().to_string(),
+            ));
+        }
         for (k, v) in extra {
             env.push((k.to_string(), v.to_string()));
         }
@@ -142,7 +153,7 @@ impl TestServer {
 
     /// Starts a second replica of this (Remote) server: another `pathfed serve` of the same
     /// platform, on its own port and data folder, with the same database, object store, S3
-    /// settings, extra settings and clock.
+    /// settings, upload staging folder (this server's), extra settings and clock.
     ///
     /// Replicas of one platform must share its secret keys (`core/src/keys.rs`: the research
     /// pseudonym key and the patient-id keys, each `DATA_DIR/keys/<name>.key` unless
@@ -173,13 +184,15 @@ impl TestServer {
             "the first replica made no keys in {}",
             keys.display()
         );
+        let staging = self.staging_dir();
         let mut env: Vec<(String, String)> = self
             .env
             .iter()
-            .filter(|(k, _)| k != "PATHFED_DATA_DIR")
+            .filter(|(k, _)| k != "PATHFED_DATA_DIR" && k != STAGING_DIR_VAR)
             .cloned()
             .collect();
         env.push(("PATHFED_DATA_DIR".into(), data.display().to_string()));
+        env.push((STAGING_DIR_VAR.into(), staging.display().to_string()));
         let mut replica = Self {
             url: String::new(),
             backend: self.backend,
@@ -369,9 +382,20 @@ impl TestServer {
             .expect("open the platform")
     }
 
+    /// The folder of unfinished uploads: the configured one (a replica's is the server's it
+    /// replicates), else the data folder's.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == STAGING_DIR_VAR)
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| self.dir.path().join("data/staging"))
+    }
+
     /// Files left in the staging folder.
     pub fn staging_files(&self) -> Vec<String> {
-        match std::fs::read_dir(self.dir.path().join("data/staging")) {
+        match std::fs::read_dir(self.staging_dir()) {
             Ok(entries) => entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().to_string())
