@@ -5,7 +5,6 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::accounts;
 use crate::cache::SlideFile;
 use crate::db::Db;
 use crate::error::{CoreError, CoreResult};
@@ -65,15 +64,17 @@ pub struct SlideFiles {
     pub main_file: String,
 }
 
-const SELECT: &str = "SELECT id, hospital_id, uploaded_by, filename, sha256, size_bytes, \
-    main_file, files, format, vendor, width, height, levels, mpp_x, mpp_y, objective_power, \
-    has_label, properties, created_at FROM slides";
+// The uploader's name comes by a join, in the one query: `users` is core's too, and slide
+// reads sit on the tile path.
+const SELECT: &str = "SELECT s.id, s.hospital_id, u.username AS uploaded_by, s.filename, \
+    s.sha256, s.size_bytes, s.main_file, s.files, s.format, s.vendor, s.width, s.height, \
+    s.levels, s.mpp_x, s.mpp_y, s.objective_power, s.has_label, s.properties, s.created_at \
+    FROM slides s JOIN users u ON u.id = s.uploaded_by";
 
 fn parse_files(files: &str) -> CoreResult<Vec<SlideFile>> {
     serde_json::from_str(files).map_err(|e| CoreError::Invalid(format!("stored file list: {e}")))
 }
 
-/// The row as a slide whose `uploaded_by` is still the uploader's user id.
 fn from_row(row: &AnyRow) -> CoreResult<Slide> {
     let files: String = row.try_get("files")?;
     Ok(Slide {
@@ -99,68 +100,46 @@ fn from_row(row: &AnyRow) -> CoreResult<Slide> {
     })
 }
 
-/// The rows as slides with their uploaders' names, in one lookup for all of them. A slide
-/// whose uploader is unknown is left out, as a join with `users` would leave it out.
-async fn named(db: &Db, rows: &[AnyRow]) -> CoreResult<Vec<Slide>> {
-    let slides = rows.iter().map(from_row).collect::<CoreResult<Vec<_>>>()?;
-    let uploaders: Vec<String> = slides.iter().map(|s| s.uploaded_by.clone()).collect();
-    let names = accounts::user_names(db, &uploaders).await?;
-    Ok(slides
-        .into_iter()
-        .filter_map(|mut slide| {
-            slide.uploaded_by = names.get(&slide.uploaded_by)?.clone();
-            Some(slide)
-        })
-        .collect())
-}
-
-async fn one(db: &Db, row: Option<AnyRow>) -> CoreResult<Option<Slide>> {
-    match row {
-        Some(row) => Ok(named(db, &[row]).await?.pop()),
-        None => Ok(None),
-    }
-}
-
 /// A hospital's slides, newest first.
 pub async fn list_for_hospital(db: &Db, hospital_id: &str) -> CoreResult<Vec<Slide>> {
-    let sql = format!("{SELECT} WHERE hospital_id = $1 ORDER BY created_at DESC, id");
+    let sql = format!("{SELECT} WHERE s.hospital_id = $1 ORDER BY s.created_at DESC, s.id");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(hospital_id)
         .fetch_all(db.pool())
         .await?;
-    named(db, &rows).await
+    rows.iter().map(from_row).collect()
 }
 
 /// The slide if it belongs to `hospital_id`; `None` for unknown ids and other hospitals alike.
 pub async fn get_for_hospital(db: &Db, hospital_id: &str, id: &str) -> CoreResult<Option<Slide>> {
-    let sql = format!("{SELECT} WHERE id = $1 AND hospital_id = $2");
+    let sql = format!("{SELECT} WHERE s.id = $1 AND s.hospital_id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(hospital_id)
         .fetch_optional(db.pool())
         .await?;
-    one(db, row).await
+    row.as_ref().map(from_row).transpose()
 }
 
 /// The slide with this id, whoever owns it (callers decide access, e.g. through a case).
 pub async fn get(db: &Db, id: &str) -> CoreResult<Option<Slide>> {
-    let sql = format!("{SELECT} WHERE id = $1");
+    let sql = format!("{SELECT} WHERE s.id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(db.pool())
         .await?;
-    one(db, row).await
+    row.as_ref().map(from_row).transpose()
 }
 
 /// The hospital's slide with these bytes, if already registered.
 pub async fn find_by_digest(db: &Db, hospital_id: &str, sha256: &str) -> CoreResult<Option<Slide>> {
-    let sql = format!("{SELECT} WHERE hospital_id = $1 AND sha256 = $2");
+    let sql = format!("{SELECT} WHERE s.hospital_id = $1 AND s.sha256 = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(hospital_id)
         .bind(sha256)
         .fetch_optional(db.pool())
         .await?;
-    one(db, row).await
+    row.as_ref().map(from_row).transpose()
 }
 
 /// The stored files of a slide, whoever owns it (curation and inference materialise it

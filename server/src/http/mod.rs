@@ -242,13 +242,17 @@ async fn healthz(State(platform): State<Platform>) -> Result<Response, ApiError>
     )
 )]
 async fn openapi_json() -> Response {
-    match openapi::document().to_json() {
+    // The document is fixed for the life of the binary: built once, not per request.
+    static DOCUMENT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    let document =
+        DOCUMENT.get_or_init(|| openapi::document().to_json().map_err(|e| e.to_string()));
+    match document {
         Ok(json) => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            json,
+            json.clone(),
         )
             .into_response(),
         Err(e) => ApiError::internal(e).into_response(),

@@ -32,6 +32,19 @@ fn runnable() -> Vec<(String, PoolKind)> {
     kinds
 }
 
+/// The pools, in the order they are started.
+pub const POOLS: [PoolKind; 3] = [PoolKind::Research, PoolKind::Training, PoolKind::Inference];
+
+/// Jobs a pool runs at once: research-tier jobs `concurrency` at once; training and inference
+/// each one at a time, so an hours-long run never holds up curation and AI support never waits
+/// behind a training run.
+fn at_once(pool: PoolKind, concurrency: usize) -> usize {
+    match pool {
+        PoolKind::Research => concurrency,
+        PoolKind::Training | PoolKind::Inference => 1,
+    }
+}
+
 /// The stored kinds of one pool that this build can run.
 pub fn kinds_of(pool: PoolKind) -> Vec<String> {
     runnable()
@@ -41,9 +54,7 @@ pub fn kinds_of(pool: PoolKind) -> Vec<String> {
         .collect()
 }
 
-/// Pools for `kinds` (all when empty), one per [`PoolKind`]: research-tier jobs `concurrency`
-/// at once; training and inference each one at a time, so an hours-long run never holds up
-/// curation and AI support never waits behind a training run.
+/// Pools for `kinds` (all when empty), one per [`PoolKind`], each running [`at_once`] jobs.
 pub fn pools(
     research: &Research,
     kinds: &[String],
@@ -62,12 +73,14 @@ pub fn pools(
         .collect();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
     let name = format!("{host}:{}", std::process::id());
+    let policy = QueuePolicy {
+        lease_s: i64::try_from(research.platform.config.research.job_lease_s)
+            .unwrap_or(i64::MAX)
+            .max(1),
+        ..QueuePolicy::default()
+    };
     let mut pools = Vec::new();
-    for (pool_kind, at_once) in [
-        (PoolKind::Research, concurrency),
-        (PoolKind::Training, 1),
-        (PoolKind::Inference, 1),
-    ] {
+    for pool_kind in POOLS {
         let stored: Vec<&String> = wanted
             .iter()
             .filter(|(_, p)| *p == pool_kind)
@@ -76,14 +89,8 @@ pub fn pools(
         if stored.is_empty() {
             continue;
         }
-        let policy = QueuePolicy {
-            lease_s: i64::try_from(research.platform.config.research.job_lease_s)
-                .unwrap_or(i64::MAX)
-                .max(1),
-            ..QueuePolicy::default()
-        };
         let jobs = Jobs::with_policy(research.platform.db.clone(), policy);
-        let mut pool = WorkerPool::new(jobs, name.clone(), at_once);
+        let mut pool = WorkerPool::new(jobs, name.clone(), at_once(pool_kind, concurrency));
         for kind in stored {
             register(&mut pool, research, kind);
         }

@@ -31,11 +31,7 @@ pub struct Launch {
 /// ends.
 pub fn start(launch: &Launch) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    for (pool, at_once) in [
-        (PoolKind::Research, launch.concurrency),
-        (PoolKind::Training, 1),
-        (PoolKind::Inference, 1),
-    ] {
+    for pool in super::POOLS {
         let kinds = super::kinds_of(pool);
         if kinds.is_empty() {
             continue;
@@ -44,8 +40,9 @@ pub fn start(launch: &Launch) -> anyhow::Result<()> {
             "worker".into(),
             "--kinds".into(),
             kinds.join(","),
+            // The child runs its pool at the pool's own concurrency (`workers::pools`).
             "--concurrency".into(),
-            at_once.to_string(),
+            launch.concurrency.to_string(),
             "--parent".into(),
             std::process::id().to_string(),
         ];

@@ -14,7 +14,6 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pathfed_core::jobs::kinds::{Curate, JobKind as _};
@@ -28,8 +27,8 @@ use crate::support::people::{sign_out_with, staff, wait_for};
 use crate::support::{
     As, Backend, Reaped, TestServer, client, password, sha256_hex, submit_case, synth_slide,
 };
+use crate::tus::{self, TUS, head, offset_of};
 
-const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
 /// Generous: the machine may be busy with other tests.
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -181,57 +180,16 @@ async fn served(who: &As<'_>, slide: &str, level: u32) {
     assert!(tile.starts_with(&[0xFF, 0xD8]), "a JPEG tile");
 }
 
-fn b64(data: impl AsRef<[u8]>) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-/// tus creation of an upload of `data` on `server`; returns the upload's path.
+/// tus creation of an upload of `data` on `server`; returns the upload's path, so that any
+/// replica can be asked about it.
 async fn create(server: &TestServer, token: &str, data: &[u8], name: &str) -> String {
-    let response = client()
-        .post(format!("{}/api/v1/uploads", server.url))
-        .bearer_auth(token)
-        .header(TUS.0, TUS.1)
-        .header("Upload-Length", data.len())
-        .header(
-            "Upload-Metadata",
-            format!("filename {},sha256 {}", b64(name), b64(sha256_hex(data))),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{:?}", response.text().await);
-    response.headers()["location"].to_str().unwrap().to_string()
+    let url = tus::create(server, token, data.len(), name, &sha256_hex(data)).await;
+    url.strip_prefix(&server.url).unwrap().to_string()
 }
 
+/// A tus PATCH without a checksum.
 async fn patch(url: &str, token: &str, offset: usize, chunk: &[u8]) -> reqwest::Response {
-    client()
-        .patch(url)
-        .bearer_auth(token)
-        .header(TUS.0, TUS.1)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", offset)
-        .body(chunk.to_vec())
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn head(url: &str, token: &str) -> reqwest::Response {
-    client()
-        .head(url)
-        .bearer_auth(token)
-        .header(TUS.0, TUS.1)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn offset_of(response: &reqwest::Response) -> usize {
-    response.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    tus::patch(url, token, offset, chunk, None).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,13 +10,19 @@ use pathfed_ingest::client::UploadClient;
 
 use crate::support::{self, BACKENDS, Backend, TestServer, client, sha256_hex, synth_slide};
 
-const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
+pub(crate) const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
 
 fn b64(data: impl AsRef<[u8]>) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-async fn create(server: &TestServer, token: &str, len: usize, name: &str, sha: &str) -> String {
+pub(crate) async fn create(
+    server: &TestServer,
+    token: &str,
+    len: usize,
+    name: &str,
+    sha: &str,
+) -> String {
     let response = client()
         .post(format!("{}/api/v1/uploads", server.url))
         .bearer_auth(token)
@@ -34,7 +40,7 @@ async fn create(server: &TestServer, token: &str, len: usize, name: &str, sha: &
     format!("{}{location}", server.url)
 }
 
-async fn patch(
+pub(crate) async fn patch(
     url: &str,
     token: &str,
     offset: usize,
@@ -53,7 +59,7 @@ async fn patch(
     request.body(chunk.to_vec()).send().await.unwrap()
 }
 
-async fn head(url: &str, token: &str) -> reqwest::Response {
+pub(crate) async fn head(url: &str, token: &str) -> reqwest::Response {
     client()
         .head(url)
         .bearer_auth(token)
@@ -63,7 +69,7 @@ async fn head(url: &str, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn offset_of(response: &reqwest::Response) -> usize {
+pub(crate) fn offset_of(response: &reqwest::Response) -> usize {
     response.headers()["upload-offset"]
         .to_str()
         .unwrap()
