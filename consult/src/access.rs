@@ -43,7 +43,8 @@ pub fn relation(user: &Principal, case: &Case, access_after_close_s: u64) -> Opt
     }
     match user.role {
         Role::Pathologist => Some(Relation::HubPathologist),
-        Role::Admin => Some(Relation::HubAdmin),
+        // A platform admin administers its own hospital as its admin does, and no other.
+        Role::Admin | Role::PlatformAdmin => Some(Relation::HubAdmin),
         Role::Submitter | Role::Researcher => None,
     }
 }

@@ -1,8 +1,11 @@
 //! What consultation hands to AI support and takes back from it, through the database and
 //! the job queue (the inference crate runs the jobs and owns the results):
 //!
-//! - a slide that joins a case, and the slides of a submitted case, get an `infer` job when a
-//!   model is deployed for the case's organ and taxonomy (once per slide and model version);
+//! - the slides of a case get an `infer` job when it is submitted, if a model is deployed for
+//!   the case's organ and taxonomy (once per slide and model version); drafts are never
+//!   analysed, since the result is for the hub and the spoke may still change the case;
+//! - AI support belongs to the pathologists who diagnose the slide ([`refusal`]): the referring
+//!   hospital's staff never see it;
 //! - a hub may hide AI results from a pathologist until they have entered their own read, so
 //!   the model cannot anchor the diagnosis;
 //! - sign-out and amendments record, per slide with a result, whether the model's call was the
@@ -13,7 +16,7 @@
 //! (`deployments`, `ai_results`); the hub's setting through `pathfed_core::accounts`.
 
 use pathfed_core::Db;
-use pathfed_core::accounts::{self, Principal, Role};
+use pathfed_core::accounts::{self, HospitalKind, Principal, Role};
 use pathfed_core::contracts::{ai_results, deployments};
 use pathfed_core::db::now;
 use pathfed_core::jobs::kinds::{Infer, InferPayload};
@@ -26,11 +29,7 @@ use crate::error::ConsultResult;
 /// Queues, inside the caller's transaction on `conn`, the deployed model's run on `slide_id`
 /// of `case`, unless no model is deployed for the case's organ or this version already ran
 /// (or is queued) there.
-pub async fn queue_slide(
-    conn: &mut AnyConnection,
-    case: &Case,
-    slide_id: &str,
-) -> ConsultResult<bool> {
+async fn queue_slide(conn: &mut AnyConnection, case: &Case, slide_id: &str) -> ConsultResult<bool> {
     let Some(deployed) = deployments::deployed_for(conn, &case.organ, &case.taxonomy).await? else {
         return Ok(false);
     };
@@ -57,7 +56,8 @@ async fn case_slides(conn: &mut AnyConnection, case: &Case) -> ConsultResult<Vec
     Ok(slides)
 }
 
-/// [`queue_slide`] for every slide of `case`, inside the caller's transaction.
+/// [`queue_slide`] for every slide of `case`, inside the caller's transaction: when the case
+/// is submitted, never while it is a draft.
 pub async fn queue_case(conn: &mut AnyConnection, case: &Case) -> ConsultResult<()> {
     let slides = case_slides(conn, case).await?;
     for slide in slides {
@@ -66,9 +66,49 @@ pub async fn queue_case(conn: &mut AnyConnection, case: &Case) -> ConsultResult<
     Ok(())
 }
 
+/// Why `user`, who may see `slide_id` (a slide of hospital `owner_id`; the caller has checked
+/// that), may not see AI support on it at all, if so. AI support belongs to the pathologists
+/// who diagnose the slide: those of the hub reading a case that holds it (they see it through
+/// the case, not as its owner) and, for a slide in no case, the pathologists of its own
+/// hospital if that is a hub. The referring hospital's staff (a spoke's always, a hub's once it
+/// put the slide in a case), submitters and admins never see it.
+pub async fn refusal(
+    db: &Db,
+    user: &Principal,
+    slide_id: &str,
+    owner_id: &str,
+) -> ConsultResult<Option<String>> {
+    if user.role != Role::Pathologist {
+        return Ok(Some(
+            "AI support is for the pathologists who diagnose the slide".into(),
+        ));
+    }
+    if owner_id != user.hospital.id {
+        return Ok(None);
+    }
+    if user.hospital.kind != HospitalKind::Hub {
+        return Ok(Some(
+            "AI support is for the hub pathologists who diagnose the referred slides".into(),
+        ));
+    }
+    // A hub that referred its own slide is the spoke of that case: the reading hub decides.
+    let referred = sqlx::query(
+        "SELECT 1 AS one FROM case_slides cs JOIN cases c ON c.id = cs.case_id \
+         WHERE cs.slide_id = $1 AND c.spoke_id = $2 AND c.status <> 'cancelled' LIMIT 1",
+    )
+    .bind(slide_id)
+    .bind(&user.hospital.id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(referred.map(|_| {
+        "this slide is referred for consultation: AI support is for the hub that reads it"
+            .to_string()
+    }))
+}
+
 /// Why `user` may not see AI results of `slide_id` yet, if so: a pathologist of a hub that
 /// hides them until the reader's own read, reading an open case of that hub with the slide,
-/// who has not entered a read in it. Everyone else who may see the slide sees its results.
+/// who has not entered a read in it. Everyone else [`refusal`] lets in sees its results.
 pub async fn hidden_until_read(
     db: &Db,
     user: &Principal,

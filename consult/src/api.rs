@@ -9,7 +9,8 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pathfed_core::Platform;
-use pathfed_core::accounts::Principal;
+use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::hospital_settings;
 use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody, audited};
 use pathfed_core::routes::{Routes, delete, get, post, put};
 use serde::Deserialize;
@@ -23,7 +24,7 @@ use crate::cases::{self, Case, CaseForm, ListFilter, Status};
 use crate::error::{ConsultError, ConsultResult};
 use crate::reads::{self, FinalForm, ReadForm};
 use crate::report::{self, AmendForm, ReportVersion};
-use crate::research::OptOut;
+use crate::research::{self, OptOut, OptOutList};
 use crate::stats;
 use crate::taxonomy::Taxonomies;
 
@@ -41,7 +42,7 @@ where
         .route("/api/v1/taxonomies", get(taxonomies))
         .route("/api/v1/stats/concordance", get(concordance))
         .route("/api/v1/cases", get(list).post(create))
-        .route("/api/v1/opt-outs", post(opt_out))
+        .route("/api/v1/opt-outs", get(list_opt_outs).post(opt_out))
         .route("/api/v1/cases/{id}", get(show).put(update))
         .route("/api/v1/cases/{id}/slides", post(attach))
         .route("/api/v1/cases/{id}/slides/{slide}", delete(detach))
@@ -86,6 +87,7 @@ where
         list,
         create,
         opt_out,
+        list_opt_outs,
         show,
         update,
         attach,
@@ -147,8 +149,9 @@ fn target(case: &Case) -> String {
     format!("case:{}", case.id)
 }
 
-/// The case as `relation` may see it: the patient id for the spoke only, the final diagnosis
-/// for the spoke only once signed out.
+/// The case as `relation` may see it: the patient id for the spoke (the hub's pathologists get
+/// it in the case's [`detail`] where the spoke shares it), the final diagnosis for the spoke
+/// only once signed out.
 fn case_json(consult: &Consult, case: &Case, relation: Relation) -> Value {
     let mut value = serde_json::to_value(case).unwrap_or_default();
     match relation {
@@ -184,14 +187,15 @@ async fn taxonomies(
     axum::Json(consult.taxonomies.as_ref()).into_response()
 }
 
-/// Double-check concordance of the user's hub, per taxonomy
+/// Double-check concordance of the user's hub, per taxonomy (the hub's pathologists and admins; every hub's for the platform admin)
 #[utoipa::path(
     get,
     path = "/api/v1/stats/concordance",
     tag = "consult",
     responses(
-        (status = 200, description = "`{\"concordance\": [...]}`, one row per taxonomy", body = Object),
+        (status = 200, description = "`{\"concordance\": [...]}`, one row per hub and taxonomy", body = Object),
         (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "hub volumes are for the hub's pathologists and admins, and the platform admin", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
 )]
@@ -199,14 +203,26 @@ async fn concordance(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
 ) -> Result<Response, ApiError> {
-    let rows = audited(
-        &consult.platform,
-        &user,
-        "case.stats",
-        &format!("hospital:{}", user.hospital.id),
-        stats::concordance(&consult.platform.db, Some(&user.hospital.id)).await,
-    )
-    .await?;
+    // The rows count a hub's cases: clinical volumes, for the hub's own reading staff and
+    // admins, and for the platform admin across hubs; never for researchers.
+    let (scope, target) = match user.role {
+        Role::PlatformAdmin => (Ok(None), "hospitals".to_string()),
+        Role::Pathologist | Role::Admin => (
+            Ok(Some(user.hospital.id.as_str())),
+            format!("hospital:{}", user.hospital.id),
+        ),
+        Role::Submitter | Role::Researcher => (
+            Err(ConsultError::Forbidden(
+                "double-check statistics are for the hub's pathologists and admins".into(),
+            )),
+            format!("hospital:{}", user.hospital.id),
+        ),
+    };
+    let result = match scope {
+        Ok(hub) => stats::concordance(&consult.platform.db, hub).await,
+        Err(e) => Err(e),
+    };
+    let rows = audited(&consult.platform, &user, "case.stats", &target, result).await?;
     Ok(axum::Json(json!({ "concordance": rows })).into_response())
 }
 
@@ -302,22 +318,31 @@ async fn create(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OptOutForm {
-    /// The patient's id at the user's hospital.
+    /// The patient's id at the user's hospital, as typed: it is normalised as a case's is
+    /// (NFKC, so full-width characters are ASCII; trimmed; letter case per the hospital's
+    /// `patient_id_case` setting).
     patient_id: String,
+    /// The patient's hospital (name or id), where a client names it: it must be the user's
+    /// own, since an opt-out is always for the requesting user's hospital.
+    #[serde(default)]
+    hospital: Option<String>,
 }
 
-/// Record that a patient of your hospital opts out of research use (submitters, admins); their research slides are removed
+/// The audit action of recording an opt-out.
+const OPT_OUT_ACTION: &str = "patient.opt_out";
+
+/// Record that a patient of your hospital opts out of research use (a spoke's submitters and admins); says how many of the hospital's cases and research slides it matched
 #[utoipa::path(
     post,
     path = "/api/v1/opt-outs",
     tag = "consult",
     request_body = OptOutForm,
     responses(
-        (status = 201, description = "recorded", body = OptOut),
-        (status = 200, description = "already on record; removal re-checked", body = OptOut),
+        (status = 201, description = "recorded, with what it matched (zero matches too: the patient's future cases are excluded)", body = OptOut),
+        (status = 200, description = "already on record; the counts are today's and removal is re-checked", body = OptOut),
         (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "only submitters and admins record opt-outs", body = ErrorBody),
+        (status = 403, description = "only a spoke's submitters and admins record opt-outs, and only for their own hospital", body = ErrorBody),
         (status = 415, description = "the body is not JSON", body = ErrorBody),
         (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
@@ -328,15 +353,58 @@ async fn opt_out(
     Authenticated(user): Authenticated,
     JsonBody(form): JsonBody<OptOutForm>,
 ) -> Result<Response, ApiError> {
-    let result = crate::research::record(&consult, &user, &form.patient_id).await;
     let target = format!("hospital:{}", user.hospital.id);
-    let recorded = audited(&consult.platform, &user, "patient.opt_out", &target, result).await?;
+    let result =
+        research::record(&consult, &user, &form.patient_id, form.hospital.as_deref()).await;
+    let recorded = match result {
+        Ok(recorded) => recorded,
+        Err(e) => return audited(&consult.platform, &user, OPT_OUT_ACTION, &target, Err(e)).await,
+    };
+    // The audit row says what the opt-out matched; it names the patient by hash prefix only.
+    let event = pathfed_core::audit::AuditEvent::by(
+        &user,
+        OPT_OUT_ACTION,
+        &target,
+        pathfed_core::http::Outcome::Ok.as_str(),
+    )
+    .detail(recorded.audit_detail());
+    // A failed append is logged by the platform; the answer stands.
+    let _ = consult.platform.audit(event).await;
     let status = if recorded.newly_recorded {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, axum::Json(recorded)).into_response())
+}
+
+/// Your hospital's research opt-outs, newest first: who recorded each, when, and what it matched (a spoke's submitters and admins)
+#[utoipa::path(
+    get,
+    path = "/api/v1/opt-outs",
+    tag = "consult",
+    responses(
+        (status = 200, description = "the hospital's opt-outs", body = OptOutList),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "only a spoke's submitters and admins see its opt-outs", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn list_opt_outs(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+) -> Result<Response, ApiError> {
+    let listed = research::list(&consult, &user).await;
+    let target = format!("hospital:{}", user.hospital.id);
+    let list = audited(
+        &consult.platform,
+        &user,
+        "patient.opt_out.list",
+        &target,
+        listed,
+    )
+    .await?;
+    Ok(axum::Json(list).into_response())
 }
 
 async fn detail(
@@ -352,6 +420,17 @@ async fn detail(
         Relation::HubPathologist => "hub_pathologist",
         Relation::HubAdmin => "hub_admin",
     });
+    if relation == Relation::HubPathologist {
+        // The reading pathologist checks the patient's identity (against the slide label),
+        // unless the referring hospital keeps the id to itself.
+        let sharing = hospital_settings::hub_sharing(db, &case.spoke_id).await?;
+        if sharing.patient_id {
+            value["patient_id"] = json!(consult.patients.decrypt(&case.patient_cipher));
+        }
+    }
+    // Whether the AI panel is for this user: the server's answer, which the page follows
+    // (AI support belongs to the hub pathologists who diagnose the case).
+    value["ai_support"] = json!(relation == Relation::HubPathologist);
     value["slides"] = json!(
         cases::slide_ids(db, &case.id)
             .await

@@ -133,9 +133,9 @@ pub struct Case {
     /// Encrypted patient id (not serialised to clients).
     #[serde(skip)]
     pub patient_cipher: String,
-    /// Age band.
+    /// Age band, as chosen (`unknown` where it is not known; never a default).
     pub age_band: String,
-    /// Sex.
+    /// Sex, as chosen (`unknown` where it is not known; never a default).
     pub sex: String,
     /// Organ, lower case.
     pub organ: String,

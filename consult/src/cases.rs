@@ -114,9 +114,14 @@ pub async fn load(db: &Db, id: &str) -> ConsultResult<Case> {
 pub struct CaseForm {
     /// The patient's id at the spoke.
     pub patient_id: String,
-    /// One of [`AGE_BANDS`]: `0-9`, `10-19`, … `80-89`, `90+` or `unknown`.
+    /// One of [`AGE_BANDS`]: `0-9`, `10-19`, … `80-89`, `90+` or `unknown`; required, so that
+    /// nothing is recorded by default (`unknown` says it is not known).
+    #[serde(default)]
+    #[schema(required = true)]
     pub age_band: String,
-    /// One of [`SEXES`]: `female`, `male`, `other` or `unknown`.
+    /// One of [`SEXES`]: `female`, `male`, `other` or `unknown`; required, as the age band.
+    #[serde(default)]
+    #[schema(required = true)]
     pub sex: String,
     /// Organ, e.g. `stomach`.
     pub organ: String,
@@ -157,6 +162,25 @@ pub fn check_text(field: &str, text: &str, required: bool) -> ConsultResult<Stri
     Ok(text.to_string())
 }
 
+/// Checks a required choice. Missing (or empty) is refused rather than defaulted: a clinical
+/// form records only what someone chose, and `unknown` is a choice.
+fn check_choice(field: &str, value: &str, allowed: &[&str]) -> ConsultResult<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ConsultError::Invalid(format!(
+            "{field} is required: one of {} (\"unknown\" when it is not known)",
+            allowed.join(", ")
+        )));
+    }
+    if !allowed.contains(&value) {
+        return Err(ConsultError::Invalid(format!(
+            "{field} must be one of {}, not {value:?}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(value.to_string())
+}
+
 struct CheckedForm {
     patient_id: String,
     age_band: String,
@@ -169,18 +193,8 @@ struct CheckedForm {
 
 fn check_form(form: &CaseForm) -> ConsultResult<CheckedForm> {
     let patient_id = PatientIds::check(&form.patient_id)?.to_string();
-    if !AGE_BANDS.contains(&form.age_band.as_str()) {
-        return Err(ConsultError::Invalid(format!(
-            "age_band must be one of {}",
-            AGE_BANDS.join(", ")
-        )));
-    }
-    if !SEXES.contains(&form.sex.as_str()) {
-        return Err(ConsultError::Invalid(format!(
-            "sex must be one of {}",
-            SEXES.join(", ")
-        )));
-    }
+    let age_band = check_choice("age_band", &form.age_band, &AGE_BANDS)?;
+    let sex = check_choice("sex", &form.sex, &SEXES)?;
     let organ = check_text("organ", &form.organ, true)?.to_lowercase();
     if organ.chars().count() > 64 {
         return Err(ConsultError::Invalid(
@@ -189,8 +203,8 @@ fn check_form(form: &CaseForm) -> ConsultResult<CheckedForm> {
     }
     Ok(CheckedForm {
         patient_id,
-        age_band: form.age_band.clone(),
-        sex: form.sex.clone(),
+        age_band,
+        sex,
         organ,
         specimen: check_text("specimen", &form.specimen, true)?,
         clinical_question: check_text("clinical_question", &form.clinical_question, true)?,
@@ -230,7 +244,10 @@ pub async fn create(
     user: &Principal,
     form: &CaseForm,
 ) -> ConsultResult<Case> {
-    if !matches!(user.role, Role::Submitter | Role::Pathologist | Role::Admin) {
+    if !matches!(
+        user.role,
+        Role::Submitter | Role::Pathologist | Role::Admin | Role::PlatformAdmin
+    ) {
         return Err(ConsultError::Forbidden(
             "only clinical staff create cases".into(),
         ));
@@ -242,6 +259,8 @@ pub async fn create(
         }
         _ => None,
     };
+    // Keyed by the id as the hospital keys it, as an opt-out is, so each finds the other.
+    let patient = ids.seal(db, &user.hospital.id, &checked.patient_id).await?;
     let id = new_id();
     let at = now();
     sqlx::query(
@@ -254,8 +273,8 @@ pub async fn create(
     .bind(&user.hospital.id)
     .bind(&hub_id)
     .bind(&user.id)
-    .bind(ids.hash(&user.hospital.id, &checked.patient_id))
-    .bind(ids.encrypt(&checked.patient_id)?)
+    .bind(&patient.hash)
+    .bind(&patient.cipher)
     .bind(&checked.age_band)
     .bind(&checked.sex)
     .bind(&checked.organ)
@@ -286,14 +305,15 @@ pub async fn update_draft(
         }
         _ => case.hub_id.clone(),
     };
+    let patient = ids.seal(db, &case.spoke_id, &checked.patient_id).await?;
     let done = sqlx::query(
         "UPDATE cases SET hub_id = $1, patient_hash = $2, patient_cipher = $3, age_band = $4, \
          sex = $5, organ = $6, specimen = $7, clinical_question = $8, urgency = $9, \
          taxonomy = $10, updated_at = $11 WHERE id = $12 AND status = 'draft'",
     )
     .bind(&hub_id)
-    .bind(ids.hash(&case.spoke_id, &checked.patient_id))
-    .bind(ids.encrypt(&checked.patient_id)?)
+    .bind(&patient.hash)
+    .bind(&patient.cipher)
     .bind(&checked.age_band)
     .bind(&checked.sex)
     .bind(&checked.organ)
@@ -349,22 +369,25 @@ pub async fn attach_slide(
         return Err(ConsultError::NotFound("slide"));
     }
     let position = slide_ids(db, &case.id).await?.len() as i64;
-    let mut tx = db.pool().begin().await?;
-    // Attaching twice is harmless: the second insert is skipped, not an error (an error would
-    // abort the transaction on PostgreSQL).
-    sqlx::query(
-        "INSERT INTO case_slides (case_id, slide_id, position) VALUES ($1, $2, $3) \
+    // No AI run here: a draft is the spoke's and AI support is the hub's, so the slides are
+    // analysed when the case is submitted (`submit`). The insert holds only while the case is
+    // still a draft, so a slide cannot slip into a case submitted meanwhile, and miss its run.
+    // Attaching twice is harmless: the second insert is skipped, not an error.
+    let done = sqlx::query(
+        "INSERT INTO case_slides (case_id, slide_id, position) SELECT $1, $2, $3 \
+         WHERE EXISTS (SELECT 1 FROM cases WHERE id = $1 AND status = 'draft') \
          ON CONFLICT DO NOTHING",
     )
     .bind(&case.id)
     .bind(slide_id)
     .bind(position)
-    .execute(&mut *tx)
+    .execute(db.pool())
     .await?;
-    // AI support starts as soon as the slide is in, committed with it: the result is ready
-    // when the hub reads.
-    crate::ai::queue_slide(&mut tx, case, slide_id).await?;
-    tx.commit().await?;
+    let attached =
+        done.rows_affected() == 1 || slide_ids(db, &case.id).await?.iter().any(|s| s == slide_id);
+    if !attached {
+        return Err(moved_meanwhile(db, case).await);
+    }
     Ok(())
 }
 
@@ -515,8 +538,8 @@ pub async fn submit(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Cas
         tx.rollback().await?;
         return Err(moved_meanwhile(db, case).await);
     }
-    // Slides attached before a model was deployed for the organ get their run now, in the
-    // same transaction: a submitted case never misses its AI support.
+    // Every slide gets its run now, in the same transaction: drafts are never analysed, and a
+    // submitted case never misses its AI support.
     crate::ai::queue_case(&mut tx, case).await?;
     tx.commit().await?;
     load(db, &case.id).await

@@ -133,7 +133,12 @@ pub async fn claim(db: &Db, user: &Principal, case: &Case) -> ConsultResult<Case
 /// A hub pathologist or admin gives a case (not yet read) to a pathologist of the hub.
 pub async fn assign(db: &Db, user: &Principal, case: &Case, assignee: &str) -> ConsultResult<Case> {
     let same_hub = case.hub_id.as_deref() == Some(user.hospital.id.as_str());
-    if !(same_hub && matches!(user.role, Role::Pathologist | Role::Admin)) {
+    if !(same_hub
+        && matches!(
+            user.role,
+            Role::Pathologist | Role::Admin | Role::PlatformAdmin
+        ))
+    {
         return Err(ConsultError::Forbidden(
             "only the hub's pathologists and admins assign its cases".into(),
         ));
@@ -301,7 +306,12 @@ pub async fn start_double_check(
         }
         Some(name) => {
             let same_hub = case.hub_id.as_deref() == Some(user.hospital.id.as_str());
-            if !(same_hub && matches!(user.role, Role::Pathologist | Role::Admin)) {
+            if !(same_hub
+                && matches!(
+                    user.role,
+                    Role::Pathologist | Role::Admin | Role::PlatformAdmin
+                ))
+            {
                 return Err(ConsultError::Forbidden(
                     "only the hub's pathologists and admins assign double-checks".into(),
                 ));

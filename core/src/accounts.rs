@@ -23,19 +23,24 @@ pub enum Role {
     Submitter,
     /// Hub pathologist who views and diagnoses.
     Pathologist,
-    /// Works on the de-identified research tier only.
+    /// Works on the de-identified research tier only: datasets, training, the model registry.
     Researcher,
-    /// Manages the hospital's users and tokens.
+    /// Administers one hospital: its users, tokens, settings and audit; nothing beyond it.
     Admin,
+    /// Runs the platform (the research tier, models and what is deployed, platform settings),
+    /// and administers its own hospital as an admin does.
+    #[serde(rename = "platform-admin")]
+    PlatformAdmin,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Submitter,
         Role::Pathologist,
         Role::Researcher,
         Role::Admin,
+        Role::PlatformAdmin,
     ];
 
     /// The stored name.
@@ -45,12 +50,35 @@ impl Role {
             Role::Pathologist => "pathologist",
             Role::Researcher => "researcher",
             Role::Admin => "admin",
+            Role::PlatformAdmin => "platform-admin",
         }
     }
 
     /// True for roles that may see identifiable (clinical-tier) data of their hospital.
     pub fn sees_clinical_data(self) -> bool {
-        !matches!(self, Role::Researcher)
+        // Spelled out so that a new role must be placed on one side or the other.
+        match self {
+            Role::Submitter | Role::Pathologist | Role::Admin | Role::PlatformAdmin => true,
+            Role::Researcher => false,
+        }
+    }
+
+    /// True for the platform's administrator: the only role that acts beyond its hospital
+    /// (deploys and retires models, reaches the research tier as an operator, reads metrics).
+    pub fn is_platform_admin(self) -> bool {
+        match self {
+            Role::PlatformAdmin => true,
+            Role::Submitter | Role::Pathologist | Role::Researcher | Role::Admin => false,
+        }
+    }
+
+    /// True for roles that administer their own hospital (a platform admin does too); what
+    /// they administer is always limited to `user.hospital`.
+    pub fn is_hospital_admin(self) -> bool {
+        match self {
+            Role::Admin | Role::PlatformAdmin => true,
+            Role::Submitter | Role::Pathologist | Role::Researcher => false,
+        }
     }
 }
 
@@ -62,7 +90,7 @@ impl std::str::FromStr for Role {
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
                 CoreError::Invalid(format!(
-                    "unknown role {s:?} (submitter, pathologist, researcher or admin)"
+                    "unknown role {s:?} (submitter, pathologist, researcher, admin or platform-admin)"
                 ))
             })
     }
@@ -585,6 +613,39 @@ pub async fn revoke_token(db: &Db, id: &str) -> CoreResult<()> {
             .await?;
     if done.rows_affected() == 0 {
         return Err(CoreError::NotFound(format!("active token {id:?}")));
+    }
+    Ok(())
+}
+
+/// Whether the hospital's patient ids distinguish letter case. A consultation setting kept on
+/// the hospital row (column `patient_id_case`): accounts only store it, and
+/// `contracts::consent::PatientId::normalise` applies it wherever a patient id is keyed.
+pub async fn patient_id_case(
+    db: &Db,
+    hospital_id: &str,
+) -> CoreResult<crate::contracts::consent::PatientIdCase> {
+    let row = sqlx::query("SELECT patient_id_case FROM hospitals WHERE id = $1")
+        .bind(hospital_id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| CoreError::NotFound(format!("hospital {hospital_id:?}")))?;
+    row.try_get::<String, _>("patient_id_case")?.parse()
+}
+
+/// Sets [`patient_id_case`]. Callers check first that no stored id changes meaning
+/// (`pathfed_consult::patient::set_id_case` does).
+pub async fn set_patient_id_case(
+    db: &Db,
+    hospital_id: &str,
+    case: crate::contracts::consent::PatientIdCase,
+) -> CoreResult<()> {
+    let done = sqlx::query("UPDATE hospitals SET patient_id_case = $1 WHERE id = $2")
+        .bind(case.as_str())
+        .bind(hospital_id)
+        .execute(db.pool())
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(CoreError::NotFound(format!("hospital {hospital_id:?}")));
     }
     Ok(())
 }

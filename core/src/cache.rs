@@ -9,7 +9,10 @@
 //! open for its lifetime. A starting process removes only the folders whose owner is gone
 //! (their lock is free), so a half-copied file from a crash is never served and no command
 //! empties the cache under a running server. A slide whose folder vanished anyway (removed by
-//! hand) is copied again rather than failing its reader.
+//! hand, or purged by another process) is copied again rather than failing its reader.
+//!
+//! A slide withdrawn from the research tier is purged from every process's folder at once
+//! ([`SlideCache::purge`]), not left until those processes restart.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -126,6 +129,50 @@ impl SlideCache {
                 let _ = std::fs::remove_dir_all(&slide.dir);
             }
         }
+    }
+
+    /// Deletes every copy of a slide on this node: this process's and those of every other
+    /// process sharing the cache folder, so a withdrawn slide does not wait for their restart.
+    /// A reader with a file open keeps reading it (it is unlinked, not truncated); the next
+    /// lookup in any process misses and copies again, from a store that should no longer hold
+    /// it (delete the object first). Returns how many copies were removed.
+    pub fn purge(&self, slide_id: &str) -> CoreResult<usize> {
+        // Our own ids, but a name that could reach outside a process's folder is refused.
+        if slide_id.is_empty() || slide_id.starts_with('.') || slide_id.contains(['/', '\\']) {
+            return Err(CoreError::Invalid(format!(
+                "not a cached slide's name: {slide_id:?}"
+            )));
+        }
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slide) = state.slides.pop(slide_id) {
+                state.bytes -= slide.bytes;
+            }
+        }
+        let Some(shared) = self.root.parent() else {
+            return Ok(0);
+        };
+        let listing = std::fs::read_dir(shared)
+            .map_err(|e| CoreError::io(format!("listing {}", shared.display()), e))?;
+        let mut removed = 0;
+        for entry in listing.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let folder = entry.file_type().is_ok_and(|t| t.is_dir());
+            if !folder || !name.starts_with(OWNED_PREFIX) {
+                continue;
+            }
+            let copy = entry.path().join(slide_id);
+            match std::fs::remove_dir_all(&copy) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::debug!(slide = %slide_id, dir = %copy.display(), "purged from slide cache");
+                }
+                // Not cached there, or that process's folder went meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CoreError::io(format!("removing {}", copy.display()), e)),
+            }
+        }
+        Ok(removed)
     }
 
     /// Bytes held on disk.
@@ -337,6 +384,65 @@ mod tests {
         let err = cache.get("c", &[bad], &store).await.unwrap_err();
         assert!(matches!(err, CoreError::Integrity(_)), "{err}");
         assert!(!cache.root.join("c").exists());
+    }
+
+    #[tokio::test]
+    async fn a_purged_slide_leaves_every_process_folder() {
+        use object_store::ObjectStoreExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("cache");
+        let store = open_store("memory://", &Default::default()).unwrap();
+        let data = vec![9u8; 64];
+        put_bytes(&store, "research/slides/rs-1.tiff", data.clone())
+            .await
+            .unwrap();
+        let slide = file("research/slides/rs-1.tiff", &data);
+        // Two processes on one node, both with a copy; a third slide stays.
+        let worker = SlideCache::new(&shared, 1 << 20).unwrap();
+        let forgetter = SlideCache::new(&shared, 1 << 20).unwrap();
+        let held = worker
+            .get("rs-1", std::slice::from_ref(&slide), &store)
+            .await
+            .unwrap();
+        let mut open = std::fs::File::open(held.dir.join("rs-1.tiff")).unwrap();
+        forgetter
+            .get("rs-1", std::slice::from_ref(&slide), &store)
+            .await
+            .unwrap();
+        let other = data.clone();
+        put_bytes(&store, "research/slides/rs-2.tiff", other.clone())
+            .await
+            .unwrap();
+        worker
+            .get("rs-2", &[file("research/slides/rs-2.tiff", &other)], &store)
+            .await
+            .unwrap();
+
+        // The object goes first, then the process running the forget job purges.
+        store
+            .delete(&object_store::path::Path::from("research/slides/rs-1.tiff"))
+            .await
+            .unwrap();
+        assert_eq!(forgetter.purge("rs-1").unwrap(), 2);
+        assert!(!worker.root.join("rs-1").exists() && !forgetter.root.join("rs-1").exists());
+        assert!(worker.root.join("rs-2").exists(), "other slides stay");
+        // A reader with the file open keeps reading; the next open anywhere misses.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut open, &mut bytes).unwrap();
+        assert_eq!(bytes, data);
+        assert!(
+            worker
+                .get("rs-1", std::slice::from_ref(&slide), &store)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            forgetter.purge("rs-1").unwrap(),
+            0,
+            "purging twice is harmless"
+        );
+        assert!(forgetter.purge("../x").is_err());
     }
 
     #[tokio::test]

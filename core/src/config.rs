@@ -172,8 +172,12 @@ impl Default for ConsultConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResearchConfig {
-    /// Smallest group of slides sharing (diagnosis, age band, sex, hospital, year) a dataset
-    /// version may publish as it is; smaller groups are generalised or suppressed.
+    /// The platform's minimum cell size: the fewest distinct patients that may share a
+    /// published (diagnosis, age band, sex, hospital, year) group; smaller groups are
+    /// generalised or suppressed, decided over the whole research tier so that versions joined
+    /// together reveal no smaller group. It is a floor: a dataset version may ask for a larger
+    /// one, never a smaller one. Only the platform's operator sets it (configuration file or
+    /// `PATHFED_RESEARCH_MIN_CELL_SIZE`); 0 counts as 1.
     pub min_cell_size: u64,
     /// Research-tier jobs at once in the worker processes `pathfed serve` starts and
     /// supervises (0: none, run `pathfed worker` instead; training and inference run one at a

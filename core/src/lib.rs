@@ -13,6 +13,7 @@ pub mod contracts;
 pub mod db;
 pub mod digest;
 pub mod error;
+pub mod hospital_settings;
 pub mod http;
 pub mod jobs;
 pub mod keys;

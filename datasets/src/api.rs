@@ -73,7 +73,7 @@ struct CreateForm {
     responses(
         (status = 201, description = "the version's state, published", body = VersionState),
         (status = 202, description = "the version's state: building, with its job id", body = VersionState),
-        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 400, description = "a bad parameter or a refused value; code `min_cell_size_below_floor` when min_cell_size is below the platform's minimum cell size (the setting research.min_cell_size, which only the platform's operator sets, in its configuration file or environment)", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
         (status = 409, description = "conflicts with the version's state", body = ErrorBody),
@@ -276,7 +276,7 @@ async fn list(
         ("version" = i64, Path, description = "version number"),
     ),
     responses(
-        (status = 200, description = "manifest: dataset, version, created_at, content_hash and content (params, curation, extraction, slides, counts, small_cells, opted_out_excluded)", body = Object),
+        (status = 200, description = "manifest: dataset, version, created_at, content_hash (of the version as published) and content (params, curation, extraction, slides, counts, small_cells, opted_out_excluded); a slide withdrawn since publication (its patient opted out, or it was retired) is only {\"id\", \"withdrawn\": true}", body = Object),
         (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "the research tier is for researchers (and admins)", body = ErrorBody),
@@ -289,7 +289,9 @@ async fn show(
     Authenticated(user): Authenticated,
     Path((name, version)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let result = versions::manifest(&research, &user, &name, version).await;
+    let result = versions::read(&research, &user, &name, version)
+        .await
+        .map(|current| current.presented());
     let target = format!("dataset:{name}@{version}");
     let manifest = audited(&research.platform, &user, "dataset.view", &target, result).await?;
     Ok(axum::Json(manifest).into_response())
@@ -327,9 +329,14 @@ async fn diff(
     Query(q): Query<DiffQuery>,
 ) -> Result<Response, ApiError> {
     let result = async {
-        let old = versions::manifest(&research, &user, &name, q.from).await?;
-        let new = versions::manifest(&research, &user, &name, q.to).await?;
-        Ok::<_, DatasetError>(manifest::diff(&old, &new))
+        let old = versions::read(&research, &user, &name, q.from).await?;
+        let new = versions::read(&research, &user, &name, q.to).await?;
+        let mut d = manifest::diff(&old.manifest, &new.manifest);
+        // Withdrawn since: gone from the older version as from the tier, shown by id alone.
+        d.removed.extend(old.withdrawn);
+        d.removed.sort();
+        d.removed.dedup();
+        Ok::<_, DatasetError>(d)
     }
     .await;
     let target = format!("dataset:{name}@{}..{}", q.from, q.to);

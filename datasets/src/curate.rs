@@ -11,8 +11,9 @@
 //! feedback, the slide's files) comes through `pathfed_core::contracts`; this module writes
 //! only `research_slides`.
 //!
-//! `forget-patient` (enqueued by an opt-out): deletes the patient's research slides and patch
-//! shards and leaves a tombstone row and an audit entry for each.
+//! `forget-patient` (enqueued by an opt-out): deletes the patient's research slides, their
+//! patch shards and every copy in this node's slide cache (every process's folder, not only
+//! the job's), and leaves a tombstone row and an audit entry for each.
 //!
 //! [`recurate`] (an admin command) re-enqueues curation that is missing under the current
 //! pseudonym key and retires what an earlier key made: the key-rotation path.
@@ -314,8 +315,8 @@ pub async fn forget(research: &Research, research_patient: &str) -> DatasetResul
     Ok(json!({ "deleted": deleted }))
 }
 
-/// Deletes live research slides' objects and patch shards, then tombstones (with `reason`)
-/// and audits each. Returns the ids removed.
+/// Deletes live research slides' objects, patch shards and cached copies, then tombstones
+/// (with `reason`) and audits each. Returns the ids removed.
 async fn remove_slides(
     research: &Research,
     ids: &[String],
@@ -339,6 +340,12 @@ async fn remove_slides(
         delete_object(research, &key).await?;
         for shard in patch_sets.iter().filter(|k| k.contains(&format!("/{id}."))) {
             delete_object(research, shard).await?;
+        }
+        // An extraction on this node may have cached the slide (keyed by its research id), in
+        // any process's folder: all copies go now, after the object, so none is fetched again.
+        let copies = platform.cache.purge(id)?;
+        if copies > 0 {
+            tracing::info!(research_slide = %id, copies, "removed cached copies");
         }
         sqlx::query(
             "UPDATE research_slides SET deleted_at = $1, deleted_reason = $2 \

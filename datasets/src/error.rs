@@ -20,6 +20,19 @@ pub enum DatasetError {
     /// Conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A dataset version asked for a smaller minimum cell size than the platform's
+    /// (400, `min_cell_size_below_floor`).
+    #[error(
+        "min_cell_size {asked} is below this platform's minimum cell size of {floor} patients: \
+         ask for {floor} or more (the minimum is the platform setting research.min_cell_size, \
+         which only the platform's operator sets)"
+    )]
+    BelowFloor {
+        /// What was asked for.
+        asked: u64,
+        /// The platform's minimum (`research.min_cell_size`).
+        floor: u64,
+    },
     /// The slide could not be read or written.
     #[error(transparent)]
     Slide(#[from] SlideError),
@@ -61,7 +74,7 @@ impl pathfed_core::http::AuditedError for DatasetError {
         use pathfed_core::http::Outcome;
         match self {
             Self::NotFound(_) | Self::Forbidden(_) => Outcome::Denied,
-            Self::Invalid(_) | Self::Conflict(_) => Outcome::Refused,
+            Self::Invalid(_) | Self::Conflict(_) | Self::BelowFloor { .. } => Outcome::Refused,
             _ => Outcome::Failed,
         }
     }
@@ -77,6 +90,9 @@ impl From<DatasetError> for ApiError {
     fn from(e: DatasetError) -> Self {
         match e {
             DatasetError::Invalid(message) => ApiError::bad_request("invalid", message),
+            DatasetError::BelowFloor { .. } => {
+                ApiError::bad_request("min_cell_size_below_floor", e.to_string())
+            }
             DatasetError::NotFound(what) => ApiError::not_found(&what),
             DatasetError::Forbidden(message) => ApiError::forbidden(message),
             DatasetError::Conflict(message) => {

@@ -138,7 +138,8 @@ fn overall(i: usize, count: usize, fraction: f64) -> f64 {
     0.02 + 0.95 * (i as f64 + fraction) / count as f64
 }
 
-/// The manifest's `extraction` block: parameters, where the shards are, QC per slide, patch
+/// The manifest's `extraction` block: parameters, where the shards are, QC per slide (with
+/// its patches per label, so totals can be recounted without a slide withdrawn later), patch
 /// counts per split and label.
 fn summary(
     content: &Content,
@@ -159,7 +160,11 @@ fn summary(
                     .or_default() += n;
                 total += n;
             }
-            slides.insert(entry.slide.id.clone(), extracted.qc.clone());
+            let mut qc = extracted.qc.clone();
+            if let Some(fields) = qc.as_object_mut() {
+                fields.insert("labels".into(), json!(extracted.labels));
+            }
+            slides.insert(entry.slide.id.clone(), qc);
         }
     }
     json!({

@@ -2,9 +2,11 @@
 //!
 //! Modules by step: [`deid`] (canonical research slides with an allow-list of metadata),
 //! [`pseudonym`] (keyed research ids), [`curate`] (the `curate` and `forget-patient` jobs),
-//! [`manifest`] and [`versions`] (dataset versions), [`patches`] (grids, shards, QC), [`extract`] (the job),
+//! [`manifest`] and [`versions`] (dataset versions), [`anonymity`] (small cells decided over the
+//! whole tier, in patients), [`patches`] (grids, shards, QC), [`extract`] (the job),
 //! [`api`] (the research HTTP routes).
 
+pub mod anonymity;
 pub mod api;
 pub mod catalogue;
 pub mod curate;

@@ -1,9 +1,10 @@
 //! Dataset versions: which research slides, with which labels, in which split.
 //!
 //! A version is built from the live research slides that match a filter, minus every patient
-//! who has opted out, then protected against small cells and split by patient. The manifest's
-//! content hash covers everything but the name, version and time, so the same slides, labels,
-//! parameters and seed always give the same hash.
+//! who has opted out, then protected against small cells (decided over the whole research
+//! tier, in patients: see [`crate::anonymity`]) and split by patient. The manifest's content
+//! hash covers everything but the name, version and time, so the same slides, labels,
+//! parameters, seed and research tier always give the same hash.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,7 +33,11 @@ pub struct VersionParams {
     #[serde(default = "default_fractions")]
     #[schema(default = default_fractions)]
     pub fractions: [f64; 3],
-    /// Smallest published group over the quasi-identifiers (defaults to the configured one).
+    /// Smallest published group, in distinct patients sharing a label and quasi-identifiers:
+    /// at least the platform's minimum cell size (`research.min_cell_size`, which only the
+    /// platform's operator sets), which is also what `null` takes. A smaller value is refused
+    /// (400, `min_cell_size_below_floor`). A larger one protects this version alone at that
+    /// size; joins with other versions are protected at the platform's minimum.
     #[serde(default)]
     pub min_cell_size: Option<u64>,
     /// Patch extraction (`null`: a version of slides only, published at once).
@@ -105,7 +110,7 @@ pub struct Candidate {
 }
 
 /// The attributes a re-identification could combine.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Quasi {
     /// Age band ("60-69"), or "any" once generalised.
     pub age_band: String,
@@ -127,12 +132,12 @@ pub struct Entry {
     pub split: String,
 }
 
-/// What small-cell protection did.
+/// What small-cell protection did (see [`crate::anonymity`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SmallCells {
-    /// The required minimum group size.
+    /// The minimum group size applied, in distinct patients (never below the platform's).
     pub min_cell_size: u64,
-    /// The smallest group published.
+    /// The smallest group published (label and quasi-identifiers), in distinct patients.
     pub smallest_published: u64,
     /// Slides whose quasi-identifiers were generalised.
     pub generalised: u64,
@@ -180,47 +185,6 @@ impl Content {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(Sha256::digest(&bytes))
     }
-}
-
-/// Generalises, then suppresses, slides whose (label, quasi-identifiers) group is below `k`.
-pub fn protect_small_cells(mut slides: Vec<Candidate>, k: u64) -> (Vec<Candidate>, SmallCells) {
-    let cells = |slides: &[Candidate]| {
-        let mut counts: BTreeMap<(String, Quasi), u64> = BTreeMap::new();
-        for s in slides {
-            *counts
-                .entry((s.label.clone(), s.quasi.clone()))
-                .or_default() += 1;
-        }
-        counts
-    };
-    let counts = cells(&slides);
-    let mut generalised = 0;
-    for s in &mut slides {
-        if counts[&(s.label.clone(), s.quasi.clone())] < k {
-            // Coarsest useful step: keep the diagnosis, drop the rest of the combination.
-            s.quasi = Quasi {
-                age_band: "any".into(),
-                sex: "any".into(),
-                hospital: "any".into(),
-                year: "any".into(),
-            };
-            generalised += 1;
-        }
-    }
-    let counts = cells(&slides);
-    let before = slides.len();
-    slides.retain(|s| counts[&(s.label.clone(), s.quasi.clone())] >= k);
-    let suppressed = (before - slides.len()) as u64;
-    let smallest_published = cells(&slides).values().copied().min().unwrap_or(0);
-    (
-        slides,
-        SmallCells {
-            min_cell_size: k,
-            smallest_published,
-            generalised,
-            suppressed,
-        },
-    )
 }
 
 /// Splits by patient, stratified by each patient's most frequent label, reproducibly for a seed.
@@ -420,23 +384,5 @@ mod tests {
         let c = split_by_patient(cohort(), [0.7, 0.15, 0.15], 8);
         assert_eq!(a, b, "input order does not matter");
         assert_ne!(a, c);
-    }
-
-    #[test]
-    fn small_cells_are_generalised_then_suppressed() {
-        let mut slides: Vec<Candidate> =
-            (0..6).map(|i| candidate(i, i, "GAS-G1", "60-69")).collect();
-        slides.push(candidate(10, 10, "GAS-G1", "20-29")); // alone: generalised, then joins nobody
-        slides.push(candidate(11, 11, "GAS-G5", "70-79")); // alone with its label: suppressed
-        let (kept, report) = protect_small_cells(slides, 5);
-        assert_eq!(report.generalised, 2);
-        assert_eq!(report.suppressed, 2);
-        assert_eq!(kept.len(), 6);
-        assert!(report.smallest_published >= 5);
-        let (kept, report) = protect_small_cells(kept, 1);
-        assert_eq!(
-            (kept.len(), report.generalised, report.suppressed),
-            (6, 0, 0)
-        );
     }
 }

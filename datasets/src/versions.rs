@@ -1,7 +1,11 @@
 //! Building, listing and reading dataset versions (`name@N`), stored as immutable manifests
 //! under `research/datasets/{name}/{version}/manifest.json`.
+//!
+//! A manifest is read as it stands now ([`Current`]): an entry withdrawn since publication
+//! (its patient opted out, or it was retired) keeps only its id and the fact, never its label
+//! or quasi-identifiers, and services (training) see only the entries still live.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pathfed_core::accounts::{self, Principal, Role};
 use pathfed_core::contracts::consent;
@@ -11,13 +15,17 @@ use pathfed_core::jobs::{JobStatus, NewJob};
 use pathfed_core::names::{check_versioned_name, parse_versioned_reference};
 use pathfed_core::store::{get_bytes, put_bytes};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::Research;
+use crate::anonymity::{self, TierDecision, TierSlide};
 use crate::deid::DeidOptions;
 use crate::error::{DatasetError, DatasetResult};
-use crate::manifest::{self, Candidate, Content, Manifest, Quasi, VersionParams};
+use crate::manifest::{self, Candidate, Content, Entry, Manifest, Quasi, VersionParams};
+
+/// Ids looked up per statement when checking a manifest's entries.
+const IDS_PER_QUERY: usize = 500;
 
 /// A version as listed.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -37,14 +45,14 @@ pub struct VersionSummary {
     pub created_at: i64,
 }
 
-/// Only researchers (and admins, who run the platform) reach the research tier.
+/// Only researchers and the platform admin, who runs the platform, reach the research tier. A
+/// hospital's admin does not: research slides derive from every hospital's patients.
 pub fn require_researcher(user: &Principal) -> DatasetResult<()> {
-    if matches!(user.role, Role::Researcher | Role::Admin) {
-        Ok(())
-    } else {
-        Err(DatasetError::Forbidden(
-            "the research tier is for researchers".into(),
-        ))
+    match user.role {
+        Role::Researcher | Role::PlatformAdmin => Ok(()),
+        Role::Submitter | Role::Pathologist | Role::Admin => Err(DatasetError::Forbidden(
+            "the research tier is for researchers and the platform admin".into(),
+        )),
     }
 }
 
@@ -94,6 +102,12 @@ pub async fn create(
     require_researcher(user)?;
     check_name(name)?;
     params.check()?;
+    let floor = min_cell_floor(research);
+    if let Some(asked) = params.min_cell_size
+        && asked < floor
+    {
+        return Err(DatasetError::BelowFloor { asked, floor });
+    }
     // Refuse now what the job would refuse later.
     let content = select(research, &params).await?;
     let version = reserve(research, user, name, &params).await?;
@@ -120,61 +134,87 @@ pub async fn create(
     state(research, user, name, version).await
 }
 
+/// The platform's minimum cell size, in patients (`research.min_cell_size`, which only the
+/// platform's operator sets): a version may ask for more, never less.
+pub fn min_cell_floor(research: &Research) -> u64 {
+    research.platform.config.research.min_cell_size.max(1)
+}
+
 /// The slides a version of `params` would hold now: live research slides that match, minus
-/// opted-out patients, protected against small cells, split by patient. No extraction yet.
+/// opted-out patients, protected against small cells as decided over the whole research tier
+/// (see [`crate::anonymity`]), split by patient. No extraction yet.
 pub async fn select(research: &Research, params: &VersionParams) -> DatasetResult<Content> {
     let db = research.platform.db.pool();
-    let k = params
-        .min_cell_size
-        .unwrap_or(research.platform.config.research.min_cell_size)
-        .max(1);
+    let floor = min_cell_floor(research);
+    let k = params.min_cell_size.unwrap_or(floor).max(floor);
+    // Every live research slide, of every taxonomy and organ, in one read: small cells are
+    // decided over the whole tier. The heavy columns come only for this version's taxonomy.
     let rows = sqlx::query(
-        "SELECT id, research_patient, research_hospital, label_code, organ, age_band, sex, \
-         year, object_key, sha256, width, height, mpp_x, mpp_y, regions, ai_discordant \
-         FROM research_slides \
-         WHERE deleted_at IS NULL AND taxonomy = $1 ORDER BY id",
+        "SELECT id, research_patient, research_hospital, taxonomy, label_code, organ, age_band, \
+         sex, year, object_key, sha256, width, height, mpp_x, mpp_y, \
+         CASE WHEN taxonomy = $1 THEN regions ELSE NULL END AS regions, \
+         CASE WHEN taxonomy = $1 THEN ai_discordant ELSE NULL END AS ai_discordant \
+         FROM research_slides WHERE deleted_at IS NULL ORDER BY id",
     )
     .bind(&params.labels)
     .fetch_all(db)
     .await?;
     let excluded = opted_out_patients(research).await?;
+    let mut tier = Vec::with_capacity(rows.len());
     let mut candidates = Vec::new();
     let mut opted_out = BTreeSet::new();
     for row in &rows {
-        let organ: String = row.try_get("organ")?;
-        if params.organ.as_ref().is_some_and(|o| *o != organ) {
-            continue;
-        }
         let patient: String = row.try_get("research_patient")?;
+        let taxonomy: String = row.try_get("taxonomy")?;
+        let organ: String = row.try_get("organ")?;
+        let selected =
+            taxonomy == params.labels && params.organ.as_ref().is_none_or(|o| *o == organ);
         if excluded.contains(&patient) {
-            // Its forget job has not run yet; it must not enter a version meanwhile.
-            opted_out.insert(patient);
+            // Its forget job has not run yet: it enters no version and counts in no cell.
+            if selected {
+                opted_out.insert(patient);
+            }
             continue;
         }
-        let regions: String = row.try_get("regions")?;
-        let (mpp_x, mpp_y): (Option<f64>, Option<f64>) =
-            (row.try_get("mpp_x")?, row.try_get("mpp_y")?);
-        candidates.push(Candidate {
-            id: row.try_get("id")?,
+        let id: String = row.try_get("id")?;
+        let label: String = row.try_get("label_code")?;
+        let quasi = Quasi {
+            age_band: row.try_get("age_band")?,
+            sex: row.try_get("sex")?,
+            hospital: row.try_get("research_hospital")?,
+            year: row.try_get::<i64, _>("year")?.to_string(),
+        };
+        if selected {
+            let regions: Option<String> = row.try_get("regions")?;
+            let (mpp_x, mpp_y): (Option<f64>, Option<f64>) =
+                (row.try_get("mpp_x")?, row.try_get("mpp_y")?);
+            candidates.push(Candidate {
+                id: id.clone(),
+                patient: patient.clone(),
+                label: label.clone(),
+                quasi: quasi.clone(),
+                object_key: row.try_get("object_key")?,
+                sha256: row.try_get("sha256")?,
+                dimensions: (
+                    row.try_get::<i64, _>("width")? as u64,
+                    row.try_get::<i64, _>("height")? as u64,
+                ),
+                mpp: mpp_x.zip(mpp_y),
+                regions: regions
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or(Value::Null),
+                ai_discordant: row
+                    .try_get::<Option<String>, _>("ai_discordant")?
+                    .and_then(|text| serde_json::from_str(&text).ok()),
+            });
+        }
+        tier.push(TierSlide {
+            id,
             patient,
-            label: row.try_get("label_code")?,
-            quasi: Quasi {
-                age_band: row.try_get("age_band")?,
-                sex: row.try_get("sex")?,
-                hospital: row.try_get("research_hospital")?,
-                year: row.try_get::<i64, _>("year")?.to_string(),
-            },
-            object_key: row.try_get("object_key")?,
-            sha256: row.try_get("sha256")?,
-            dimensions: (
-                row.try_get::<i64, _>("width")? as u64,
-                row.try_get::<i64, _>("height")? as u64,
-            ),
-            mpp: mpp_x.zip(mpp_y),
-            regions: serde_json::from_str(&regions).unwrap_or(serde_json::Value::Null),
-            ai_discordant: row
-                .try_get::<Option<String>, _>("ai_discordant")?
-                .and_then(|text| serde_json::from_str(&text).ok()),
+            taxonomy,
+            organ,
+            label,
+            quasi,
         });
     }
     if candidates.is_empty() {
@@ -183,10 +223,11 @@ pub async fn select(research: &Research, params: &VersionParams) -> DatasetResul
             params.labels, params.organ
         )));
     }
-    let (kept, small_cells) = manifest::protect_small_cells(candidates, k);
+    let decision = TierDecision::decide(&tier, floor);
+    let (kept, small_cells) = anonymity::protect_version(candidates, &decision, k);
     if kept.is_empty() {
         return Err(DatasetError::Invalid(format!(
-            "every group is smaller than the minimum of {k} slides: nothing can be published"
+            "every group is smaller than the minimum of {k} patients: nothing can be published"
         )));
     }
     let slides = manifest::split_by_patient(kept, params.fractions, params.seed);
@@ -426,24 +467,135 @@ pub async fn list(research: &Research, user: &Principal) -> DatasetResult<Vec<Ve
     Ok(listed)
 }
 
-/// The manifest of a published version.
+/// A published version as it reads now.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// The stored manifest less the entries withdrawn since publication (and their extraction
+    /// QC). Its content hash still names the version as it was published.
+    pub manifest: Manifest,
+    /// Ids of the entries withdrawn since publication (their patients opted out, or they were
+    /// retired), in id order.
+    pub withdrawn: Vec<String>,
+}
+
+impl Current {
+    /// The manifest as researchers see it: every entry of the version, where each withdrawn
+    /// one is only `{"id": …, "withdrawn": true}` (no label, patient or quasi-identifier).
+    pub fn presented(&self) -> Value {
+        let mut value = serde_json::to_value(&self.manifest).unwrap_or(Value::Null);
+        if let Some(slides) = value
+            .pointer_mut("/content/slides")
+            .and_then(Value::as_array_mut)
+        {
+            slides.extend(
+                self.withdrawn
+                    .iter()
+                    .map(|id| json!({ "id": id, "withdrawn": true })),
+            );
+            slides.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        }
+        value
+    }
+}
+
+/// The manifest of a published version as researchers read it (see [`Current`]).
+pub async fn read(
+    research: &Research,
+    user: &Principal,
+    name: &str,
+    version: i64,
+) -> DatasetResult<Current> {
+    require_researcher(user)?;
+    current(research, name, version).await
+}
+
+/// The live entries of a published version (see [`Current::manifest`]).
 pub async fn manifest(
     research: &Research,
     user: &Principal,
     name: &str,
     version: i64,
 ) -> DatasetResult<Manifest> {
-    require_researcher(user)?;
-    published_manifest(research, name, version).await
+    Ok(read(research, user, name, version).await?.manifest)
 }
 
-/// The manifest of a published version, for services acting for a researcher already checked
-/// (a training job).
+/// The live entries of a published version, for services acting for a researcher already
+/// checked (a training job): what was withdrawn since is not there.
 pub async fn published_manifest(
     research: &Research,
     name: &str,
     version: i64,
 ) -> DatasetResult<Manifest> {
+    Ok(current(research, name, version).await?.manifest)
+}
+
+/// A published version as it reads now, for services acting for a researcher already checked.
+pub async fn current(research: &Research, name: &str, version: i64) -> DatasetResult<Current> {
+    let mut manifest = stored_manifest(research, name, version).await?;
+    let withdrawn = withdrawn_entries(research, &manifest).await?;
+    manifest
+        .content
+        .slides
+        .retain(|e| !withdrawn.contains(&e.slide.id));
+    if let Some(qc) = manifest
+        .content
+        .extraction
+        .as_mut()
+        .and_then(|x| x.get_mut("slides"))
+        .and_then(Value::as_object_mut)
+    {
+        qc.retain(|id, _| !withdrawn.contains(id));
+    }
+    if !withdrawn.is_empty() {
+        // Totals over what is left, so none gives a withdrawn slide's label away by difference.
+        manifest.content.counts = manifest::count(&manifest.content.slides);
+        if let Some(extraction) = manifest.content.extraction.as_mut() {
+            recount_patches(extraction, &manifest.content.slides);
+        }
+    }
+    Ok(Current {
+        manifest,
+        withdrawn: withdrawn.into_iter().collect(),
+    })
+}
+
+/// The extraction's patch totals (per split and label, and overall) over `slides`, from each
+/// slide's QC; left as published where a slide's QC does not list its labels (versions
+/// extracted before it did).
+fn recount_patches(extraction: &mut Value, slides: &[Entry]) {
+    let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut total = 0;
+    {
+        let Some(qc) = extraction.get("slides").and_then(Value::as_object) else {
+            return;
+        };
+        for entry in slides {
+            let Some(labels) = qc
+                .get(&entry.slide.id)
+                .and_then(|q| q.get("labels"))
+                .and_then(Value::as_object)
+            else {
+                return;
+            };
+            for (label, n) in labels {
+                let n = n.as_u64().unwrap_or(0);
+                *counts
+                    .entry(entry.split.clone())
+                    .or_default()
+                    .entry(label.clone())
+                    .or_default() += n;
+                total += n;
+            }
+        }
+    }
+    if let Some(fields) = extraction.as_object_mut() {
+        fields.insert("patch_counts".into(), json!(counts));
+        fields.insert("patches".into(), json!(total));
+    }
+}
+
+/// The manifest of a published version as it was stored.
+async fn stored_manifest(research: &Research, name: &str, version: i64) -> DatasetResult<Manifest> {
     let key: Option<String> = sqlx::query(
         "SELECT manifest_key FROM dataset_versions WHERE name = $1 AND version = $2 AND status = 'published'",
     )
@@ -459,6 +611,45 @@ pub async fn published_manifest(
     let bytes = get_bytes(&research.platform.store, &key).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| DatasetError::Invalid(format!("manifest {key}: {e}")))
+}
+
+/// The entries of `manifest` withdrawn since publication: tombstoned research slides, and the
+/// slides of patients who opted out whose forget job has not run yet.
+async fn withdrawn_entries(
+    research: &Research,
+    manifest: &Manifest,
+) -> DatasetResult<BTreeSet<String>> {
+    let ids: Vec<String> = manifest
+        .content
+        .slides
+        .iter()
+        .map(|e| e.slide.id.clone())
+        .collect();
+    let mut withdrawn = BTreeSet::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id FROM research_slides WHERE deleted_at IS NOT NULL AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(research.platform.db.pool()).await? {
+            withdrawn.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    let opted_out = opted_out_patients(research).await?;
+    withdrawn.extend(
+        manifest
+            .content
+            .slides
+            .iter()
+            .filter(|e| opted_out.contains(&e.slide.patient))
+            .map(|e| e.slide.id.clone()),
+    );
+    Ok(withdrawn)
 }
 
 /// The object key of a live research slide.

@@ -2,7 +2,8 @@
 //! link here, researchers see the same card in the registry. The card, its headline metrics,
 //! the ROC plot and the concordance with pathologists are aggregate facts about the model, with
 //! nothing of any patient or case, so any signed-in user may read them. Slide-level results are
-//! clinical data and are served with the slide API, under the slide's own access rules.
+//! clinical data and are served with the slide API (tag `ai`), to the pathologists who
+//! diagnose the slide only: never to the referring hospital's staff.
 
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderValue, header};

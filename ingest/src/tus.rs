@@ -344,7 +344,10 @@ async fn create(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_version(&headers)?;
-    if !matches!(user.role, Role::Submitter | Role::Pathologist | Role::Admin) {
+    if !matches!(
+        user.role,
+        Role::Submitter | Role::Pathologist | Role::Admin | Role::PlatformAdmin
+    ) {
         let _ = ingest
             .platform()
             .audit(AuditEvent::by(&user, "upload.create", "uploads", "denied"))

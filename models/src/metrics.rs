@@ -128,6 +128,19 @@ pub struct Interval {
     pub high: f64,
 }
 
+/// Balanced accuracy of a call that cannot tell the positive class from the rest. Ours is the
+/// positive class against the others (the mean of sensitivity and specificity), so chance is
+/// 1/2 whatever the number of classes: 1/K is chance only for the K-class mean recall, which
+/// is not what is measured here, and would let a useless three-class model pass at 0.4.
+pub const CHANCE_BALANCED_ACCURACY: f64 = 0.5;
+
+/// Whether a balanced accuracy shows that a model discriminates: the estimate and the whole
+/// interval above [`CHANCE_BALANCED_ACCURACY`]. Unmeasured (`None`) or not a number does not.
+pub fn above_chance(balanced_accuracy: Option<&Interval>) -> bool {
+    balanced_accuracy
+        .is_some_and(|i| i.value > CHANCE_BALANCED_ACCURACY && i.low > CHANCE_BALANCED_ACCURACY)
+}
+
 /// Percentile bootstrap interval (level e.g. 0.95) of `metric` over `resamples` resamples of
 /// `cases` with replacement, reproducible with `seed`. Resamples where the metric is undefined
 /// (one class only) are skipped; `None` if the metric is undefined on all cases.
@@ -302,6 +315,20 @@ mod tests {
         assert_ne!(a, other, "another seed draws other resamples");
         assert!(a.low < a.value && a.value < a.high, "{a:?}");
         assert!(a.high - a.low < 0.4, "{a:?}");
+    }
+
+    #[test]
+    fn above_chance_needs_the_whole_interval_above_one_half() {
+        let i = |value, low, high| Interval { value, low, high };
+        assert!(above_chance(Some(&i(0.9, 0.7, 1.0))));
+        // The interval reaches chance: not shown to discriminate.
+        assert!(!above_chance(Some(&i(0.7, 0.5, 0.9))));
+        assert!(!above_chance(Some(&i(0.6, 0.3, 0.8))));
+        // At or below chance, unmeasured, or not a number.
+        assert!(!above_chance(Some(&i(0.5, 0.5, 0.5))));
+        assert!(!above_chance(Some(&i(0.2, 0.1, 0.3))));
+        assert!(!above_chance(None));
+        assert!(!above_chance(Some(&i(f64::NAN, 0.7, 1.0))));
     }
 
     #[test]

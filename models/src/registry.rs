@@ -2,7 +2,8 @@
 //! under `models/{name}/{version}/` (weights, config, card, metrics, plots) and a row that says
 //! where it came from. A version is reserved first (`registering`), its objects written, then
 //! marked `registered`; anything failing in between removes what was written, so a listed model
-//! is always complete. Deploying picks the model inference uses for an organ and taxonomy.
+//! is always complete. Deploying picks the model inference uses for an organ and taxonomy; a
+//! version whose test metrics do not show it does better than chance needs a written reason.
 
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot as _};
@@ -19,6 +20,7 @@ use sqlx::Row as _;
 
 use crate::aggregate::{Aggregation, Aggregator};
 use crate::error::{ModelError, ModelResult};
+use crate::metrics::{CHANCE_BALANCED_ACCURACY, Interval, above_chance};
 use crate::mil::{AttentionMil, MilConfig};
 use crate::model::{ModelConfig, ResNet};
 
@@ -111,6 +113,93 @@ pub struct Deployment {
     pub deployed_by: String,
     /// When (Unix seconds).
     pub deployed_at: i64,
+    /// Why it was deployed although its test metrics do not show it does better than chance
+    /// (or a note given with any deployment); `None` when none was given.
+    pub reason: Option<String>,
+}
+
+/// Why a version's test metrics do not show that it tells its classes apart: its slide-level
+/// balanced accuracy is at chance, its interval reaches chance, or it was never measured (a
+/// test split without both classes). Deploying such a version takes a written reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChanceLevel {
+    /// `name@version`.
+    pub model: String,
+    /// The test balanced accuracy with its 95 % interval, when measured.
+    pub balanced_accuracy: Option<Interval>,
+    /// The balanced accuracy of a model that cannot discriminate.
+    pub chance: f64,
+}
+
+impl ChanceLevel {
+    /// The figures alone, for the audit log: `balanced accuracy 0.550, 95 % CI 0.300–0.800;
+    /// chance 0.500`.
+    pub fn figures(&self) -> String {
+        match &self.balanced_accuracy {
+            Some(i) => format!(
+                "balanced accuracy {:.3}, 95 % CI {:.3}–{:.3}; chance {:.3}",
+                i.value, i.low, i.high, self.chance
+            ),
+            None => format!("balanced accuracy not measured; chance {:.3}", self.chance),
+        }
+    }
+}
+
+impl std::fmt::Display for ChanceLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match &self.balanced_accuracy {
+            Some(i) if i.value <= self.chance => "its test balanced accuracy is not above chance",
+            Some(_) => "the interval of its test balanced accuracy reaches chance",
+            None => "its test balanced accuracy was never measured (the test split lacks a class)",
+        };
+        write!(
+            f,
+            "{} may not tell its classes apart: {why} ({}). Deploying it needs a written reason.",
+            self.model,
+            self.figures()
+        )
+    }
+}
+
+/// Whether `model` needs a written reason to be deployed, and why (see [`ChanceLevel`]).
+pub fn chance_level(model: &ModelRecord) -> Option<ChanceLevel> {
+    let measured = model
+        .summary
+        .get("balanced_accuracy")
+        .and_then(|v| serde_json::from_value::<Interval>(v.clone()).ok());
+    if above_chance(measured.as_ref()) {
+        return None;
+    }
+    Some(ChanceLevel {
+        model: format!("{}@{}", model.name, model.version),
+        balanced_accuracy: measured,
+        chance: CHANCE_BALANCED_ACCURACY,
+    })
+}
+
+/// The longest deployment reason kept.
+const MAX_REASON_CHARS: usize = 2000;
+
+/// A reason trimmed, or `None` when blank; refused when too long or holding control characters
+/// other than line breaks and tabs.
+fn checked_reason(reason: Option<&str>) -> ModelResult<Option<String>> {
+    let Some(reason) = reason.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ModelError::Invalid(format!(
+            "the deployment reason is longer than {MAX_REASON_CHARS} characters"
+        )));
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ModelError::Invalid(
+            "the deployment reason holds control characters".into(),
+        ));
+    }
+    Ok(Some(reason.to_string()))
 }
 
 /// A model version to register.
@@ -396,7 +485,7 @@ pub async fn file(
 /// Every deployment.
 pub async fn deployments(platform: &Platform) -> ModelResult<Vec<Deployment>> {
     let rows = sqlx::query(
-        "SELECT organ, taxonomy, model_name, model_version, deployed_by, deployed_at \
+        "SELECT organ, taxonomy, model_name, model_version, deployed_by, deployed_at, reason \
          FROM deployments ORDER BY organ, taxonomy",
     )
     .fetch_all(platform.db.pool())
@@ -419,6 +508,7 @@ pub async fn deployments(platform: &Platform) -> ModelResult<Vec<Deployment>> {
             version: r.try_get("model_version")?,
             deployed_by: deployed_by.clone(),
             deployed_at: r.try_get("deployed_at")?,
+            reason: r.try_get("reason")?,
         });
     }
     Ok(listed)
@@ -438,20 +528,28 @@ pub async fn deployed_for(
 }
 
 /// Makes `name@version` the model for `organ` (default: the organ its dataset was limited to)
-/// and the model's taxonomy, replacing what was deployed there.
+/// and the model's taxonomy, replacing what was deployed there. A version at chance level
+/// ([`chance_level`]) is refused without a `reason`; a reason given is kept on the deployment.
 pub async fn deploy(
     platform: &Platform,
     user: &Principal,
     name: &str,
     version: i64,
     organ: Option<&str>,
+    reason: Option<&str>,
 ) -> ModelResult<Deployment> {
+    let reason = checked_reason(reason)?;
     let model = get(platform, name, version).await?;
     if model.status != "registered" {
         return Err(ModelError::Conflict(format!(
             "{name}@{version} is {}: only registered models can be deployed",
             model.status
         )));
+    }
+    // Callers ask for the reason first (the API answers `deploy_needs_reason`); this keeps a
+    // model that cannot discriminate from reaching the clinic through any other caller.
+    if let (Some(doubt), None) = (chance_level(&model), &reason) {
+        return Err(ModelError::Conflict(doubt.to_string()));
     }
     let organ = match organ.map(str::trim).filter(|o| !o.is_empty()) {
         Some(o) => o.to_ascii_lowercase(),
@@ -469,8 +567,8 @@ pub async fn deploy(
         .await?;
     let at = now();
     sqlx::query(
-        "INSERT INTO deployments (organ, taxonomy, model_name, model_version, deployed_by, deployed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO deployments (organ, taxonomy, model_name, model_version, deployed_by, \
+         deployed_at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&organ)
     .bind(&model.taxonomy)
@@ -478,6 +576,7 @@ pub async fn deploy(
     .bind(version)
     .bind(&user.id)
     .bind(at)
+    .bind(&reason)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -488,6 +587,7 @@ pub async fn deploy(
         version,
         deployed_by: user.username.clone(),
         deployed_at: at,
+        reason,
     })
 }
 

@@ -1,12 +1,15 @@
-//! The training API, for researchers: start, follow, cancel and resume runs; read the model
-//! registry (cards, metrics, plots, weights); deploy and retire models. Every call is audited.
+//! The training API, for researchers and the platform admin: start, follow, cancel and resume
+//! runs; read the model registry (cards, metrics, plots, weights). Deploying and retiring
+//! models is the platform admin's alone: researchers train and register, the platform admin
+//! decides what reaches the clinic. Every call is audited.
 
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pathfed_core::Platform;
 use pathfed_core::accounts::Principal;
-use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody, audited};
+use pathfed_core::audit::AuditEvent;
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody, Outcome, audited};
 use pathfed_core::routes::{Routes, get, post};
 use pathfed_datasets::Research;
 use pathfed_datasets::versions::require_researcher;
@@ -62,12 +65,26 @@ where
         deployments,
     ),
     tags((name = "training", description = "Training runs, the model registry and \
-        deployments; researchers (and admins) only"))
+        deployments; researchers and the platform admin only, deploying and retiring the \
+        platform admin alone"))
 )]
 pub struct Api;
 
+/// Training and the registry: researchers and the platform admin (the research tier's rule).
 fn researcher(user: &Principal) -> TrainResult<()> {
     require_researcher(user).map_err(TrainError::from)
+}
+
+/// Deploying and retiring decide what reaches the clinic, platform-wide: the platform admin's
+/// call, not the researcher's who trained the model, nor any one hospital's admin.
+fn platform_admin(user: &Principal) -> TrainResult<()> {
+    if user.role.is_platform_admin() {
+        Ok(())
+    } else {
+        Err(TrainError::Forbidden(
+            "deploying and retiring models is for the platform admin".into(),
+        ))
+    }
 }
 
 /// Check a training request against its dataset version and queue it (body: dataset NAME@N, model, epochs, batch, lr, seed, seeds, input_px, patience, aggregation mean|top-k:K|attention, threshold, positive, device flex|cuda|wgpu, augment, name)
@@ -80,7 +97,7 @@ fn researcher(user: &Principal) -> TrainResult<()> {
         (status = 202, description = "the queued run", body = RunState),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 404, description = "no such dataset version", body = ErrorBody),
         (status = 415, description = "the body is not JSON", body = ErrorBody),
         (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
@@ -120,7 +137,7 @@ fn default_limit() -> i64 {
         (status = 200, description = "runs", body = Vec<RunState>),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
 )]
@@ -150,7 +167,7 @@ async fn list_runs(
     responses(
         (status = 200, description = "run", body = RunState),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 404, description = "no such run, model version or file", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -181,7 +198,7 @@ async fn show_run(
     responses(
         (status = 200, description = "run", body = RunState),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 404, description = "no such run, model version or file", body = ErrorBody),
         (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
@@ -215,7 +232,7 @@ async fn cancel(
         (status = 202, description = "run", body = RunState),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 404, description = "no such run, model version or file", body = ErrorBody),
         (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
@@ -247,7 +264,7 @@ async fn resume(
     responses(
         (status = 200, description = "models", body = Vec<ModelRecord>),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
 )]
@@ -278,7 +295,7 @@ async fn list_models(
         (status = 200, description = "model, card and metrics: `{\"model\": ModelRecord, \"card\": {...}, \"metrics\": {...}}`", body = Object),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 404, description = "no such run, model version or file", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -321,7 +338,7 @@ async fn show_model(
         (status = 200, description = "the file", content(("image/png"), ("application/json"), ("application/octet-stream"))),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 404, description = "no such run, model version or file", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -347,16 +364,21 @@ async fn model_file(
     Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
-/// Where to deploy a model version.
+/// Where to deploy a model version, and why when its metrics do not speak for it.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeployForm {
     /// The organ whose slides it serves (default: the dataset's organ).
     #[serde(default)]
     organ: Option<String>,
+    /// Why deploy it: required (409 `deploy_needs_reason` without it) when the test balanced
+    /// accuracy is at chance, its interval reaches chance, or it was never measured; kept on
+    /// the deployment and in the audit log.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
-/// Use this version for an organ's slides in its taxonomy (body: organ, default the dataset's organ)
+/// Use this version for an organ's slides in its taxonomy (platform admin; body: organ, default the dataset's organ, and reason, required for a model not shown to beat chance)
 #[utoipa::path(
     post,
     path = "/api/v1/models/{name}/versions/{version}/deploy",
@@ -370,9 +392,9 @@ struct DeployForm {
         (status = 200, description = "the deployment", body = Deployment),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "deploying is for the platform admin", body = ErrorBody),
         (status = 404, description = "no such run, model version or file", body = ErrorBody),
-        (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
+        (status = 409, description = "conflicts with the model's state, or `deploy_needs_reason`: its test balanced accuracy does not show it beats chance (the message gives it, its interval and chance) and no reason was given", body = ErrorBody),
         (status = 415, description = "the body is not JSON", body = ErrorBody),
         (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
@@ -384,24 +406,62 @@ async fn deploy(
     Path((name, version)): Path<(String, i64)>,
     JsonBody(form): JsonBody<DeployForm>,
 ) -> Result<Response, ApiError> {
-    let result = match researcher(&user) {
-        Ok(()) => registry::deploy(
-            &research.platform,
+    let platform = &research.platform;
+    let result = async {
+        platform_admin(&user)?;
+        let reason = form
+            .reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty());
+        let model = registry::get(platform, &name, version).await?;
+        let doubt = registry::chance_level(&model);
+        // A retired version is refused by the registry for what it is, not for its metrics.
+        if let (Some(doubt), None, "registered") = (&doubt, reason, model.status.as_str()) {
+            return Err(TrainError::NeedsReason(doubt.to_string()));
+        }
+        let deployment = registry::deploy(
+            platform,
             &user,
             &name,
             version,
             form.organ.as_deref(),
+            reason,
         )
-        .await
-        .map_err(TrainError::from),
-        Err(e) => Err(e),
-    };
+        .await?;
+        Ok::<_, TrainError>((deployment, doubt))
+    }
+    .await;
     let target = format!("model:{name}@{version}");
-    let deployment = audited(&research.platform, &user, "model.deploy", &target, result).await?;
+    let deployment = match result {
+        // The reason is part of what was done, so it goes in the row's detail (`audited` keeps
+        // a detail for failures only), with the figures it answers.
+        Ok((deployment, doubt)) if deployment.reason.is_some() => {
+            let reason = deployment.reason.as_deref().unwrap_or_default();
+            let detail = match doubt {
+                Some(doubt) => format!("reason: {reason} [{}]", doubt.figures()),
+                None => format!("reason: {reason}"),
+            };
+            let event = AuditEvent::by(&user, "model.deploy", &target, Outcome::Ok.as_str());
+            // A failed append is logged by the platform; the answer stands.
+            let _ = platform.audit(event.detail(detail)).await;
+            deployment
+        }
+        other => {
+            audited(
+                platform,
+                &user,
+                "model.deploy",
+                &target,
+                other.map(|(d, _)| d),
+            )
+            .await?
+        }
+    };
     Ok(axum::Json(deployment).into_response())
 }
 
-/// Retire a version: undeployed everywhere, kept for the record
+/// Retire a version (platform admin): undeployed everywhere, kept for the record, never deployed again
 #[utoipa::path(
     post,
     path = "/api/v1/models/{name}/versions/{version}/retire",
@@ -414,7 +474,7 @@ async fn deploy(
         (status = 200, description = "what was undeployed", body = Retired),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "retiring is for the platform admin", body = ErrorBody),
         (status = 404, description = "no such run, model version or file", body = ErrorBody),
         (status = 409, description = "conflicts with the run's or model's state", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
@@ -425,7 +485,7 @@ async fn retire(
     Authenticated(user): Authenticated,
     Path((name, version)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let result = match researcher(&user) {
+    let result = match platform_admin(&user) {
         Ok(()) => registry::retire(&research.platform, &name, version)
             .await
             .map_err(TrainError::from),
@@ -457,7 +517,7 @@ struct Retired {
     responses(
         (status = 200, description = "deployments", body = Vec<Deployment>),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "training and the registry are for researchers (and admins)", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
 )]

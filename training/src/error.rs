@@ -21,6 +21,10 @@ pub enum TrainError {
     /// Conflicts with the current state, e.g. deploying a retired model (409).
     #[error("{0}")]
     Conflict(String),
+    /// Deploying a version whose test metrics do not show it does better than chance, without
+    /// a written reason (409, `deploy_needs_reason`); the message gives the figures.
+    #[error("{0}")]
+    NeedsReason(String),
     /// The compute device cannot be used.
     #[error("device {device}: {reason}")]
     Device {
@@ -88,7 +92,9 @@ impl pathfed_core::http::AuditedError for TrainError {
         use pathfed_core::http::Outcome;
         match self {
             Self::NotFound(_) | Self::Forbidden(_) => Outcome::Denied,
-            Self::Invalid(_) | Self::Conflict(_) | Self::Device { .. } => Outcome::Refused,
+            Self::Invalid(_) | Self::Conflict(_) | Self::NeedsReason(_) | Self::Device { .. } => {
+                Outcome::Refused
+            }
             Self::Dataset(pathfed_datasets::DatasetError::Forbidden(_)) => Outcome::Denied,
             _ => Outcome::Failed,
         }
@@ -110,6 +116,9 @@ impl From<TrainError> for ApiError {
             TrainError::Forbidden(message) => ApiError::forbidden(message),
             TrainError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            TrainError::NeedsReason(message) => {
+                ApiError::new(StatusCode::CONFLICT, "deploy_needs_reason", message)
             }
             TrainError::Cancelled => ApiError::new(StatusCode::CONFLICT, "cancelled", "cancelled"),
             TrainError::Io { .. } => ApiError::internal(e),

@@ -177,7 +177,8 @@ const NAV_LINKS = [
   { href: "/", label: "Slides", key: "slides" },
   { href: "/upload", label: "Upload", key: "upload" },
 ];
-// Researchers work in the research tier only; admins run both.
+// Researchers work in the research tier only; the platform admin runs both. A hospital's
+// admin stays within its hospital's clinical work.
 const RESEARCH_LINKS = [
   { href: "/datasets", label: "Datasets", key: "datasets" },
   { href: "/training", label: "Training", key: "training" },
@@ -188,8 +189,8 @@ const OPT_OUT_LINK = { href: "/opt-out", label: "Opt-out", key: "opt-out" };
 
 function linksFor(role) {
   if (role === "researcher") return RESEARCH_LINKS;
-  if (role === "admin") return [...NAV_LINKS, OPT_OUT_LINK, ...RESEARCH_LINKS];
-  if (role === "submitter") return [...NAV_LINKS, OPT_OUT_LINK];
+  if (role === "platform-admin") return [...NAV_LINKS, OPT_OUT_LINK, ...RESEARCH_LINKS];
+  if (role === "admin" || role === "submitter") return [...NAV_LINKS, OPT_OUT_LINK];
   return NAV_LINKS;
 }
 

@@ -1,7 +1,9 @@
 // Case workspace: the case's slides in one or two synchronised viewers with
 // annotation tools, and the panel with case data, the actions the user may
-// take in the case's state, the diagnosis forms, reads, reports and the AI
-// support panel (scores, heatmap overlay, top regions; decision support only).
+// take in the case's state, the diagnosis forms, reads, reports, the slide label
+// where the server gives it, and the AI support panel (scores, heatmap overlay,
+// top regions; decision support only) for the hub pathologists who diagnose the
+// case, never for the referring spoke.
 import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
 
 const $ = (id) => document.getElementById(id);
@@ -86,7 +88,39 @@ function show(index, slideId) {
   }
   renderTabs();
   loadAnnotations(slideId);
-  if (index === 0) loadAi(slideId);
+  if (index === 0) {
+    renderLabel(slide);
+    loadAi(slideId);
+  }
+}
+
+// ---- Slide label ------------------------------------------------------------------
+
+/** The label of the slide in viewer A, where the server gives it to this user (`label_url`):
+ * the spoke's staff, and the hub pathologists reading the case unless the spoke keeps its
+ * labels to itself. It may carry the patient's name and id, so it stays folded away and is
+ * only fetched when someone opens it. */
+function renderLabel(slide) {
+  const url = (slide && slide.label_url) || "";
+  const details = $("label-details");
+  if (details.dataset.url === url) return;
+  details.dataset.url = url;
+  details.open = false;
+  details.querySelector("img")?.remove();
+  $("label-section").hidden = !url;
+  $("label-summary").textContent = url ? `Show the label of ${slide.filename}` : "Show the label";
+}
+
+function openLabel() {
+  const details = $("label-details");
+  const url = details.dataset.url;
+  if (!details.open || !url || details.querySelector("img")) return;
+  const slide = state.slides.get(state.current[0]);
+  const img = el("img", { id: "label-image", src: url, alt: `Label of ${slide ? slide.filename : "the slide"}` });
+  // In the panel the image sits in the flow, not over it as in the viewer's header.
+  img.style.position = "static";
+  img.style.maxWidth = "100%";
+  details.append(img);
 }
 
 function renderTabs() {
@@ -332,7 +366,12 @@ function chosenResult(overview) {
 
 async function loadAi(slideId) {
   clearTimeout(state.aiPoll);
-  if (!state.case || state.case.relation === "hub_admin") return;
+  // The server says whether AI support is for this user (the hub pathologists who diagnose the
+  // case); for anyone else nothing is asked for or shown.
+  if (!state.case || !state.case.ai_support) {
+    $("ai-section").hidden = true;
+    return;
+  }
   let overview;
   try {
     overview = await api(`/api/v1/slides/${enc(slideId)}/ai`);
@@ -375,7 +414,7 @@ function renderAi() {
   const jobs = overview.jobs || [];
   const latest = jobs[0];
   const c = state.case;
-  const canRun = overview.deployed && (c.relation === "hub_pathologist" || c.relation === "spoke");
+  const canRun = Boolean(overview.deployed && c.ai_support);
   const show = overview.hidden || (overview.results || []).length || jobs.length || canRun;
   $("ai-section").hidden = !show;
   if (!show) return;
@@ -756,6 +795,7 @@ async function main() {
   for (const button of document.querySelectorAll(".tool")) button.addEventListener("click", () => setTool(button.dataset.tool));
   $("side-by-side").addEventListener("change", toggleSideBySide);
   $("read-form").addEventListener("submit", submitRead);
+  $("label-details").addEventListener("toggle", openLabel);
   $("attach-button").addEventListener("click", async () => {
     const slideId = $("attach-select").value;
     if (!slideId) return;

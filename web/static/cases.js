@@ -65,6 +65,16 @@ async function load(session) {
 async function createCase(event) {
   event.preventDefault();
   showError("");
+  // No silent defaults: age band and sex start at "choose…" and must be chosen ("unknown" is
+  // a choice). The selects are required, so the browser stops the form first; this catches
+  // a form sent without its own validation.
+  for (const [id, what] of [["nc-age", "an age band"], ["nc-sex", "the sex"]]) {
+    if (!$(id).value) {
+      showError(`Choose ${what} ("unknown" if it is not known).`);
+      $(id).focus();
+      return;
+    }
+  }
   $("nc-create").disabled = true;
   try {
     const created = await api("/api/v1/cases", {

@@ -58,7 +58,12 @@ async function show(name, version) {
     const qc = x ? Object.values(x.slides || {}).map((s) => s.qc) : [];
     const facts = [
       ["Labels", `${c.params.labels}${c.params.organ ? ` · organ ${c.params.organ}` : ""}`],
-      ["Slides", String(c.slides.length)],
+      ["Slides", (() => {
+        // Entries withdrawn since publication (an opt-out) carry only their id.
+        const withdrawn = c.slides.filter((s) => s.withdrawn).length;
+        const live = c.slides.length - withdrawn;
+        return withdrawn ? `${live} (${withdrawn} withdrawn since publication)` : String(live);
+      })()],
       ["Split", `${c.params.fractions.join(" / ")} by patient, seed ${c.params.seed}`],
       ["Small cells", `k ≥ ${c.small_cells.min_cell_size}: ${c.small_cells.generalised} generalised, ${c.small_cells.suppressed} suppressed`],
       ["Opted out since curation", String(c.opted_out_excluded)],

@@ -1,10 +1,27 @@
 // A model's card for whoever meets its output (the AI panel links here): the decision-support
 // notice, intended use, what it was trained on, its test metrics with intervals, ROC curve,
-// limitations, and how often it has agreed with the pathologists' final diagnoses.
+// where it is deployed and why (when its metrics do not show it beats chance), limitations,
+// and how often it has agreed with the pathologists' final diagnoses.
 import { api, el, requireSession, showError } from "/static/app.js";
 
 const interval = (i) => (i ? `${i.value.toFixed(3)} (95 % CI ${i.low.toFixed(3)}–${i.high.toFixed(3)})` : "n/a");
 const share = (x) => (x === null || x === undefined ? "n/a" : `${(x * 100).toFixed(0)} %`);
+
+// Balanced accuracy of the positive class against the rest when a model cannot discriminate.
+const CHANCE = 0.5;
+
+/** Where a version is deployed, with the reason given for each deployment that has one. */
+export function deploymentText(deployments) {
+  const where = deployments.map((d) => `${d.organ} / ${d.taxonomy}${d.reason ? ` (reason given: ${d.reason})` : ""}`);
+  return `Deployed for ${where.join(", ")}.`;
+}
+
+/** A warning when the test balanced accuracy does not show the model beats chance, else null. */
+export function chanceWarning(ba) {
+  if (ba && ba.value > CHANCE && ba.low > CHANCE) return null;
+  const figures = ba ? `${interval(ba)}` : "not measured";
+  return el("p", { class: "alert", id: "card-chance", text: `Not shown to do better than chance: test balanced accuracy ${figures}, chance ${CHANCE}.` });
+}
 
 /** The concordance section, shared with the registry page. */
 export function concordanceSection(c) {
@@ -60,7 +77,10 @@ async function main() {
           ["Specificity", interval(s.specificity)],
         ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
       ),
+      chanceWarning(s.balanced_accuracy),
       el("figure", {}, el("img", { id: "roc-plot", src: `${base}/roc.png`, alt: `ROC curve of ${reference}`, width: 480, height: 360 }), el("figcaption", { text: "ROC on the test split" })),
+      el("h2", { text: "Deployment" }),
+      el("p", { id: "card-deployment", text: (model.deployed_for || []).length ? deploymentText(model.deployed_for) : `Not deployed (${model.status}).` }),
       el("h2", { text: "Agreement with pathologists" }),
       concordanceSection(concordance),
       el("h2", { text: "Training data" }),

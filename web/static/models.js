@@ -1,11 +1,50 @@
 // The model registry: every registered version with its card (intended use, training data,
 // metrics with intervals, limitations, agreement with pathologists since deployment), ROC and
-// loss plots, where it is deployed, and buttons to deploy it for an organ or retire it.
-import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
-import { concordanceSection } from "/static/model-card.js";
+// loss plots, where it is deployed, and, for the platform admin, buttons to deploy it for an
+// organ or retire it. A version not shown to beat chance is deployed only with a written reason.
+import { ApiError, api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
+import { chanceWarning, concordanceSection, deploymentText } from "/static/model-card.js";
 
 const listHost = document.getElementById("model-list");
 const detail = document.getElementById("model-detail");
+// Researchers train and register; only the platform admin decides what reaches the clinic.
+let canDeploy = false;
+
+/**
+ * Asks why a version should be deployed although its metrics do not show it beats chance
+ * (`message` is the server's, with the figures). Resolves to the reason, or null if cancelled.
+ */
+function askReason(message) {
+  return new Promise((resolve) => {
+    const reason = el("textarea", { id: "deploy-reason", rows: 4, required: true, style: "width: 100%", placeholder: "e.g. pilot at one hub, every call reviewed by a pathologist" });
+    const dialog = el(
+      "dialog",
+      { id: "deploy-reason-dialog", class: "panel narrow-form", "aria-labelledby": "deploy-reason-title" },
+      el(
+        "form",
+        { method: "dialog" },
+        el("h3", { id: "deploy-reason-title", text: "A reason is needed to deploy" }),
+        el("p", { id: "deploy-reason-message", text: message }),
+        el("label", { for: "deploy-reason", text: "Why deploy it? (kept with the deployment and in the audit log)" }),
+        reason,
+        el(
+          "div",
+          { class: "actions" },
+          el("button", { type: "submit", class: "button", id: "deploy-reason-confirm", value: "deploy", text: "Deploy with this reason" }),
+          el("button", { type: "button", class: "button button-quiet", id: "deploy-reason-cancel", text: "Cancel", onclick: () => dialog.close("") }),
+        ),
+      ),
+    );
+    dialog.addEventListener("close", () => {
+      const text = reason.value.trim();
+      dialog.remove();
+      resolve(dialog.returnValue === "deploy" && text ? text : null);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    reason.focus();
+  });
+}
 
 function pct(interval) {
   if (!interval) return "n/a";
@@ -69,11 +108,21 @@ async function show(name, version) {
     );
     deployForm.addEventListener("submit", async (event) => {
       event.preventDefault();
+      const organ = document.getElementById("deploy-organ").value;
       try {
-        const d = await api(`${base}/deploy`, { method: "POST", json: { organ: document.getElementById("deploy-organ").value } });
+        let d;
+        try {
+          d = await api(`${base}/deploy`, { method: "POST", json: { organ } });
+        } catch (err) {
+          // The server names the figures; a person states why the model should still be used.
+          if (!(err instanceof ApiError && err.code === "deploy_needs_reason")) throw err;
+          const reason = await askReason(err.message);
+          if (!reason) return;
+          d = await api(`${base}/deploy`, { method: "POST", json: { organ, reason } });
+        }
         await refresh();
         await show(name, version);
-        document.getElementById("deploy-status").textContent = `Deployed for ${d.organ} slides in ${d.taxonomy}.`;
+        document.getElementById("deploy-status").textContent = `Deployed for ${d.organ} slides in ${d.taxonomy}.${d.reason ? ` Reason: ${d.reason}` : ""}`;
       } catch (err) {
         showError(err.message);
       }
@@ -115,6 +164,7 @@ async function show(name, version) {
           ["Confusion", `TP ${c.tp} · FP ${c.fp} · TN ${c.tn} · FN ${c.fn_}`],
         ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
       ),
+      chanceWarning(s.balanced_accuracy),
       el(
         "div",
         { class: "plots" },
@@ -139,8 +189,10 @@ async function show(name, version) {
       el("h3", { text: "Limitations" }),
       el("ul", { id: "card-limitations" }, (card.limitations || []).map((l) => el("li", { text: l }))),
       el("h3", { text: "Deployment" }),
-      el("p", { id: "deploy-status", text: model.deployed_for.length ? `Deployed for ${model.deployed_for.map((d) => `${d.organ} / ${d.taxonomy}`).join(", ")}.` : `Not deployed (${model.status}).` }),
-      el("div", { class: "actions" }, deployForm, retire),
+      el("p", { id: "deploy-status", text: model.deployed_for.length ? deploymentText(model.deployed_for) : `Not deployed (${model.status}).` }),
+      canDeploy
+        ? el("div", { class: "actions" }, deployForm, retire)
+        : el("p", { class: "muted", id: "deploy-note", text: "Deploying and retiring models is for the platform admin." }),
     );
   } catch (err) {
     detail.hidden = true;
@@ -151,6 +203,7 @@ async function show(name, version) {
 async function main() {
   const session = await requireSession({ active: "models" });
   if (!session) return;
+  canDeploy = session.user.role === "platform-admin";
   try {
     const models = await refresh();
     const wanted = decodeURIComponent(window.location.hash.slice(1));

@@ -6,12 +6,15 @@
 // a synthetic slide, starts `pathfed serve` on a free loopback port, and drives
 // a real Chromium through login → upload → viewer → slide list, checking that
 // the viewer actually paints tissue (not a blank canvas); then the consultation
-// flow: a hub pathologist claims a case from the worklist, pans, draws an
+// flow: a hub pathologist claims a case from the worklist, checks the patient's
+// identity (the patient id in the case panel, the slide label), pans, draws an
 // annotation and enters a read; a second pathologist double-checks blind and
 // signs out; the spoke sees the new report; a researcher builds a dataset
 // version from the signed-out slide and sees it in the catalogue, trains a
 // model in the browser and deploys it; a new case gets the model's second
-// opinion, which the hub pathologist sees only after their first read, with
+// opinion, which the referring spoke never sees (no panel, no run button, no
+// request for it; nor can an untouched new-case form record an age band or sex),
+// and which the hub pathologist sees only after their first read, with
 // the heatmap overlay and the jump to a top region; sign-out records the
 // agreement on the model card.
 //
@@ -255,7 +258,9 @@ async function main() {
   tmpDir = await mkdtemp(path.join(os.tmpdir(), "pathfed-browser-"));
   const dataDir = path.join(tmpDir, "data");
   await mkdir(dataDir, { recursive: true });
-  const env = { PATHFED_DATA_DIR: dataDir };
+  // The platform's operator lowers the small-cell floor to 1 for this tiny platform (a
+  // researcher could not ask for less than the floor).
+  const env = { PATHFED_DATA_DIR: dataDir, PATHFED_RESEARCH_MIN_CELL_SIZE: "1" };
   step(`temporary directory ${tmpDir}`);
 
   const passwordFile = path.join(tmpDir, "password");
@@ -449,16 +454,22 @@ async function aiSupport(base, env, passwords) {
   ], env);
   const caseId = created.trim().split("\n").pop().trim();
   const slideId = created.split("\n").map((l) => l.split("\tslide ")[1]).find(Boolean).trim().split(/\s+/)[0];
-  const headers = { Authorization: `Bearer ${token}` };
+  // The run is the hub's: followed as its pathologist (the result itself stays hidden from
+  // them until their first read); the spoke is refused it.
+  const readerToken = (await run(["admin", "token", "create", "--user", "path1"], env)).trim().split("\n").pop();
+  const headers = { Authorization: `Bearer ${readerToken}` };
   for (let attempt = 0; ; attempt++) {
     const overview = await (await fetch(`${base}/api/v1/slides/${slideId}/ai`, { headers })).json();
     const job = (overview.jobs || [])[0];
     check(!job || job.status !== "failed", `the infer job failed: ${job && job.error}`);
-    if ((overview.results || []).length) break;
+    if (job && job.status === "succeeded") break;
     check(attempt < 240, "no AI result two minutes after the upload");
     await sleep(500);
   }
+  const spokeAnswer = await fetch(`${base}/api/v1/slides/${slideId}/ai`, { headers: { Authorization: `Bearer ${token}` } });
+  check(spokeAnswer.status === 403, `the spoke's AI request answered ${spokeAnswer.status}`);
   step(`case ${caseId}: the deployed model ran on its slide by itself`);
+  await spokeSeesNoAi(base, passwords, caseId);
 
   await signIn(base, "path1", passwords.path1);
   await openCaseFromList(base, caseId);
@@ -537,6 +548,42 @@ async function aiSupport(base, env, passwords) {
   check(/^Decision support only/.test(await page.textContent("#card-notice")), "the model card lacks the notice");
   await page.screenshot({ path: path.join(ARTIFACTS, "ai-model-card.png"), fullPage: true });
   step("sign-out recorded the agreement; the model card shows it");
+}
+
+/** The referring spoke opens its submitted case once the model has run: no AI panel, no run
+ * button, no score, and the page asks the server for none of it (the case says AI support is
+ * not the spoke's). Before that, the new-case form refuses an untouched age band and sex. */
+async function spokeSeesNoAi(base, passwords, caseId) {
+  await signIn(base, "spoke1", passwords.spoke1);
+  await page.goto(`${base}/cases`);
+  await page.click("#new-case-button");
+  await page.fill("#nc-patient", "MRN-FORM-1");
+  await page.fill("#nc-organ", "stomach");
+  await page.fill("#nc-specimen", "gastric biopsy");
+  await page.fill("#nc-question", "Dysplasia?");
+  await page.click("#nc-create");
+  const untouched = await page.evaluate(() => ["nc-age", "nc-sex"].map((id) => document.getElementById(id).validity.valueMissing));
+  check(untouched.every(Boolean), `an untouched age band or sex passes the form: ${untouched}`);
+  await sleep(500);
+  check(new URL(page.url()).pathname === "/cases", `the untouched form created a case: ${page.url()}`);
+  step("  the new-case form refuses an untouched age band and sex");
+
+  const aiRequests = [];
+  page.on("request", (request) => {
+    if (/^\/api\/v1\/slides\/[^/]+\/ai\b/.test(new URL(request.url()).pathname)) aiRequests.push(request.url());
+  });
+  await openCaseFromList(base, caseId);
+  await waitForStatus("submitted");
+  await waitInPage("the case's slide to load", viewerSettled, 0, TILES_TIMEOUT_MS);
+  check(await page.locator("#ai-section").isHidden(), "the spoke sees the AI panel");
+  check((await page.locator("#ai-run").count()) === 0, "the spoke has a Run the model button");
+  check((await page.locator("#ai-score").count()) === 0, "the spoke sees the AI score");
+  const panel = await page.innerText(".case-panel");
+  check(!/suggests|AI support|Decision support/.test(panel), `the spoke's case panel mentions AI: ${panel}`);
+  check((await page.evaluate(() => window.pathfedCase.ai_support)) === false, "the case offers the spoke AI support");
+  check(aiRequests.length === 0, `the spoke's page asked for AI support: ${aiRequests.join(", ")}`);
+  await page.screenshot({ path: path.join(ARTIFACTS, "ai-spoke.png") });
+  step("  the referring spoke sees no AI panel, run button or score, and its page asks for none");
 }
 
 // ---- Training: the researcher trains in the browser, follows the curves, deploys ----
@@ -630,7 +677,26 @@ async function trainingAndModels(base, env, researcher) {
     const handle = await page.locator(plot).elementHandle();
     await waitInPage(`${plot} to load`, (img) => img.complete && img.naturalWidth === 640, handle, 20_000);
   }
+  check((await page.locator("#deploy-button").count()) === 0, "a researcher is offered Deploy");
+  step("the researcher reads the card; deploying is the platform admin's");
+
+  // The platform admin (the first user, made by `admin init`) decides what reaches the clinic.
+  // Six slides cannot show that a model beats chance, so the deploy asks for a reason.
+  await signIn(base, USERNAME, PASSWORD);
+  await page.goto(`${base}/models#textures-small@1`);
+  await page.locator("#deploy-button").waitFor({ timeout: 10_000 });
   await page.click("#deploy-button");
+  const dialog = page.locator("#deploy-reason-dialog");
+  await Promise.race([
+    dialog.waitFor({ timeout: 10_000 }).catch(() => {}),
+    page.waitForFunction(() => /Deployed for/.test(document.getElementById("deploy-status")?.textContent || ""), null, { timeout: 10_000 }).catch(() => {}),
+  ]);
+  if (await dialog.isVisible()) {
+    check(/chance/.test(await page.textContent("#deploy-reason-message")), "the reason dialog does not say why");
+    await page.fill("#deploy-reason", "browser test: pilot, every call reviewed by a pathologist");
+    await page.click("#deploy-reason-confirm");
+    step("deploy asked for a reason (the model is not shown to beat chance) and got one");
+  }
   await waitInPage("the deployment to show", () => /Deployed for stomach slides in gastric-group/.test(document.getElementById("deploy-status")?.textContent || ""), null, 10_000);
   const row = (await page.locator('#models tr[data-model="textures-small@1"]').textContent()) || "";
   check(row.includes("stomach / gastric-group"), `the registry row does not show the deployment: ${row}`);
@@ -771,6 +837,17 @@ async function consultation(base, env, slidePath) {
   await page.click("#claim-case");
   await waitForStatus("assigned");
   await waitInPage("the case's slide to load", viewerSettled, 0, TILES_TIMEOUT_MS);
+  // The reader checks the patient's identity: the id in the case panel, the label on request.
+  const caseDetails = await page.innerText("#case-details");
+  check(caseDetails.includes("MRN-BROWSER-1"), `the reader's case panel lacks the patient id: ${caseDetails}`);
+  await page.locator("#label-section").waitFor({ timeout: 10_000 });
+  await page.click("#label-summary");
+  await page.locator("#label-image").waitFor({ timeout: 10_000 });
+  const labelImage = await page.locator("#label-image").elementHandle();
+  await waitInPage("the slide label to load", (img) => img.complete && img.naturalWidth > 0, labelImage, 20_000);
+  await page.screenshot({ path: path.join(ARTIFACTS, "case-label.png") });
+  await page.click("#label-summary");
+  step("  the reader sees the patient id and the slide label");
   const box = await page.locator("#osd-a").boundingBox();
   const centre = () => page.evaluate(() => {
     const c = window.pathfedViewer.viewport.getCenter(true);

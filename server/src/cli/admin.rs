@@ -11,7 +11,9 @@ use pathfed_core::{Config, Platform};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Create the first hospital and its admin (refused once any user exists).
+    /// Create the first hospital and the platform admin, who runs the research tier and
+    /// decides which models are deployed, and administers that hospital (refused once any user
+    /// exists).
     Init {
         /// Hospital name.
         #[arg(long)]
@@ -19,7 +21,7 @@ pub enum AdminCommand {
         /// Hospital kind.
         #[arg(long, default_value = "hub")]
         kind: String,
-        /// The admin's user name.
+        /// The platform admin's user name.
         #[arg(long)]
         user: String,
         /// File holding the password (first line).
@@ -82,6 +84,28 @@ pub enum HospitalCommand {
         #[arg(value_parser = ["on", "off"])]
         setting: String,
     },
+    /// Whether a hospital's patient ids distinguish letter case when its cases and opt-outs
+    /// are matched (insensitive: `ab123` is `AB123`); refused while a stored id would change.
+    PatientIdCase {
+        /// The hospital (name).
+        hospital: String,
+        /// sensitive (the default) or insensitive.
+        #[arg(value_parser = ["sensitive", "insensitive"])]
+        setting: String,
+    },
+    /// What a referring hospital shows the hub pathologists reading its cases, so that they can
+    /// check the patient's identity: the slide label image, the patient's id (both on unless
+    /// turned off).
+    ShareWithHub {
+        /// The referring hospital (name).
+        hospital: String,
+        /// label or patient-id.
+        #[arg(value_parser = ["label", "patient-id"])]
+        what: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        setting: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +117,7 @@ pub enum UserCommand {
         /// The user's hospital (name).
         #[arg(long)]
         hospital: String,
-        /// submitter, pathologist, researcher or admin.
+        /// submitter, pathologist, researcher, admin (of this hospital only) or platform-admin.
         #[arg(long)]
         role: String,
         /// File holding the password (first line).
@@ -212,7 +236,9 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
                 Ok(h) => h,
                 Err(_) => accounts::create_hospital(db, &hospital, kind).await?,
             };
-            let u = accounts::create_user(db, &h, &user, Role::Admin, &password).await?;
+            // The operator who sets the platform up runs it: without a platform admin nobody
+            // could deploy a model or reach the research tier as an operator.
+            let u = accounts::create_user(db, &h, &user, Role::PlatformAdmin, &password).await?;
             // Keys that must live outside the database are made now, so a backup plan can
             // include them from day one.
             pathfed_consult::patient::PatientIds::load(config)
@@ -224,7 +250,7 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             )
             .await?;
             println!(
-                "created hospital {:?} ({}) and admin {:?}",
+                "created hospital {:?} ({}) and platform admin {:?}",
                 h.name,
                 h.kind.as_str(),
                 u.username
@@ -300,6 +326,51 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             } else {
                 println!("{hub}: pathologists see AI results as soon as they are ready");
             }
+        }
+        AdminCommand::Hospital(HospitalCommand::PatientIdCase { hospital, setting }) => {
+            let h = accounts::hospital_by_name(db, &hospital)
+                .await
+                .with_context(|| format!("no hospital named {hospital:?}"))?;
+            let case = setting.parse::<pathfed_core::contracts::consent::PatientIdCase>()?;
+            let ids = pathfed_consult::patient::PatientIds::load(config)
+                .context("loading the patient-id keys")?;
+            pathfed_consult::patient::set_id_case(db, &ids, &h.id, case).await?;
+            p.audit(
+                cli_event(
+                    "admin.hospital.patient_id_case",
+                    &format!("hospital:{}", h.id),
+                )
+                .detail(setting.clone()),
+            )
+            .await?;
+            println!("{hospital}: patient ids are case-{setting} when cases and opt-outs match");
+        }
+        AdminCommand::Hospital(HospitalCommand::ShareWithHub {
+            hospital,
+            what,
+            setting,
+        }) => {
+            use pathfed_core::hospital_settings::{self, SharedWithHub};
+            let h = accounts::hospital_by_name(db, &hospital)
+                .await
+                .with_context(|| format!("no hospital named {hospital:?}"))?;
+            let shared: SharedWithHub = what.parse()?;
+            let on = setting == "on";
+            hospital_settings::set_shared_with_hub(db, &h.id, shared, on).await?;
+            p.audit(
+                cli_event(
+                    "admin.hospital.share_with_hub",
+                    &format!("hospital:{}", h.id),
+                )
+                .detail(format!("{what} {setting}")),
+            )
+            .await?;
+            let verb = if on { "shows" } else { "does not show" };
+            let things = match shared {
+                SharedWithHub::Label => "slide labels",
+                SharedWithHub::PatientId => "patients' ids",
+            };
+            println!("{hospital} {verb} its {things} to the hub pathologists reading its cases");
         }
         AdminCommand::Hospital(HospitalCommand::List) => {
             for h in accounts::list_hospitals(db).await? {

@@ -245,6 +245,10 @@ pub enum ModelCommand {
         /// Organ (default: the organ its dataset was limited to).
         #[arg(long)]
         organ: Option<String>,
+        /// Why deploy it: required when the version's test balanced accuracy is not shown to
+        /// beat chance; kept with the deployment and in the audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Retire a version: undeployed everywhere, kept for the record.
     Retire {
@@ -343,12 +347,13 @@ pub async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             server,
             reference,
             organ,
+            reason,
         } => {
             let api = Api::new(&server.server, &server.token)?;
             let d = api
                 .post(
                     &format!("{}/deploy", model_path(&reference)?),
-                    &json!({ "organ": organ }),
+                    &json!({ "organ": organ, "reason": reason }),
                 )
                 .await
                 .with_context(|| format!("deploying {reference}"))?;

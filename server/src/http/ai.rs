@@ -1,10 +1,14 @@
 //! AI support on a slide: the results of deployed models (scores, heatmap, overlay tiles for
 //! the viewer) and runs on demand.
 //!
-//! Results are clinical-tier data. Every handler starts from the slide's own access check
-//! ([`visible_slide`]), so exactly those who may see the slide see its results (researchers
-//! never do), and a hub may hide them from a pathologist until that pathologist has entered a
-//! read. Views, requests and refusals are audited; overlay tiles once per user and hour.
+//! Results are clinical-tier data, and they belong to the pathologists who diagnose the slide.
+//! Every handler starts from [`ai_slide`]: the slide's own access check ([`visible_slide`]:
+//! researchers 403, other hospitals 404), then consultation's rule
+//! (`pathfed_consult::ai::refusal`: the hub pathologists reading a case with the slide, or a
+//! hub's own pathologists on a slide in no case), so the referring spoke's staff, submitters
+//! and admins get 403 `ai_for_diagnosing_pathologists` on every endpoint, jobs and runs
+//! included. A hub may also hide results from a pathologist until that pathologist has entered
+//! a read. Views, requests and refusals are audited; overlay tiles once per user and hour.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -89,14 +93,39 @@ fn target(id: &str) -> String {
     format!("slide:{id}")
 }
 
-/// The slide with the AI gate applied: the hub's "after your own read" rule refuses with 403.
-async fn gated_slide(
+/// The stable code of the refusal for users AI support is not for.
+const NOT_FOR_USER: &str = "ai_for_diagnosing_pathologists";
+
+/// The slide, if `user` may see it and AI support on it is for them; otherwise the refusal,
+/// audited (403 `ai_for_diagnosing_pathologists` for those who see the slide but not its AI).
+async fn ai_slide(
     platform: &Platform,
     user: &Principal,
     id: &str,
     action: &str,
 ) -> Result<Slide, ApiError> {
     let slide = visible_slide(platform, user, id, action, Need::Read).await?;
+    let refused = pathfed_consult::ai::refusal(&platform.db, user, id, &slide.hospital_id)
+        .await
+        .map_err(ApiError::from)?;
+    if let Some(reason) = refused {
+        let _ = platform
+            .audit(AuditEvent::by(user, action, &target(id), "denied").detail(reason.clone()))
+            .await;
+        return Err(ApiError::new(StatusCode::FORBIDDEN, NOT_FOR_USER, reason));
+    }
+    Ok(slide)
+}
+
+/// The slide with the AI gate applied: [`ai_slide`], then the hub's "after your own read"
+/// rule, which refuses with 403 `ai_hidden_until_read`.
+async fn gated_slide(
+    platform: &Platform,
+    user: &Principal,
+    id: &str,
+    action: &str,
+) -> Result<Slide, ApiError> {
+    let slide = ai_slide(platform, user, id, action).await?;
     if let Some(reason) = hidden_reason(platform, user, id).await? {
         let _ = platform
             .audit(AuditEvent::by(user, action, &target(id), "denied").detail(reason.clone()))
@@ -167,7 +196,7 @@ fn job_json(job: &Job) -> Value {
     responses(
         (status = 200, description = "{slide_id, hidden, hidden_reason, notice, deployed, results[], jobs[]}", body = Object),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or AI support on the slide is not for the user (`ai_for_diagnosing_pathologists`: only the pathologists who diagnose it)", body = ErrorBody),
         (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -178,7 +207,7 @@ async fn overview(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    visible_slide(platform, &user, &id, "ai.view", Need::Read).await?;
+    ai_slide(platform, &user, &id, "ai.view").await?;
     let hidden = hidden_reason(platform, &user, &id).await?;
     let jobs = infer_job::jobs_for_slide(&Jobs::new(platform.db.clone()), &id).await?;
     let deployed = deployed_for_slide(platform, &id).await?;
@@ -238,7 +267,7 @@ struct RunRequest {
         (status = 202, description = "the queued job", body = Object),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or AI support on the slide is not for the user (`ai_for_diagnosing_pathologists`: only the pathologists who diagnose it)", body = ErrorBody),
         (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
         (status = 409, description = "the model is retired", body = ErrorBody),
         (status = 415, description = "the body is not JSON", body = ErrorBody),
@@ -253,7 +282,7 @@ async fn request(
     JsonBody(asked): JsonBody<RunRequest>,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    let slide = visible_slide(platform, &user, &id, "ai.request", Need::Read).await?;
+    let slide = ai_slide(platform, &user, &id, "ai.request").await?;
     let (who, what) = (&user, target(&id));
     let refuse = |status: StatusCode, code: &'static str, message: String| {
         let what = what.clone();
@@ -328,7 +357,7 @@ async fn request(
     responses(
         (status = 200, description = "the job", body = Object),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or AI support on the slide is not for the user (`ai_for_diagnosing_pathologists`: only the pathologists who diagnose it)", body = ErrorBody),
         (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -339,7 +368,7 @@ async fn cancel(
     Path((id, job_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    visible_slide(platform, &user, &id, "ai.cancel", Need::Read).await?;
+    ai_slide(platform, &user, &id, "ai.cancel").await?;
     let jobs = Jobs::new(platform.db.clone());
     let owned = infer_job::jobs_for_slide(&jobs, &id)
         .await?
@@ -371,7 +400,7 @@ async fn cancel(
         (status = 200, description = "result.json", body = Object),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, AI support on the slide is not for the user (`ai_for_diagnosing_pathologists`: only the pathologists who diagnose it), or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
         (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -407,7 +436,7 @@ async fn full_result(
         (status = 200, description = "PNG", content_type = "image/png"),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, AI support on the slide is not for the user (`ai_for_diagnosing_pathologists`: only the pathologists who diagnose it), or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
         (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -448,7 +477,7 @@ async fn heatmap(
         (status = 200, description = "DZI XML", content_type = "application/xml"),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, AI support on the slide is not for the user (`ai_for_diagnosing_pathologists`: only the pathologists who diagnose it), or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
         (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -496,7 +525,7 @@ async fn overlay_dzi(
         (status = 304, description = "not modified"),
         (status = 400, description = "a bad parameter or a refused request", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides, or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, AI support on the slide is not for the user (`ai_for_diagnosing_pathologists`: only the pathologists who diagnose it), or the hub hides AI results until the user's own read (`ai_hidden_until_read`)", body = ErrorBody),
         (status = 404, description = "no such slide, result or job (or not visible to the user)", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -508,7 +537,8 @@ async fn overlay(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    let slide = visible_slide(platform, &user, &id, "ai.overlay", Need::Read).await?;
+    let slide = ai_slide(platform, &user, &id, "ai.overlay").await?;
+    // Not audited per tile: the hidden panel asks for none, so this is a stray request.
     if let Some(reason) = hidden_reason(platform, &user, &id).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -1,4 +1,7 @@
 //! Prometheus metrics at `/metrics`: requests by route and status, latency, tiles by source.
+//! Readable by the platform admin only (an API token as `Authorization: Bearer`, which
+//! Prometheus sends with `authorization: { credentials_file: … }`, or a session): request
+//! counts by route describe the platform's clinical activity.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,7 +10,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use pathfed_core::http::ErrorBody;
+use pathfed_core::audit::AuditEvent;
+use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -108,23 +112,31 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
-/// Prometheus metrics (text exposition)
+/// Prometheus metrics (text exposition; the platform admin only)
 ///
-/// Requests by route and status, latency by route, tiles by source.
+/// Requests by route and status, latency by route, tiles by source. Scrape with the platform
+/// admin's API token as a bearer token.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "platform",
-    security(()),
     responses(
         (status = 200, description = "metrics", content_type = "application/openmetrics-text"),
+        (status = 401, description = "not signed in, or the token is invalid or revoked", body = ErrorBody),
+        (status = 403, description = "metrics are for the platform admin", body = ErrorBody),
         (status = 500, description = "the metrics could not be encoded", body = ErrorBody),
     )
 )]
-pub async fn render(State(state): State<AppState>) -> Response {
+pub async fn render(State(state): State<AppState>, Authenticated(user): Authenticated) -> Response {
+    if !user.role.is_platform_admin() {
+        // Refusals are audited; scrapes are not, or every 15 s would add a row.
+        let event = AuditEvent::by(&user, "metrics.read", "metrics", "denied").detail("role");
+        let _ = state.platform.audit(event).await;
+        return ApiError::forbidden("metrics are for the platform admin").into_response();
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry) {
-        return pathfed_core::http::ApiError::internal(e).into_response();
+        return ApiError::internal(e).into_response();
     }
     (
         [(

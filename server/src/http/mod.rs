@@ -288,7 +288,7 @@ pub async fn serve(
     let address = listener.local_addr()?;
     println!("pathfed listening on http://{address}");
     if users == 0 {
-        println!("no users yet: create the first admin with `pathfed admin init --help`");
+        println!("no users yet: create the platform admin with `pathfed admin init --help`");
     }
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())

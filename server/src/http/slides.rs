@@ -21,6 +21,7 @@ use pathfed_core::accounts::{Principal, Role};
 use pathfed_core::audit::AuditEvent;
 use pathfed_core::cache::CachedSlide;
 use pathfed_core::config::{Config, TilesConfig};
+use pathfed_core::hospital_settings;
 use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
 use pathfed_core::routes::{Routes, get};
 use pathfed_core::store::{delete_prefix, get_bytes};
@@ -188,7 +189,7 @@ impl SlideService {
 pub(super) enum Need {
     /// View it: the owning hospital, or a hub reading a case that includes it.
     Read,
-    /// Its label or deletion: the owning hospital only.
+    /// Its deletion: the owning hospital only.
     Own,
 }
 
@@ -237,7 +238,8 @@ struct SlideBody {
     thumbnail_url: String,
     /// The Deep Zoom descriptor.
     dzi_url: String,
-    /// The label image (PNG), where the slide has one.
+    /// The label image (PNG), where the slide has one and the label endpoint would give it
+    /// to this user (`has_label` says the same).
     label_url: Option<String>,
     /// Vendor properties under OpenSlide's names; in the answer for one slide only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,15 +254,43 @@ struct SlideList {
     slides: Vec<SlideBody>,
 }
 
-fn slide_json(slide: &Slide) -> SlideBody {
+/// `label_shown`: whether the slide has a label this user may see ([`label_refusal`]), so
+/// that `has_label` and `label_url` say what the label endpoint would answer them.
+fn slide_json(slide: &Slide, label_shown: bool) -> SlideBody {
     let base = format!("/api/v1/slides/{}", slide.id);
+    let mut slide = slide.clone();
+    slide.has_label = label_shown;
     SlideBody {
-        slide: slide.clone(),
         thumbnail_url: format!("{base}/thumbnail"),
         dzi_url: format!("{base}/slide.dzi"),
-        label_url: slide.has_label.then(|| format!("{base}/label")),
+        label_url: label_shown.then(|| format!("{base}/label")),
         properties: None,
+        slide,
     }
+}
+
+/// Why `user`, who may see `slide`, may not see its label, if so. The label is clinical data
+/// of the case: the owning hospital's staff see it, and so do the hub pathologists reading a
+/// case that holds the slide (to check the patient's identity) unless the owning hospital
+/// turned `share_label_with_hub` off.
+async fn label_refusal(
+    platform: &Platform,
+    user: &Principal,
+    slide: &Slide,
+) -> Result<Option<&'static str>, ApiError> {
+    if slide.hospital_id == user.hospital.id {
+        return Ok(None);
+    }
+    // Anyone else who sees the slide reads it through a case; said again here, so that a wider
+    // slide rule never widens who sees labels.
+    if user.role != Role::Pathologist {
+        return Ok(Some(
+            "labels are for the owning hospital and the pathologists reading its case",
+        ));
+    }
+    let sharing = hospital_settings::hub_sharing(&platform.db, &slide.hospital_id).await?;
+    Ok((!sharing.label)
+        .then_some("the referring hospital does not share slide labels with the hub"))
 }
 
 /// Slides of the user's hospital, newest first
@@ -288,7 +318,8 @@ async fn list(
         ));
     }
     let all = slides::list_for_hospital(&platform.db, &user.hospital.id).await?;
-    let slides = all.iter().map(slide_json).collect();
+    // The hospital's own slides: their labels are its own.
+    let slides = all.iter().map(|s| slide_json(s, s.has_label)).collect();
     Ok(axum::Json(SlideList { slides }).into_response())
 }
 
@@ -320,7 +351,8 @@ async fn metadata(
             "ok",
         ))
         .await;
-    let mut body = slide_json(&slide);
+    let label_shown = slide.has_label && label_refusal(&platform, &user, &slide).await?.is_none();
+    let mut body = slide_json(&slide, label_shown);
     body.properties = Some(serde_json::from_str(&slide.properties).unwrap_or_default());
     Ok(axum::Json(body).into_response())
 }
@@ -347,7 +379,10 @@ async fn remove(
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
     let slide = visible_slide(platform, &user, &id, "slide.delete", Need::Own).await?;
-    if !matches!(user.role, Role::Submitter | Role::Admin) {
+    if !matches!(
+        user.role,
+        Role::Submitter | Role::Admin | Role::PlatformAdmin
+    ) {
         let _ = platform
             .audit(
                 AuditEvent::by(&user, "slide.delete", &format!("slide:{id}"), "denied")
@@ -439,7 +474,7 @@ async fn thumbnail(
     Ok(image_response("image/jpeg", bytes, 3600))
 }
 
-/// Label image (PNG), owning hospital only
+/// Label image (PNG): the owning hospital, and the hub pathologists reading a case with the slide unless the owner keeps labels to itself
 #[utoipa::path(
     get,
     path = "/api/v1/slides/{id}/label",
@@ -448,7 +483,7 @@ async fn thumbnail(
     responses(
         (status = 200, description = "image/png", content_type = "image/png"),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role has no access to clinical slides", body = ErrorBody),
+        (status = 403, description = "the user's role has no access to clinical slides, or the owning hospital does not share its labels with the hub (`label_not_shared`)", body = ErrorBody),
         (status = 404, description = "no such slide (or not visible to the user)", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -459,7 +494,20 @@ async fn label(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let platform = &state.platform;
-    let slide = visible_slide(platform, &user, &id, "slide.label", Need::Own).await?;
+    let slide = visible_slide(platform, &user, &id, "slide.label", Need::Read).await?;
+    if let Some(reason) = label_refusal(platform, &user, &slide).await? {
+        let _ = platform
+            .audit(
+                AuditEvent::by(&user, "slide.label", &format!("slide:{id}"), "denied")
+                    .detail(reason),
+            )
+            .await;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "label_not_shared",
+            reason,
+        ));
+    }
     if !slide.has_label {
         return Err(ApiError::not_found("label image"));
     }

@@ -92,15 +92,14 @@ async fn full_workflow_with_blind_double_check_adjudication_and_report() {
         assert_eq!(spoke_view["patient_id"], "MRN-77031");
         assert_eq!(spoke_view["hub_name"], "Hub H");
 
-        // Consultation grants the hub read access to the case's slides, no more.
+        // Consultation grants the hub read access to the case's slides, and to their labels so
+        // that the reader can check the patient's identity (unless the spoke keeps them to
+        // itself: `clinical.rs`); other hubs get nothing.
         assert_eq!(c.first.raw(&tile).await.0, StatusCode::OK);
         assert_eq!(c.other_hub.raw(&tile).await.0, StatusCode::NOT_FOUND);
         let label = format!("/api/v1/slides/{slide}/label");
-        assert_ne!(
-            c.first.raw(&label).await.0,
-            StatusCode::OK,
-            "labels stay at the spoke"
-        );
+        assert_eq!(c.first.raw(&label).await.0, StatusCode::OK);
+        assert_eq!(c.other_hub.raw(&label).await.0, StatusCode::NOT_FOUND);
 
         // Nothing to sign out yet; the spoke cannot claim; the hub claims.
         c.first

@@ -2,15 +2,17 @@
 //! learning tests train is registered (its two classes named as the gastric taxonomy's G1 and
 //! G3) and deployed for stomach slides; then a spoke submits a case whose slide is mostly the
 //! G1 texture and:
-//! - the `infer` job runs by itself; the spoke sees the result, its heatmap and overlay tiles
-//!   that line up with the slide's tiles at every Deep Zoom level;
-//! - the hub hides AI results until each pathologist's own read; researchers and other
-//!   hospitals see nothing of them;
+//! - the `infer` job runs by itself; the hub hides its result until each pathologist's own
+//!   read, then shows the result, its heatmap and overlay tiles that line up with the slide's
+//!   tiles at every Deep Zoom level; the referring spoke, researchers and other hospitals see
+//!   nothing of them (`clinical.rs` has the full access matrix);
 //! - sign-out records the agreement, which the model card then shows, and the research copy
 //!   of a discordant slide carries the flag;
 //! - bad requests, a missing model and a corrupt slide fail clearly, with no retries where
 //!   retrying cannot help, and the server stays up; a queued run can be cancelled;
-//! - `pathfed infer` runs a model on the server's slide and offline on a local file.
+//! - `pathfed infer` runs a model on the server's slide and offline on a local file;
+//! - deleting a hub's own slide (AI support on it is for that hub's pathologists) stops its
+//!   runs and removes its results.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
@@ -37,7 +39,7 @@ fn model_dir() -> PathBuf {
 /// taxonomy (dense nuclei as GAS-G1, the positive class; stroma as GAS-G3) and returns its
 /// folder of files. `platform` is opened once, before the server caches slides (opening one
 /// empties the slide cache folder).
-async fn register_texture_model(
+pub(crate) async fn register_texture_model(
     server: &TestServer,
     platform: &pathfed_core::Platform,
     researcher: &str,
@@ -73,7 +75,9 @@ async fn register_texture_model(
             organ: Some("stomach".into()),
             config: config.clone(),
             code_version: "test".into(),
-            summary: json!({}),
+            // The texture model tells its two textures apart (the learning tests train it so);
+            // its entry says so, so the platform admin deploys it without a reason.
+            summary: json!({"balanced_accuracy": {"value": 0.95, "low": 0.9, "high": 1.0}}),
             created_by: user,
             files: vec![
                 ("model.bpk".into(), files.weights.clone()),
@@ -97,7 +101,7 @@ async fn register_texture_model(
 
 /// A 4096 × 2048 slide at 0.5 µm/px: three middle bands of dense nuclei between two of
 /// stroma (tissue lies mostly in the middle, so dense nuclei hold the majority).
-fn mostly_dense(dir: &Path, name: &str, seed: u32) -> PathBuf {
+pub(crate) fn mostly_dense(dir: &Path, name: &str, seed: u32) -> PathBuf {
     let out = dir.join(name);
     let status = std::process::Command::new(bin())
         .args(["slide", "synth", "--out"])
@@ -122,7 +126,8 @@ fn mostly_dense(dir: &Path, name: &str, seed: u32) -> PathBuf {
     out
 }
 
-async fn finished_job(user: &As<'_>, slide: &str, job: &str) -> Value {
+/// The infer job `job` of `slide` once it has ended, as `user`'s AI overview lists it.
+pub(crate) async fn finished_job(user: &As<'_>, slide: &str, job: &str) -> Value {
     wait_for(
         "the infer job to finish",
         Duration::from_secs(300),
@@ -180,113 +185,37 @@ async fn ai_support_from_deployment_to_feedback() {
             ]);
             server.cli_ok(&all.iter().map(String::as_str).collect::<Vec<_>>())
         };
-        let out = with_server(&staff.researcher.token, &["model", "deploy", "textures@1"]);
+        // Deploying is the platform admin's call, not the researcher's (`roles.rs`).
+        let operator = server.user("Hub H", "hub", "operator", "platform-admin");
+        let out = with_server(&operator, &["model", "deploy", "textures@1"]);
         assert!(
             out.contains("deployed for stomach slides in gastric-group"),
             "{out}"
         );
         server.cli_ok(&["admin", "hospital", "ai-after-first-read", "Hub H", "on"]);
 
-        // The spoke submits a case; its slide gets the deployed model's run by itself.
+        // The spoke submits a case; its slide gets the deployed model's run by itself. The run
+        // is for the hub: the spoke is refused it (`clinical.rs` has every endpoint).
         let file = mostly_dense(server.dir.path(), "ai.svs", 12);
         let (case, slide) = submit_case(&server, &staff.spoke.token, &file, "AI-1");
         let ai = format!("/api/v1/slides/{slide}/ai");
-        let overview = staff.spoke.ok(Method::GET, &ai, None).await;
+        staff.spoke.refused(Method::GET, &ai, None, 403).await;
+        let first = &staff.first;
+        let overview = first.ok(Method::GET, &ai, None).await;
         assert_eq!(overview["deployed"]["model"], "textures", "{overview}");
         let job = overview["jobs"][0]["id"].as_str().unwrap().to_string();
-        let done = finished_job(&staff.spoke, &slide, &job).await;
+        let done = finished_job(first, &slide, &job).await;
         assert_eq!(done["status"], "succeeded", "{done}");
-        let overview = staff.spoke.ok(Method::GET, &ai, None).await;
-        assert_eq!(overview["hidden"], false);
-        let summary = &overview["results"][0];
-        assert_eq!(summary["predicted"], "GAS-G1", "{overview}");
-        assert!(summary["score"].as_f64().unwrap() > 0.5, "{summary}");
-        assert!(
-            overview["notice"]
-                .as_str()
-                .unwrap()
-                .starts_with("Decision support only")
-        );
-        let result = staff
-            .spoke
-            .ok(Method::GET, summary["result_url"].as_str().unwrap(), None)
-            .await;
-        assert!(
-            result["top_regions"].as_array().unwrap().len() >= 3,
-            "{result}"
-        );
-        let (status, png) = staff
-            .spoke
-            .raw(summary["heatmap_url"].as_str().unwrap())
-            .await;
-        assert_eq!(status.as_u16(), 200);
-        assert!(dims(&png).0 > 0);
-
-        // Overlay tiles have the slide's geometry: same descriptor, same tile sizes everywhere.
-        let overlay = summary["overlay_url"].as_str().unwrap().to_string();
-        let (_, slide_dzi) = staff
-            .spoke
-            .raw(&format!("/api/v1/slides/{slide}/slide.dzi"))
-            .await;
-        let (_, overlay_dzi) = staff.spoke.raw(&overlay).await;
-        let (slide_dzi, overlay_dzi) = (
-            String::from_utf8(slide_dzi).unwrap(),
-            String::from_utf8(overlay_dzi).unwrap(),
-        );
-        assert_eq!(dzi_size(&slide_dzi), dzi_size(&overlay_dzi));
-        assert!(overlay_dzi.contains("Format=\"png\""), "{overlay_dzi}");
-        let (overlay_path, run) = overlay.split_once('?').unwrap();
-        assert!(run.starts_with("run="), "{overlay}");
-        let tiles = overlay_path.replace("overlay.dzi", "overlay_files");
-        let top = (4096f64.log2().ceil()) as usize;
-        for level in 0..=top {
-            let (status, slide_tile) = staff
-                .spoke
-                .raw(&format!(
-                    "/api/v1/slides/{slide}/slide_files/{level}/0_0.jpeg"
-                ))
-                .await;
-            assert_eq!(status.as_u16(), 200, "slide tile at level {level}");
-            let (status, overlay_tile) = staff.spoke.raw(&format!("{tiles}/{level}/0_0.png")).await;
-            assert_eq!(status.as_u16(), 200, "overlay tile at level {level}");
-            assert_eq!(dims(&slide_tile), dims(&overlay_tile), "level {level}");
-        }
-        let (status, _) = staff.spoke.raw(&format!("{tiles}/{top}/999_0.png")).await;
-        assert_eq!(status.as_u16(), 404);
-
-        // Access: researchers and other hospitals see none of it.
-        staff.researcher.refused(Method::GET, &ai, None, 403).await;
-        staff
-            .researcher
-            .refused(Method::GET, &format!("{tiles}/{top}/0_0.png"), None, 403)
-            .await;
-        outsider.refused(Method::GET, &ai, None, 404).await;
-        outsider
-            .refused(
-                Method::GET,
-                summary["result_url"].as_str().unwrap(),
-                None,
-                404,
-            )
-            .await;
-        outsider
-            .refused(Method::POST, &ai, Some(json!({})), 404)
-            .await;
 
         // The hub's pathologists see results only after their own read.
-        let first = &staff.first;
+        let result_url = format!("{ai}/textures/1");
+        let tiles = format!("{result_url}/overlay_files");
+        let top = (4096f64.log2().ceil()) as usize;
         let hidden = first.ok(Method::GET, &ai, None).await;
         assert_eq!(hidden["hidden"], true, "{hidden}");
         assert_eq!(hidden["results"], json!([]));
         assert!(hidden["jobs"][0].get("result").is_none());
-        let message = first
-            .refused(
-                Method::GET,
-                summary["result_url"].as_str().unwrap(),
-                None,
-                403,
-            )
-            .await;
+        let message = first.refused(Method::GET, &result_url, None, 403).await;
         assert!(message.contains("your own read"), "{message}");
         first
             .refused(Method::GET, &format!("{tiles}/{top}/0_0.png"), None, 403)
@@ -300,9 +229,74 @@ async fn ai_support_from_deployment_to_feedback() {
                 Some(read("GAS-G3", &slide)),
             )
             .await;
-        let shown = first.ok(Method::GET, &ai, None).await;
-        assert_eq!(shown["hidden"], false, "{shown}");
-        assert_eq!(shown["results"][0]["predicted"], "GAS-G1");
+        let overview = first.ok(Method::GET, &ai, None).await;
+        assert_eq!(overview["hidden"], false, "{overview}");
+        let summary = &overview["results"][0];
+        assert_eq!(summary["predicted"], "GAS-G1", "{overview}");
+        assert_eq!(summary["result_url"], result_url.as_str());
+        assert!(summary["score"].as_f64().unwrap() > 0.5, "{summary}");
+        assert!(
+            overview["notice"]
+                .as_str()
+                .unwrap()
+                .starts_with("Decision support only")
+        );
+        let result = first.ok(Method::GET, &result_url, None).await;
+        assert!(
+            result["top_regions"].as_array().unwrap().len() >= 3,
+            "{result}"
+        );
+        let (status, png) = first.raw(summary["heatmap_url"].as_str().unwrap()).await;
+        assert_eq!(status.as_u16(), 200);
+        assert!(dims(&png).0 > 0);
+
+        // Overlay tiles have the slide's geometry: same descriptor, same tile sizes everywhere.
+        let overlay = summary["overlay_url"].as_str().unwrap().to_string();
+        let (_, slide_dzi) = first
+            .raw(&format!("/api/v1/slides/{slide}/slide.dzi"))
+            .await;
+        let (_, overlay_dzi) = first.raw(&overlay).await;
+        let (slide_dzi, overlay_dzi) = (
+            String::from_utf8(slide_dzi).unwrap(),
+            String::from_utf8(overlay_dzi).unwrap(),
+        );
+        assert_eq!(dzi_size(&slide_dzi), dzi_size(&overlay_dzi));
+        assert!(overlay_dzi.contains("Format=\"png\""), "{overlay_dzi}");
+        let (overlay_path, run) = overlay.split_once('?').unwrap();
+        assert!(run.starts_with("run="), "{overlay}");
+        assert_eq!(overlay_path.replace("overlay.dzi", "overlay_files"), tiles);
+        for level in 0..=top {
+            let (status, slide_tile) = first
+                .raw(&format!(
+                    "/api/v1/slides/{slide}/slide_files/{level}/0_0.jpeg"
+                ))
+                .await;
+            assert_eq!(status.as_u16(), 200, "slide tile at level {level}");
+            let (status, overlay_tile) = first.raw(&format!("{tiles}/{level}/0_0.png")).await;
+            assert_eq!(status.as_u16(), 200, "overlay tile at level {level}");
+            assert_eq!(dims(&slide_tile), dims(&overlay_tile), "level {level}");
+        }
+        let (status, _) = first.raw(&format!("{tiles}/{top}/999_0.png")).await;
+        assert_eq!(status.as_u16(), 404);
+
+        // Access: researchers and other hospitals see none of it, nor does the spoke now that
+        // there is a result.
+        staff.researcher.refused(Method::GET, &ai, None, 403).await;
+        staff
+            .researcher
+            .refused(Method::GET, &format!("{tiles}/{top}/0_0.png"), None, 403)
+            .await;
+        outsider.refused(Method::GET, &ai, None, 404).await;
+        outsider.refused(Method::GET, &result_url, None, 404).await;
+        outsider
+            .refused(Method::POST, &ai, Some(json!({})), 404)
+            .await;
+        staff
+            .spoke
+            .refused(Method::GET, &result_url, None, 403)
+            .await;
+
+        // The second reader sees them only after their own read too.
         let second = &staff.second;
         second
             .ok(Method::POST, &format!("{path}/double-check"), None)
@@ -371,18 +365,15 @@ async fn ai_support_from_deployment_to_feedback() {
             .await
             .unwrap()
             .len();
-        let m = staff
-            .spoke
+        let m = first
             .refused(Method::POST, &ai, Some(json!({"model": "ghost@1"})), 404)
             .await;
         assert!(m.contains("ghost@1"), "{m}");
-        let m = staff
-            .spoke
+        let m = first
             .refused(Method::POST, &ai, Some(json!({"model": "textures"})), 400)
             .await;
         assert!(m.contains("NAME@VERSION"), "{m}");
-        staff
-            .spoke
+        first
             .refused(Method::POST, &ai, Some(json!({"modle": "textures@1"})), 422)
             .await;
         let after = Jobs::new(db.clone())
@@ -401,7 +392,7 @@ async fn ai_support_from_deployment_to_feedback() {
             }))
             .await
             .unwrap();
-        let failed = finished_job(&staff.spoke, &slide, &ghost.id).await;
+        let failed = finished_job(first, &slide, &ghost.id).await;
         assert_eq!(failed["status"], "failed", "{failed}");
         assert!(
             failed["error"]
@@ -415,22 +406,18 @@ async fn ai_support_from_deployment_to_feedback() {
         // One run of a version at a time: asking again while it is queued or running answers
         // with the same job. A run queued behind another's can be cancelled.
         register_texture_model(&server, &platform, "res_h").await;
-        let running = staff
-            .spoke
+        let running = first
             .ok(Method::POST, &ai, Some(json!({"model": "textures@2"})))
             .await;
-        let again = staff
-            .spoke
+        let again = first
             .ok(Method::POST, &ai, Some(json!({"model": "textures@2"})))
             .await;
         assert_eq!(again["id"], running["id"], "{again}");
-        let queued = staff
-            .spoke
+        let queued = first
             .ok(Method::POST, &ai, Some(json!({"model": "textures@1"})))
             .await;
         assert_ne!(queued["id"], running["id"]);
-        let cancelled = staff
-            .spoke
+        let cancelled = first
             .ok(
                 Method::POST,
                 &format!("{ai}/jobs/{}/cancel", queued["id"].as_str().unwrap()),
@@ -438,7 +425,7 @@ async fn ai_support_from_deployment_to_feedback() {
             )
             .await;
         assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-        let rerun = finished_job(&staff.spoke, &slide, running["id"].as_str().unwrap()).await;
+        let rerun = finished_job(first, &slide, running["id"].as_str().unwrap()).await;
         assert_eq!(rerun["status"], "succeeded", "{rerun}");
 
         // A slide whose bytes went bad on disk fails with the reader's error, once. Every
@@ -449,8 +436,8 @@ async fn ai_support_from_deployment_to_feedback() {
         for copy in &cached {
             std::fs::write(copy, &bytes[..bytes.len() / 3]).unwrap();
         }
-        let bad = staff.spoke.ok(Method::POST, &ai, Some(json!({}))).await;
-        let bad = finished_job(&staff.spoke, &slide, bad["id"].as_str().unwrap()).await;
+        let bad = first.ok(Method::POST, &ai, Some(json!({}))).await;
+        let bad = finished_job(first, &slide, bad["id"].as_str().unwrap()).await;
         assert_eq!(bad["status"], "failed", "{bad}");
         assert!(
             bad["error"].as_str().unwrap().contains("reading the slide"),
@@ -490,12 +477,18 @@ async fn ai_support_from_deployment_to_feedback() {
         assert!(!refused.status.success());
         assert!(String::from_utf8_lossy(&refused.stderr).contains("--model"));
 
-        // Deleting a slide stops its runs still queued or running and removes its results.
-        // Another seed: the same bytes would be the case's slide again.
+        // Deleting a slide stops its runs still queued or running and removes its results. The
+        // slide is the hub's own, in no case: AI support on it is for the hub's pathologists,
+        // and deleting it for its submitters. Another seed: the same bytes would be the case's
+        // slide again.
+        let hub_submitter = As {
+            server: &server,
+            token: server.user("Hub H", "hub", "sub_h", "submitter"),
+        };
         let loose = mostly_dense(server.dir.path(), "loose.svs", 13);
         let state = server.dir.path().join("loose-upload.json");
         let out = with_server(
-            &staff.spoke.token,
+            &first.token,
             &[
                 "upload",
                 loose.to_str().unwrap(),
@@ -511,16 +504,17 @@ async fn ai_support_from_deployment_to_feedback() {
             .to_string();
         let loose_ai = format!("/api/v1/slides/{loose_id}/ai");
         let ask = Some(json!({"model": "textures@1"}));
-        let first_run = staff.spoke.ok(Method::POST, &loose_ai, ask.clone()).await;
-        let first_run =
-            finished_job(&staff.spoke, &loose_id, first_run["id"].as_str().unwrap()).await;
+        let first_run = first.ok(Method::POST, &loose_ai, ask.clone()).await;
+        let first_run = finished_job(first, &loose_id, first_run["id"].as_str().unwrap()).await;
         assert_eq!(first_run["status"], "succeeded", "{first_run}");
         let prefix = format!("inference/{loose_id}");
         let store = server.store();
         assert!(!list_keys(&store, &prefix).await.unwrap().is_empty());
-        let pending = staff.spoke.ok(Method::POST, &loose_ai, ask).await;
-        let (status, _) = staff
-            .spoke
+        hub_submitter
+            .refused(Method::GET, &loose_ai, None, 403)
+            .await;
+        let pending = first.ok(Method::POST, &loose_ai, ask).await;
+        let (status, _) = hub_submitter
             .call(Method::DELETE, &format!("/api/v1/slides/{loose_id}"), None)
             .await;
         assert!(status.is_success(), "deleting the slide: {status}");
@@ -564,7 +558,7 @@ async fn ai_support_from_deployment_to_feedback() {
             list_keys(&store, &prefix).await.unwrap(),
             Vec::<String>::new()
         );
-        staff.spoke.refused(Method::GET, &loose_ai, None, 404).await;
+        first.refused(Method::GET, &loose_ai, None, 404).await;
     }
 }
 

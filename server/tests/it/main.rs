@@ -15,11 +15,14 @@
 
 mod support;
 
+mod anonymity;
 mod atomic;
 mod audit;
 mod bad_input;
 mod browser;
 mod cli_slide;
+mod clinical;
+mod consent;
 mod consult;
 mod inference;
 mod inference_slides;
@@ -27,6 +30,7 @@ mod jobs;
 mod openapi;
 mod processes;
 mod research;
+mod roles;
 mod scale_out;
 mod tenancy;
 mod training;

@@ -291,10 +291,14 @@ async fn live_research_slides(db: &pathfed_core::Db) -> Vec<String> {
         .collect()
 }
 
+/// The platform's minimum cell size of the tests that build versions of a few patients: a
+/// version may not ask for less than the platform's (`anonymity.rs` tests the floor itself).
+const SMALL_CELLS: (&str, &str) = ("PATHFED_RESEARCH_MIN_CELL_SIZE", "1");
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dataset_versions_cut_patches_split_by_patient_and_honour_opt_outs() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend);
+        let server = TestServer::start_with(backend, &[SMALL_CELLS]);
         let Staff {
             spoke,
             first,
@@ -544,7 +548,10 @@ async fn opt_out_while_curation_runs_leaves_nothing_behind() {
     for backend in BACKENDS {
         // No in-process workers: a separate worker runs curation so the test can freeze it
         // mid-job (SIGSTOP) while the patient opts out.
-        let server = TestServer::start_with(backend, &[("PATHFED_RESEARCH_SERVE_WORKERS", "0")]);
+        let server = TestServer::start_with(
+            backend,
+            &[("PATHFED_RESEARCH_SERVE_WORKERS", "0"), SMALL_CELLS],
+        );
         let people = staff(&server);
         let db = server.db().await;
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::support::people::{sign_out_with, staff, wait_for};
-use crate::support::{self, BACKENDS, TestServer, submit_case};
+use crate::support::{self, As, BACKENDS, TestServer, submit_case};
 
 /// Six patients, three per diagnosis, so a 1:1:1 split per diagnosis fills every split.
 const CODES: [&str; 6] = ["GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3"];
@@ -33,9 +33,15 @@ async fn count(db: &pathfed_core::Db, table: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn train_register_deploy_reload_cancel_and_resume() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend);
+        // A tiny platform: its operator lowers the small-cell floor to 1.
+        let server = TestServer::start_with(backend, &[("PATHFED_RESEARCH_MIN_CELL_SIZE", "1")]);
         let staff = staff(&server);
         let researcher = &staff.researcher;
+        // Researchers train and register; the platform admin deploys and retires.
+        let operator = As {
+            server: &server,
+            token: server.user("Hub H", "hub", "operator", "platform-admin"),
+        };
         let db = server.db().await;
         for (i, code) in CODES.iter().enumerate() {
             let file = support::synth_slide(
@@ -303,13 +309,18 @@ async fn train_register_deploy_reload_cancel_and_resume() {
             .await;
         assert_eq!(status.as_u16(), 404);
 
-        // Deploy from the CLI; the deployed model reloads and scores the test slides exactly as
-        // the run did.
-        let out = cli_ok(&["model", "deploy", "stomach-small@1"]);
-        assert!(
-            out.contains("deployed for stomach slides in gastric-group"),
-            "{out}"
-        );
+        // Deploy; the deployed model reloads and scores the test slides exactly as the run did.
+        // Two test slides rarely show that a model beats chance, so a reason is given (taken
+        // either way; `pathfed model deploy` cannot send one yet, hence the API).
+        let deployment = operator
+            .ok(
+                Method::POST,
+                "/api/v1/models/stomach-small/versions/1/deploy",
+                Some(json!({"reason": "registry test: reload what the run evaluated"})),
+            )
+            .await;
+        assert_eq!(deployment["organ"], "stomach", "{deployment}");
+        assert_eq!(deployment["taxonomy"], "gastric-group", "{deployment}");
         let platform = server.platform().await;
         let (name, version) =
             pathfed_models::registry::deployed_for(&platform, "stomach", "gastric-group")
@@ -439,13 +450,21 @@ async fn train_register_deploy_reload_cancel_and_resume() {
         assert!(loaded.aggregator.is_some());
 
         // Retiring undeploys; a retired model cannot be deployed again.
-        let out = cli_ok(&["model", "retire", "stomach-small@1"]);
+        let out = server.cli_ok(&[
+            "model",
+            "retire",
+            "stomach-small@1",
+            "--server",
+            &server.url,
+            "--token",
+            &operator.token,
+        ]);
         assert!(out.contains("removed from 1 deployment"), "{out}");
         let deployments = researcher
             .ok(Method::GET, "/api/v1/deployments", None)
             .await;
         assert_eq!(deployments, json!([]));
-        let message = researcher
+        let message = operator
             .refused(
                 Method::POST,
                 "/api/v1/models/stomach-small/versions/1/deploy",
