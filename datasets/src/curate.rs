@@ -368,6 +368,12 @@ async fn remove_slides(
             .await?;
         removed.push(id.clone());
     }
+    // Published manifests that named them keep their ids only (also finishing a run of this
+    // that failed after its slides were gone, since it looks at every tombstone).
+    let scrubbed = crate::versions::scrub_withdrawn(research).await?;
+    if scrubbed > 0 {
+        tracing::info!(manifests = scrubbed, "withdrawn entries scrubbed from manifests");
+    }
     Ok(removed)
 }
 

@@ -177,6 +177,11 @@ pub struct Manifest {
     pub content_hash: String,
     /// Everything the hash covers.
     pub content: Content,
+    /// Entries withdrawn since publication (their patients opted out, or they were retired),
+    /// by id only: the stored manifest keeps nothing else of them, while `content_hash` still
+    /// names the version as it was published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<String>,
 }
 
 impl Content {

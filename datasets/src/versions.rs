@@ -322,6 +322,7 @@ pub async fn finish(
         created_at: now(),
         content_hash: content.hash(),
         content,
+        withdrawn: Vec::new(),
     };
     let key = manifest_key(name, version);
     let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
@@ -531,8 +532,15 @@ pub async fn published_manifest(
 
 /// A published version as it reads now, for services acting for a researcher already checked.
 pub async fn current(research: &Research, name: &str, version: i64) -> DatasetResult<Current> {
-    let mut manifest = stored_manifest(research, name, version).await?;
-    let withdrawn = withdrawn_entries(research, &manifest).await?;
+    let manifest = stored_manifest(research, name, version).await?;
+    live(research, manifest).await
+}
+
+/// `manifest` (as stored) less what was withdrawn since publication.
+async fn live(research: &Research, mut manifest: Manifest) -> DatasetResult<Current> {
+    let mut withdrawn = withdrawn_entries(research, &manifest).await?;
+    // Entries a withdrawal already scrubbed from the stored object.
+    withdrawn.extend(manifest.withdrawn.iter().cloned());
     manifest
         .content
         .slides
@@ -553,10 +561,57 @@ pub async fn current(research: &Research, name: &str, version: i64) -> DatasetRe
             recount_patches(extraction, &manifest.content.slides);
         }
     }
+    let withdrawn: Vec<String> = withdrawn.into_iter().collect();
+    manifest.withdrawn.clone_from(&withdrawn);
     Ok(Current {
         manifest,
-        withdrawn: withdrawn.into_iter().collect(),
+        withdrawn,
     })
+}
+
+/// Rewrites the stored manifest of every published version that still holds an entry
+/// withdrawn since (a tombstoned research slide, or a patient who opted out), so that the
+/// stored object keeps only its id, in `withdrawn`, and totals without it; the version's
+/// summary row is recounted too. Readers already see the live view ([`current`]); this makes
+/// the stored object say no more. Each withdrawal runs it, so one that failed half-way is
+/// finished by the next. Returns how many manifests were rewritten.
+pub async fn scrub_withdrawn(research: &Research) -> DatasetResult<usize> {
+    let rows = sqlx::query(
+        "SELECT name, version, manifest_key FROM dataset_versions \
+         WHERE status = 'published' AND manifest_key IS NOT NULL",
+    )
+    .fetch_all(research.platform.db.pool())
+    .await?;
+    let mut rewritten = 0;
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        let version: i64 = row.try_get("version")?;
+        let key: String = row.try_get("manifest_key")?;
+        let stored = stored_manifest(research, &name, version).await?;
+        let held: BTreeSet<String> = stored
+            .content
+            .slides
+            .iter()
+            .map(|e| e.slide.id.clone())
+            .collect();
+        let now_live = live(research, stored).await?;
+        if !now_live.withdrawn.iter().any(|id| held.contains(id)) {
+            continue;
+        }
+        let bytes = serde_json::to_vec_pretty(&now_live.manifest)
+            .map_err(|e| DatasetError::Invalid(format!("manifest {key}: {e}")))?;
+        put_bytes(&research.platform.store, &key, bytes).await?;
+        let summary = serde_json::to_string(&now_live.manifest.content.counts)
+            .map_err(|e| DatasetError::Invalid(format!("manifest {key}: {e}")))?;
+        sqlx::query("UPDATE dataset_versions SET summary = $1 WHERE name = $2 AND version = $3")
+            .bind(summary)
+            .bind(&name)
+            .bind(version)
+            .execute(research.platform.db.pool())
+            .await?;
+        rewritten += 1;
+    }
+    Ok(rewritten)
 }
 
 /// The extraction's patch totals (per split and label, and overall) over `slides`, from each

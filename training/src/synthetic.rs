@@ -184,6 +184,7 @@ pub async fn texture_dataset(
         created_at: 0,
         content_hash: content.hash(),
         content,
+        withdrawn: Vec::new(),
     };
     put_bytes(
         store,
