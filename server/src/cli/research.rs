@@ -495,6 +495,8 @@ async fn export_into(
         manifest
     };
     if let Some(top) = manifest.as_object_mut() {
+        // The export holds what is left; it names nothing that was withdrawn.
+        top.remove("withdrawn");
         top.insert(
             "export".into(),
             json!({ "rekeyed": rekey, "withdrawn_left_out": written.withdrawn }),
