@@ -372,7 +372,10 @@ async fn remove_slides(
     // that failed after its slides were gone, since it looks at every tombstone).
     let scrubbed = crate::versions::scrub_withdrawn(research).await?;
     if scrubbed > 0 {
-        tracing::info!(manifests = scrubbed, "withdrawn entries scrubbed from manifests");
+        tracing::info!(
+            manifests = scrubbed,
+            "withdrawn entries scrubbed from manifests"
+        );
     }
     Ok(removed)
 }

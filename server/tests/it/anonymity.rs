@@ -740,23 +740,33 @@ async fn a_withdrawn_slide_leaves_no_copy_no_attributes_and_no_partial_export() 
         // Nor does the stored object (what a backup of the object store holds): the withdrawal
         // rewrote it to the id alone.
         let store = server.store();
-        let stored = wait_for("the manifest to be scrubbed", Duration::from_secs(30), || {
-            let (store, gone) = (store.clone(), gone.clone());
-            async move {
-                let bytes =
-                    pathfed_core::store::get_bytes(&store, "research/datasets/gone/1/manifest.json")
-                        .await
-                        .unwrap();
-                let stored: Value = serde_json::from_slice(&bytes).unwrap();
-                let scrubbed = stored["withdrawn"]
-                    .as_array()
-                    .is_some_and(|w| w.contains(&json!(gone)));
-                scrubbed.then_some(stored)
-            }
-        })
+        let stored = wait_for(
+            "the manifest to be scrubbed",
+            Duration::from_secs(30),
+            || {
+                let (store, gone) = (store.clone(), gone.clone());
+                async move {
+                    let bytes = pathfed_core::store::get_bytes(
+                        &store,
+                        "research/datasets/gone/1/manifest.json",
+                    )
+                    .await
+                    .unwrap();
+                    let stored: Value = serde_json::from_slice(&bytes).unwrap();
+                    let scrubbed = stored["withdrawn"]
+                        .as_array()
+                        .is_some_and(|w| w.contains(&json!(gone)));
+                    scrubbed.then_some(stored)
+                }
+            },
+        )
         .await;
         let text = stored.to_string();
-        assert_eq!(text.matches(gone.as_str()).count(), 1, "{backend:?}: {text}");
+        assert_eq!(
+            text.matches(gone.as_str()).count(),
+            1,
+            "{backend:?}: {text}"
+        );
         assert!(
             !text.contains("GAS-G3") && !text.contains(gone_patient.as_str()),
             "{backend:?}: {text}"
