@@ -109,13 +109,21 @@ fn hash_prefix(hash: &str) -> &str {
     hash.get(..HASH_PREFIX_CHARS).unwrap_or(hash)
 }
 
-/// Refuses anyone but the submitters and admins of a spoke: an opt-out belongs to the
-/// patient's own hospital, and a hub holds no patients of its own.
-fn require_patients_hospital(user: &Principal) -> ConsultResult<()> {
+/// Refuses anyone but the submitters and admins of the patients' own hospital: a spoke, or a
+/// hub that has referred cases of its own patients (a hub reading others' cases holds none).
+async fn require_patients_hospital(consult: &Consult, user: &Principal) -> ConsultResult<()> {
     if user.hospital.kind == HospitalKind::Hub {
-        return Err(ConsultError::Forbidden(
-            "opt-outs are recorded by the patient's own hospital; a hub records none".into(),
-        ));
+        let referred = sqlx::query("SELECT 1 AS one FROM cases WHERE spoke_id = $1 LIMIT 1")
+            .bind(&user.hospital.id)
+            .fetch_optional(consult.platform.db.pool())
+            .await?;
+        if referred.is_none() {
+            return Err(ConsultError::Forbidden(
+                "opt-outs are recorded by the patient's own hospital; this hub has referred no \
+                 cases of its own patients"
+                    .into(),
+            ));
+        }
     }
     if !matches!(
         user.role,
@@ -167,7 +175,7 @@ pub async fn record(
     patient_id: &str,
     hospital: Option<&str>,
 ) -> ConsultResult<OptOut> {
-    require_patients_hospital(user)?;
+    require_patients_hospital(consult, user).await?;
     if let Some(named) = hospital.map(str::trim).filter(|h| !h.is_empty())
         && named != user.hospital.id
         && named != user.hospital.name
@@ -258,7 +266,7 @@ pub async fn record(
 /// The opt-outs of the user's hospital, newest first: the patient id (decrypted for the
 /// hospital's own staff, as a case shows it), who recorded it and when, and what it matched.
 pub async fn list(consult: &Consult, user: &Principal) -> ConsultResult<OptOutList> {
-    require_patients_hospital(user)?;
+    require_patients_hospital(consult, user).await?;
     let db = &consult.platform.db;
     let hospital = &user.hospital.id;
     let rows = sqlx::query(

@@ -347,8 +347,12 @@ async fn remove_slides(
         if copies > 0 {
             tracing::info!(research_slide = %id, copies, "removed cached copies");
         }
+        // The tombstone says when and why, and keeps nothing of the patient: no label,
+        // regions, quasi-identifiers, pseudonyms, hash or model disagreements.
         sqlx::query(
-            "UPDATE research_slides SET deleted_at = $1, deleted_reason = $2 \
+            "UPDATE research_slides SET deleted_at = $1, deleted_reason = $2, \
+             research_patient = '', research_hospital = '', label_code = '', regions = '[]', \
+             age_band = '', sex = '', year = 0, sha256 = '', ai_discordant = NULL \
              WHERE id = $3 AND deleted_at IS NULL",
         )
         .bind(now())

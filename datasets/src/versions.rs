@@ -587,7 +587,15 @@ pub async fn scrub_withdrawn(research: &Research) -> DatasetResult<usize> {
         let name: String = row.try_get("name")?;
         let version: i64 = row.try_get("version")?;
         let key: String = row.try_get("manifest_key")?;
-        let stored = stored_manifest(research, &name, version).await?;
+        // One unreadable manifest must not stop every later withdrawal: it is logged and
+        // left (its readers get an error naming it).
+        let stored = match stored_manifest(research, &name, version).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(dataset = %name, version, error = %e, "manifest not scrubbed");
+                continue;
+            }
+        };
         let held: BTreeSet<String> = stored
             .content
             .slides
@@ -615,11 +623,13 @@ pub async fn scrub_withdrawn(research: &Research) -> DatasetResult<usize> {
 }
 
 /// The extraction's patch totals (per split and label, and overall) over `slides`, from each
-/// slide's QC; left as published where a slide's QC does not list its labels (versions
-/// extracted before it did).
+/// slide's QC; dropped where a slide's QC does not list its labels (versions extracted before
+/// it did), since the published totals would give the withdrawn slides' labels away by
+/// difference.
 fn recount_patches(extraction: &mut Value, slides: &[Entry]) {
     let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut total = 0;
+    let mut unlisted = false;
     {
         let Some(qc) = extraction.get("slides").and_then(Value::as_object) else {
             return;
@@ -630,7 +640,8 @@ fn recount_patches(extraction: &mut Value, slides: &[Entry]) {
                 .and_then(|q| q.get("labels"))
                 .and_then(Value::as_object)
             else {
-                return;
+                unlisted = true;
+                break;
             };
             for (label, n) in labels {
                 let n = n.as_u64().unwrap_or(0);
@@ -644,8 +655,13 @@ fn recount_patches(extraction: &mut Value, slides: &[Entry]) {
         }
     }
     if let Some(fields) = extraction.as_object_mut() {
-        fields.insert("patch_counts".into(), json!(counts));
-        fields.insert("patches".into(), json!(total));
+        if unlisted {
+            fields.insert("patch_counts".into(), Value::Null);
+            fields.insert("patches".into(), Value::Null);
+        } else {
+            fields.insert("patch_counts".into(), json!(counts));
+            fields.insert("patches".into(), json!(total));
+        }
     }
 }
 
@@ -714,11 +730,20 @@ pub async fn research_slide_key(
     id: &str,
 ) -> DatasetResult<String> {
     require_researcher(user)?;
-    sqlx::query("SELECT object_key FROM research_slides WHERE id = $1 AND deleted_at IS NULL")
-        .bind(id)
-        .fetch_optional(research.platform.db.pool())
-        .await?
-        .map(|r| r.try_get("object_key"))
-        .transpose()?
-        .ok_or_else(|| DatasetError::NotFound(format!("research slide {id}")))
+    let gone = || DatasetError::NotFound(format!("research slide {id}"));
+    let row = sqlx::query(
+        "SELECT object_key, research_patient FROM research_slides \
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(research.platform.db.pool())
+    .await?
+    .ok_or_else(gone)?;
+    // A patient who opted out is withdrawn from the moment it is recorded, before the forget
+    // job has deleted anything.
+    let patient: String = row.try_get("research_patient")?;
+    if opted_out_patients(research).await?.contains(&patient) {
+        return Err(gone());
+    }
+    Ok(row.try_get("object_key")?)
 }

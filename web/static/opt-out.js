@@ -138,14 +138,13 @@ async function loadList() {
 const session = await requireSession({ active: "opt-out" });
 if (session) {
   const user = session.user;
-  const spoke = !user.hospital || user.hospital.kind !== "hub";
-  if (spoke && RECORDERS.includes(user.role)) {
+  // The server decides whose patients these are (a spoke, or a hub that refers cases of its
+  // own patients); its refusal, if any, is shown as it says it.
+  if (RECORDERS.includes(user.role)) {
     form.hidden = false;
     form.addEventListener("submit", record);
     patient.focus();
     loadList().catch((err) => showError(err.message));
-  } else if (!spoke) {
-    showError("Opt-outs are recorded by the patient's own hospital; a hub records none. / オプトアウトは患者さんの所属病院が登録します。");
   } else {
     showError("Only your hospital's submitters and admins record opt-outs. / オプトアウトを登録できるのは貴院の提出担当者と管理者のみです。");
   }

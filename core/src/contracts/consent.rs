@@ -76,7 +76,17 @@ impl PatientId {
     /// space), folded to upper case under [`PatientIdCase::Insensitive`]. Refuses an id that
     /// is then empty, longer than [`MAX_PATIENT_ID_CHARS`] or holds control characters.
     pub fn normalise(raw: &str, case: PatientIdCase) -> CoreResult<Self> {
-        let composed: String = raw.nfkc().collect();
+        // Invisible formatting characters that survive NFKC (zero-width space and joiners, the
+        // byte-order mark, direction marks) come with ids pasted from other systems.
+        let composed: String = raw
+            .nfkc()
+            .filter(|c| {
+                !matches!(
+                    c,
+                    '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}' | '\u{FEFF}'
+                )
+            })
+            .collect();
         let trimmed = composed.trim();
         let id = match case {
             PatientIdCase::Sensitive => trimmed.to_string(),
@@ -161,6 +171,8 @@ mod tests {
         assert_eq!(sensitive("ＡＢ１２３"), "AB123");
         assert_eq!(sensitive("１２３４５"), "12345");
         assert_eq!(sensitive("\u{3000} AB123\u{3000}\t"), "AB123");
+        // Pasted from another system with invisible marks.
+        assert_eq!(sensitive("\u{FEFF}AB\u{200B}123\u{200E}"), "AB123");
         assert_eq!(sensitive("ＭＲＮ－００４２"), "MRN-0042");
         // Half-width katakana becomes full-width, as NFKC defines.
         assert_eq!(sensitive("ｶﾀｶﾅ"), "カタカナ");

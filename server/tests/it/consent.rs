@@ -352,7 +352,8 @@ async fn only_the_patients_own_hospital_records_and_lists_its_opt_outs() {
         let db = server.db().await;
         let body = json!({ "patient_id": "P-1" });
 
-        // A hub holds no patients of its own; a spoke's pathologist does not record them.
+        // A hub that referred no cases holds no patients of its own; a spoke's pathologist does
+        // not record them.
         for user in [&hub_admin, &hub_pathologist, &researcher] {
             let message = user
                 .refused(Method::POST, "/api/v1/opt-outs", Some(body.clone()), 403)
@@ -361,6 +362,22 @@ async fn only_the_patients_own_hospital_records_and_lists_its_opt_outs() {
             user.refused(Method::GET, "/api/v1/opt-outs", None, 403)
                 .await;
         }
+        // A hub that refers cases of its own patients is their hospital: it records theirs.
+        let hub_j = who("Hub J", "hub", "sub_j", "submitter");
+        hub_j
+            .ok(
+                Method::POST,
+                "/api/v1/cases",
+                Some(json!({
+                    "patient_id": "J-7", "age_band": "unknown", "sex": "unknown",
+                    "organ": "colon", "specimen": "biopsy", "clinical_question": "?",
+                    "hub": "Hub H",
+                })),
+            )
+            .await;
+        let (status, recorded) = opt_out(&hub_j, "Ｊ－７").await;
+        assert_eq!(status, 201, "{backend:?}: {recorded}");
+        assert_eq!(recorded["matched_cases"], 1, "{backend:?}: {recorded}");
         pathologist_a
             .refused(Method::POST, "/api/v1/opt-outs", Some(body.clone()), 403)
             .await;
@@ -422,17 +439,29 @@ async fn only_the_patients_own_hospital_records_and_lists_its_opt_outs() {
 
         // Every refusal and every recording is in the audit log.
         assert_eq!(audited(&db, "patient.opt_out", "denied").await.len(), 5);
-        assert_eq!(audited(&db, "patient.opt_out", "ok").await.len(), 3);
+        // Spoke B's, Spoke A's two and Hub J's.
+        assert_eq!(audited(&db, "patient.opt_out", "ok").await.len(), 4);
         assert_eq!(
             audited(&db, "patient.opt_out.list", "denied").await.len(),
             4
         );
+        // None of them matched anything but Hub J's, which matched its one draft.
+        let details: Vec<String> = audited(&db, "patient.opt_out", "ok")
+            .await
+            .into_iter()
+            .map(|e| e.event.detail)
+            .collect();
+        let zero = "0 case(s), 0 research slide(s) matched";
+        assert_eq!(
+            details.iter().filter(|d| d.contains(zero)).count(),
+            3,
+            "{backend:?}: {details:?}"
+        );
         assert!(
-            audited(&db, "patient.opt_out", "ok").await.iter().all(|e| e
-                .event
-                .detail
-                .contains("0 case(s), 0 research slide(s) matched")),
-            "{backend:?}"
+            details
+                .iter()
+                .any(|d| d.contains("1 case(s), 0 research slide(s) matched")),
+            "{backend:?}: {details:?}"
         );
     }
 }
