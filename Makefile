@@ -28,9 +28,9 @@ lint: setup
 # test binary's result.
 #
 # Four test threads: most server tests wait on real servers, jobs and the browser rather than
-# compute, so on 2 cores the server tests finished in 427 s instead of 487 s. (Running the
-# CPU-bound training tests beside them, as a second cargo invocation, was slower: both fought
-# for the cores.)
+# compute. On 2 cores the server tests took 427 s and 507 s in two runs at four threads, 487 s
+# at two. (Running the CPU-bound training tests beside them, as a second cargo invocation, was
+# slower: both fought for the cores.)
 CLIPPY_DRIVER ?= $(shell command -v clippy-driver 2>/dev/null || echo clippy-driver)
 test: setup
 	$(CARGO) fmt --all -- --check
