@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::support::people::{Staff, sign_out_with, staff, wait_for};
+use crate::support::people::{Staff, sign_out_with, staff, tombstone, wait_for};
 use crate::support::{self, BACKENDS, Reaped, TestServer, submit_case};
 
 /// The platform's minimum cell size setting.
@@ -692,20 +692,7 @@ async fn a_withdrawn_slide_leaves_no_copy_no_attributes_and_no_partial_export() 
                 Some(json!({ "patient_id": "W-1" })),
             )
             .await;
-        wait_for("the tombstone", Duration::from_secs(60), || {
-            let (db, gone) = (db.clone(), gone.clone());
-            async move {
-                sqlx::query(
-                    "SELECT 1 AS t FROM research_slides WHERE id = $1 AND deleted_at IS NOT NULL",
-                )
-                .bind(gone)
-                .fetch_optional(db.pool())
-                .await
-                .unwrap()
-                .map(|_| ())
-            }
-        })
-        .await;
+        tombstone(&db, &gone).await;
         assert_eq!(
             cached(&server, &gone),
             Vec::<PathBuf>::new(),

@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::support::people::{Staff, sign_out_with, staff, wait_for};
+use crate::support::people::{Staff, sign_out_with, staff, tombstone, wait_for};
 use crate::support::{As, BACKENDS, TestServer, submit_case, synth_slide};
 
 /// A draft case for `patient` (as typed) from `user`; returns the case as created.
@@ -66,25 +66,6 @@ async fn research_slide(db: &pathfed_core::Db, known: i64) -> String {
                 .await
                 .unwrap();
             (rows.len() as i64 > known).then(|| rows.last().unwrap().get::<String, _>("id"))
-        }
-    })
-    .await
-}
-
-/// Waits until research slide `id` is tombstoned; returns the reason recorded.
-async fn tombstone(db: &pathfed_core::Db, id: &str) -> String {
-    wait_for("the tombstone", Duration::from_secs(60), || {
-        let (db, id) = (db.clone(), id.to_string());
-        async move {
-            sqlx::query(
-                "SELECT deleted_reason FROM research_slides WHERE id = $1 \
-                 AND deleted_at IS NOT NULL",
-            )
-            .bind(id)
-            .fetch_optional(db.pool())
-            .await
-            .unwrap()
-            .map(|row| row.get::<String, _>("deleted_reason"))
         }
     })
     .await

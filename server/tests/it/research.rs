@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::support::people::{Staff, sign_out_with, staff, wait_for};
+use crate::support::people::{Staff, sign_out_with, staff, tombstone, wait_for};
 use crate::support::{self, As, BACKENDS, Reaped, TestServer, bin, submit_case};
 
 const CANARY: &str = "CANARY";
@@ -69,25 +69,6 @@ fn contains(bytes: &[u8], needle: &str) -> bool {
 /// First read, concordant blind double-check, sign-out with GAS-G3.
 async fn sign_out(first: &As<'_>, second: &As<'_>, case: &str, slide: &str) {
     sign_out_with(first, second, case, slide, "GAS-G3").await;
-}
-
-/// Waits until research slide `id` is tombstoned; returns the reason recorded.
-async fn tombstone(db: &pathfed_core::Db, id: &str) -> String {
-    wait_for("the tombstone", Duration::from_secs(60), || {
-        let (db, id) = (db.clone(), id.to_string());
-        async move {
-            sqlx::query(
-                "SELECT deleted_reason FROM research_slides WHERE id = $1 \
-                 AND deleted_at IS NOT NULL",
-            )
-            .bind(id)
-            .fetch_optional(db.pool())
-            .await
-            .unwrap()
-            .map(|row| row.get::<String, _>("deleted_reason"))
-        }
-    })
-    .await
 }
 
 /// Submits a generated slide for `patient` from the spoke and signs the case out with GAS-G3;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use sqlx::Row;
 
 use super::{As, TestServer};
 
@@ -57,6 +58,25 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until research slide `id` is tombstoned; returns the reason recorded.
+pub async fn tombstone(db: &pathfed_core::Db, id: &str) -> String {
+    wait_for("the tombstone", Duration::from_secs(60), || {
+        let (db, id) = (db.clone(), id.to_string());
+        async move {
+            sqlx::query(
+                "SELECT deleted_reason FROM research_slides WHERE id = $1 \
+                 AND deleted_at IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await
+            .unwrap()
+            .map(|row| row.get::<String, _>("deleted_reason"))
+        }
+    })
+    .await
 }
 
 /// The people of both tests: a spoke submitter, two hub pathologists and a hub researcher.
