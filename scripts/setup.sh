@@ -17,7 +17,8 @@ packages=(
   build-essential   # the C compiler for mimalloc and the linker
   postgresql        # initdb/pg_ctl/postgres for throwaway test clusters; the system cluster is unused
   chromium:chromium # headless browser for the web tests
-  poppler-utils:pdftoppm # renders report PDFs to PNG in the report tests
+  poppler-utils:pdftoppm # pdftoppm, pdftotext, pdffonts: render and read report PDFs in tests
+  fonts-ipaexfont-gothic # IPAexGothic (IPA Font License): built into report PDFs for Japanese
   nodejs:node       # builds and tests the web client
   npm:npm
   python3-venv      # the venv holding moto, the S3 stand-in for tests
@@ -62,6 +63,11 @@ fi
 if ! "$venv/bin/python" -c 'import numpy, safetensors' 2>/dev/null; then
   echo "setup: installing numpy and safetensors into $venv"
   "$venv/bin/pip" install -q --disable-pip-version-check numpy safetensors
+fi
+# aiosmtpd, the mail server the notification test mails its notices to.
+if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+  echo "setup: installing aiosmtpd into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "aiosmtpd==1.*"
 fi
 
 # The web client's dependencies, once it exists. Reinstall when the lock file is newer than

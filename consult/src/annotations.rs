@@ -1,5 +1,5 @@
-//! Annotations on a case's slides: polygons, rectangles, points and free-text notes, each
-//! optionally carrying a taxonomy label, in level-0 pixel coordinates.
+//! Annotations on a case's slides: polygons, rectangles, points, free-text notes and lines
+//! (kept measurements), each optionally carrying a taxonomy label, in level-0 pixel coordinates.
 //!
 //! Exchanged as GeoJSON the way QuPath writes it (`objectType: "annotation"`, a
 //! `classification` with name and colour), plus a `pathfed` property that keeps our kind and
@@ -40,6 +40,8 @@ pub enum Kind {
     Point,
     /// A note pinned at a position.
     Text,
+    /// A straight segment between two positions: a kept length measurement.
+    Line,
 }
 
 impl Kind {
@@ -49,13 +51,21 @@ impl Kind {
             Kind::Rectangle => "rectangle",
             Kind::Point => "point",
             Kind::Text => "text",
+            Kind::Line => "line",
         }
     }
 
+    /// Every kind.
+    const ALL: [Kind; 5] = [
+        Kind::Polygon,
+        Kind::Rectangle,
+        Kind::Point,
+        Kind::Text,
+        Kind::Line,
+    ];
+
     fn parse(s: &str) -> Option<Self> {
-        [Kind::Polygon, Kind::Rectangle, Kind::Point, Kind::Text]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -177,6 +187,12 @@ fn check_form(
                 "a {} has exactly one position",
                 form.kind.as_str()
             )));
+        }
+        // A measured length needs its two ends, and they must differ to measure anything.
+        Kind::Line if points.len() != 2 || points[0] == points[1] => {
+            return Err(ConsultError::Invalid(
+                "a line has exactly two different positions".into(),
+            ));
         }
         _ => {}
     }
@@ -386,6 +402,7 @@ pub fn to_geojson(annotations: &[Annotation], taxonomy: &Taxonomy) -> serde_json
         .map(|a| {
             let geometry = match a.kind {
                 Kind::Point | Kind::Text => Geometry::new_point(a.points[0]),
+                Kind::Line => Geometry::new_line_string(a.points.clone()),
                 Kind::Polygon | Kind::Rectangle => {
                     let mut ring: Vec<[f64; 2]> = a.points.clone();
                     ring.push(a.points[0]);
@@ -502,9 +519,19 @@ fn feature_form(
             };
             (kind, ring)
         }
+        // QuPath writes its line annotations as LineStrings; the check of the form wants two
+        // positions, the only line that measures one length.
+        GeometryValue::LineString { coordinates } => {
+            let line = coordinates
+                .iter()
+                .map(position)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&at)?;
+            (Kind::Line, line)
+        }
         other => {
             return Err(at(format!(
-                "{} geometries are not supported (use Polygon or Point)",
+                "{} geometries are not supported (use Polygon, LineString or Point)",
                 other.type_name()
             )));
         }

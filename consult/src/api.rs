@@ -1,4 +1,5 @@
-//! The consultation API under `/api/v1/cases`, `/api/v1/taxonomies` and `/api/v1/stats`.
+//! The consultation API under `/api/v1/cases`, `/api/v1/taxonomies`, `/api/v1/organs`,
+//! `/api/v1/hubs` and `/api/v1/stats`.
 //!
 //! Every handler starts from [`open_case`], which answers "not found" for cases the user may
 //! not see, and every outcome (done, denied, refused) is written to the audit log with the
@@ -9,11 +10,11 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pathfed_core::Platform;
-use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::accounts::{self, HospitalKind, Principal, Role};
 use pathfed_core::hospital_settings;
 use pathfed_core::http::{ApiError, Authenticated, ErrorBody, JsonBody, audited};
 use pathfed_core::routes::{Routes, delete, get, post, put};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
@@ -22,6 +23,7 @@ use crate::access::{self, Relation};
 use crate::annotations::{self, Annotation, AnnotationForm};
 use crate::cases::{self, Case, CaseForm, ListFilter, Status};
 use crate::error::{ConsultError, ConsultResult};
+use crate::organs::{self, OrganList};
 use crate::reads::{self, FinalForm, ReadForm};
 use crate::report::{self, AmendForm, ReportVersion};
 use crate::research::{self, OptOut, OptOutList};
@@ -40,12 +42,18 @@ where
 {
     Routes::new()
         .route("/api/v1/taxonomies", get(taxonomies))
+        .route("/api/v1/organs", get(list_organs))
+        .route("/api/v1/hubs", get(list_hubs))
         .route("/api/v1/stats/concordance", get(concordance))
         .route("/api/v1/cases", get(list).post(create))
         .route("/api/v1/opt-outs", get(list_opt_outs).post(opt_out))
+        .merge(crate::notifications::routes())
         .route("/api/v1/cases/{id}", get(show).put(update))
         .route("/api/v1/cases/{id}/slides", post(attach))
-        .route("/api/v1/cases/{id}/slides/{slide}", delete(detach))
+        .route(
+            "/api/v1/cases/{id}/slides/{slide}",
+            delete(detach).put(label_slide),
+        )
         .route("/api/v1/cases/{id}/submit", post(submit))
         .route("/api/v1/cases/{id}/cancel", post(cancel))
         .route("/api/v1/cases/{id}/claim", post(claim))
@@ -54,6 +62,7 @@ where
         .route("/api/v1/cases/{id}/double-check", post(double_check))
         .route("/api/v1/cases/{id}/reads/second", put(second_read))
         .route("/api/v1/cases/{id}/adjudication", post(adjudicate))
+        .route("/api/v1/cases/{id}/report/preview", get(report_preview))
         .route("/api/v1/cases/{id}/sign-out", post(sign_out))
         .route("/api/v1/cases/{id}/amendments", post(amend))
         .route("/api/v1/cases/{id}/reports", get(report_versions))
@@ -83,6 +92,8 @@ where
 #[openapi(
     paths(
         taxonomies,
+        list_organs,
+        list_hubs,
         concordance,
         list,
         create,
@@ -92,6 +103,7 @@ where
         update,
         attach,
         detach,
+        label_slide,
         submit,
         cancel,
         claim,
@@ -100,6 +112,7 @@ where
         double_check,
         second_read,
         adjudicate,
+        report_preview,
         sign_out,
         amend,
         report_versions,
@@ -110,6 +123,9 @@ where
         delete_annotation,
         export_geojson,
         import_geojson,
+        crate::notifications::list_notifications,
+        crate::notifications::mark_notification_read,
+        crate::notifications::mark_all_notifications_read,
     ),
     tags((name = "consult", description = "Consultation: cases, routing, reads, double-check, \
         sign-out, reports, annotations, opt-outs"))
@@ -187,6 +203,81 @@ async fn taxonomies(
     axum::Json(consult.taxonomies.as_ref()).into_response()
 }
 
+/// The organs a case names: stable codes (what a case's `organ` is set to) with Japanese and English names; any other text stays accepted
+#[utoipa::path(
+    get,
+    path = "/api/v1/organs",
+    tag = "consult",
+    responses(
+        (status = 200, description = "`{\"organs\": [{\"code\", \"ja\", \"en\"}]}`, in the order a form lists them", body = OrganList),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn list_organs(Authenticated(_user): Authenticated) -> Response {
+    // Reference data, like the taxonomies: research pages name organs too (datasets, models).
+    axum::Json(organs::list()).into_response()
+}
+
+/// A hub a case may be sent to.
+#[derive(Debug, Serialize, ToSchema)]
+struct HubChoice {
+    /// Hospital id (what a case's `hub` may be set to).
+    id: String,
+    /// Hospital name.
+    name: String,
+    /// True for the hub the user's hospital sends to when a case names none.
+    default: bool,
+}
+
+/// The answer of `GET /api/v1/hubs`.
+#[derive(Debug, Serialize, ToSchema)]
+struct HubList {
+    /// Every hub but the user's own hospital, by name.
+    hubs: Vec<HubChoice>,
+}
+
+/// Hubs the user's hospital may send cases to, its default hub marked (clinical staff)
+#[utoipa::path(
+    get,
+    path = "/api/v1/hubs",
+    tag = "consult",
+    responses(
+        (status = 200, description = "`{\"hubs\": [{\"id\", \"name\", \"default\"}]}`, by name", body = HubList),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "only clinical staff send cases (not researchers)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn list_hubs(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+) -> Result<Response, ApiError> {
+    if !user.role.sees_clinical_data() {
+        let denied: ConsultResult<()> = Err(ConsultError::Forbidden(
+            "only clinical staff send cases to hubs".into(),
+        ));
+        let target = format!("hospital:{}", user.hospital.id);
+        audited(&consult.platform, &user, "case.hubs", &target, denied).await?;
+    }
+    let db = &consult.platform.db;
+    let hospitals = accounts::list_hospitals(db).await.map_err(ApiError::from)?;
+    let default_hub = accounts::default_hub(db, &user.hospital.id)
+        .await
+        .map_err(ApiError::from)?;
+    // The same hospitals case creation accepts as a hub: hubs other than the sender.
+    let hubs = hospitals
+        .into_iter()
+        .filter(|h| h.kind == HospitalKind::Hub && h.id != user.hospital.id)
+        .map(|h| HubChoice {
+            default: default_hub.as_deref() == Some(h.id.as_str()),
+            id: h.id,
+            name: h.name,
+        })
+        .collect();
+    Ok(axum::Json(HubList { hubs }).into_response())
+}
+
 /// Double-check concordance of the user's hub, per taxonomy (the hub's pathologists and admins; every hub's for the platform admin)
 #[utoipa::path(
     get,
@@ -232,9 +323,24 @@ struct ListQuery {
     urgency: Option<String>,
     organ: Option<String>,
     older_than_hours: Option<u64>,
+    q: Option<String>,
+    mine: Option<String>,
+    open: Option<String>,
 }
 
-/// Cases the user's hospital sent or (as a hub) received; filters status, urgency, organ, older_than_hours
+/// A yes/no query parameter: `1` or `true` is yes; `0`, `false`, empty or absent is no.
+fn query_flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value.map(str::trim) {
+        None | Some("" | "0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "bad_query",
+            format!("{name} must be 1 or 0, not {other:?}"),
+        )),
+    }
+}
+
+/// Cases the user's hospital sent or (as a hub) received, with the worklist's columns; filters status, urgency, organ, older_than_hours, q, mine, open
 #[utoipa::path(
     get,
     path = "/api/v1/cases",
@@ -244,9 +350,12 @@ struct ListQuery {
         ("urgency" = Option<String>, Query, description = "`routine` or `urgent`"),
         ("organ" = Option<String>, Query, description = "only cases of this organ"),
         ("older_than_hours" = Option<u64>, Query, description = "only cases submitted longer ago than this"),
+        ("q" = Option<String>, Query, description = "search: a case id prefix, or a substring of the specimen or of the organ (its code or its Japanese or English name), letter case and full-width characters ignored; for the submitting hospital's own staff also a patient id, matched exactly after the normalisation case creation applies (never by a hub)"),
+        ("mine" = Option<String>, Query, description = "`1`: only cases the user reads, as primary reader or double-checker"),
+        ("open" = Option<String>, Query, description = "`1`: only open cases (neither signed out nor cancelled), urgent first, then those waiting longest; otherwise the latest first"),
     ),
     responses(
-        (status = 200, description = "`{\"cases\": [...]}`, newest first, each as the user may see it", body = Object),
+        (status = 200, description = "`{\"cases\": [...]}`, each as the user may see it, with `assigned_to_me`, `assignee_name` (the primary reader's shown name), `waiting_seconds` (since submission, until sign-out or cancellation) and `final_diagnosis` (`{code, label, label_ja}`, signed-out cases only)", body = Object),
         (status = 400, description = "a bad query string", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
@@ -264,14 +373,30 @@ async fn list(
         urgency: query.urgency.filter(|s| !s.is_empty()),
         organ: query.organ.filter(|s| !s.is_empty()),
         older_than_hours: query.older_than_hours,
+        q: query.q.filter(|s| !s.trim().is_empty()),
+        mine: query_flag("mine", query.mine.as_deref())?,
+        open: query_flag("open", query.open.as_deref())?,
     };
     let window = consult.access_after_close_s();
-    let listed = cases::list(&consult.platform.db, &user, &filter).await;
+    let listed = cases::list(
+        &consult.platform.db,
+        &consult.patients,
+        &consult.taxonomies,
+        &user,
+        &filter,
+    )
+    .await;
     let all = audited(&consult.platform, &user, "case.list", "cases", listed).await?;
     let visible: Vec<Value> = all
         .iter()
-        .filter_map(|case| {
-            access::relation(&user, case, window).map(|rel| case_json(&consult, case, rel))
+        .filter_map(|item| {
+            let relation = access::relation(&user, &item.case, window)?;
+            let mut value = case_json(&consult, &item.case, relation);
+            value["assigned_to_me"] = json!(item.assigned_to_me);
+            value["assignee_name"] = json!(item.assignee_name);
+            value["waiting_seconds"] = json!(item.waiting_seconds);
+            value["final_diagnosis"] = json!(item.final_diagnosis);
+            Some(value)
         })
         .collect();
     Ok(axum::Json(json!({ "cases": visible })).into_response())
@@ -431,11 +556,7 @@ async fn detail(
     // Whether the AI panel is for this user: the server's answer, which the page follows
     // (AI support belongs to the hub pathologists who diagnose the case).
     value["ai_support"] = json!(relation == Relation::HubPathologist);
-    value["slides"] = json!(
-        cases::slide_ids(db, &case.id)
-            .await
-            .map_err(ApiError::from)?
-    );
+    value["slides"] = json!(cases::slides(db, &case.id).await.map_err(ApiError::from)?);
     value["reads"] = json!(
         reads::visible_reads(db, user, case)
             .await
@@ -536,9 +657,13 @@ async fn update(
 struct AttachForm {
     /// One of the spoke's slides.
     slide_id: String,
+    /// Its specimen/block label in this case (e.g. `A1`): at most 40 characters, any script,
+    /// trimmed.
+    #[serde(default)]
+    label: Option<String>,
 }
 
-/// Attach one of the spoke's slides to a draft ({slide_id})
+/// Attach one of the spoke's slides to a draft ({slide_id, label})
 #[utoipa::path(
     post,
     path = "/api/v1/cases/{id}/slides",
@@ -564,7 +689,14 @@ async fn attach(
     JsonBody(form): JsonBody<AttachForm>,
 ) -> Result<Response, ApiError> {
     let (case, _) = open_case(&consult, &user, &id, "case.attach").await?;
-    let done = cases::attach_slide(&consult.platform.db, &user, &case, &form.slide_id).await;
+    let done = cases::attach_slide(
+        &consult.platform.db,
+        &user,
+        &case,
+        &form.slide_id,
+        form.label.as_deref(),
+    )
+    .await;
     audited(
         &consult.platform,
         &user,
@@ -613,6 +745,58 @@ async fn detach(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A slide's specimen/block label within a case.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SlideLabelForm {
+    /// The label, e.g. `A1` or `#2 HE`: at most 40 characters, any script, trimmed; empty (or
+    /// null) clears it.
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// Label a slide of the case with its specimen/block ({label}): the submitting hospital while the case is a draft or waiting at the hub, the case's assigned pathologist until sign-out
+#[utoipa::path(
+    put,
+    path = "/api/v1/cases/{id}/slides/{slide}",
+    tag = "consult",
+    params(
+        ("id" = String, Path, description = "case id"),
+        ("slide" = String, Path, description = "slide id"),
+    ),
+    request_body = SlideLabelForm,
+    responses(
+        (status = 200, description = "the slide as the case now lists it: `{\"id\", \"label\"}`", body = cases::CaseSlide),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 404, description = "no such case or slide (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn label_slide(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path((id, slide)): Path<(String, String)>,
+    JsonBody(form): JsonBody<SlideLabelForm>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_case(&consult, &user, &id, "case.slide_label").await?;
+    let label = form.label.unwrap_or_default();
+    let done = cases::set_slide_label(&consult.platform.db, &user, &case, &slide, &label).await;
+    let label = audited(
+        &consult.platform,
+        &user,
+        "case.slide_label",
+        &format!("case:{}/slide:{slide}", case.id),
+        done,
+    )
+    .await?;
+    Ok(axum::Json(cases::CaseSlide { id: slide, label }).into_response())
+}
+
 /// Runs a state change and answers with the case as the user now sees it.
 async fn moved(
     consult: &Consult,
@@ -622,8 +806,9 @@ async fn moved(
     relation: Relation,
     result: ConsultResult<Case>,
 ) -> Result<Response, ApiError> {
-    let case = audited(&consult.platform, user, action, &target(case), result).await?;
-    Ok(axum::Json(detail(consult, user, &case, relation).await?).into_response())
+    let after = audited(&consult.platform, user, action, &target(case), result).await?;
+    crate::notifications::case_moved(consult, user, case, &after).await;
+    Ok(axum::Json(detail(consult, user, &after, relation).await?).into_response())
 }
 
 /// Send a draft to its hub (chosen, or the spoke's default hub)
@@ -910,6 +1095,53 @@ async fn adjudicate(
     moved(&consult, &user, "case.adjudicate", &case, rel, result).await
 }
 
+/// The report as it would be issued if the caller signed the case out now, as HTML marked as a preview (for a reader who may sign out now)
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/report/preview",
+    tag = "consult",
+    params(("id" = String, Path, description = "case id")),
+    responses(
+        (status = 200, description = "the report as HTML, in the reading hospital's language, marked as a preview and without a hash", content(("text/html"))),
+        (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "only the case's two readers sign it out", body = ErrorBody),
+        (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
+        (status = 409, description = "the case cannot be signed out now (no settled diagnosis, or already signed out)", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn report_preview(
+    State(consult): State<Consult>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (case, _) = open_case(&consult, &user, &id, "case.report.preview").await?;
+    let built = report::preview(&consult, &user, &case).await;
+    let page = audited(
+        &consult.platform,
+        &user,
+        "case.report.preview",
+        &target(&case),
+        built,
+    )
+    .await?;
+    let mut response = page.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // It changes as the case does and names the patient: never kept by a cache.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Like the issued HTML: its own styles, nothing else may load or run in it.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    Ok(response)
+}
+
 /// Sign out: issues report version 1
 #[utoipa::path(
     post,
@@ -941,6 +1173,7 @@ async fn sign_out(
         result,
     )
     .await?;
+    crate::notifications::report_issued(&consult, &user, &case.id, version.version).await;
     Ok(axum::Json(version).into_response())
 }
 
@@ -979,6 +1212,7 @@ async fn amend(
         result,
     )
     .await?;
+    crate::notifications::report_issued(&consult, &user, &case.id, version.version).await;
     Ok(axum::Json(version).into_response())
 }
 

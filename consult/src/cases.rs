@@ -356,15 +356,68 @@ pub async fn slide_ids(db: &Db, case_id: &str) -> ConsultResult<Vec<String>> {
         .collect()
 }
 
-/// Attaches one of the spoke's slides to a draft.
+/// A slide of a case with the label the case gives it, as the case detail lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CaseSlide {
+    /// Slide id.
+    pub id: String,
+    /// The specimen/block label (e.g. `A1`, `#2 HE`), if one was given.
+    pub label: Option<String>,
+}
+
+/// Slides attached to a case with their labels, in order.
+pub async fn slides(db: &Db, case_id: &str) -> ConsultResult<Vec<CaseSlide>> {
+    let rows = sqlx::query(
+        "SELECT slide_id, label FROM case_slides WHERE case_id = $1 ORDER BY position, slide_id",
+    )
+    .bind(case_id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| -> ConsultResult<CaseSlide> {
+            Ok(CaseSlide {
+                id: r.try_get("slide_id")?,
+                label: r.try_get("label")?,
+            })
+        })
+        .collect()
+}
+
+/// Longest slide label, in characters.
+pub const MAX_SLIDE_LABEL_CHARS: usize = 40;
+
+/// Checks a slide label: any script, trimmed, at most [`MAX_SLIDE_LABEL_CHARS`] characters, no
+/// control characters. An empty label clears it (`None`).
+pub fn check_slide_label(label: &str) -> ConsultResult<Option<String>> {
+    let label = label.trim();
+    if label.chars().count() > MAX_SLIDE_LABEL_CHARS {
+        return Err(ConsultError::Invalid(format!(
+            "a slide label has at most {MAX_SLIDE_LABEL_CHARS} characters"
+        )));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(ConsultError::Invalid(
+            "a slide label must not contain control characters".into(),
+        ));
+    }
+    Ok((!label.is_empty()).then(|| label.to_string()))
+}
+
+/// Attaches one of the spoke's slides to a draft, with its label if one is given (attaching
+/// an attached slide again with a label relabels it).
 pub async fn attach_slide(
     db: &Db,
     user: &Principal,
     case: &Case,
     slide_id: &str,
+    label: Option<&str>,
 ) -> ConsultResult<()> {
     require_spoke(user, case)?;
     require_status(case, &[Status::Draft], "attach slides")?;
+    let label = match label {
+        Some(label) => check_slide_label(label)?,
+        None => None,
+    };
     if !slides::belongs_to(db, &case.spoke_id, slide_id).await? {
         return Err(ConsultError::NotFound("slide"));
     }
@@ -374,21 +427,95 @@ pub async fn attach_slide(
     // still a draft, so a slide cannot slip into a case submitted meanwhile, and miss its run.
     // Attaching twice is harmless: the second insert is skipped, not an error.
     let done = sqlx::query(
-        "INSERT INTO case_slides (case_id, slide_id, position) SELECT $1, $2, $3 \
+        "INSERT INTO case_slides (case_id, slide_id, position, label) SELECT $1, $2, $3, $4 \
          WHERE EXISTS (SELECT 1 FROM cases WHERE id = $1 AND status = 'draft') \
          ON CONFLICT DO NOTHING",
     )
     .bind(&case.id)
     .bind(slide_id)
     .bind(position)
+    .bind(&label)
     .execute(db.pool())
     .await?;
+    if done.rows_affected() == 0 && label.is_some() {
+        sqlx::query(
+            "UPDATE case_slides SET label = $1 WHERE case_id = $2 AND slide_id = $3 \
+             AND EXISTS (SELECT 1 FROM cases WHERE id = $2 AND status = 'draft')",
+        )
+        .bind(&label)
+        .bind(&case.id)
+        .bind(slide_id)
+        .execute(db.pool())
+        .await?;
+    }
     let attached =
         done.rows_affected() == 1 || slide_ids(db, &case.id).await?.iter().any(|s| s == slide_id);
     if !attached {
         return Err(moved_meanwhile(db, case).await);
     }
     Ok(())
+}
+
+/// While the spoke may still label its slides: until a hub pathologist takes the case.
+const SPOKE_LABELS: [Status; 2] = [Status::Draft, Status::Submitted];
+/// While the case's assigned pathologist may label its slides: until sign-out.
+const READER_LABELS: [Status; 5] = [
+    Status::Assigned,
+    Status::Diagnosed,
+    Status::InDoubleCheck,
+    Status::Adjudication,
+    Status::ReadyForSignOut,
+];
+
+/// Sets or clears the label of one of the case's slides (see [`check_slide_label`]): the
+/// spoke's clinical staff while the case is a draft or waiting at the hub, the case's assigned
+/// (primary) pathologist from then until sign-out. Returns the label as stored.
+pub async fn set_slide_label(
+    db: &Db,
+    user: &Principal,
+    case: &Case,
+    slide_id: &str,
+    label: &str,
+) -> ConsultResult<Option<String>> {
+    let assigned = case.primary_reader.as_deref() == Some(user.id.as_str())
+        && case.hub_id.as_deref() == Some(user.hospital.id.as_str());
+    let allowed: &[Status] = if is_spoke_member(user, case) && user.role != Role::Researcher {
+        &SPOKE_LABELS
+    } else if assigned {
+        &READER_LABELS
+    } else {
+        return Err(ConsultError::Forbidden(
+            "only the submitting hospital (until the hub takes the case) or the case's \
+             assigned pathologist (until sign-out) can label its slides"
+                .into(),
+        ));
+    };
+    require_status(case, allowed, "label slides")?;
+    let label = check_slide_label(label)?;
+    let statuses: Vec<String> = allowed
+        .iter()
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect();
+    // Only our own status names are formatted into the statement; the values are bound. The
+    // condition on the case's status makes a label and a concurrent move exclusive.
+    let sql = format!(
+        "UPDATE case_slides SET label = $1 WHERE case_id = $2 AND slide_id = $3 \
+         AND EXISTS (SELECT 1 FROM cases WHERE id = $2 AND status IN ({}))",
+        statuses.join(", ")
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&label)
+        .bind(&case.id)
+        .bind(slide_id)
+        .execute(db.pool())
+        .await?;
+    if done.rows_affected() == 1 {
+        return Ok(label);
+    }
+    if !slide_ids(db, &case.id).await?.iter().any(|s| s == slide_id) {
+        return Err(ConsultError::NotFound("slide"));
+    }
+    Err(moved_meanwhile(db, case).await)
 }
 
 /// Detaches a slide from a draft.
@@ -571,16 +698,176 @@ pub struct ListFilter {
     pub organ: Option<String>,
     /// Only cases submitted at least this many hours ago.
     pub older_than_hours: Option<u64>,
+    /// Search: a case id prefix, or a specimen or organ substring (the organ's code or its name
+    /// in either language; letter case and full-width characters ignored); for the submitting
+    /// hospital's own staff also a patient id, matched exactly once normalised as case creation
+    /// normalises it.
+    #[serde(default)]
+    pub q: Option<String>,
+    /// Only cases the user reads: as primary reader or as double-checker.
+    #[serde(default)]
+    pub mine: bool,
+    /// Only open cases: neither signed out nor cancelled.
+    #[serde(default)]
+    pub open: bool,
 }
 
-/// Cases the user's hospital sent (spoke view) or received (hub worklist), newest or most
-/// urgent first.
-pub async fn list(db: &Db, user: &Principal, filter: &ListFilter) -> ConsultResult<Vec<Case>> {
+/// Longest search text accepted, in characters.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
+/// A signed-out case's final diagnosis as lists show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FinalDiagnosis {
+    /// The taxonomy code.
+    pub code: String,
+    /// Its label in English.
+    pub label: String,
+    /// Its label in Japanese (the English one where the taxonomy has none).
+    pub label_ja: String,
+}
+
+/// A case as the worklist lists it, with what the list shows beside it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The case.
+    pub case: Case,
+    /// Whether the user is its primary reader or its double-checker.
+    pub assigned_to_me: bool,
+    /// The primary reader's shown name, once someone has it.
+    pub assignee_name: Option<String>,
+    /// See [`waiting_seconds`].
+    pub waiting_seconds: Option<i64>,
+    /// See [`final_diagnosis`].
+    pub final_diagnosis: Option<FinalDiagnosis>,
+}
+
+/// Seconds a case has waited since it was submitted: until `at` while it is open, until it
+/// closed (signed out or cancelled) after that; `None` for a draft.
+pub fn waiting_seconds(case: &Case, at: i64) -> Option<i64> {
+    let submitted = case.submitted_at?;
+    let until = if case.status.is_closed() {
+        case.closed_at.unwrap_or(at)
+    } else {
+        at
+    };
+    Some(until.saturating_sub(submitted).max(0))
+}
+
+/// The final diagnosis of a signed-out case with its labels; `None` before sign-out, so that
+/// nothing of a read shows in a list while the case is still being read.
+pub fn final_diagnosis(taxonomies: &Taxonomies, case: &Case) -> Option<FinalDiagnosis> {
+    use crate::taxonomy::label_in;
+    use pathfed_core::locale::Lang;
+
+    if case.status != Status::SignedOut {
+        return None;
+    }
+    let code = case.final_code.clone()?;
+    // As the report names it; a code no taxonomy knows any more still shows as itself.
+    let label = label_in(&case.taxonomy, &code, Lang::En)
+        .or_else(|| {
+            let taxonomy = taxonomies.get(&case.taxonomy)?;
+            Some(taxonomy.label(&code)?.name.clone())
+        })
+        .unwrap_or_else(|| code.clone());
+    let label_ja = label_in(&case.taxonomy, &code, Lang::Ja).unwrap_or_else(|| label.clone());
+    Some(FinalDiagnosis {
+        code,
+        label,
+        label_ja,
+    })
+}
+
+/// Text as a search compares it: full-width ASCII (as a Japanese input method types it) as
+/// ASCII, the ideographic space as a space, lower case.
+fn fold(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+            '\u{3000}' => ' ',
+            c => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A list's search, prepared once for every case of the list.
+struct Search {
+    /// The text as typed, folded.
+    folded: String,
+    /// The keyed hash of the text read as a patient id of the user's hospital, if it can be one.
+    patient_hash: Option<String>,
+}
+
+impl Search {
+    /// The search for `q`; `None` when there is nothing to search for.
+    async fn new(
+        db: &Db,
+        ids: &PatientIds,
+        user: &Principal,
+        q: &str,
+    ) -> ConsultResult<Option<Self>> {
+        let q = q.trim();
+        if q.is_empty() {
+            return Ok(None);
+        }
+        if q.chars().count() > MAX_SEARCH_CHARS {
+            return Err(ConsultError::Invalid(format!(
+                "the search is longer than {MAX_SEARCH_CHARS} characters"
+            )));
+        }
+        // Keyed exactly as case creation keys the id, so that however staff type it (full-width
+        // digits, surrounding spaces) it finds the same patient, and only that patient.
+        let patient_hash = match PatientIds::normalise(db, &user.hospital.id, q).await {
+            Ok(id) => Some(ids.hash(&user.hospital.id, &id)),
+            // Text that cannot be a patient id (control characters, too long) is searched as
+            // text only.
+            Err(ConsultError::Invalid(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Some(Self {
+            folded: fold(q),
+            patient_hash,
+        }))
+    }
+
+    fn matches(&self, user: &Principal, case: &Case) -> bool {
+        use crate::organs::name_in;
+        use pathfed_core::locale::Lang;
+
+        // An organ is found by its code or stored text and by its name in either language, so
+        // 胃 finds the stomach's cases.
+        let organ = |lang| fold(&name_in(&case.organ, lang)).contains(&self.folded);
+        fold(&case.id).starts_with(&self.folded)
+            || fold(&case.specimen).contains(&self.folded)
+            || fold(&case.organ).contains(&self.folded)
+            || organ(Lang::Ja)
+            || organ(Lang::En)
+            // Only the submitting hospital knows its patients' ids: a hub never finds a case
+            // by one, and the hash is of the user's own hospital anyway.
+            || (is_spoke_member(user, case)
+                && self.patient_hash.as_deref() == Some(case.patient_hash.as_str()))
+    }
+}
+
+/// Cases the user's hospital sent (spoke view) or received (hub worklist). Open lists put
+/// urgent cases first, then those waiting longest; other lists put the latest first.
+pub async fn list(
+    db: &Db,
+    ids: &PatientIds,
+    taxonomies: &Taxonomies,
+    user: &Principal,
+    filter: &ListFilter,
+) -> ConsultResult<Vec<Listed>> {
     if !user.role.sees_clinical_data() {
         return Err(ConsultError::Forbidden(
             "your role has no access to clinical cases".into(),
         ));
     }
+    let search = match filter.q.as_deref() {
+        Some(q) => Search::new(db, ids, user, q).await?,
+        None => None,
+    };
     let mut sql = format!(
         "SELECT {CASE_COLUMNS} {CASE_FROM} WHERE (c.spoke_id = $1 OR (c.hub_id = $1 AND c.status <> 'draft'))"
     );
@@ -597,20 +884,61 @@ pub async fn list(db: &Db, user: &Principal, filter: &ListFilter) -> ConsultResu
         binds.push(organ.trim().to_lowercase());
         sql.push_str(&format!(" AND c.organ = ${}", binds.len()));
     }
-    sql.push_str(" ORDER BY CASE c.urgency WHEN 'urgent' THEN 0 ELSE 1 END, c.created_at DESC");
+    if filter.mine {
+        binds.push(user.id.clone());
+        let me = binds.len();
+        sql.push_str(&format!(
+            " AND (c.primary_reader = ${me} OR c.second_reader = ${me})"
+        ));
+    }
+    if filter.open {
+        sql.push_str(" AND c.status NOT IN ('signed_out', 'cancelled')");
+        // Drafts have not started waiting: after every submitted case, newest first.
+        sql.push_str(
+            " ORDER BY CASE c.urgency WHEN 'urgent' THEN 0 ELSE 1 END, \
+             CASE WHEN c.submitted_at IS NULL THEN 1 ELSE 0 END, c.submitted_at, \
+             c.created_at DESC, c.id",
+        );
+    } else {
+        sql.push_str(" ORDER BY COALESCE(c.closed_at, c.submitted_at, c.created_at) DESC, c.id");
+    }
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for value in &binds {
         query = query.bind(value.clone());
     }
     let rows = query.fetch_all(db.pool()).await?;
+    let at = now();
     let cutoff = filter
         .older_than_hours
-        .map(|h| now() - (h as i64).saturating_mul(3600));
+        .map(|h| at - (h as i64).saturating_mul(3600));
     let mut cases = cases_from_rows(db, &rows).await?;
     if let Some(cutoff) = cutoff {
         cases.retain(|case| case.submitted_at.is_some_and(|at| at <= cutoff));
     }
-    Ok(cases)
+    // Searched here rather than in SQL so that letter case and full-width characters fold the
+    // same way (Unicode's) on both database backends.
+    if let Some(search) = &search {
+        cases.retain(|case| search.matches(user, case));
+    }
+    let readers: Vec<String> = cases
+        .iter()
+        .filter_map(|case| case.primary_reader.clone())
+        .collect();
+    let names = accounts::users_by_id(db, &readers).await?;
+    Ok(cases
+        .into_iter()
+        .map(|case| Listed {
+            assigned_to_me: case.is_reader(&user.id),
+            assignee_name: case
+                .primary_reader
+                .as_ref()
+                .and_then(|id| names.get(id))
+                .map(|reader| reader.shown_name().to_string()),
+            waiting_seconds: waiting_seconds(&case, at),
+            final_diagnosis: final_diagnosis(taxonomies, &case),
+            case,
+        })
+        .collect())
 }
 
 /// Sets (or clears) the hub a spoke's cases go to by default.

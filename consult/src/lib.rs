@@ -15,6 +15,8 @@ pub mod api;
 mod case;
 pub mod cases;
 pub mod error;
+pub mod notifications;
+pub mod organs;
 pub mod patient;
 pub mod reads;
 pub mod render;

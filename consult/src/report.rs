@@ -4,10 +4,16 @@
 //! its canonical JSON), rendered to HTML and PDF, and stored with the hash in the clinical
 //! tier. Reports never change: an amendment after sign-out issues the next version, which
 //! names the hash of the one it supersedes, and every earlier version stays retrievable.
+//! A report speaks the reading hospital's language and keeps its clock; it names people by
+//! full name and qualification, and slides by their label and file name.
 
-use pathfed_core::accounts::{self, Principal};
+use std::collections::HashMap;
+
+use pathfed_core::CoreError;
+use pathfed_core::accounts::{self, Principal, User};
 use pathfed_core::contracts::slides;
 use pathfed_core::db::now;
+use pathfed_core::locale::{DEFAULT_TIME_ZONE, Lang};
 use pathfed_core::store::{delete_prefix, get_bytes, put_bytes};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,12 +22,13 @@ use sqlx::Row;
 use crate::Consult;
 use crate::cases::{self, Case, Status, check_text, require_status};
 use crate::error::{ConsultError, ConsultResult};
-use crate::reads::{self, ReadKind};
+use crate::reads;
 use crate::render;
 pub use crate::report_content::{
-    FinalDiagnosis, ReportContent, ReportRead, ReportSlide, ReportSlideRead,
+    FinalDiagnosis, REPORT_FORMAT, ReportContent, ReportPerson, ReportRead, ReportSlide,
+    ReportSlideRead,
 };
-use crate::taxonomy::Taxonomy;
+use crate::taxonomy::{self, Taxonomy};
 
 /// A stored report version.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -42,28 +49,54 @@ pub struct ReportVersion {
     pub amendment_reason: Option<String>,
 }
 
-fn label_name(taxonomy: &Taxonomy, code: &str) -> String {
-    taxonomy
-        .label(code)
-        .map(|l| l.name.clone())
-        .unwrap_or_else(|| code.to_string())
+/// A code's label in the report's language: the taxonomy's translation where it has one,
+/// else the label as configured, else the code.
+fn label_in(taxonomy: &Taxonomy, code: &str, lang: Lang) -> String {
+    taxonomy::label_in(&taxonomy.id, code, lang).unwrap_or_else(|| {
+        taxonomy
+            .label(code)
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| code.to_string())
+    })
 }
 
-async fn username(consult: &Consult, id: &str) -> ConsultResult<String> {
-    accounts::user_names(&consult.platform.db, &[id.to_string()])
-        .await?
-        .remove(id)
-        .ok_or_else(|| ConsultError::Core(pathfed_core::CoreError::NotFound(format!("user {id}"))))
+/// How a report names a user: full name and qualification as registered.
+fn report_person(user: &User) -> ReportPerson {
+    ReportPerson {
+        username: user.username.clone(),
+        name: user.shown_name().to_string(),
+        qualification: user.qualification.clone().filter(|q| !q.is_empty()),
+    }
+}
+
+fn person_of(users: &HashMap<String, User>, id: &str) -> ConsultResult<ReportPerson> {
+    users
+        .get(id)
+        .map(report_person)
+        .ok_or_else(|| ConsultError::Core(CoreError::NotFound(format!("user {id}"))))
+}
+
+/// The reading hospital's language and time zone, which its reports use.
+async fn hub_locale(consult: &Consult, case: &Case) -> ConsultResult<(Lang, String)> {
+    let hub = match &case.hub_id {
+        Some(id) => accounts::find_hospital(&consult.platform.db, id).await?,
+        None => None,
+    };
+    Ok(match hub {
+        Some(hub) => (hub.language, hub.time_zone),
+        None => (Lang::Ja, DEFAULT_TIME_ZONE.to_string()),
+    })
 }
 
 async fn report_slides(consult: &Consult, case: &Case) -> ConsultResult<Vec<ReportSlide>> {
     let mut listed = Vec::new();
-    for id in cases::slide_ids(&consult.platform.db, &case.id).await? {
-        let slide = slides::get(&consult.platform.db, &id)
+    for entry in cases::slides(&consult.platform.db, &case.id).await? {
+        let slide = slides::get(&consult.platform.db, &entry.id)
             .await?
             .ok_or(ConsultError::NotFound("slide"))?;
         listed.push(ReportSlide {
-            id,
+            id: entry.id,
+            label: entry.label,
             filename: slide.filename,
             width: slide.width,
             height: slide.height,
@@ -87,12 +120,40 @@ async fn build_content(
         .final_code
         .clone()
         .ok_or_else(|| ConsultError::Transition("the case has no final diagnosis yet".into()))?;
+    let (language, time_zone) = hub_locale(consult, case).await?;
+    // Everyone the report names, looked up once.
+    let mut ids: Vec<String> = reads.iter().map(|r| r.reader_id.clone()).collect();
+    ids.extend(case.final_by.clone());
+    let users = accounts::users_by_id(&consult.platform.db, &ids).await?;
     let decided_by = match &case.final_by {
-        Some(id) => Some(username(consult, id).await?),
+        Some(id) => Some(person_of(&users, id)?),
         None => None,
     };
+    let mut report_reads = Vec::with_capacity(reads.len());
+    for read in &reads {
+        report_reads.push(ReportRead {
+            kind: read.kind,
+            reader: person_of(&users, &read.reader_id)?,
+            code: read.code.clone(),
+            label: label_in(taxonomy, &read.code, language),
+            findings: read.findings.clone(),
+            slides: read
+                .slides
+                .iter()
+                .map(|s| ReportSlideRead {
+                    slide_id: s.slide_id.clone(),
+                    label: s.code.as_deref().map(|c| label_in(taxonomy, c, language)),
+                    code: s.code.clone(),
+                    findings: s.findings.clone(),
+                })
+                .collect(),
+            entered_at: read.entered_at,
+        });
+    }
     Ok(ReportContent {
-        format: "pathfed-report/1",
+        format: REPORT_FORMAT,
+        language,
+        time_zone,
         case_id: case.id.clone(),
         version,
         supersedes_hash,
@@ -105,46 +166,24 @@ async fn build_content(
             .unwrap_or_else(|| "(unreadable: key changed)".into()),
         age_band: case.age_band.clone(),
         sex: case.sex.clone(),
-        organ: case.organ.clone(),
+        // As the reading hospital names it (`stomach` is 胃 in Japanese); free text as entered.
+        organ: crate::organs::name_in(&case.organ, language),
         specimen: case.specimen.clone(),
         clinical_question: case.clinical_question.clone(),
         urgency: case.urgency.as_str().to_string(),
         submitted_at: case.submitted_at.unwrap_or(case.created_at),
         taxonomy: taxonomy.id.clone(),
         slides: report_slides(consult, case).await?,
-        reads: reads
-            .iter()
-            .map(|read| ReportRead {
-                kind_name: match read.kind {
-                    ReadKind::Primary => "First".into(),
-                    ReadKind::Second => "Second (double-check)".into(),
-                },
-                reader: read.reader.clone(),
-                code: read.code.clone(),
-                label: label_name(taxonomy, &read.code),
-                findings: read.findings.clone(),
-                slides: read
-                    .slides
-                    .iter()
-                    .map(|s| ReportSlideRead {
-                        slide_id: s.slide_id.clone(),
-                        label: s.code.as_deref().map(|c| label_name(taxonomy, c)),
-                        code: s.code.clone(),
-                        findings: s.findings.clone(),
-                    })
-                    .collect(),
-                entered_at: read.entered_at,
-            })
-            .collect(),
+        reads: report_reads,
         concordant: case.concordant.unwrap_or(false),
         final_diagnosis: FinalDiagnosis {
-            label: label_name(taxonomy, &final_code),
+            label: label_in(taxonomy, &final_code, language),
             code: final_code,
             findings: case.final_findings.clone().unwrap_or_default(),
             decided_by,
             note: case.final_note.clone().unwrap_or_default(),
         },
-        signed_by: signer.username.clone(),
+        signed_by: report_person(signer),
         signed_at: now(),
     })
 }
@@ -169,7 +208,16 @@ async fn store_version(
     let json = serde_json::to_vec_pretty(content)
         .map_err(|e| ConsultError::Invalid(format!("report content: {e}")))?;
     let html = render::html(content, content_hash);
-    let pdf = render::pdf(content, content_hash);
+    // Laying out and subsetting the font takes a moment of CPU: off the async threads.
+    let pdf = {
+        let (content, content_hash) = (content.clone(), content_hash.to_string());
+        tokio::task::spawn_blocking(move || render::pdf(&content, &content_hash)).await
+    };
+    let pdf = match pdf {
+        Ok(Ok(pdf)) => pdf,
+        Ok(Err(e)) => return Err(render_failed(e)),
+        Err(e) => return Err(render_failed(e)),
+    };
     let pdf_sha256 = hex::encode(Sha256::digest(&pdf));
     let stored = async {
         put_bytes(store, &format!("{prefix}/report.json"), json).await?;
@@ -182,6 +230,14 @@ async fn store_version(
         return Err(e.into());
     }
     Ok(pdf_sha256)
+}
+
+/// A report that could not be drawn: a failure of the server, not of the request.
+fn render_failed(e: impl std::fmt::Display) -> ConsultError {
+    ConsultError::Core(CoreError::io(
+        "rendering the report",
+        std::io::Error::other(e.to_string()),
+    ))
 }
 
 fn require_reader(user: &Principal, case: &Case, action: &str) -> ConsultResult<()> {
@@ -297,12 +353,9 @@ async fn commit_version(
     Ok(())
 }
 
-/// Signs the case out: the first report version, returned to the spoke.
-pub async fn sign_out(
-    consult: &Consult,
-    user: &Principal,
-    case: &Case,
-) -> ConsultResult<ReportVersion> {
+/// Whether `user` may sign the case out now: the case's diagnosis is settled and the user is
+/// one of its two readers.
+fn check_sign_out(user: &Principal, case: &Case) -> ConsultResult<()> {
     if case.status != Status::ReadyForSignOut {
         let why = match case.status {
             Status::Diagnosed | Status::InDoubleCheck => {
@@ -314,7 +367,25 @@ pub async fn sign_out(
         };
         return Err(ConsultError::Transition(why.into()));
     }
-    require_reader(user, case, "sign the case out")?;
+    require_reader(user, case, "sign the case out")
+}
+
+/// The report as it would be issued if `user` signed the case out now (same content, version
+/// and signer, the present moment), as HTML marked as a preview; only for a user who may sign
+/// the case out now.
+pub async fn preview(consult: &Consult, user: &Principal, case: &Case) -> ConsultResult<String> {
+    check_sign_out(user, case)?;
+    let content = build_content(consult, case, user, case.report_version + 1, None, None).await?;
+    Ok(render::preview_html(&content))
+}
+
+/// Signs the case out: the first report version, returned to the spoke.
+pub async fn sign_out(
+    consult: &Consult,
+    user: &Principal,
+    case: &Case,
+) -> ConsultResult<ReportVersion> {
+    check_sign_out(user, case)?;
     let content = build_content(consult, case, user, 1, None, None).await?;
     let content_hash = content.hash();
     let pdf_sha256 = store_version(consult, case, &content, &content_hash).await?;
@@ -489,11 +560,16 @@ pub struct PdfClaim {
 pub const MAX_REPORT_BYTES: usize = 64 << 20;
 
 /// Finds the report marker in a PDF's bytes; `None` if it is not a pathfed report.
+///
+/// The keywords are a literal string of the document information (`(pathfed-report case=…)`)
+/// in every format so far; PDF/A reports (format 2) repeat them in their XMP metadata
+/// (`<pdf:Keywords>pathfed-report case=…</pdf:Keywords>`), so either closing mark ends them.
 pub fn pdf_claim(pdf: &[u8]) -> Option<PdfClaim> {
-    let marker = render::PDF_MARKER.as_bytes();
+    let marker = format!("{} case=", render::PDF_MARKER);
+    let marker = marker.as_bytes();
     let start = pdf.windows(marker.len()).position(|w| w == marker)?;
     let tail = &pdf[start..pdf.len().min(start + 300)];
-    let end = tail.iter().position(|&b| b == b')')?;
+    let end = tail.iter().position(|&b| b == b')' || b == b'<')?;
     let text = std::str::from_utf8(&tail[..end]).ok()?;
     let mut case_id = None;
     let mut version = None;
@@ -512,4 +588,32 @@ pub fn pdf_claim(pdf: &[u8]) -> Option<PdfClaim> {
         version: version?,
         content_hash: content_hash?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn claims_are_read_from_old_and_new_reports() {
+        let keywords = format!("pathfed-report case=c-1 version=2 content-sha256={HASH}");
+        let want = PdfClaim {
+            case_id: "c-1".into(),
+            version: 2,
+            content_hash: HASH.into(),
+        };
+        // Format 1: the document information only.
+        let old = format!("%PDF-1.7\n5 0 obj\n<< /Keywords ({keywords}) >>\nendobj\n");
+        assert_eq!(pdf_claim(old.as_bytes()), Some(want.clone()));
+        // Format 2: XMP metadata may come first.
+        let new = format!(
+            "%PDF-1.7\n<pdf:Keywords>{keywords}</pdf:Keywords>\n<< /Keywords ({keywords}) >>"
+        );
+        assert_eq!(pdf_claim(new.as_bytes()), Some(want));
+        // The word alone, or a claim without its hash, is not a report.
+        assert_eq!(pdf_claim(b"%PDF-1.7 (pathfed-report) stream"), None);
+        assert_eq!(pdf_claim(b"(pathfed-report case=c-1 version=2)"), None);
+    }
 }

@@ -1,15 +1,41 @@
 //! What a report states ([`ReportContent`] and its parts) and its hash: built by `report`,
 //! rendered by `render`, so neither file needs the other for it. Re-exported from `report`,
 //! the public path.
+//!
+//! The hash covers the canonical JSON of [`ReportContent`], so any change to what is stated
+//! changes the format tag ([`REPORT_FORMAT`]). Versions issued under an earlier format keep the
+//! hash recorded when they were issued (`case_reports`), which is what verification compares;
+//! nothing re-hashes a stored report.
 
+use pathfed_core::locale::Lang;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::reads::ReadKind;
+
+/// The format tag of reports issued now. `pathfed-report/1` had English labels, user names
+/// and times in UTC; `/2` adds the hub's language and time zone, people's full names and
+/// qualifications, and slide labels.
+pub const REPORT_FORMAT: &str = "pathfed-report/2";
+
+/// A person as a report names them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportPerson {
+    /// Sign-in name (stable, for audit).
+    pub username: String,
+    /// Full name as printed (the user name when none is registered).
+    pub name: String,
+    /// Qualification as registered (e.g. 病理専門医), if any.
+    pub qualification: Option<String>,
+}
 
 /// A slide as the report lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportSlide {
     /// Slide id.
     pub id: String,
+    /// The specimen/block label the case gives it (e.g. `A1`), if any.
+    pub label: Option<String>,
     /// Uploaded file name.
     pub filename: String,
     /// Width in pixels.
@@ -25,7 +51,7 @@ pub struct ReportSlide {
 pub struct ReportSlideRead {
     /// Slide id.
     pub slide_id: String,
-    /// Label name, if a code was given.
+    /// Diagnosis label in the report's language, if a code was given.
     pub label: Option<String>,
     /// Code, if given.
     pub code: Option<String>,
@@ -36,13 +62,13 @@ pub struct ReportSlideRead {
 /// A read as the report shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportRead {
-    /// "First" or "Second (double-check)".
-    pub kind_name: String,
-    /// Reader's user name.
-    pub reader: String,
+    /// First read or the blind double-check.
+    pub kind: ReadKind,
+    /// Who read.
+    pub reader: ReportPerson,
     /// Code.
     pub code: String,
-    /// Label name.
+    /// Diagnosis label in the report's language.
     pub label: String,
     /// Findings.
     pub findings: String,
@@ -57,12 +83,12 @@ pub struct ReportRead {
 pub struct FinalDiagnosis {
     /// Code.
     pub code: String,
-    /// Label name.
+    /// Diagnosis label in the report's language.
     pub label: String,
     /// Findings.
     pub findings: String,
     /// Who recorded it after adjudication or amendment (none when the reads agreed).
-    pub decided_by: Option<String>,
+    pub decided_by: Option<ReportPerson>,
     /// Adjudication note.
     pub note: String,
 }
@@ -70,8 +96,12 @@ pub struct FinalDiagnosis {
 /// Everything a report states; its canonical JSON is what the report hash covers.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportContent {
-    /// Format tag, so a later layout change is recognisable.
+    /// Format tag ([`REPORT_FORMAT`]), so a later layout change is recognisable.
     pub format: &'static str,
+    /// The language of the report: the reading hospital's.
+    pub language: Lang,
+    /// The time zone its dates are printed in: the reading hospital's (IANA name).
+    pub time_zone: String,
     /// Case id.
     pub case_id: String,
     /// Report version (1 = first sign-out).
@@ -86,9 +116,9 @@ pub struct ReportContent {
     pub hub: String,
     /// The patient's local id (decrypted for the report).
     pub patient_id: String,
-    /// Age band.
+    /// Age band, as stored (`60-69`, `90+`, `unknown`).
     pub age_band: String,
-    /// Sex.
+    /// Sex, as stored (`female`, `male`, `other`, `unknown`).
     pub sex: String,
     /// Organ.
     pub organ: String,
@@ -96,9 +126,9 @@ pub struct ReportContent {
     pub specimen: String,
     /// Clinical question.
     pub clinical_question: String,
-    /// Urgency.
+    /// Urgency (`routine` or `urgent`).
     pub urgency: String,
-    /// Submitted at.
+    /// Received: when the spoke submitted the case.
     pub submitted_at: i64,
     /// Taxonomy id.
     pub taxonomy: String,
@@ -110,8 +140,8 @@ pub struct ReportContent {
     pub concordant: bool,
     /// The final diagnosis.
     pub final_diagnosis: FinalDiagnosis,
-    /// Who signed.
-    pub signed_by: String,
+    /// Who signed (issued) this version.
+    pub signed_by: ReportPerson,
     /// When.
     pub signed_at: i64,
 }
@@ -122,5 +152,20 @@ impl ReportContent {
         // Serialising a struct of strings and numbers cannot fail.
         let json = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(Sha256::digest(json))
+    }
+
+    /// The first read (the diagnosing pathologist's), if present.
+    pub fn primary_read(&self) -> Option<&ReportRead> {
+        self.reads.iter().find(|r| r.kind == ReadKind::Primary)
+    }
+
+    /// The double-check read, if present.
+    pub fn second_read(&self) -> Option<&ReportRead> {
+        self.reads.iter().find(|r| r.kind == ReadKind::Second)
+    }
+
+    /// The slide with `id`, if the report lists it.
+    pub fn slide(&self, id: &str) -> Option<&ReportSlide> {
+        self.slides.iter().find(|s| s.id == id)
     }
 }

@@ -3,15 +3,59 @@
 //! The built-in set (`taxonomies.toml`) ships a general benign/atypical/malignant/
 //! non-diagnostic taxonomy and the gastric biopsy Group 1–5 classification; a deployment
 //! may add taxonomies and organ mappings from its own file.
+//!
+//! Every taxonomy and label reads in Japanese and English (`name_ja`/`name_en`,
+//! `label_ja`/`label_en`). A file may give them; the built-in codes' Japanese comes from
+//! `LABELS_JA`, keyed by code, since a code means the same wherever it appears; what is
+//! still missing falls back to `name`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use pathfed_core::locale::Lang;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConsultError;
 
 const BUILT_IN: &str = include_str!("../taxonomies.toml");
+
+/// Japanese names of the built-in taxonomies, by id.
+const TAXONOMIES_JA: &[(&str, &str)] = &[
+    ("general", "一般分類（良性／異型／悪性／判定不能）"),
+    ("gastric-group", "胃生検 Group 分類"),
+];
+
+/// Japanese labels of the built-in codes, as Japanese pathologists write them; the gastric
+/// Group classification in the wording of the Japanese Classification of Gastric Carcinoma
+/// (胃癌取扱い規約).
+const LABELS_JA: &[(&str, &str)] = &[
+    ("GEN-B", "良性"),
+    ("GEN-A", "異型（良悪性鑑別困難）"),
+    ("GEN-M", "悪性"),
+    ("GEN-ND", "判定不能（検体不適正）"),
+    ("GAS-G1", "Group 1（正常組織および非腫瘍性病変）"),
+    ("GAS-G2", "Group 2（腫瘍性か非腫瘍性か判断の困難な病変）"),
+    ("GAS-G3", "Group 3（腺腫）"),
+    (
+        "GAS-G4",
+        "Group 4（腫瘍と判定される病変のうち、癌が疑われる病変）",
+    ),
+    ("GAS-G5", "Group 5（癌）"),
+];
+
+fn built_in_ja(table: &[(&str, &'static str)], key: &str) -> Option<&'static str> {
+    table.iter().find(|(k, _)| *k == key).map(|(_, ja)| *ja)
+}
+
+/// `value` unless blank, else `fallback`.
+fn filled(value: &str, fallback: &str) -> String {
+    if value.trim().is_empty() {
+        fallback.to_string()
+    } else {
+        value.trim().to_string()
+    }
+}
 
 /// One diagnosis label.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -19,8 +63,29 @@ const BUILT_IN: &str = include_str!("../taxonomies.toml");
 pub struct Label {
     /// Stable code (the training target).
     pub code: String,
-    /// What pathologists read.
+    /// What pathologists read (the English label for the built-in codes).
     pub name: String,
+    /// The label in Japanese.
+    #[serde(default)]
+    pub label_ja: String,
+    /// The label in English.
+    #[serde(default)]
+    pub label_en: String,
+}
+
+impl Label {
+    /// The label in `lang` (`name` where that language was not given).
+    pub fn in_lang(&self, lang: Lang) -> &str {
+        let text = match lang {
+            Lang::Ja => &self.label_ja,
+            Lang::En => &self.label_en,
+        };
+        if text.trim().is_empty() {
+            &self.name
+        } else {
+            text
+        }
+    }
 }
 
 /// A named set of labels.
@@ -31,11 +96,49 @@ pub struct Taxonomy {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// The name in Japanese.
+    #[serde(default)]
+    pub name_ja: String,
+    /// The name in English.
+    #[serde(default)]
+    pub name_en: String,
     /// Labels in display order.
     pub labels: Vec<Label>,
 }
 
 impl Taxonomy {
+    /// The taxonomy's name in `lang` (`name` where that language was not given).
+    pub fn name_in(&self, lang: Lang) -> &str {
+        let text = match lang {
+            Lang::Ja => &self.name_ja,
+            Lang::En => &self.name_en,
+        };
+        if text.trim().is_empty() {
+            &self.name
+        } else {
+            text
+        }
+    }
+
+    /// Fills both languages: what the file gave, else the built-in Japanese of the id or code,
+    /// else `name`.
+    fn localise(&mut self) {
+        let ja: &str = match built_in_ja(TAXONOMIES_JA, &self.id) {
+            Some(ja) => ja,
+            None => &self.name,
+        };
+        self.name_ja = filled(&self.name_ja, ja);
+        self.name_en = filled(&self.name_en, &self.name);
+        for label in &mut self.labels {
+            let ja: &str = match built_in_ja(LABELS_JA, &label.code) {
+                Some(ja) => ja,
+                None => &label.name,
+            };
+            label.label_ja = filled(&label.label_ja, ja);
+            label.label_en = filled(&label.label_en, &label.name);
+        }
+    }
+
     /// The label with `code`, if this taxonomy has it.
     pub fn label(&self, code: &str) -> Option<&Label> {
         self.labels.iter().find(|l| l.code == code)
@@ -84,7 +187,21 @@ impl Taxonomies {
             })?;
             all.merge(parse(&text, &path.display().to_string())?)?;
         }
+        *IN_FORCE.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(all.clone()));
         Ok(all)
+    }
+
+    /// The built-in taxonomies alone, parsed once.
+    fn built_in() -> Option<&'static Self> {
+        static BUILT_IN_SET: OnceLock<Option<Taxonomies>> = OnceLock::new();
+        BUILT_IN_SET
+            .get_or_init(|| {
+                let mut all = Self::empty();
+                all.merge(parse(BUILT_IN, "the built-in taxonomies").ok()?)
+                    .ok()?;
+                Some(all)
+            })
+            .as_ref()
     }
 
     fn empty() -> Self {
@@ -96,7 +213,7 @@ impl Taxonomies {
     }
 
     fn merge(&mut self, file: TaxonomyFile) -> Result<(), ConsultError> {
-        for taxonomy in file.taxonomy {
+        for mut taxonomy in file.taxonomy {
             let mut codes = std::collections::BTreeSet::new();
             for label in &taxonomy.labels {
                 if !codes.insert(label.code.as_str()) {
@@ -125,6 +242,7 @@ impl Taxonomies {
                     )));
                 }
             }
+            taxonomy.localise();
             self.taxonomies.insert(taxonomy.id.clone(), taxonomy);
         }
         for (organ, id) in file.organs {
@@ -146,11 +264,14 @@ impl Taxonomies {
         Ok(())
     }
 
-    /// The taxonomy a case of `organ` uses.
+    /// The taxonomy a case of `organ` uses: the mapping of the organ as written, else of the
+    /// organ list's code it names (so `胃` and `Stomach` map as `stomach` does).
     pub fn for_organ(&self, organ: &str) -> &Taxonomy {
+        let written = organ.trim().to_lowercase();
         let id = self
             .organs
-            .get(&organ.trim().to_lowercase())
+            .get(&written)
+            .or_else(|| crate::organs::code_of(&written).and_then(|code| self.organs.get(code)))
             .unwrap_or(&self.default_taxonomy);
         // `merge` guarantees every mapped id exists.
         &self.taxonomies[id]
@@ -160,6 +281,29 @@ impl Taxonomies {
     pub fn get(&self, id: &str) -> Option<&Taxonomy> {
         self.taxonomies.get(id)
     }
+
+    /// The label of `code` in taxonomy `taxonomy_id`, in `lang`, if both exist.
+    pub fn label_in(&self, taxonomy_id: &str, code: &str, lang: Lang) -> Option<String> {
+        let label = self.get(taxonomy_id)?.label(code)?;
+        Some(label.in_lang(lang).to_string())
+    }
+}
+
+/// The taxonomies the last successful [`Taxonomies::load`] produced: the process's own set (the
+/// server loads it once at start), so [`label_in`] also knows a deployment's taxonomies.
+static IN_FORCE: RwLock<Option<Arc<Taxonomies>>> = RwLock::new(None);
+
+/// The label of `code` in taxonomy `taxonomy_id`, in `lang` (`GAS-G5` in Japanese is
+/// `Group 5（癌）`): from the taxonomies this process loaded, else the built-in ones. `None`
+/// for an unknown taxonomy or code.
+pub fn label_in(taxonomy_id: &str, code: &str, lang: Lang) -> Option<String> {
+    let in_force = IN_FORCE
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    in_force
+        .and_then(|all| all.label_in(taxonomy_id, code, lang))
+        .or_else(|| Taxonomies::built_in()?.label_in(taxonomy_id, code, lang))
 }
 
 fn parse(text: &str, origin: &str) -> Result<TaxonomyFile, ConsultError> {
@@ -179,6 +323,111 @@ mod tests {
         assert_eq!(gastric.labels.len(), 5);
         assert!(gastric.label("GAS-G5").unwrap().name.contains("carcinoma"));
         assert!(all.get("general").unwrap().label("GEN-ND").is_some());
+        // An organ named as the organ list names it maps as its code does.
+        assert_eq!(all.for_organ(" 胃 ").id, "gastric-group");
+        assert_eq!(all.for_organ("皮膚").id, "general");
+    }
+
+    /// Kana (hiragana, katakana, half-width katakana) or kanji.
+    fn is_japanese(c: char) -> bool {
+        matches!(c,
+            '\u{3040}'..='\u{30ff}'
+            | '\u{31f0}'..='\u{31ff}'
+            | '\u{3400}'..='\u{4dbf}'
+            | '\u{4e00}'..='\u{9fff}'
+            | '\u{f900}'..='\u{faff}'
+            | '\u{ff66}'..='\u{ff9f}'
+            | '\u{3005}')
+    }
+
+    #[test]
+    fn every_code_reads_in_japanese_and_english() {
+        let all = Taxonomies::load(None).unwrap();
+        let mut labels = 0;
+        for (id, taxonomy) in &all.taxonomies {
+            assert!(
+                taxonomy.name_in(Lang::Ja).chars().any(is_japanese),
+                "taxonomy {id}: {:?}",
+                taxonomy.name_ja
+            );
+            assert!(
+                !taxonomy.name_in(Lang::En).trim().is_empty(),
+                "taxonomy {id}"
+            );
+            for label in &taxonomy.labels {
+                let ja = label_in(id, &label.code, Lang::Ja).unwrap();
+                let en = label_in(id, &label.code, Lang::En).unwrap();
+                assert!(ja.chars().any(is_japanese), "{id} {}: {ja:?}", label.code);
+                assert!(!en.trim().is_empty(), "{id} {}", label.code);
+                assert_ne!(ja, en, "{id} {}", label.code);
+                assert_eq!(ja, label.label_ja);
+                assert_eq!(en, label.label_en);
+                labels += 1;
+            }
+        }
+        assert!(labels >= 9, "the built-in set has 9 codes, not {labels}");
+        assert_eq!(
+            label_in("gastric-group", "GAS-G1", Lang::Ja).unwrap(),
+            "Group 1（正常組織および非腫瘍性病変）"
+        );
+        assert_eq!(
+            label_in("gastric-group", "GAS-G5", Lang::En).unwrap(),
+            "Group 5: carcinoma"
+        );
+        assert_eq!(label_in("gastric-group", "GEN-B", Lang::Ja), None);
+        assert_eq!(label_in("nope", "GEN-B", Lang::Ja), None);
+        // Every entry of the Japanese tables names a built-in id or code, so none is a typo.
+        for (id, _) in TAXONOMIES_JA {
+            assert!(all.get(id).is_some(), "{id}");
+        }
+        for (code, _) in LABELS_JA {
+            assert!(
+                all.taxonomies.values().any(|t| t.label(code).is_some()),
+                "{code}"
+            );
+        }
+        // The answer of `/api/v1/taxonomies` carries both languages.
+        let json = serde_json::to_value(&all).unwrap();
+        assert_eq!(
+            json["taxonomies"]["gastric-group"]["labels"][4]["label_ja"],
+            "Group 5（癌）"
+        );
+        assert_eq!(
+            json["taxonomies"]["gastric-group"]["name_ja"],
+            "胃生検 Group 分類"
+        );
+    }
+
+    #[test]
+    fn files_may_name_labels_in_both_languages() {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = dir.path().join("t.toml");
+        std::fs::write(
+            &extra,
+            "[[taxonomy]]\nid = \"lung-test\"\nname = \"Lung\"\nname_ja = \"肺\"\n\
+             labels = [{ code = \"LUNG-AD\", name = \"Adenocarcinoma\", label_ja = \"腺癌\" },\
+             { code = \"LUNG-X\", name = \"Other\" }]\n",
+        )
+        .unwrap();
+        let all = Taxonomies::load(Some(&extra)).unwrap();
+        let lung = all.get("lung-test").unwrap();
+        assert_eq!(lung.name_in(Lang::Ja), "肺");
+        assert_eq!(lung.name_in(Lang::En), "Lung");
+        assert_eq!(
+            all.label_in("lung-test", "LUNG-AD", Lang::Ja).unwrap(),
+            "腺癌"
+        );
+        assert_eq!(
+            all.label_in("lung-test", "LUNG-AD", Lang::En).unwrap(),
+            "Adenocarcinoma"
+        );
+        // Not given in Japanese: the name stands in.
+        assert_eq!(
+            all.label_in("lung-test", "LUNG-X", Lang::Ja).unwrap(),
+            "Other"
+        );
+        // Built-in codes keep their Japanese beside the file's taxonomies.
+        assert_eq!(all.label_in("general", "GEN-M", Lang::Ja).unwrap(), "悪性");
     }
 
     #[test]

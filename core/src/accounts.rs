@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 
 use crate::db::{Db, IN_CHUNK, new_id, now, placeholders};
 use crate::error::{CoreError, CoreResult};
+use crate::locale::{DEFAULT_TIME_ZONE, Lang, check_time_zone};
 use crate::secrets::{
     hash_password, hash_secret, new_secret, verify_against_dummy, verify_password,
 };
@@ -138,6 +139,10 @@ pub struct Hospital {
     pub name: String,
     /// Spoke or hub.
     pub kind: HospitalKind,
+    /// IANA time zone its people read times in (default Asia/Tokyo).
+    pub time_zone: String,
+    /// The language of its reports and the default of its people's pages.
+    pub language: Lang,
 }
 
 /// A user as the rest of the platform sees them.
@@ -153,6 +158,26 @@ pub struct User {
     pub hospital: Hospital,
     /// Disabled users cannot sign in and their sessions and tokens stop working.
     pub disabled: bool,
+    /// Full name as reports print it (e.g. 山田 太郎); the user name when not set.
+    pub display_name: Option<String>,
+    /// Qualification as registered (e.g. 病理専門医), printed beside the name on reports.
+    pub qualification: Option<String>,
+    /// Where e-mail notices go, if anywhere.
+    pub email: Option<String>,
+    /// The language the user chose; none means the browser's (pages) or the hospital's (e-mail).
+    pub language: Option<Lang>,
+}
+
+impl User {
+    /// The name a report or notice shows: the full name, else the user name.
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.username)
+    }
+
+    /// The language to write to this user in when no browser says otherwise.
+    pub fn preferred_language(&self) -> Lang {
+        self.language.unwrap_or(self.hospital.language)
+    }
 }
 
 /// Who is making a request.
@@ -173,8 +198,12 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
 }
 
-const USER_COLUMNS: &str = "u.id, u.username, u.role, u.disabled, h.id AS hid, h.name AS hname, \
-                            h.kind AS hkind FROM users u JOIN hospitals h ON h.id = u.hospital_id";
+const USER_COLUMNS: &str = "u.id, u.username, u.role, u.disabled, u.display_name, \
+                            u.qualification, u.email, u.language, h.id AS hid, \
+                            h.name AS hname, h.kind AS hkind, h.time_zone AS htz, \
+                            h.language AS hlang FROM users u JOIN hospitals h ON h.id = u.hospital_id";
+
+const HOSPITAL_COLUMNS: &str = "id, name, kind, time_zone, language";
 
 fn user_from_row(row: &AnyRow) -> CoreResult<User> {
     let role: String = row.try_get("role")?;
@@ -184,10 +213,18 @@ fn user_from_row(row: &AnyRow) -> CoreResult<User> {
         username: row.try_get("username")?,
         role: role.parse()?,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
+        display_name: row.try_get("display_name")?,
+        qualification: row.try_get("qualification")?,
+        email: row.try_get("email")?,
+        language: row
+            .try_get::<Option<String>, _>("language")?
+            .and_then(|l| l.parse().ok()),
         hospital: Hospital {
             id: row.try_get("hid")?,
             name: row.try_get("hname")?,
             kind: kind.parse()?,
+            time_zone: row.try_get("htz")?,
+            language: row.try_get::<String, _>("hlang")?.parse()?,
         },
     })
 }
@@ -231,6 +268,8 @@ pub async fn create_hospital(db: &Db, name: &str, kind: HospitalKind) -> CoreRes
         id,
         name: name.to_string(),
         kind,
+        time_zone: DEFAULT_TIME_ZONE.to_string(),
+        language: Lang::Ja,
     })
 }
 
@@ -240,23 +279,29 @@ fn hospital_from_row(row: &AnyRow) -> CoreResult<Hospital> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         kind: kind.parse()?,
+        time_zone: row.try_get("time_zone")?,
+        language: row.try_get::<String, _>("language")?.parse()?,
     })
 }
 
 /// Every hospital, by name.
 pub async fn list_hospitals(db: &Db) -> CoreResult<Vec<Hospital>> {
-    let rows = sqlx::query("SELECT id, name, kind FROM hospitals ORDER BY name")
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOSPITAL_COLUMNS} FROM hospitals ORDER BY name"
+    )))
+    .fetch_all(db.pool())
+    .await?;
     rows.iter().map(hospital_from_row).collect()
 }
 
 /// The hospital whose id or name is `id_or_name`, if any.
 pub async fn find_hospital(db: &Db, id_or_name: &str) -> CoreResult<Option<Hospital>> {
-    let row = sqlx::query("SELECT id, name, kind FROM hospitals WHERE id = $1 OR name = $1")
-        .bind(id_or_name)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOSPITAL_COLUMNS} FROM hospitals WHERE id = $1 OR name = $1"
+    )))
+    .bind(id_or_name)
+    .fetch_optional(db.pool())
+    .await?;
     row.as_ref().map(hospital_from_row).transpose()
 }
 
@@ -383,6 +428,10 @@ pub async fn create_user(
         role,
         hospital: hospital.clone(),
         disabled: false,
+        display_name: None,
+        qualification: None,
+        email: None,
+        language: None,
     })
 }
 
@@ -647,5 +696,136 @@ pub async fn set_patient_id_case(
     if done.rows_affected() == 0 {
         return Err(CoreError::NotFound(format!("hospital {hospital_id:?}")));
     }
+    Ok(())
+}
+
+/// What a user is called on reports and notices, and where notices go. `None` leaves a field
+/// as it is; an empty string clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    /// Full name (e.g. 山田 太郎).
+    pub display_name: Option<String>,
+    /// Qualification as registered (e.g. 病理専門医).
+    pub qualification: Option<String>,
+    /// E-mail address for notices.
+    pub email: Option<String>,
+    /// Chosen language; `Some(None)` returns to the browser's.
+    pub language: Option<Option<Lang>>,
+}
+
+fn check_profile_text(what: &str, value: &str) -> CoreResult<()> {
+    if value.chars().count() > 100 || value.chars().any(char::is_control) {
+        return Err(CoreError::Invalid(format!(
+            "{what} must be at most 100 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_email(email: &str) -> CoreResult<()> {
+    let (local, domain) = email.split_once('@').unwrap_or(("", ""));
+    let ok = !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 254
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid(format!(
+            "{email:?} is not an e-mail address"
+        )))
+    }
+}
+
+/// Changes a user's profile (see [`ProfileChange`]).
+pub async fn set_profile(db: &Db, user_id: &str, change: &ProfileChange) -> CoreResult<()> {
+    let cleared = |v: &Option<String>| -> Option<Option<String>> {
+        v.as_ref().map(|v| {
+            let v = v.trim();
+            (!v.is_empty()).then(|| v.to_string())
+        })
+    };
+    let name = cleared(&change.display_name);
+    let qualification = cleared(&change.qualification);
+    let email = cleared(&change.email);
+    for (what, value) in [("full name", &name), ("qualification", &qualification)] {
+        if let Some(Some(v)) = value {
+            check_profile_text(what, v)?;
+        }
+    }
+    if let Some(Some(e)) = &email {
+        check_email(e)?;
+    }
+    let updates: [(&str, Option<Option<String>>); 4] = [
+        ("display_name", name),
+        ("qualification", qualification),
+        ("email", email),
+        (
+            "language",
+            change.language.map(|l| l.map(|l| l.as_str().to_string())),
+        ),
+    ];
+    for (column, value) in updates {
+        let Some(value) = value else { continue };
+        // Only our own column names are formatted in; the values are bound.
+        let sql = format!("UPDATE users SET {column} = $1 WHERE id = $2");
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .bind(user_id)
+            .execute(db.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(CoreError::NotFound(format!("user {user_id:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Sets a hospital's time zone (an IANA name) and language.
+pub async fn set_hospital_locale(
+    db: &Db,
+    hospital_id: &str,
+    time_zone: Option<&str>,
+    language: Option<Lang>,
+) -> CoreResult<()> {
+    if let Some(zone) = time_zone {
+        check_time_zone(zone)?;
+        sqlx::query("UPDATE hospitals SET time_zone = $1 WHERE id = $2")
+            .bind(zone)
+            .bind(hospital_id)
+            .execute(db.pool())
+            .await?;
+    }
+    if let Some(language) = language {
+        sqlx::query("UPDATE hospitals SET language = $1 WHERE id = $2")
+            .bind(language.as_str())
+            .bind(hospital_id)
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether a hospital sends e-mail notices (off until it is turned on).
+pub async fn sends_email(db: &Db, hospital_id: &str) -> CoreResult<bool> {
+    let on: Option<i64> =
+        sqlx::query_scalar("SELECT email_notifications FROM hospitals WHERE id = $1")
+            .bind(hospital_id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(on.unwrap_or(0) != 0)
+}
+
+/// Turns a hospital's e-mail notices on or off.
+pub async fn set_sends_email(db: &Db, hospital_id: &str, on: bool) -> CoreResult<()> {
+    sqlx::query("UPDATE hospitals SET email_notifications = $1 WHERE id = $2")
+        .bind(i64::from(on))
+        .bind(hospital_id)
+        .execute(db.pool())
+        .await?;
     Ok(())
 }

@@ -248,6 +248,33 @@ impl Default for InferenceConfig {
     }
 }
 
+/// E-mail notices of case events. Nothing is sent unless `smtp_url` is set here and a hospital
+/// turns its notices on (`pathfed admin hospital email HOSPITAL on`); the in-app notices need
+/// neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// The SMTP server: `smtp://host:25` (plain), `smtp://host:587?tls=required` (STARTTLS),
+    /// `smtps://host:465` (TLS from the start); `user:password@` before the host signs in.
+    pub smtp_url: Option<String>,
+    /// Require STARTTLS on an `smtp://` server (as `?tls=required` does): never send in clear.
+    pub starttls: bool,
+    /// The sender, e.g. `pathfed <noreply@pathology.example.jp>`.
+    pub from: Option<String>,
+    /// The web UI's address as people open it, e.g. `https://pathfed.example.jp`; the notices
+    /// link to `{base_url}/case?id=…`.
+    pub base_url: Option<String>,
+}
+
+impl NotifyConfig {
+    /// Whether the operator configured e-mail at all.
+    pub fn email_configured(&self) -> bool {
+        self.smtp_url
+            .as_deref()
+            .is_some_and(|url| !url.trim().is_empty())
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -281,6 +308,8 @@ pub struct Config {
     pub training: TrainingConfig,
     /// AI diagnostic support.
     pub inference: InferenceConfig,
+    /// E-mail notices.
+    pub notify: NotifyConfig,
 }
 
 impl Default for Config {
@@ -300,6 +329,7 @@ impl Default for Config {
             research: ResearchConfig::default(),
             training: TrainingConfig::default(),
             inference: InferenceConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -395,6 +425,7 @@ const SECTIONS: &[&str] = &[
     "research",
     "training",
     "inference",
+    "notify",
 ];
 /// Fields that stay strings even when the value looks like a number (keys, secrets, paths).
 const STRING_FIELDS: &[&str] = &[
@@ -406,6 +437,9 @@ const STRING_FIELDS: &[&str] = &[
     "devices",
     "device",
     "staging_dir",
+    "smtp_url",
+    "from",
+    "base_url",
 ];
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
@@ -512,6 +546,32 @@ mod tests {
         .unwrap();
         assert_eq!(c.ingest.staging_dir, Some(PathBuf::from("2024")));
         assert_eq!(c.staging_dir(), PathBuf::from("2024"));
+    }
+
+    #[test]
+    fn e_mail_is_off_unless_an_smtp_server_is_named() {
+        let c = Config::from_sources(None, Path::new("pathfed.toml"), &env(&[])).unwrap();
+        assert!(!c.notify.email_configured());
+        let c = Config::from_sources(
+            Some("[notify]\nfrom = \"pathfed <noreply@example.jp>\"\n"),
+            Path::new("x.toml"),
+            &env(&[
+                ("PATHFED_NOTIFY_SMTP_URL", "smtp://127.0.0.1:2525"),
+                ("PATHFED_NOTIFY_STARTTLS", "true"),
+                ("PATHFED_NOTIFY_BASE_URL", "https://pathfed.example.jp"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.notify.email_configured());
+        assert!(c.notify.starttls);
+        assert_eq!(
+            c.notify.from.as_deref(),
+            Some("pathfed <noreply@example.jp>")
+        );
+        assert_eq!(
+            c.notify.base_url.as_deref(),
+            Some("https://pathfed.example.jp")
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod http;
 pub mod jobs;
 pub mod keys;
 pub mod limits;
+pub mod locale;
 pub mod names;
 pub mod platform;
 pub mod routes;

@@ -1,37 +1,112 @@
-// Case workspace: the case's slides in one or two synchronised viewers with
-// annotation tools, and the panel with case data, the actions the user may
-// take in the case's state, the diagnosis forms, reads, reports, the slide label
-// where the server gives it, and the AI support panel (scores, heatmap overlay,
-// top regions; decision support only) for the hub pathologists who diagnose the
-// case, never for the referring spoke.
-import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
+// Case workspace: the case's slides in one or two synchronised viewers with the reading tools
+// (scale bar, ruler, area, rotation, shortcuts) and annotation tools, and the panel with case
+// data, the actions the user may take in the case's state, the diagnosis forms, the sign-out
+// preview, reads, reports, the slide label where the server gives it, and the AI support panel
+// (scores, heatmap overlay, top regions; decision support only) for the hub pathologists who
+// diagnose the case, never for the referring spoke.
+import {
+  api,
+  el,
+  errorFromResponse,
+  errorText,
+  formatDateTime,
+  lang,
+  requireSession,
+  showError,
+  statusBadge,
+  statusText,
+  t,
+} from "/static/app.js";
+import {
+  Measurer,
+  attachScaleBar,
+  commonBindings,
+  installShortcuts,
+  resetRotation,
+  rotateBy,
+  slideMpp,
+  svgNode,
+  takeOverKeys,
+  toImage,
+  toScreen,
+} from "/static/reading-tools.js";
 
 const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
 const caseId = new URLSearchParams(window.location.search).get("id");
-const casePath = `/api/v1/cases/${encodeURIComponent(caseId || "")}`;
+const casePath = `/api/v1/cases/${enc(caseId || "")}`;
 
 // Hooks for the browser test (and debugging from the console).
 window.pathfedTilesLoaded = 0;
 window.pathfedViewer = null;
 
+const SHAPE_TOOLS = ["rectangle", "polygon", "point", "text"];
+const MEASURE_TOOLS = ["ruler", "area"];
+const KINDS = ["polygon", "rectangle", "point", "text", "line"];
+const AGE_BANDS = ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80-89", "90+", "unknown"];
+const SEXES = ["female", "male", "other", "unknown"];
+const URGENCIES = ["routine", "urgent"];
+const JOB_STATES = ["queued", "running", "failed", "cancelled"];
+
+// Label colours by the label's place in the taxonomy: bright enough on H&E and on glass, and
+// told apart from the unlabelled yellow and the measuring cyan-white.
+const PALETTE = ["#00c853", "#2979ff", "#ff6d00", "#d500f9", "#ff1744", "#00bfa5", "#c6ff00", "#ff80ab", "#8d6e63"];
+const UNLABELLED = "#ffd600";
+
 const state = {
   session: null,
   case: null,
   slides: new Map(), // id → slide metadata
+  labels: new Map(), // id → the specimen/block label the case gives the slide
   current: [null, null], // slide shown in viewer A and B
   viewers: [null, null],
+  scaleBars: [null, null],
+  focus: 0, // the viewer the keys act on: the one last clicked
   annotations: new Map(), // slide id → annotations
   tool: "",
   draft: null, // the shape being drawn: { viewer, kind, points }
+  measurer: null,
+  amending: false,
+  savedSlideFindings: new Map(), // slide id → findings of this reader's saved read
   ai: null, // AI support on the slide in viewer A: { slideId, overview, result, overlay }
   aiPoll: null,
 };
 
-const pretty = (s) => String(s || "").replaceAll("_", " ");
+function taxonomyLabel(code) {
+  return (state.case?.taxonomy_labels || []).find((l) => l.code === code);
+}
 
+/** A diagnosis label in the language shown (the built-in English name where none is given). */
 function labelName(code) {
-  const label = (state.case?.taxonomy_labels || []).find((l) => l.code === code);
-  return label ? label.name : code;
+  const label = taxonomyLabel(code);
+  if (!label) return code;
+  const own = lang() === "ja" ? label.label_ja : label.label_en;
+  return own && own.trim() ? own : label.name;
+}
+
+function labelColour(code) {
+  if (!code) return UNLABELLED;
+  const index = (state.case?.taxonomy_labels || []).findIndex((l) => l.code === code);
+  return index < 0 ? UNLABELLED : PALETTE[index % PALETTE.length];
+}
+
+function translucent(hex, alpha) {
+  const n = Number.parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+}
+
+/** The case's slides as { id, label }, whether the case lists ids or slide objects. */
+function caseSlides(c) {
+  return (c.slides || [])
+    .map((s) => (typeof s === "string" ? { id: s, label: null } : { id: s.id || s.slide_id, label: s.label || null }))
+    .filter((s) => s.id);
+}
+
+function slideName(slideId) {
+  const slide = state.slides.get(slideId);
+  const label = state.labels.get(slideId);
+  const file = slide ? slide.filename : slideId;
+  return label ? t("case.slide.labelled", { label, file }) : file;
 }
 
 // ---- Viewers -------------------------------------------------------------------
@@ -51,16 +126,28 @@ function makeViewer(index) {
   viewer.addHandler("tile-loaded", () => {
     window.pathfedTilesLoaded += 1;
   });
-  viewer.addHandler("open-failed", (event) => showError(`The slide could not be opened: ${event.message || "unknown error"}`));
+  viewer.addHandler("open-failed", (event) => showError(t("case.error.open_failed", { reason: event.message || "—" })));
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.classList.add("annotation-layer");
   viewer.canvas.append(svg);
   viewer.pathfedSvg = svg;
-  for (const name of ["open", "animation", "animation-finish", "resize", "update-viewport"]) {
+  for (const name of ["open", "animation", "animation-finish", "resize", "update-viewport", "rotate"]) {
     viewer.addHandler(name, () => drawAnnotations(index));
   }
   if (index === 0) viewer.addHandler("open", () => syncOverlay());
   viewer.addHandler("viewport-change", () => syncFrom(index));
+  viewer.addHandler("rotate", () => syncFrom(index));
+  viewer.addHandler("canvas-press", () => {
+    state.focus = index;
+  });
+  takeOverKeys(viewer);
+  const letter = index === 0 ? "a" : "b";
+  state.scaleBars[index] = attachScaleBar(viewer, {
+    bar: $(`scale-bar-${letter}`),
+    label: $(`scale-bar-label-${letter}`),
+    line: $(`scale-bar-${letter}`).querySelector(".scale-bar-line"),
+  });
+  state.measurer.attach(viewer);
   attachDrawing(viewer, index);
   return viewer;
 }
@@ -71,6 +158,7 @@ function syncFrom(index) {
   if (syncing || !other || $("cell-b").hidden || !$("sync-nav").checked) return;
   const source = state.viewers[index].viewport;
   syncing = true;
+  if (other.viewport.getRotation() !== source.getRotation()) other.viewport.setRotation(source.getRotation(), true);
   other.viewport.zoomTo(source.getZoom(), null, true);
   other.viewport.panTo(source.getCenter(), true);
   syncing = false;
@@ -84,8 +172,10 @@ function show(index, slideId) {
   if (changed || !state.viewers[index].world.getItemCount()) {
     // Opening empties the viewer's world, the overlay with it; the AI panel starts afresh.
     if (index === 0 && changed) state.ai = null;
+    if (changed) state.draft = null;
     state.viewers[index].open(slide.dzi_url);
   }
+  state.scaleBars[index].setMpp(slideMpp(slide));
   renderTabs();
   loadAnnotations(slideId);
   if (index === 0) {
@@ -94,29 +184,39 @@ function show(index, slideId) {
   }
 }
 
+/** Shows the n-th slide (0-based) in viewer A; false when there is none. */
+function showTab(n) {
+  const ids = caseSlides(state.case || {}).map((s) => s.id).filter((id) => state.slides.has(id));
+  if (n < 0 || n >= ids.length) return false;
+  state.focus = 0;
+  show(0, ids[n]);
+  return true;
+}
+
 // ---- Slide label ------------------------------------------------------------------
 
-/** The label of the slide in viewer A, where the server gives it to this user (`label_url`):
- * the spoke's staff, and the hub pathologists reading the case unless the spoke keeps its
- * labels to itself. It may carry the patient's name and id, so it stays folded away and is
- * only fetched when someone opens it. */
+/** The label image of the slide in viewer A, where the server gives it to this user
+ * (`label_url`): the spoke's staff, and the hub pathologists reading the case unless the spoke
+ * keeps its labels to itself. It may carry the patient's name and id, so it stays folded away
+ * and is only fetched when someone opens it. */
 function renderLabel(slide) {
   const url = (slide && slide.label_url) || "";
   const details = $("label-details");
+  // The slide's name may change (its specimen label) while the image stays the same.
+  $("label-summary").textContent = url ? t("case.label.show_of", { name: slideName(slide.id) }) : t("case.label.show");
   if (details.dataset.url === url) return;
   details.dataset.url = url;
   details.open = false;
   details.querySelector("img")?.remove();
   $("label-section").hidden = !url;
-  $("label-summary").textContent = url ? `Show the label of ${slide.filename}` : "Show the label";
 }
 
 function openLabel() {
   const details = $("label-details");
   const url = details.dataset.url;
   if (!details.open || !url || details.querySelector("img")) return;
-  const slide = state.slides.get(state.current[0]);
-  const img = el("img", { id: "label-image", src: url, alt: `Label of ${slide ? slide.filename : "the slide"}` });
+  const slideId = state.current[0];
+  const img = el("img", { id: "label-image", src: url, alt: t("case.label.alt", { name: slideId ? slideName(slideId) : "" }) });
   // In the panel the image sits in the flow, not over it as in the viewer's header.
   img.style.position = "static";
   img.style.maxWidth = "100%";
@@ -124,18 +224,30 @@ function openLabel() {
 }
 
 function renderTabs() {
-  const tabs = [...state.slides.values()].map((slide) =>
-    el("button", {
-      type: "button",
-      role: "tab",
-      class: state.current[0] === slide.id ? "tab active" : "tab",
-      "aria-selected": state.current[0] === slide.id ? "true" : "false",
-      title: slide.filename,
-      text: slide.filename,
-      dataset: { slideId: slide.id },
-      onclick: () => show(0, slide.id),
-    }),
-  );
+  const ids = caseSlides(state.case || {}).map((s) => s.id).filter((id) => state.slides.has(id));
+  const tabs = ids.map((id, i) => {
+    const slide = state.slides.get(id);
+    const label = state.labels.get(id);
+    const active = state.current[0] === id;
+    return el(
+      "button",
+      {
+        type: "button",
+        role: "tab",
+        class: active ? "tab active" : "tab",
+        "aria-selected": active ? "true" : "false",
+        title: i < 9 ? t("case.tabs.title_key", { name: slideName(id), key: i + 1 }) : slideName(id),
+        dataset: { slideId: id },
+        onclick: () => {
+          state.focus = 0;
+          show(0, id);
+        },
+      },
+      label ? el("strong", { class: "tab-label", text: label }) : null,
+      label ? " " : null,
+      el("span", { class: "tab-file", text: slide.filename }),
+    );
+  });
   $("slide-tabs").replaceChildren(...tabs);
 }
 
@@ -148,43 +260,30 @@ function toggleSideBySide() {
     const ids = [...state.slides.keys()];
     const next = ids.find((id) => id !== state.current[0]) || state.current[0];
     show(1, next);
+  } else if (state.focus === 1) {
+    state.focus = 0;
   }
+  renderLegend();
 }
 
 // ---- Annotations ------------------------------------------------------------------
 
-function toScreen(viewer, [x, y]) {
-  const item = viewer.world.getItemAt(0);
-  if (!item) return null;
-  const p = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y));
-  return [p.x, p.y];
-}
-
-function toImage(viewer, position) {
-  const item = viewer.world.getItemAt(0);
-  if (!item) return null;
-  const p = item.viewerElementToImageCoordinates(position);
-  const size = item.getContentSize();
-  // Clamp to the slide so a drag past the edge still gives a valid shape.
-  return [Math.min(Math.max(p.x, 0), size.x), Math.min(Math.max(p.y, 0), size.y)];
-}
-
-function svgNode(name, attrs) {
-  const node = document.createElementNS("http://www.w3.org/2000/svg", name);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
-  return node;
-}
-
-function shapeNode(viewer, kind, points, { draft = false, title = "" } = {}) {
+function shapeNode(viewer, kind, points, { draft = false, title = "", colour = null } = {}) {
   const screen = points.map((p) => toScreen(viewer, p)).filter(Boolean);
   if (!screen.length) return null;
   const cls = draft ? "shape draft" : "shape";
   let node;
   if (kind === "point" || kind === "text") {
     node = svgNode("circle", { cx: screen[0][0], cy: screen[0][1], r: 6, class: `${cls} ${kind}` });
+  } else if (kind === "line") {
+    node = svgNode("polyline", { points: screen.map(([x, y]) => `${x},${y}`).join(" "), class: `${cls} line` });
   } else {
     const d = screen.map(([x, y]) => `${x},${y}`).join(" ");
     node = svgNode(draft && kind === "polygon" ? "polyline" : "polygon", { points: d, class: cls });
+  }
+  if (colour) {
+    node.style.stroke = colour;
+    node.style.fill = kind === "line" ? "none" : translucent(colour, kind === "point" || kind === "text" ? 0.55 : 0.14);
   }
   if (title) {
     const tip = svgNode("title", {});
@@ -194,18 +293,28 @@ function shapeNode(viewer, kind, points, { draft = false, title = "" } = {}) {
   return node;
 }
 
+function annotationTitle(a) {
+  const parts = [a.label_code ? labelName(a.label_code) : "", a.note, t("case.annotation.by", { author: a.author, at: formatDateTime(a.created_at) })];
+  return parts.filter(Boolean).join(" — ");
+}
+
 function drawAnnotations(index) {
   const viewer = state.viewers[index];
   if (!viewer) return;
   const svg = viewer.pathfedSvg;
   const nodes = [];
   for (const a of state.annotations.get(state.current[index]) || []) {
-    const title = [a.label_code ? labelName(a.label_code) : "", a.note, `by ${a.author}`].filter(Boolean).join(" — ");
-    const node = shapeNode(viewer, a.kind, a.points, { title });
-    if (node) nodes.push(node);
-    if (node && a.kind === "text") {
-      const at = toScreen(viewer, a.points[0]);
-      const text = svgNode("text", { x: at[0] + 9, y: at[1] + 4, class: "shape-text" });
+    const colour = labelColour(a.label_code);
+    const node = shapeNode(viewer, a.kind, a.points, { title: annotationTitle(a), colour });
+    if (!node) continue;
+    nodes.push(node);
+    // Notes and kept measurements carry their text on the slide.
+    if ((a.kind === "text" || a.kind === "line") && a.note) {
+      const ends = a.points.map((p) => toScreen(viewer, p)).filter(Boolean);
+      const x = ends.reduce((s, p) => s + p[0], 0) / ends.length;
+      const y = ends.reduce((s, p) => s + p[1], 0) / ends.length;
+      const text = svgNode("text", { x: x + 9, y: y + 4, class: "shape-text" });
+      text.style.fill = colour;
       text.textContent = a.note;
       nodes.push(text);
     }
@@ -224,13 +333,20 @@ function redrawAll() {
 
 async function loadAnnotations(slideId) {
   try {
-    const { annotations } = await api(`${casePath}/slides/${encodeURIComponent(slideId)}/annotations`);
+    const { annotations } = await api(`${casePath}/slides/${enc(slideId)}/annotations`);
     state.annotations.set(slideId, annotations);
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
   redrawAll();
   renderAnnotationList();
+  renderLegend();
+}
+
+function swatch(colour) {
+  const node = el("span", { class: "swatch", "aria-hidden": "true" });
+  node.style.background = colour;
+  return node;
 }
 
 function renderAnnotationList() {
@@ -238,65 +354,160 @@ function renderAnnotationList() {
   const list = state.annotations.get(slideId) || [];
   const me = state.session.user.username;
   $("annotation-list").replaceChildren(
-    ...list.map((a) =>
-      el(
+    ...list.map((a) => {
+      const kind = KINDS.includes(a.kind) ? t(`case.kind.${a.kind}`) : a.kind;
+      const label = a.label_code ? `: ${labelName(a.label_code)}` : "";
+      const note = a.note ? ` — ${a.note}` : "";
+      return el(
         "li",
-        { dataset: { annotationId: a.id } },
-        `${pretty(a.kind)}${a.label_code ? `: ${labelName(a.label_code)}` : ""}${a.note ? ` — ${a.note}` : ""} (${a.author}) `,
+        { dataset: { annotationId: a.id, label: a.label_code || "" } },
+        swatch(labelColour(a.label_code)),
+        `${kind}${label}${note} (${a.author}) `,
         a.author === me && canAnnotate()
-          ? el("button", { type: "button", class: "button button-small button-quiet", text: "Delete", onclick: () => deleteAnnotation(a.id, slideId) })
+          ? el("button", { type: "button", class: "button button-small button-quiet", text: t("case.annotation.delete"), onclick: () => deleteAnnotation(a.id, slideId) })
           : null,
-      ),
-    ),
+      );
+    }),
   );
-  if (!list.length) $("annotation-list").replaceChildren(el("li", { class: "muted", text: "None on this slide." }));
+  if (!list.length) $("annotation-list").replaceChildren(el("li", { class: "muted", text: t("case.annotation.none") }));
+}
+
+/** Which label has which colour, for the labels on the slides shown. */
+function renderLegend() {
+  const shown = [state.current[0], $("cell-b").hidden ? null : state.current[1]].filter(Boolean);
+  const present = new Set();
+  for (const id of shown) for (const a of state.annotations.get(id) || []) present.add(a.label_code || "");
+  const labels = (state.case?.taxonomy_labels || []).filter((l) => present.has(l.code));
+  const items = labels.map((l) =>
+    el("li", { dataset: { label: l.code } }, swatch(labelColour(l.code)), el("span", { text: labelName(l.code) })),
+  );
+  if (present.has("")) {
+    items.push(el("li", { dataset: { label: "" } }, swatch(UNLABELLED), el("span", { text: t("case.legend.unlabelled") })));
+  }
+  $("annotation-legend").replaceChildren(...items);
+  $("annotation-legend").hidden = !items.length;
 }
 
 async function deleteAnnotation(id, slideId) {
   try {
-    await api(`${casePath}/annotations/${encodeURIComponent(id)}`, { method: "DELETE" });
+    await api(`${casePath}/annotations/${enc(id)}`, { method: "DELETE" });
     await loadAnnotations(slideId);
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 
-async function saveShape(index, kind, points) {
+/** Saves a shape on the slide of viewer `index`; true when it was saved. */
+async function saveShape(index, kind, points, note = $("annotation-note").value.trim()) {
   const slideId = state.current[index];
-  const note = $("annotation-note").value.trim();
-  if (kind === "text" && !note) {
-    showError("Type the note first, then click where it belongs.");
-    return;
-  }
+  if (!slideId) return false;
   try {
-    await api(`${casePath}/slides/${encodeURIComponent(slideId)}/annotations`, {
+    await api(`${casePath}/slides/${enc(slideId)}/annotations`, {
       method: "POST",
       json: { kind, points, label_code: $("annotation-label").value || null, note },
     });
     showError("");
     await loadAnnotations(slideId);
+    return true;
   } catch (err) {
-    showError(err.message);
+    showError(err);
+    return false;
   }
 }
 
-const HINTS = {
-  "": "",
-  rectangle: "Drag across the region.",
-  polygon: "Click the corners; double-click to finish.",
-  point: "Click the spot.",
-  text: "Type a note, then click where it belongs.",
-};
+/** Keeps a finished measurement as an annotation: its line or outline, the value as the note. */
+function keepMeasurement(result) {
+  const index = state.viewers.indexOf(result.viewer);
+  if (index < 0 || !canAnnotate()) return false;
+  return saveShape(index, result.kind === "line" ? "line" : "polygon", result.points, result.text);
+}
 
+/** Chooses a tool ("" pans); false when this user may not use it now. */
 function setTool(tool) {
+  if (SHAPE_TOOLS.includes(tool) && !canAnnotate()) return false;
+  if (!SHAPE_TOOLS.includes(tool) && !MEASURE_TOOLS.includes(tool) && tool !== "") return false;
   state.tool = tool;
   state.draft = null;
+  closeTextPopup();
+  state.measurer.setMode(MEASURE_TOOLS.includes(tool) ? tool : null);
   for (const button of document.querySelectorAll(".tool")) {
     button.classList.toggle("active", button.dataset.tool === tool);
     button.setAttribute("aria-pressed", button.dataset.tool === tool ? "true" : "false");
   }
-  $("tool-hint").textContent = HINTS[tool] || "";
+  $("tool-hint").textContent = t(`case.hint.${tool || "pan"}`);
   redrawAll();
+  return true;
+}
+
+/** Esc: the text note, then the shape or measurement being drawn, then the kept result. */
+function escape() {
+  if (closeTextPopup()) return true;
+  if (state.draft) {
+    state.draft = null;
+    redrawAll();
+    return true;
+  }
+  if (state.measurer.cancel()) return true;
+  if (state.measurer.result) {
+    state.measurer.clear();
+    return true;
+  }
+  if (state.tool) return setTool("");
+  return false;
+}
+
+/** Enter: closes the polygon being drawn (annotation or area). */
+function enter() {
+  const draft = state.draft;
+  if (state.tool === "polygon" && draft) {
+    state.draft = null;
+    const index = state.viewers.indexOf(draft.viewer);
+    if (draft.points.length >= 3 && index >= 0) saveShape(index, "polygon", draft.points);
+    else redrawAll();
+    return true;
+  }
+  return state.measurer.finish();
+}
+
+// ---- The text note: one click, one note, then back to panning ----------------------
+
+function closeTextPopup() {
+  const popup = $("text-note-popup");
+  if (!popup) return false;
+  popup.remove();
+  return true;
+}
+
+function openTextPopup(index, at, position) {
+  closeTextPopup();
+  const input = el("input", { id: "text-note-input", size: 24, maxlength: 2000, "aria-label": t("case.text_note.label"), placeholder: t("case.text_note.placeholder") });
+  const form = el(
+    "form",
+    { id: "text-note-popup", class: "text-note-popup" },
+    input,
+    el("button", { type: "submit", class: "button button-small", id: "text-note-save", text: t("case.text_note.save") }),
+    el("button", { type: "button", class: "button button-small button-quiet", id: "text-note-cancel", text: t("case.text_note.cancel"), onclick: () => closeTextPopup() }),
+  );
+  form.style.left = `${Math.round(position.x)}px`;
+  form.style.top = `${Math.round(position.y)}px`;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const note = input.value.trim();
+    if (!note) {
+      input.focus();
+      return;
+    }
+    closeTextPopup();
+    saveShape(index, "text", [at], note);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      closeTextPopup();
+    }
+  });
+  state.viewers[index].element.parentElement.append(form);
+  input.focus();
 }
 
 function attachDrawing(viewer, index) {
@@ -328,12 +539,23 @@ function attachDrawing(viewer, index) {
     }
   });
   viewer.addHandler("canvas-click", (event) => {
-    if (!state.tool || !event.quick) return;
+    if (!SHAPE_TOOLS.includes(state.tool)) return;
     event.preventDefaultAction = true;
+    if (!event.quick) return;
     const at = toImage(viewer, event.position);
     if (!at) return;
-    if (state.tool === "point" || state.tool === "text") {
-      saveShape(index, state.tool, [at]);
+    if (state.tool === "point") {
+      saveShape(index, "point", [at]);
+    } else if (state.tool === "text") {
+      // One note per click: the tool goes back to panning at once, so a second click pans.
+      const typed = $("annotation-note").value.trim();
+      setTool("");
+      if (typed) {
+        $("annotation-note").value = "";
+        saveShape(index, "text", [at], typed);
+      } else {
+        openTextPopup(index, at, event.position);
+      }
     } else if (state.tool === "polygon") {
       if (!state.draft || state.draft.viewer !== viewer) state.draft = { viewer, kind: "polygon", points: [] };
       const last = state.draft.points[state.draft.points.length - 1];
@@ -352,9 +574,38 @@ function attachDrawing(viewer, index) {
   });
 }
 
+// ---- Keys ---------------------------------------------------------------------------
+
+function installKeys() {
+  const focused = () => {
+    const viewer = state.viewers[$("cell-b").hidden ? 0 : state.focus] || state.viewers[0];
+    return viewer && viewer.world.getItemCount() ? [viewer] : [];
+  };
+  const common = commonBindings({ setTool, activeViewers: focused, escape, enter });
+  const shapes = [
+    { keys: ["b"], label: "B", action: t("case.keys.rectangle"), run: () => setTool("rectangle"), when: canAnnotate },
+    { keys: ["g"], label: "G", action: t("case.keys.polygon"), run: () => setTool("polygon"), when: canAnnotate },
+    { keys: ["o"], label: "O", action: t("case.keys.point"), run: () => setTool("point"), when: canAnnotate },
+    { keys: ["t"], label: "T", action: t("case.keys.text"), run: () => setTool("text"), when: canAnnotate },
+  ];
+  const tabs = {
+    keys: ["1", "2", "3", "4", "5", "6", "7", "8", "9"],
+    label: "1–9",
+    action: t("case.keys.slide"),
+    run: (event) => showTab(Number(event.key) - 1),
+  };
+  const { openHelp } = installShortcuts([...common.slice(0, 3), ...shapes, ...common.slice(3), tabs]);
+  $("shortcut-help-button").addEventListener("click", openHelp);
+  const rotate = (fn) => () => {
+    for (const viewer of focused()) fn(viewer);
+  };
+  $("rotate-left").addEventListener("click", rotate((v) => rotateBy(v, -90)));
+  $("rotate-right").addEventListener("click", rotate((v) => rotateBy(v, 90)));
+  $("rotate-reset").addEventListener("click", rotate(resetRotation));
+}
+
 // ---- AI support -----------------------------------------------------------------------
 
-const enc = encodeURIComponent;
 const pct = (x) => `${Math.round(x * 100)}%`;
 
 /** The result the panel shows: the deployed model's, else the newest. */
@@ -375,7 +626,7 @@ async function loadAi(slideId) {
   let overview;
   try {
     overview = await api(`/api/v1/slides/${enc(slideId)}/ai`);
-  } catch (err) {
+  } catch {
     $("ai-section").hidden = true;
     return;
   }
@@ -389,7 +640,7 @@ async function loadAi(slideId) {
     try {
       ai.result = await api(summary.result_url);
     } catch (err) {
-      showError(err.message);
+      showError(err);
     }
   }
   if (state.ai !== ai || state.current[0] !== slideId) return; // superseded meanwhile
@@ -400,12 +651,15 @@ async function loadAi(slideId) {
 }
 
 function jobLine(job) {
+  if (!JOB_STATES.includes(job.status)) return null;
   const model = `${job.model}@${job.version}`;
-  if (job.status === "queued") return el("p", { class: "ai-job", id: "ai-job", text: `${model}: waiting for a worker…` });
-  if (job.status === "running") return el("p", { class: "ai-job", id: "ai-job", text: `${model}: analysing, ${pct(job.progress || 0)} (${job.progress_note || ""})` });
-  if (job.status === "failed") return el("p", { class: "ai-job failed", id: "ai-job", text: `${model} failed: ${job.error || "no reason recorded"}` });
-  if (job.status === "cancelled") return el("p", { class: "ai-job", id: "ai-job", text: `${model}: cancelled` });
-  return null;
+  const text = t(`case.ai.job.${job.status}`, {
+    model,
+    progress: pct(job.progress || 0),
+    note: job.progress_note || "",
+    reason: job.error || t("case.ai.no_reason"),
+  });
+  return el("p", { class: job.status === "failed" ? "ai-job failed" : "ai-job", id: "ai-job", text });
 }
 
 function renderAi() {
@@ -418,26 +672,32 @@ function renderAi() {
   const show = overview.hidden || (overview.results || []).length || jobs.length || canRun;
   $("ai-section").hidden = !show;
   if (!show) return;
-  $("ai-notice").textContent = overview.notice;
+  // The server words the notice (in the user's language); the catalogue's text is the fallback.
+  $("ai-notice").textContent = overview.notice || t("case.ai.notice");
   const body = [];
   if (overview.hidden) {
-    body.push(el("p", { id: "ai-hidden", class: "muted", text: `AI support is hidden: ${overview.hidden_reason}.` }));
+    body.push(el("p", { id: "ai-hidden", class: "muted", text: t("case.ai.hidden", { reason: overview.hidden_reason || "" }) }));
   } else if (ai.summary) {
     const r = ai.summary;
-    const positive = labelName(r.positive);
     body.push(
       el(
         "p",
         { class: r.flagged ? "ai-score flagged" : "ai-score", id: "ai-score" },
-        el("strong", { text: `${positive}: ${r.score.toFixed(2)}` }),
-        ` (threshold ${r.threshold}) — the model suggests ${labelName(r.predicted)}`,
+        el("strong", { text: `${labelName(r.positive)}: ${r.score.toFixed(2)}` }),
+        ` ${t("case.ai.suggests", { threshold: r.threshold, label: labelName(r.predicted) })}`,
       ),
-      el("p", { class: "muted" }, "Model ", el("a", { id: "ai-model-link", href: r.card_url, text: `${r.model}@${r.version}` }), ` · ${r.patches} patches`),
+      el(
+        "p",
+        { class: "muted" },
+        `${t("case.ai.model")} `,
+        el("a", { id: "ai-model-link", href: r.card_url, text: `${r.model}@${r.version}` }),
+        ` · ${t("case.ai.patches", { n: r.patches })}`,
+      ),
     );
     const toggle = el("input", { type: "checkbox", id: "ai-overlay-toggle" });
     toggle.checked = Boolean(ai.overlay) || $("ai-overlay-toggle")?.checked || false;
     toggle.addEventListener("change", () => syncOverlay());
-    const opacity = el("input", { type: "range", id: "ai-opacity", min: "0.1", max: "1", step: "0.05", value: $("ai-opacity")?.value || "0.5", "aria-label": "Heatmap opacity" });
+    const opacity = el("input", { type: "range", id: "ai-opacity", min: "0.1", max: "1", step: "0.05", value: $("ai-opacity")?.value || "0.5", "aria-label": t("case.ai.opacity_label") });
     opacity.addEventListener("input", () => {
       if (state.ai && state.ai.overlay) state.ai.overlay.setOpacity(Number(opacity.value));
     });
@@ -445,15 +705,15 @@ function renderAi() {
       el(
         "div",
         { class: "ai-controls" },
-        el("label", { class: "toggle" }, toggle, " Heatmap overlay"),
-        el("label", {}, "Opacity ", opacity),
-        el("span", { class: "muted" }, "0 ", el("span", { class: "ai-legend", title: "score from 0 (blue) to 1 (red)" }), " 1"),
+        el("label", { class: "toggle" }, toggle, ` ${t("case.ai.overlay")}`),
+        el("label", {}, `${t("case.ai.opacity")} `, opacity),
+        el("span", { class: "muted" }, "0 ", el("span", { class: "ai-legend", title: t("case.ai.scale_title") }), " 1"),
       ),
     );
     const regions = (ai.result && ai.result.top_regions) || [];
     if (regions.length) {
       body.push(
-        el("p", { class: "muted", text: "Highest-scoring regions:" }),
+        el("p", { class: "muted", text: t("case.ai.regions") }),
         el(
           "ul",
           { class: "ai-regions", id: "ai-regions" },
@@ -464,14 +724,14 @@ function renderAi() {
       );
     }
   } else if (!latest || latest.status === "succeeded") {
-    body.push(el("p", { class: "muted", id: "ai-none", text: "No AI result for this slide yet." }));
+    body.push(el("p", { class: "muted", id: "ai-none", text: t("case.ai.none") }));
   }
   if (latest && latest.status !== "succeeded") body.push(jobLine(latest));
   if (latest && (latest.status === "queued" || latest.status === "running")) {
-    body.push(el("button", { type: "button", class: "button button-small button-quiet", id: "ai-cancel", text: "Cancel", onclick: () => cancelAi(latest.id) }));
+    body.push(el("button", { type: "button", class: "button button-small button-quiet", id: "ai-cancel", text: t("case.ai.cancel"), onclick: () => cancelAi(latest.id) }));
   }
   if (canRun && !(latest && (latest.status === "queued" || latest.status === "running"))) {
-    body.push(el("button", { type: "button", class: "button button-small", id: "ai-run", text: ai.summary ? "Run the model again" : "Run the model", onclick: () => runAi() }));
+    body.push(el("button", { type: "button", class: "button button-small", id: "ai-run", text: ai.summary ? t("case.ai.run_again") : t("case.ai.run"), onclick: () => runAi() }));
   }
   $("ai-body").replaceChildren(...body.filter(Boolean));
 }
@@ -482,7 +742,7 @@ async function runAi() {
     await api(`/api/v1/slides/${enc(slideId)}/ai`, { method: "POST", json: {} });
     showError("");
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
   loadAi(slideId);
 }
@@ -492,7 +752,7 @@ async function cancelAi(jobId) {
   try {
     await api(`/api/v1/slides/${enc(slideId)}/ai/jobs/${enc(jobId)}/cancel`, { method: "POST" });
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
   loadAi(slideId);
 }
@@ -528,7 +788,7 @@ function syncOverlay() {
     },
     error: (event) => {
       ai.adding = false;
-      showError(`The heatmap could not be shown: ${event.message || "unknown error"}`);
+      showError(t("case.ai.overlay_failed", { reason: event.message || "—" }));
     },
   });
 }
@@ -548,37 +808,55 @@ function jumpTo(region) {
 
 const me = () => state.session.user.id;
 const isReader = () => [state.case.primary_reader, state.case.second_reader].includes(me());
+const CLOSED = ["signed_out", "cancelled"];
 
 function canAnnotate() {
   const c = state.case;
+  if (!c) return false;
   if (c.relation === "spoke") return c.status === "draft";
   return c.relation === "hub_pathologist" && isReader() && ["assigned", "diagnosed", "in_double_check", "adjudication", "ready_for_sign_out"].includes(c.status);
 }
 
+/** The spoke while drafting, or the case's assigned pathologist until the report is issued. */
+function canEditLabels(c) {
+  if (c.relation === "spoke") return c.status === "draft";
+  return c.relation === "hub_pathologist" && c.primary_reader === me() && !CLOSED.includes(c.status);
+}
+
+function ageSex(c) {
+  // Keys hold no "+": the band "90+" is the key "90_plus".
+  const age = AGE_BANDS.includes(c.age_band) ? t(`case.age.${c.age_band.replace("+", "_plus")}`) : c.age_band;
+  const sex = SEXES.includes(c.sex) ? t(`case.sex.${c.sex}`) : c.sex;
+  return `${age} / ${sex}`;
+}
+
 function details(c) {
   const rows = [
-    ["Status", pretty(c.status)],
-    ["From", c.spoke_name],
-    ["To", c.hub_name || "(the spoke's default hub)"],
-    c.patient_id ? ["Patient id", c.patient_id] : null,
-    ["Age band / sex", `${c.age_band} / ${c.sex}`],
-    ["Organ", c.organ],
-    ["Specimen", c.specimen],
-    ["Question", c.clinical_question],
-    ["Urgency", c.urgency],
-    ["Submitted", formatDate(c.submitted_at)],
-    c.final_code ? ["Final diagnosis", `${labelName(c.final_code)} (${c.final_code})`] : null,
+    [t("case.details.status"), statusText(c.status)],
+    [t("case.details.from"), c.spoke_name],
+    [t("case.details.to"), c.hub_name || t("case.details.default_hub")],
+    c.patient_id ? [t("case.details.patient_id"), c.patient_id] : null,
+    [t("case.details.age_sex"), ageSex(c)],
+    [t("case.details.organ"), c.organ],
+    [t("case.details.specimen"), c.specimen],
+    [t("case.details.question"), c.clinical_question],
+    [t("case.details.urgency"), URGENCIES.includes(c.urgency) ? t(`case.urgency.${c.urgency}`) : c.urgency],
+    [t("case.details.submitted"), formatDateTime(c.submitted_at)],
+    c.final_code ? [t("case.details.final"), `${labelName(c.final_code)} (${c.final_code})`] : null,
   ].filter(Boolean);
   $("case-details").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
 }
 
+/** Runs a case action and shows the case as it now is; true when the server accepted it. */
 async function act(path, options = {}) {
   showError("");
   try {
     await api(`${casePath}${path}`, { method: "POST", ...options });
     await refresh();
+    return true;
   } catch (err) {
-    showError(err.message);
+    showError(err);
+    return false;
   }
 }
 
@@ -586,25 +864,65 @@ function actions(c) {
   const buttons = [];
   const add = (id, text, onclick, cls = "button") => buttons.push(el("button", { type: "button", class: cls, id, text, onclick }));
   if (c.relation === "spoke") {
-    if (c.status === "draft") add("submit-case", "Submit to hub", () => act("/submit"));
-    if (["draft", "submitted"].includes(c.status)) add("cancel-case", "Cancel case", () => act("/cancel"), "button button-quiet");
+    if (c.status === "draft") add("submit-case", t("case.action.submit"), () => act("/submit"));
+    if (["draft", "submitted"].includes(c.status)) add("cancel-case", t("case.action.cancel"), () => act("/cancel"), "button button-quiet");
   }
   if (c.relation === "hub_pathologist") {
-    if (c.status === "submitted") add("claim-case", "Claim case", () => act("/claim"));
-    if (c.status === "diagnosed" && c.primary_reader !== me()) add("take-double-check", "Take double-check", () => act("/double-check"));
-    if (c.status === "ready_for_sign_out" && isReader()) add("sign-out", "Sign out", () => act("/sign-out"));
+    if (c.status === "submitted") add("claim-case", t("case.action.claim"), () => act("/claim"));
+    if (c.status === "diagnosed" && c.primary_reader !== me()) add("take-double-check", t("case.action.take_double_check"), () => act("/double-check"));
+    if (c.status === "ready_for_sign_out" && isReader()) add("sign-out", t("case.action.sign_out"), () => openSignOut());
   }
   const hubStaff = c.relation === "hub_pathologist" || c.relation === "hub_admin";
   if (hubStaff && ["submitted", "assigned", "diagnosed"].includes(c.status)) {
     // Give the read (or, once read, the double-check) to a colleague by user name.
-    const what = c.status === "diagnosed" ? "double-check" : "case";
-    const input = el("input", { id: "assign-user", size: 12, placeholder: "user name", "aria-label": `Assign the ${what} to` });
-    const assign = () =>
-      act(c.status === "diagnosed" ? "/double-check" : "/assign", { json: { username: input.value.trim() } });
-    buttons.push(el("span", { class: "assign" }, input, el("button", { type: "button", class: "button button-quiet", id: "assign-button", text: `Assign ${what}`, onclick: assign })));
+    const doubleCheck = c.status === "diagnosed";
+    const input = el("input", {
+      id: "assign-user",
+      size: 12,
+      placeholder: t("case.assign.placeholder"),
+      "aria-label": doubleCheck ? t("case.assign.double_check_label") : t("case.assign.case_label"),
+    });
+    const assign = () => act(doubleCheck ? "/double-check" : "/assign", { json: { username: input.value.trim() } });
+    const text = doubleCheck ? t("case.assign.double_check") : t("case.assign.case");
+    buttons.push(el("span", { class: "assign" }, input, el("button", { type: "button", class: "button button-quiet", id: "assign-button", text, onclick: assign })));
   }
   $("case-actions").replaceChildren(...buttons);
 }
+
+// ---- Sign-out: the report as it will be issued, then confirm ------------------------
+
+async function openSignOut() {
+  const dialog = $("signout-dialog");
+  const frame = $("signout-preview");
+  const status = $("signout-status");
+  $("signout-confirm").disabled = true;
+  status.textContent = t("case.signout.loading");
+  frame.srcdoc = "";
+  frame.hidden = true;
+  if (!dialog.open) dialog.showModal();
+  try {
+    const response = await fetch(`${casePath}/report/preview`, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) throw await errorFromResponse(response);
+    const html = await response.text();
+    if (!dialog.open) return;
+    // Sandboxed without scripts or our origin: the report is shown, never run.
+    frame.srcdoc = html;
+    frame.hidden = false;
+    status.textContent = "";
+    $("signout-confirm").disabled = false;
+    $("signout-confirm").focus();
+  } catch (err) {
+    status.textContent = t("case.signout.failed", { reason: errorText(err) });
+  }
+}
+
+async function confirmSignOut() {
+  $("signout-confirm").disabled = true;
+  $("signout-dialog").close();
+  await act("/sign-out");
+}
+
+// ---- Diagnosis forms -----------------------------------------------------------------
 
 /** Which diagnosis form (if any) this user has in this state. */
 function readMode(c) {
@@ -616,45 +934,62 @@ function readMode(c) {
   return null;
 }
 
+function codeOptions(c, empty) {
+  return [el("option", { value: "", text: empty }), ...c.taxonomy_labels.map((l) => el("option", { value: l.code, text: `${labelName(l.code)} (${l.code})` }))];
+}
+
 function readForm(c) {
   const mode = readMode(c);
+  const form = $("read-form");
   $("read-section").hidden = !mode;
-  if (!mode) return;
-  $("read-heading").textContent = {
-    primary: "First read",
-    second: "Double-check (blind)",
-    adjudication: "Agreed diagnosis",
-    amend: "Amend the signed report",
-  }[mode];
-  $("read-reason-field").hidden = mode !== "amend";
-  const options = [el("option", { value: "", text: "— choose —" }), ...c.taxonomy_labels.map((l) => el("option", { value: l.code, text: `${l.name} (${l.code})` }))];
-  $("read-code").replaceChildren(...options);
-  if ($("read-form").dataset.mode !== mode) {
-    // A new step starts from an empty form (the amendment from the signed diagnosis).
-    $("read-findings").value = mode === "amend" ? c.final_findings || "" : "";
-    $("read-reason").value = "";
-    if (mode === "amend") $("read-code").value = c.final_code || "";
+  if (!mode) {
+    form.dataset.mode = "";
+    state.amending = false;
+    return;
   }
+  const sameStep = form.dataset.mode === mode;
+  if (!sameStep) state.amending = false;
+  $("read-heading").textContent = t(`case.read.mode.${mode}`);
+  // An issued report changes only on purpose: the form stays folded behind "Amend".
+  const amend = mode === "amend";
+  $("amend-intro").hidden = !amend || state.amending;
+  form.hidden = amend && !state.amending;
+  $("amend-cancel").hidden = !amend;
+  $("read-reason-field").hidden = !amend;
+  $("read-reason").required = amend;
+  $("read-submit").textContent = amend ? t("case.amend.submit") : t("case.read.save");
+
+  // What the user chose but has not saved survives a refresh of the same step.
+  const previousCode = sameStep ? $("read-code").value : "";
+  const previousSlides = new Map(sameStep ? [...document.querySelectorAll("#read-slides select")].map((s) => [s.dataset.slideId, s.value]) : []);
+  $("read-code").replaceChildren(...codeOptions(c, t("case.read.choose")));
+  if (!sameStep) {
+    // A new step starts from an empty form (the amendment from the signed diagnosis).
+    $("read-findings").value = amend ? c.final_findings || "" : "";
+    $("read-reason").value = "";
+  }
+  $("read-code").value = previousCode || (amend && !sameStep ? c.final_code || "" : "");
   const mine = (c.reads || []).find((r) => r.reader_id === me() && ((mode === "primary" && r.kind === "primary") || (mode === "second" && r.kind === "second")));
   if (mine) {
     $("read-code").value = mine.code;
     $("read-findings").value = mine.findings;
   }
-  // Per-slide diagnoses for the first and second reads.
+  // Per-slide diagnoses for the first and second reads, as saved (or as chosen, unsaved).
+  const saved = new Map((mine?.slides || []).map((s) => [s.slide_id, s]));
+  state.savedSlideFindings = new Map([...saved].map(([id, s]) => [id, s.findings || ""]));
   const perSlide = mode === "primary" || mode === "second";
   $("read-slides").replaceChildren(
     ...(perSlide
-      ? [...state.slides.values()].map((slide) =>
-          el(
-            "div",
-            { class: "field" },
-            el("label", { for: `slide-code-${slide.id}`, text: `Slide ${slide.filename}` }),
-            el("select", { id: `slide-code-${slide.id}`, dataset: { slideId: slide.id } }, el("option", { value: "", text: "(no separate diagnosis)" }), ...c.taxonomy_labels.map((l) => el("option", { value: l.code, text: l.name }))),
-          ),
-        )
+      ? caseSlides(c)
+          .filter((s) => state.slides.has(s.id))
+          .map(({ id }) => {
+            const select = el("select", { id: `slide-code-${id}`, dataset: { slideId: id } }, ...codeOptions(c, t("case.read.no_slide_code")));
+            select.value = saved.get(id)?.code || previousSlides.get(id) || "";
+            return el("div", { class: "field" }, el("label", { for: `slide-code-${id}`, text: t("case.read.slide", { name: slideName(id) }) }), select);
+          })
       : []),
   );
-  $("read-form").dataset.mode = mode;
+  form.dataset.mode = mode;
 }
 
 async function submitRead(event) {
@@ -662,27 +997,38 @@ async function submitRead(event) {
   const mode = $("read-form").dataset.mode;
   const code = $("read-code").value;
   if (!code) {
-    showError("Choose a diagnosis.");
+    showError(t("case.read.need_code"));
     return;
   }
   const findings = $("read-findings").value;
+  const reason = $("read-reason").value.trim();
+  if (mode === "amend" && !reason) {
+    showError(t("case.amend.need_reason"));
+    $("read-reason").focus();
+    return;
+  }
   const slides = [...document.querySelectorAll("#read-slides select")]
     .filter((s) => s.value)
-    .map((s) => ({ slide_id: s.dataset.slideId, code: s.value, findings: "" }));
+    .map((s) => ({ slide_id: s.dataset.slideId, code: s.value, findings: state.savedSlideFindings.get(s.dataset.slideId) || "" }));
   const requests = {
     primary: ["/reads/primary", "PUT", { code, findings, slides }],
     second: ["/reads/second", "PUT", { code, findings, slides }],
     adjudication: ["/adjudication", "POST", { code, findings, note: "" }],
-    amend: ["/amendments", "POST", { code, findings, reason: $("read-reason").value }],
+    amend: ["/amendments", "POST", { code, findings, reason }],
   };
   const [path, method, json] = requests[mode];
-  await act(path, { method, json });
+  const done = await act(path, { method, json });
+  if (done && mode === "amend") {
+    state.amending = false;
+    $("read-reason").value = "";
+    readForm(state.case);
+  }
 }
 
 function reads(c) {
   const list = c.reads || [];
   if (!list.length) {
-    $("reads").replaceChildren(el("p", { class: "muted", text: "None visible." }));
+    $("reads").replaceChildren(el("p", { class: "muted", text: t("case.reads.none") }));
     return;
   }
   $("reads").replaceChildren(
@@ -690,12 +1036,29 @@ function reads(c) {
       el(
         "div",
         { class: "read", dataset: { kind: r.kind } },
-        el("strong", { text: `${r.kind === "primary" ? "First" : "Second"} read — ${r.reader}` }),
+        el("strong", { text: r.kind === "primary" ? t("case.reads.primary", { reader: r.reader }) : t("case.reads.second", { reader: r.reader }) }),
         el("div", { text: `${labelName(r.code)} (${r.code})` }),
         r.findings ? el("p", { class: "read-findings", text: r.findings }) : null,
+        ...(r.slides || [])
+          .filter((s) => s.code)
+          .map((s) => el("div", { class: "muted read-slide", dataset: { slideId: s.slide_id }, text: t("case.reads.slide", { name: slideName(s.slide_id), label: labelName(s.code) }) })),
       ),
     ),
   );
+}
+
+/** The diagnosis as reported, read-only, once the report is out. */
+function finalReport(c) {
+  const shown = c.status === "signed_out" && c.final_code;
+  $("final-section").hidden = !shown;
+  if (!shown) return;
+  const rows = [
+    [t("case.final.code"), `${labelName(c.final_code)} (${c.final_code})`],
+    c.final_findings ? [t("case.final.findings"), c.final_findings] : null,
+    c.final_note ? [t("case.final.note"), c.final_note] : null,
+    [t("case.final.closed"), formatDateTime(c.closed_at)],
+  ].filter(Boolean);
+  $("final-report").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
 }
 
 function reports(c) {
@@ -706,42 +1069,102 @@ function reports(c) {
           el(
             "li",
             {},
-            `Version ${r.version}, ${r.signed_by}, ${formatDate(r.signed_at)} `,
+            `${t("case.reports.version", { version: r.version, by: r.signed_by, at: formatDateTime(r.signed_at) })} `,
             el("a", { href: `${casePath}/reports/${r.version}/report.html`, target: "_blank", class: "report-html", text: "HTML" }),
             " · ",
             el("a", { href: `${casePath}/reports/${r.version}/report.pdf`, target: "_blank", class: "report-pdf", text: "PDF" }),
-            r.amendment_reason ? el("div", { class: "muted", text: `Amended: ${r.amendment_reason}` }) : null,
+            r.amendment_reason ? el("div", { class: "muted", text: t("case.reports.amended", { reason: r.amendment_reason }) }) : null,
           ),
         )
-      : [el("li", { class: "muted", text: "No report yet." })]),
+      : [el("li", { class: "muted", text: t("case.reports.none") })]),
   );
 }
 
+// ---- Slides of the case: attach, and their specimen/block labels ----------------------
+
+async function saveSlideLabel(slideId, input) {
+  try {
+    await api(`${casePath}/slides/${enc(slideId)}`, { method: "PUT", json: { label: input.value.trim() } });
+    showError("");
+    await refresh();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function slideRows(c) {
+  const editable = canEditLabels(c);
+  return caseSlides(c).map(({ id, label }) => {
+    const file = state.slides.get(id)?.filename || id;
+    if (!editable) {
+      return el("li", { dataset: { slideId: id } }, label ? el("strong", { text: label }) : null, label ? " " : null, file);
+    }
+    const input = el("input", {
+      id: `slide-label-${id}`,
+      class: "slide-label-input",
+      size: 8,
+      maxlength: 40,
+      value: label || "",
+      placeholder: t("case.slides.label_placeholder"),
+      "aria-label": t("case.slides.label_of", { file }),
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        saveSlideLabel(id, input);
+      }
+    });
+    return el(
+      "li",
+      { dataset: { slideId: id } },
+      input,
+      " ",
+      el("button", { type: "button", class: "button button-small button-quiet slide-label-save", id: `slide-label-save-${id}`, text: t("case.slides.label_save"), onclick: () => saveSlideLabel(id, input) }),
+      " ",
+      el("span", { class: "muted", text: file }),
+    );
+  });
+}
+
 async function attachSection(c) {
-  const open = c.relation === "spoke" && c.status === "draft";
-  $("attach-section").hidden = !open;
-  if (!open) return;
-  $("upload-into-case").href = `/upload?case=${encodeURIComponent(c.id)}`;
+  const attaching = c.relation === "spoke" && c.status === "draft";
+  const labelling = canEditLabels(c);
+  $("attach-section").hidden = !attaching && !labelling;
+  $("attach-controls").hidden = !attaching;
+  $("case-slide-list").replaceChildren(...slideRows(c));
+  if (!attaching) return;
+  $("upload-into-case").href = `/upload?case=${enc(c.id)}`;
+  const attached = new Set(caseSlides(c).map((s) => s.id));
   try {
     const { slides } = await api("/api/v1/slides");
-    const free = slides.filter((s) => !c.slides.includes(s.id));
+    const free = slides.filter((s) => !attached.has(s.id));
     $("attach-select").replaceChildren(...free.map((s) => el("option", { value: s.id, text: s.filename })));
     $("attach-button").disabled = !free.length;
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 
 async function loadSlides(c) {
-  for (const id of c.slides) {
+  const ids = caseSlides(c).map((s) => s.id);
+  for (const id of ids) {
     if (state.slides.has(id)) continue;
     try {
-      state.slides.set(id, await api(`/api/v1/slides/${encodeURIComponent(id)}`));
+      state.slides.set(id, await api(`/api/v1/slides/${enc(id)}`));
     } catch (err) {
-      showError(err.message);
+      showError(err);
     }
   }
-  for (const id of [...state.slides.keys()]) if (!c.slides.includes(id)) state.slides.delete(id);
+  for (const id of [...state.slides.keys()]) if (!ids.includes(id)) state.slides.delete(id);
+}
+
+function annotationLabels(c) {
+  const chosen = $("annotation-label").value;
+  $("annotation-label").replaceChildren(
+    el("option", { value: "", text: t("case.annotation.no_label") }),
+    ...c.taxonomy_labels.map((l) => el("option", { value: l.code, text: labelName(l.code) })),
+  );
+  $("annotation-label").value = chosen;
 }
 
 async function refresh() {
@@ -749,53 +1172,92 @@ async function refresh() {
   try {
     c = await api(casePath);
   } catch (err) {
-    $("case-title").textContent = "Case not available";
-    showError(err.message);
+    $("case-title").textContent = t("case.unavailable");
+    showError(err);
     return;
   }
   state.case = c;
   window.pathfedCase = c;
-  document.title = `Case ${c.id.slice(0, 8)} · pathfed`;
-  $("case-title").textContent = `Case ${c.id.slice(0, 8)}`;
+  state.labels = new Map(caseSlides(c).map((s) => [s.id, s.label]).filter(([, label]) => label));
+  const short = c.id.slice(0, 8);
+  document.title = t("case.page_title_of", { id: short });
+  $("case-title").textContent = t("case.title_of", { id: short });
   $("case-status").replaceChildren(statusBadge(c.status, { id: "status-badge" }));
   details(c);
   actions(c);
-  readForm(c);
+  finalReport(c);
   reads(c);
   reports(c);
-  await attachSection(c);
-  const chosenLabel = $("annotation-label").value;
-  $("annotation-label").replaceChildren(el("option", { value: "", text: "(none)" }), ...c.taxonomy_labels.map((l) => el("option", { value: l.code, text: l.name })));
-  $("annotation-label").value = chosenLabel;
-  $("annotation-tools").hidden = !canAnnotate();
-  if (!canAnnotate()) setTool("");
-  if (c.relation === "hub_admin") return; // admins assign work; slides are for pathologists
+  annotationLabels(c);
+  const annotating = canAnnotate();
+  $("shape-tools").hidden = !annotating;
+  $("annotation-fields").hidden = !annotating;
+  if (!annotating && SHAPE_TOOLS.includes(state.tool)) setTool("");
+  state.measurer.render();
+  // Admins assign work; slides are for pathologists.
+  $("annotation-tools").hidden = c.relation === "hub_admin";
+  if (c.relation === "hub_admin") {
+    readForm(c);
+    await attachSection(c);
+    return;
+  }
   await loadSlides(c);
+  readForm(c);
+  await attachSection(c);
   renderTabs();
+  const ids = caseSlides(c).map((s) => s.id);
   if (!state.current[0] || !state.slides.has(state.current[0])) {
-    const first = c.slides[0];
-    if (first && state.slides.has(first)) show(0, first);
+    const first = ids.find((id) => state.slides.has(id));
+    if (first) show(0, first);
   } else {
+    renderLabel(state.slides.get(state.current[0]));
     await loadAnnotations(state.current[0]);
     await loadAi(state.current[0]);
   }
 }
 
 async function main() {
-  const session = await requireSession({ active: "cases" });
+  const session = await requireSession({ active: "cases", areas: ["case", "viewer"] });
   if (!session) return;
   state.session = session;
   if (!caseId) {
-    showError("No case was given. Pick one from the case list.");
+    showError(t("case.error.no_case"));
     return;
   }
+  state.measurer = new Measurer({
+    readout: $("measurement"),
+    extra: $("measurement-extra"),
+    panel: $("measure-panel"),
+    keepButton: $("measurement-keep"),
+    clearButton: $("measurement-clear"),
+    mppOf: (viewer) => {
+      const index = state.viewers.indexOf(viewer);
+      return index < 0 ? null : slideMpp(state.slides.get(state.current[index]));
+    },
+    onKeep: keepMeasurement,
+    canKeep: canAnnotate,
+  });
+  window.pathfedMeasurer = state.measurer;
   state.viewers[0] = makeViewer(0);
   window.pathfedViewer = state.viewers[0];
   window.pathfedViewers = state.viewers;
   for (const button of document.querySelectorAll(".tool")) button.addEventListener("click", () => setTool(button.dataset.tool));
+  setTool("");
+  installKeys();
   $("side-by-side").addEventListener("change", toggleSideBySide);
   $("read-form").addEventListener("submit", submitRead);
   $("label-details").addEventListener("toggle", openLabel);
+  $("amend-button").addEventListener("click", () => {
+    state.amending = true;
+    readForm(state.case);
+    $("read-reason").focus();
+  });
+  $("amend-cancel").addEventListener("click", () => {
+    state.amending = false;
+    readForm(state.case);
+  });
+  $("signout-confirm").addEventListener("click", confirmSignOut);
+  $("signout-cancel").addEventListener("click", () => $("signout-dialog").close());
   $("attach-button").addEventListener("click", async () => {
     const slideId = $("attach-select").value;
     if (!slideId) return;

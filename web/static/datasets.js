@@ -1,12 +1,15 @@
 // Researchers' dataset catalogue: published versions, and for the chosen one its
 // parameters, class balance per split (slides and patches), extraction QC and
 // sample patches. Everything shown comes from the research tier.
-import { api, el, formatDate, requireSession, showError } from "/static/app.js";
+import { api, el, formatDate, requireSession, showError, t } from "/static/app.js";
 
 const SPLITS = ["train", "val", "test"];
 const listHost = document.getElementById("version-list");
 const detail = document.getElementById("version-detail");
 const loading = document.getElementById("datasets-loading");
+
+/** A split's name as people read it (the API's names are train, val and test). */
+const splitName = (split) => (SPLITS.includes(split) ? t(`datasets.split.${split}`) : split);
 
 function versionRow(v) {
   const slides = SPLITS.map((s) => Object.values(v.counts?.[s] || {}).reduce((a, b) => a + b, 0));
@@ -29,7 +32,7 @@ function balanceTable(id, caption, counts) {
     "table",
     { class: "slide-table balance-table", id },
     el("caption", { text: caption }),
-    el("thead", {}, el("tr", {}, el("th", { text: "Label" }), SPLITS.map((s) => el("th", { text: s })))),
+    el("thead", {}, el("tr", {}, el("th", { text: t("datasets.col.label") }), SPLITS.map((s) => el("th", { text: splitName(s) })))),
     el(
       "tbody",
       {},
@@ -44,10 +47,12 @@ function mean(values) {
   return values.length ? values.reduce((a, b) => a + b, 0) / values.length : 0;
 }
 
+const percent = (fraction) => (100 * fraction).toFixed(1);
+
 async function show(name, version) {
   showError("");
   detail.hidden = false;
-  detail.replaceChildren(el("p", { class: "muted", text: `Loading ${name}@${version}…` }));
+  detail.replaceChildren(el("p", { class: "muted", text: t("datasets.loading_version", { ref: `${name}@${version}` }) }));
   try {
     const [manifest, samples] = await Promise.all([
       api(`/api/v1/datasets/${encodeURIComponent(name)}/versions/${version}`),
@@ -56,58 +61,102 @@ async function show(name, version) {
     const c = manifest.content;
     const x = c.extraction;
     const qc = x ? Object.values(x.slides || {}).map((s) => s.qc) : [];
+    // Entries withdrawn since publication (an opt-out) carry only their id.
+    const withdrawn = c.slides.filter((s) => s.withdrawn).length;
+    const live = c.slides.length - withdrawn;
     const facts = [
-      ["Labels", `${c.params.labels}${c.params.organ ? ` · organ ${c.params.organ}` : ""}`],
-      ["Slides", (() => {
-        // Entries withdrawn since publication (an opt-out) carry only their id.
-        const withdrawn = c.slides.filter((s) => s.withdrawn).length;
-        const live = c.slides.length - withdrawn;
-        return withdrawn ? `${live} (${withdrawn} withdrawn since publication)` : String(live);
-      })()],
-      ["Split", `${c.params.fractions.join(" / ")} by patient, seed ${c.params.seed}`],
-      ["Small cells", `k ≥ ${c.small_cells.min_cell_size}: ${c.small_cells.generalised} generalised, ${c.small_cells.suppressed} suppressed`],
-      ["Opted out since curation", String(c.opted_out_excluded)],
-      ["Content hash", manifest.content_hash],
+      [
+        t("datasets.fact.labels"),
+        c.params.organ ? t("datasets.labels_with_organ", { labels: c.params.labels, organ: c.params.organ }) : c.params.labels,
+      ],
+      [t("datasets.fact.slides"), withdrawn ? t("datasets.slides_withdrawn", { live, withdrawn }) : String(live)],
+      [t("datasets.fact.split"), t("datasets.split_rule", { fractions: c.params.fractions.join(" / "), seed: c.params.seed })],
+      [
+        t("datasets.fact.small_cells"),
+        t("datasets.small_cells", {
+          k: c.small_cells.min_cell_size,
+          generalised: c.small_cells.generalised,
+          suppressed: c.small_cells.suppressed,
+        }),
+      ],
+      [t("datasets.fact.opted_out"), String(c.opted_out_excluded)],
+      [t("datasets.fact.content_hash"), manifest.content_hash],
     ];
     if (x) {
       facts.push(
-        ["Patches", `${x.patches} of ${x.params.grid.patch_px} px at ${x.params.grid.patch_mpp} µm/px (parameters ${x.params_hash})`],
-        ["Tissue per slide", `${(100 * mean(qc.map((q) => q.tissue_fraction))).toFixed(1)} % on average`],
-        ["Blurred patches", `${(100 * mean(qc.map((q) => q.blur_fraction))).toFixed(1)} % · pen ink ${(100 * mean(qc.map((q) => q.pen_fraction))).toFixed(1)} %`],
+        [
+          t("datasets.fact.patches"),
+          t("datasets.patches", { n: x.patches, px: x.params.grid.patch_px, mpp: x.params.grid.patch_mpp, hash: x.params_hash }),
+        ],
+        [t("datasets.fact.tissue"), t("datasets.tissue", { pct: percent(mean(qc.map((q) => q.tissue_fraction))) })],
+        [
+          t("datasets.fact.blur"),
+          t("datasets.blur", {
+            blur: percent(mean(qc.map((q) => q.blur_fraction))),
+            pen: percent(mean(qc.map((q) => q.pen_fraction))),
+          }),
+        ],
       );
     }
     detail.replaceChildren(
       el("h2", { id: "detail-title", text: `${manifest.dataset}@${manifest.version}` }),
       el("dl", { class: "facts" }, facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
-      el("div", { class: "table-wrap" }, balanceTable("slide-balance", "Slides per split and label", c.counts)),
-      x ? el("div", { class: "table-wrap" }, balanceTable("patch-balance", "Patches per split and label", x.patch_counts)) : el("p", { class: "muted", text: "No patches extracted for this version." }),
-      el("h3", { text: "Sample patches" }),
+      el("div", { class: "table-wrap" }, balanceTable("slide-balance", t("datasets.slide_balance"), c.counts)),
+      x
+        ? el("div", { class: "table-wrap" }, balanceTable("patch-balance", t("datasets.patch_balance"), x.patch_counts))
+        : el("p", { class: "muted", text: t("datasets.no_patches") }),
+      el("h3", { text: t("datasets.samples") }),
       samples.length
         ? el(
             "div",
             { class: "patch-grid", id: "sample-patches" },
             samples.map((s) =>
-              el("figure", { class: "patch" }, el("img", { src: s.url, alt: `${s.label} patch from ${s.research_slide}`, width: 128, height: 128, loading: "lazy" }), el("figcaption", { text: `${s.label} · ${s.split}` })),
+              el(
+                "figure",
+                { class: "patch" },
+                el("img", {
+                  src: s.url,
+                  alt: t("datasets.sample_alt", { label: s.label, slide: s.research_slide }),
+                  width: 128,
+                  height: 128,
+                  loading: "lazy",
+                }),
+                el("figcaption", { text: `${s.label} · ${splitName(s.split)}` }),
+              ),
             ),
           )
-        : el("p", { class: "muted", text: "No sample patches." }),
+        : el("p", { class: "muted", text: t("datasets.no_samples") }),
     );
   } catch (err) {
     detail.hidden = true;
-    showError(err.message);
+    showError(err);
   }
 }
 
 async function main() {
-  const session = await requireSession({ active: "datasets" });
+  const session = await requireSession({ active: "datasets", areas: ["datasets"] });
   if (!session) return;
   try {
     const versions = await api("/api/v1/datasets");
     loading.hidden = true;
     if (!versions.length) {
-      listHost.replaceChildren(el("div", { class: "panel empty-state", id: "no-datasets" }, el("p", { text: "No dataset versions yet. Create one with: pathfed dataset create NAME --labels TAXONOMY" })));
+      listHost.replaceChildren(
+        el(
+          "div",
+          { class: "panel empty-state", id: "no-datasets" },
+          el("p", { text: t("datasets.empty") }),
+          el("p", {}, el("code", { text: "pathfed dataset create NAME --labels TAXONOMY" })),
+        ),
+      );
       return;
     }
+    const headings = [
+      t("datasets.col.version"),
+      t("datasets.col.slides"),
+      t("datasets.col.built_by"),
+      t("datasets.col.date"),
+      t("datasets.col.content_hash"),
+    ];
     listHost.replaceChildren(
       el(
         "div",
@@ -115,7 +164,7 @@ async function main() {
         el(
           "table",
           { class: "slide-table", id: "versions" },
-          el("thead", {}, el("tr", {}, ["Version", "Slides (train / val / test)", "Built by", "Date", "Content hash"].map((h) => el("th", { text: h })))),
+          el("thead", {}, el("tr", {}, headings.map((h) => el("th", { text: h })))),
           el("tbody", {}, versions.map(versionRow)),
         ),
       ),
@@ -125,7 +174,7 @@ async function main() {
     await show(chosen.dataset, chosen.version);
   } catch (err) {
     loading.hidden = true;
-    showError(err.message);
+    showError(err);
   }
 }
 

@@ -1,13 +1,16 @@
-// Slide list: one table row per slide, newest first (the server's order).
+// Slide list: one table row per slide, newest first (the server's order),
+// with dates on the hospital's clock.
 import {
   api,
   el,
+  errorText,
   formatBytes,
-  formatDate,
+  formatDateTime,
   formatDimensions,
   formatMpp,
   requireSession,
   showError,
+  t,
   viewerUrl,
 } from "/static/app.js";
 
@@ -19,23 +22,27 @@ function renderEmpty() {
     el(
       "div",
       { class: "panel empty-state", id: "empty-state" },
-      el("p", { text: "No slides yet." }),
-      el("a", { class: "button", href: "/upload", text: "Upload a slide" }),
+      el("p", { text: t("slides.empty") }),
+      el("a", { class: "button", href: "/upload", text: t("slides.upload_first") }),
     ),
   );
 }
 
 function slideRow(slide) {
   const open = viewerUrl(slide.id);
-  const details = [slide.vendor || slide.format, slide.objective_power ? `${slide.objective_power}×` : null, slide.levels ? `${slide.levels} levels` : null]
+  const details = [
+    slide.vendor || slide.format,
+    slide.objective_power ? t("slides.objective", { n: slide.objective_power }) : null,
+    slide.levels ? t("slides.levels", { n: slide.levels }) : null,
+  ]
     .filter(Boolean)
     .join(" · ");
 
   const deleteButton = el("button", {
     type: "button",
     class: "button button-danger button-small",
-    text: "Delete",
-    "aria-label": `Delete ${slide.filename}`,
+    text: t("slides.delete"),
+    "aria-label": t("slides.delete_aria", { name: slide.filename }),
   });
   const row = el(
     "tr",
@@ -60,17 +67,17 @@ function slideRow(slide) {
     el("td", { class: "num hide-narrow", text: formatMpp(slide.mpp_x, slide.mpp_y) }),
     el("td", { class: "num hide-narrow", text: formatBytes(slide.size_bytes) }),
     el("td", { class: "hide-narrow", text: slide.uploaded_by || "—" }),
-    el("td", { class: "num hide-narrow" }, el("time", { datetime: new Date(slide.created_at * 1000).toISOString(), text: formatDate(slide.created_at) })),
+    el("td", { class: "num hide-narrow" }, el("time", { datetime: new Date(slide.created_at * 1000).toISOString(), text: formatDateTime(slide.created_at) })),
     el(
       "td",
       { class: "actions" },
-      el("a", { class: "button button-quiet button-small hide-narrow", href: open, text: "Open" }),
+      el("a", { class: "button button-quiet button-small hide-narrow", href: open, text: t("slides.open") }),
       deleteButton,
     ),
   );
 
   deleteButton.addEventListener("click", async () => {
-    if (!window.confirm(`Delete "${slide.filename}"? This cannot be undone.`)) return;
+    if (!window.confirm(t("slides.delete_confirm", { name: slide.filename }))) return;
     deleteButton.disabled = true;
     showError("");
     try {
@@ -78,7 +85,7 @@ function slideRow(slide) {
       row.remove();
       if (!listHost.querySelector("tbody tr")) renderEmpty();
     } catch (err) {
-      showError(`Could not delete ${slide.filename}: ${err.message}`);
+      showError(t("slides.delete_failed", { name: slide.filename, reason: errorText(err) }));
       deleteButton.disabled = false;
     }
   });
@@ -90,12 +97,12 @@ function renderSlides(slides) {
     renderEmpty();
     return;
   }
-  const head = ["", "File", "Dimensions", "Resolution", "Size", "Uploaded by", "Date", ""];
+  const head = ["", t("slides.col.file"), t("slides.col.dimensions"), t("slides.col.resolution"), t("slides.col.size"), t("slides.col.uploaded_by"), t("slides.col.date"), ""];
   const narrowHidden = new Set([3, 4, 5, 6]);
   const table = el(
     "table",
     { class: "slide-table" },
-    el("caption", { class: "visually-hidden", text: "Slides" }),
+    el("caption", { class: "visually-hidden", text: t("slides.caption") }),
     el(
       "thead",
       {},
@@ -103,7 +110,7 @@ function renderSlides(slides) {
         "tr",
         {},
         head.map((label, i) =>
-          el("th", { scope: "col", class: narrowHidden.has(i) ? "hide-narrow" : null }, label || el("span", { class: "visually-hidden", text: i === 0 ? "Thumbnail" : "Actions" })),
+          el("th", { scope: "col", class: narrowHidden.has(i) ? "hide-narrow" : null }, label || el("span", { class: "visually-hidden", text: i === 0 ? t("slides.col.thumbnail") : t("slides.col.actions") })),
         ),
       ),
     ),
@@ -113,7 +120,7 @@ function renderSlides(slides) {
 }
 
 async function main() {
-  const session = await requireSession({ active: "slides" });
+  const session = await requireSession({ active: "slides", areas: ["slides"] });
   if (!session) return;
   // Researchers have no clinical slides to see; their home is the catalogue.
   if (session.user.role === "researcher") {
@@ -124,7 +131,7 @@ async function main() {
     const { slides } = await api("/api/v1/slides");
     renderSlides(slides || []);
   } catch (err) {
-    showError(`Could not load slides: ${err.message}`);
+    showError(t("slides.load_failed", { reason: errorText(err) }));
   } finally {
     loading.hidden = true;
   }

@@ -1,5 +1,5 @@
 // Login page: posts the credentials as JSON and goes on to `?next=` or `/`.
-import { api, fetchSession, showError } from "/static/app.js";
+import { api, fetchSession, initI18n, lang, showError, t, useLanguage } from "/static/app.js";
 
 /**
  * Only same-site paths are accepted as `next`, so a crafted login link cannot
@@ -17,17 +17,25 @@ const form = document.getElementById("login-form");
 const button = document.getElementById("login-button");
 const username = document.getElementById("username");
 const password = document.getElementById("password");
+const languages = document.getElementById("lang-select");
+
+// Before anyone signs in, the choice lives in this browser; once signed in, the nav's switch
+// saves it with the user.
+languages.addEventListener("change", () => {
+  showError("");
+  useLanguage(languages.value);
+});
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   showError("");
   if (!username.value.trim() || !password.value) {
-    showError("Enter your username and password.");
+    showError(t("login.missing"));
     (username.value.trim() ? password : username).focus();
     return;
   }
   button.disabled = true;
-  button.textContent = "Logging in…";
+  button.textContent = t("login.submitting");
   try {
     await api("/api/v1/session", {
       method: "POST",
@@ -35,13 +43,16 @@ form.addEventListener("submit", async (event) => {
     });
     window.location.assign(nextTarget());
   } catch (err) {
-    showError(err.message);
+    showError(err);
     password.value = "";
     password.focus();
     button.disabled = false;
-    button.textContent = "Log in";
+    button.textContent = t("login.submit");
   }
 });
+
+await initI18n(["login"]);
+languages.value = lang();
 
 // Someone already logged in has nothing to do here.
 fetchSession()

@@ -2,52 +2,74 @@
 // notice, intended use, what it was trained on, its test metrics with intervals, ROC curve,
 // where it is deployed and why (when its metrics do not show it beats chance), limitations,
 // and how often it has agreed with the pathologists' final diagnoses.
-import { api, el, requireSession, showError } from "/static/app.js";
+import { api, el, requireSession, showError, t } from "/static/app.js";
 
-const interval = (i) => (i ? `${i.value.toFixed(3)} (95 % CI ${i.low.toFixed(3)}–${i.high.toFixed(3)})` : "n/a");
-const share = (x) => (x === null || x === undefined ? "n/a" : `${(x * 100).toFixed(0)} %`);
+/** A metric with its 95 % interval, or "n/a". */
+export function interval(i) {
+  return i
+    ? t("models.interval", { value: i.value.toFixed(3), low: i.low.toFixed(3), high: i.high.toFixed(3) })
+    : t("common.not_available");
+}
+
+const share = (x) => (x === null || x === undefined ? t("common.not_available") : `${(x * 100).toFixed(0)} %`);
 
 // Balanced accuracy of the positive class against the rest when a model cannot discriminate.
 const CHANCE = 0.5;
 
+const MODEL_STATUSES = ["registering", "registered", "retired"];
+
+/** A model version's status as people read it. */
+export function modelStatusText(status) {
+  return MODEL_STATUSES.includes(status) ? t(`models.status.${status}`) : status;
+}
+
 /** Where a version is deployed, with the reason given for each deployment that has one. */
 export function deploymentText(deployments) {
-  const where = deployments.map((d) => `${d.organ} / ${d.taxonomy}${d.reason ? ` (reason given: ${d.reason})` : ""}`);
-  return `Deployed for ${where.join(", ")}.`;
+  const where = deployments.map((d) =>
+    d.reason
+      ? t("models.deployed_where_reason", { organ: d.organ, taxonomy: d.taxonomy, reason: d.reason })
+      : t("models.deployed_where", { organ: d.organ, taxonomy: d.taxonomy }),
+  );
+  return t("models.deployed_for", { where: where.join(t("models.list_separator")) });
 }
 
 /** A warning when the test balanced accuracy does not show the model beats chance, else null. */
 export function chanceWarning(ba) {
   if (ba && ba.value > CHANCE && ba.low > CHANCE) return null;
-  const figures = ba ? `${interval(ba)}` : "not measured";
-  return el("p", { class: "alert", id: "card-chance", text: `Not shown to do better than chance: test balanced accuracy ${figures}, chance ${CHANCE}.` });
+  const figures = ba ? interval(ba) : t("models.not_measured");
+  return el("p", { class: "alert", id: "card-chance", text: t("models.chance_warning", { figures, chance: CHANCE }) });
 }
 
 /** The concordance section, shared with the registry page. */
 export function concordanceSection(c) {
   if (!c.slides) {
-    return el("p", { id: "card-concordance", class: "muted", text: "No signed-out slide has an AI result from this version yet." });
+    return el("p", { id: "card-concordance", class: "muted", text: t("models.concordance.none") });
   }
   return el(
     "dl",
     { class: "facts", id: "card-concordance" },
     [
-      ["Signed-out slides", `${c.slides} (${c.comparable} with a diagnosis the model can name)`],
-      ["Agreement", c.agreement ? `${interval(c.agreement)} — ${c.agreements} of ${c.comparable}` : "n/a"],
-      ["Discordant", `${c.discordant} (flagged for review in later dataset versions)`],
-      ["Sensitivity vs pathologists", share(c.sensitivity)],
-      ["Specificity vs pathologists", share(c.specificity)],
+      [t("models.concordance.slides"), t("models.concordance.slides_value", { slides: c.slides, comparable: c.comparable })],
+      [
+        t("models.concordance.agreement"),
+        c.agreement
+          ? t("models.concordance.agreement_value", { interval: interval(c.agreement), agreements: c.agreements, comparable: c.comparable })
+          : t("common.not_available"),
+      ],
+      [t("models.concordance.discordant"), t("models.concordance.discordant_value", { n: c.discordant })],
+      [t("models.concordance.sensitivity"), share(c.sensitivity)],
+      [t("models.concordance.specificity"), share(c.specificity)],
     ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
   );
 }
 
 async function main() {
-  const session = await requireSession({ active: "" });
+  const session = await requireSession({ active: "", areas: ["models"] });
   if (!session) return;
   const reference = new URLSearchParams(window.location.search).get("model") || "";
   const at = reference.lastIndexOf("@");
   if (at <= 0) {
-    showError("No model was given.");
+    showError(t("models.card.no_model"));
     return;
   }
   const [name, version] = [reference.slice(0, at), reference.slice(at + 1)];
@@ -56,40 +78,66 @@ async function main() {
     const { model, card, concordance } = await api(base);
     const s = model.summary || {};
     const data = card.training_data || {};
-    document.title = `${reference} · pathfed`;
-    document.getElementById("card-title").textContent = `Model card: ${reference}`;
+    document.title = t("models.card.page_title_of", { model: reference });
+    document.getElementById("card-title").textContent = t("models.card.title_of", { model: reference });
     const section = document.getElementById("card");
     section.hidden = false;
+    const trainedOn = {
+      dataset: data.dataset,
+      version: data.version,
+      taxonomy: data.taxonomy,
+      organ: data.organ,
+      patients: data.patients,
+      hospitals: data.research_hospitals,
+    };
     section.replaceChildren(
       el("p", { class: "notice", id: "card-notice", text: card.notice }),
-      el("p", { class: "muted", text: `${model.architecture} · ${model.status} · positive class ${model.positive} of ${model.classes.join(", ")}` }),
-      el("h2", { text: "Intended use" }),
+      el("p", {
+        class: "muted",
+        text: t("models.card.summary", {
+          architecture: model.architecture,
+          status: modelStatusText(model.status),
+          positive: model.positive,
+          classes: model.classes.join(", "),
+        }),
+      }),
+      el("h2", { text: t("models.section.intended_use") }),
       el("p", { id: "card-intended-use", text: card.intended_use }),
-      el("h2", { text: "Test split (slide level)" }),
+      el("h2", { text: t("models.section.test_split") }),
       el(
         "dl",
         { class: "facts", id: "card-metrics" },
         [
-          ["Slides", `${s.test_slides} at threshold ${s.threshold}`],
-          ["AUC", interval(s.auc)],
-          ["Balanced accuracy", interval(s.balanced_accuracy)],
-          ["Sensitivity", interval(s.sensitivity)],
-          ["Specificity", interval(s.specificity)],
+          [t("models.metric.slides"), t("models.metric.slides_value", { n: s.test_slides, threshold: s.threshold })],
+          [t("models.metric.auc"), interval(s.auc)],
+          [t("models.metric.balanced_accuracy"), interval(s.balanced_accuracy)],
+          [t("models.metric.sensitivity"), interval(s.sensitivity)],
+          [t("models.metric.specificity"), interval(s.specificity)],
         ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
       ),
       chanceWarning(s.balanced_accuracy),
-      el("figure", {}, el("img", { id: "roc-plot", src: `${base}/roc.png`, alt: `ROC curve of ${reference}`, width: 480, height: 360 }), el("figcaption", { text: "ROC on the test split" })),
-      el("h2", { text: "Deployment" }),
-      el("p", { id: "card-deployment", text: (model.deployed_for || []).length ? deploymentText(model.deployed_for) : `Not deployed (${model.status}).` }),
-      el("h2", { text: "Agreement with pathologists" }),
+      el(
+        "figure",
+        {},
+        el("img", { id: "roc-plot", src: `${base}/roc.png`, alt: t("models.plot.roc_alt", { model: reference }), width: 480, height: 360 }),
+        el("figcaption", { text: t("models.plot.roc") }),
+      ),
+      el("h2", { text: t("models.section.deployment") }),
+      el("p", {
+        id: "card-deployment",
+        text: (model.deployed_for || []).length
+          ? deploymentText(model.deployed_for)
+          : t("models.not_deployed", { status: modelStatusText(model.status) }),
+      }),
+      el("h2", { text: t("models.section.agreement") }),
       concordanceSection(concordance),
-      el("h2", { text: "Training data" }),
-      el("p", { text: `${data.dataset}@${data.version} (${data.taxonomy}${data.organ ? `, ${data.organ}` : ""}): ${data.patients} patients from ${data.research_hospitals} hospital(s).` }),
-      el("h2", { text: "Limitations" }),
+      el("h2", { text: t("models.section.training_data") }),
+      el("p", { text: data.organ ? t("models.card.trained_on_organ", trainedOn) : t("models.card.trained_on", trainedOn) }),
+      el("h2", { text: t("models.section.limitations") }),
       el("ul", { id: "card-limitations" }, (card.limitations || []).map((l) => el("li", { text: l }))),
     );
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 

@@ -2,8 +2,8 @@
 // metrics with intervals, limitations, agreement with pathologists since deployment), ROC and
 // loss plots, where it is deployed, and, for the platform admin, buttons to deploy it for an
 // organ or retire it. A version not shown to beat chance is deployed only with a written reason.
-import { ApiError, api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
-import { chanceWarning, concordanceSection, deploymentText } from "/static/model-card.js";
+import { ApiError, api, el, formatDate, requireSession, showError, t } from "/static/app.js";
+import { chanceWarning, concordanceSection, deploymentText, interval, modelStatusText } from "/static/model-card.js";
 
 const listHost = document.getElementById("model-list");
 const detail = document.getElementById("model-detail");
@@ -16,22 +16,24 @@ let canDeploy = false;
  */
 function askReason(message) {
   return new Promise((resolve) => {
-    const reason = el("textarea", { id: "deploy-reason", rows: 4, required: true, style: "width: 100%", placeholder: "e.g. pilot at one hub, every call reviewed by a pathologist" });
+    const reason = el("textarea", { id: "deploy-reason", rows: 4, required: true, style: "width: 100%", placeholder: t("models.reason.placeholder") });
     const dialog = el(
       "dialog",
       { id: "deploy-reason-dialog", class: "panel narrow-form", "aria-labelledby": "deploy-reason-title" },
       el(
         "form",
         { method: "dialog" },
-        el("h3", { id: "deploy-reason-title", text: "A reason is needed to deploy" }),
-        el("p", { id: "deploy-reason-message", text: message }),
-        el("label", { for: "deploy-reason", text: "Why deploy it? (kept with the deployment and in the audit log)" }),
+        el("h3", { id: "deploy-reason-title", text: t("models.reason.title") }),
+        el("p", { text: t("models.reason.intro") }),
+        // The server's own words: they carry the figures.
+        el("p", { id: "deploy-reason-message", lang: "en", text: message }),
+        el("label", { for: "deploy-reason", text: t("models.reason.label") }),
         reason,
         el(
           "div",
           { class: "actions" },
-          el("button", { type: "submit", class: "button", id: "deploy-reason-confirm", value: "deploy", text: "Deploy with this reason" }),
-          el("button", { type: "button", class: "button button-quiet", id: "deploy-reason-cancel", text: "Cancel", onclick: () => dialog.close("") }),
+          el("button", { type: "submit", class: "button", id: "deploy-reason-confirm", value: "deploy", text: t("models.reason.confirm") }),
+          el("button", { type: "button", class: "button button-quiet", id: "deploy-reason-cancel", text: t("common.cancel"), onclick: () => dialog.close("") }),
         ),
       ),
     );
@@ -46,15 +48,13 @@ function askReason(message) {
   });
 }
 
-function pct(interval) {
-  if (!interval) return "n/a";
-  return `${interval.value.toFixed(3)} (95 % CI ${interval.low.toFixed(3)}–${interval.high.toFixed(3)})`;
-}
-
 function overSeeds(summary, key) {
   const o = summary.over_seeds?.[key];
-  return summary.seeds > 1 && o ? ` · ${o.mean.toFixed(3)} ± ${o.sd.toFixed(3)} over ${o.n} seeds` : "";
+  return summary.seeds > 1 && o ? t("models.over_seeds", { mean: o.mean.toFixed(3), sd: o.sd.toFixed(3), n: o.n }) : "";
 }
+
+/** A version's status as a coloured badge. */
+const modelBadge = (status) => el("span", { class: `status status-${status}`, text: modelStatusText(status) });
 
 function modelRow(m) {
   const ref = `${m.name}@${m.version}`;
@@ -64,8 +64,8 @@ function modelRow(m) {
     el("td", {}, el("a", { href: `#${ref}`, class: "model-link", text: ref, onclick: () => show(m.name, m.version) })),
     el("td", { text: `${m.dataset}@${m.dataset_version}` }),
     el("td", { text: m.architecture }),
-    el("td", { text: m.summary?.auc ? m.summary.auc.value.toFixed(3) : "n/a" }),
-    el("td", {}, statusBadge(m.status)),
+    el("td", { text: m.summary?.auc ? m.summary.auc.value.toFixed(3) : t("common.not_available") }),
+    el("td", {}, modelBadge(m.status)),
     el("td", { text: m.deployed_for.map((d) => `${d.organ} / ${d.taxonomy}`).join(", ") || "—" }),
     el("td", { text: formatDate(m.created_at) }),
   );
@@ -74,9 +74,18 @@ function modelRow(m) {
 async function refresh() {
   const models = await api("/api/v1/models");
   if (!models.length) {
-    listHost.replaceChildren(el("p", { class: "muted", id: "no-models", text: "No models yet: train one on the Training page." }));
+    listHost.replaceChildren(el("p", { class: "muted", id: "no-models", text: t("models.empty") }));
     return models;
   }
+  const headings = [
+    t("models.col.model"),
+    t("models.col.dataset"),
+    t("models.col.architecture"),
+    t("models.col.auc"),
+    t("models.col.status"),
+    t("models.col.deployed_for"),
+    t("models.col.registered"),
+  ];
   listHost.replaceChildren(
     el(
       "div",
@@ -84,7 +93,7 @@ async function refresh() {
       el(
         "table",
         { class: "slide-table", id: "models" },
-        el("thead", {}, el("tr", {}, ["Model", "Dataset", "Architecture", "AUC", "Status", "Deployed for", "Registered"].map((h) => el("th", { text: h })))),
+        el("thead", {}, el("tr", {}, headings.map((h) => el("th", { text: h })))),
         el("tbody", {}, models.map(modelRow)),
       ),
     ),
@@ -103,8 +112,19 @@ async function show(name, version) {
     const deployForm = el(
       "form",
       { id: "deploy-form", class: "inline-form" },
-      el("label", {}, "Organ ", el("input", { id: "deploy-organ", value: organ, placeholder: "e.g. stomach", required: true })),
-      el("button", { type: "submit", class: "button", id: "deploy-button", text: `Deploy for ${model.taxonomy}`, disabled: model.status !== "registered" }),
+      el(
+        "label",
+        {},
+        `${t("models.deploy.organ")} `,
+        el("input", { id: "deploy-organ", value: organ, placeholder: t("models.deploy.organ_placeholder"), required: true }),
+      ),
+      el("button", {
+        type: "submit",
+        class: "button",
+        id: "deploy-button",
+        text: t("models.deploy.button", { taxonomy: model.taxonomy }),
+        disabled: model.status !== "registered",
+      }),
     );
     deployForm.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -122,86 +142,104 @@ async function show(name, version) {
         }
         await refresh();
         await show(name, version);
-        document.getElementById("deploy-status").textContent = `Deployed for ${d.organ} slides in ${d.taxonomy}.${d.reason ? ` Reason: ${d.reason}` : ""}`;
+        document.getElementById("deploy-status").textContent = d.reason
+          ? t("models.deploy.done_reason", { organ: d.organ, taxonomy: d.taxonomy, reason: d.reason })
+          : t("models.deploy.done", { organ: d.organ, taxonomy: d.taxonomy });
       } catch (err) {
-        showError(err.message);
+        showError(err);
       }
     });
     const retire = el("button", {
       type: "button",
       class: "button button-danger",
       id: "retire-button",
-      text: "Retire",
+      text: t("models.retire.button"),
       disabled: model.status !== "registered",
       onclick: async () => {
-        if (!window.confirm(`Retire ${name}@${version}? It will be undeployed everywhere.`)) return;
+        if (!window.confirm(t("models.retire.confirm", { model: `${name}@${version}` }))) return;
         try {
           await api(`${base}/retire`, { method: "POST" });
           await refresh();
           await show(name, version);
         } catch (err) {
-          showError(err.message);
+          showError(err);
         }
       },
     });
     const data = card.training_data || {};
+    const ref = `${name}@${version}`;
+    const trainedOn = { dataset: data.dataset, version: data.version, taxonomy: data.taxonomy, organ: data.organ };
+    const dataset = data.organ ? t("models.data.dataset_organ", trainedOn) : t("models.data.dataset", trainedOn);
     detail.hidden = false;
     detail.replaceChildren(
-      el("h2", { id: "model-title", text: `${name}@${version}` }),
+      el("h2", { id: "model-title", text: ref }),
       el("p", { class: "notice", id: "card-notice", text: card.notice }),
-      el("h3", { text: "Intended use" }),
+      el("h3", { text: t("models.section.intended_use") }),
       el("p", { id: "card-intended-use", text: card.intended_use }),
-      el("h3", { text: "Test split (slide level)" }),
+      el("h3", { text: t("models.section.test_split") }),
       el(
         "dl",
         { class: "facts", id: "card-metrics" },
         [
-          ["Slides", `${s.test_slides} at threshold ${s.threshold}`],
-          ["AUC", pct(s.auc) + overSeeds(s, "auc")],
-          ["Balanced accuracy", pct(s.balanced_accuracy) + overSeeds(s, "balanced_accuracy")],
-          ["Sensitivity", pct(s.sensitivity) + overSeeds(s, "sensitivity")],
-          ["Specificity", pct(s.specificity) + overSeeds(s, "specificity")],
-          ["Confusion", `TP ${c.tp} · FP ${c.fp} · TN ${c.tn} · FN ${c.fn_}`],
+          [t("models.metric.slides"), t("models.metric.slides_value", { n: s.test_slides, threshold: s.threshold })],
+          [t("models.metric.auc"), interval(s.auc) + overSeeds(s, "auc")],
+          [t("models.metric.balanced_accuracy"), interval(s.balanced_accuracy) + overSeeds(s, "balanced_accuracy")],
+          [t("models.metric.sensitivity"), interval(s.sensitivity) + overSeeds(s, "sensitivity")],
+          [t("models.metric.specificity"), interval(s.specificity) + overSeeds(s, "specificity")],
+          [t("models.metric.confusion"), `TP ${c.tp} · FP ${c.fp} · TN ${c.tn} · FN ${c.fn_}`],
         ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
       ),
       chanceWarning(s.balanced_accuracy),
       el(
         "div",
         { class: "plots" },
-        el("figure", {}, el("img", { id: "roc-plot", src: `${base}/files/roc.png`, alt: `ROC curve of ${name}@${version}`, width: 480, height: 360 }), el("figcaption", { text: "ROC on the test split" })),
-        el("figure", {}, el("img", { id: "loss-plot", src: `${base}/files/loss.png`, alt: `Loss curves of ${name}@${version}`, width: 480, height: 360 }), el("figcaption", { text: "Loss per epoch" })),
+        el(
+          "figure",
+          {},
+          el("img", { id: "roc-plot", src: `${base}/files/roc.png`, alt: t("models.plot.roc_alt", { model: ref }), width: 480, height: 360 }),
+          el("figcaption", { text: t("models.plot.roc") }),
+        ),
+        el(
+          "figure",
+          {},
+          el("img", { id: "loss-plot", src: `${base}/files/loss.png`, alt: t("models.plot.loss_alt", { model: ref }), width: 480, height: 360 }),
+          el("figcaption", { text: t("models.plot.loss") }),
+        ),
       ),
-      el("h3", { text: "Agreement with pathologists" }),
+      el("h3", { text: t("models.section.agreement") }),
       concordanceSection(concordance),
-      el("h3", { text: "Training data" }),
+      el("h3", { text: t("models.section.training_data") }),
       el(
         "dl",
         { class: "facts" },
         [
-          ["Dataset", `${data.dataset}@${data.version} · ${data.taxonomy}${data.organ ? ` · ${data.organ}` : ""}`],
-          ["Content hash", data.content_hash],
-          ["Patients", `${data.patients} from ${data.research_hospitals} hospital(s)`],
-          ["Slides train / val / test", `${data.train?.slides} / ${data.validation?.slides} / ${data.test?.slides}`],
-          ["Code", model.code_version],
-          ["Aggregation", metrics.aggregation],
+          [t("models.data.dataset_label"), dataset],
+          [t("models.data.content_hash"), data.content_hash],
+          [t("models.data.patients"), t("models.data.patients_value", { patients: data.patients, hospitals: data.research_hospitals })],
+          [t("models.data.slides"), `${data.train?.slides} / ${data.validation?.slides} / ${data.test?.slides}`],
+          [t("models.data.code"), model.code_version],
+          [t("models.data.aggregation"), metrics.aggregation],
         ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]),
       ),
-      el("h3", { text: "Limitations" }),
+      el("h3", { text: t("models.section.limitations") }),
       el("ul", { id: "card-limitations" }, (card.limitations || []).map((l) => el("li", { text: l }))),
-      el("h3", { text: "Deployment" }),
-      el("p", { id: "deploy-status", text: model.deployed_for.length ? deploymentText(model.deployed_for) : `Not deployed (${model.status}).` }),
+      el("h3", { text: t("models.section.deployment") }),
+      el("p", {
+        id: "deploy-status",
+        text: model.deployed_for.length ? deploymentText(model.deployed_for) : t("models.not_deployed", { status: modelStatusText(model.status) }),
+      }),
       canDeploy
         ? el("div", { class: "actions" }, deployForm, retire)
-        : el("p", { class: "muted", id: "deploy-note", text: "Deploying and retiring models is for the platform admin." }),
+        : el("p", { class: "muted", id: "deploy-note", text: t("models.deploy.admin_only") }),
     );
   } catch (err) {
     detail.hidden = true;
-    showError(err.message);
+    showError(err);
   }
 }
 
 async function main() {
-  const session = await requireSession({ active: "models" });
+  const session = await requireSession({ active: "models", areas: ["models"] });
   if (!session) return;
   canDeploy = session.user.role === "platform-admin";
   try {
@@ -210,7 +248,7 @@ async function main() {
     const chosen = models.find((m) => `${m.name}@${m.version}` === wanted) || models[0];
     if (chosen) await show(chosen.name, chosen.version);
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 

@@ -1,7 +1,7 @@
 // Researchers' training runs: start a run on a dataset version, follow its loss, accuracy
 // and AUROC per epoch as it trains, cancel it, resume a stopped one, and open the model it
 // registered.
-import { api, el, formatDate, requireSession, showError, statusBadge } from "/static/app.js";
+import { api, el, formatDate, requireSession, showError, t } from "/static/app.js";
 
 const form = document.getElementById("train-form");
 const listHost = document.getElementById("run-list");
@@ -10,6 +10,16 @@ let shown = null;
 let timer = null;
 
 const COLOURS = { train: "#1f77b4", valid: "#ff7f0e" };
+const SPLITS = ["train", "valid"];
+const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+/** A run's status as people read it. */
+const statusText = (status) => (STATUSES.includes(status) ? t(`training.status.${status}`) : status);
+
+/** A run's status as a coloured badge. */
+const runBadge = (status) => el("span", { class: `status status-${status}`, text: statusText(status) });
+
+const percent = (fraction) => `${Math.round(fraction * 100)} %`;
 
 /** An SVG line chart of one metric per split over epochs (seed by seed, in order). */
 function chart(title, points) {
@@ -28,7 +38,7 @@ function chart(title, points) {
   };
   add("text", { x: L, y: 14, class: "curve-title" }, title);
   if (!points.length) {
-    add("text", { x: L, y: H / 2 }, "waiting for the first epoch…");
+    add("text", { x: L, y: H / 2 }, t("training.chart.waiting"));
     return svg;
   }
   const xs = points.map((p) => p.x);
@@ -41,8 +51,8 @@ function chart(title, points) {
   add("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" });
   add("text", { x: L - 4, y: sy(y1) + 4, "text-anchor": "end" }, y1.toFixed(2));
   add("text", { x: L - 4, y: sy(y0) + 4, "text-anchor": "end" }, y0.toFixed(2));
-  add("text", { x: W - R, y: H - 6, "text-anchor": "end" }, `epoch ${x1}`);
-  for (const split of ["train", "valid"]) {
+  add("text", { x: W - R, y: H - 6, "text-anchor": "end" }, t("training.chart.epoch", { n: x1 }));
+  for (const split of SPLITS) {
     const line = points.filter((p) => p.split === split);
     if (!line.length) continue;
     add("polyline", {
@@ -52,7 +62,7 @@ function chart(title, points) {
       "stroke-width": 2,
       "data-split": split,
     });
-    add("text", { x: W - R - 60, y: split === "train" ? T + 10 : T + 24, fill: COLOURS[split] }, split);
+    add("text", { x: W - R - 60, y: split === "train" ? T + 10 : T + 24, fill: COLOURS[split] }, t(`training.split.${split}`));
   }
   return svg;
 }
@@ -79,8 +89,8 @@ function runRow(run) {
     el("td", {}, el("a", { href: `#${run.id}`, class: "run-link", text: run.id.slice(0, 8), onclick: () => follow(run.id) })),
     el("td", { text: run.dataset }),
     el("td", { text: `${run.request.model} · ${run.request.device}` }),
-    el("td", {}, statusBadge(run.status)),
-    el("td", { text: `${Math.round(run.progress * 100)} %` }),
+    el("td", {}, runBadge(run.status)),
+    el("td", { text: percent(run.progress) }),
     el("td", {}, run.model ? el("a", { href: `/models#${run.model}`, text: run.model }) : "—"),
     el("td", { text: formatDate(run.created_at) }),
   );
@@ -89,7 +99,7 @@ function runRow(run) {
 async function refreshList() {
   const runs = await api("/api/v1/training/runs");
   if (!runs.length) {
-    listHost.replaceChildren(el("p", { class: "muted", id: "no-runs", text: "No training runs yet." }));
+    listHost.replaceChildren(el("p", { class: "muted", id: "no-runs", text: t("training.no_runs") }));
     return runs;
   }
   listHost.replaceChildren(
@@ -99,7 +109,23 @@ async function refreshList() {
       el(
         "table",
         { class: "slide-table", id: "runs" },
-        el("thead", {}, el("tr", {}, ["Run", "Dataset", "Model", "Status", "Progress", "Registered", "Started"].map((h) => el("th", { text: h })))),
+        el(
+          "thead",
+          {},
+          el(
+            "tr",
+            {},
+            [
+              t("training.col.run"),
+              t("training.col.dataset"),
+              t("training.col.model"),
+              t("training.col.status"),
+              t("training.col.progress"),
+              t("training.col.registered"),
+              t("training.col.started"),
+            ].map((h) => el("th", { text: h })),
+          ),
+        ),
         el("tbody", {}, runs.map(runRow)),
       ),
     ),
@@ -111,31 +137,50 @@ function renderRun(run) {
   const active = run.status === "queued" || run.status === "running";
   const actions = [];
   if (active) {
-    actions.push(el("button", { type: "button", class: "button button-danger", id: "run-cancel", text: "Cancel", onclick: () => act(run.id, "cancel") }));
+    actions.push(el("button", { type: "button", class: "button button-danger", id: "run-cancel", text: t("training.cancel"), onclick: () => act(run.id, "cancel") }));
   }
   if (run.resumable) {
-    actions.push(el("button", { type: "button", class: "button", id: "run-resume", text: "Resume from checkpoint", onclick: () => act(run.id, "resume") }));
+    actions.push(el("button", { type: "button", class: "button", id: "run-resume", text: t("training.resume"), onclick: () => act(run.id, "resume") }));
   }
   detail.hidden = false;
   detail.replaceChildren(
-    el("h2", { id: "run-title", text: `Run ${run.id.slice(0, 8)} · ${run.dataset}` }),
+    el("h2", { id: "run-title", text: t("training.run_title", { id: run.id.slice(0, 8), dataset: run.dataset }) }),
     el(
       "dl",
       { class: "facts" },
       [
-        ["Status", run.status],
-        ["Progress", `${Math.round(run.progress * 100)} % ${run.note ? `· ${run.note}` : ""}`],
-        ["Model", `${run.request.model}, ${run.request.epochs} epochs, batch ${run.request.batch}, lr ${run.request.lr}, ${run.request.seeds} seed(s), ${run.request.aggregation}`],
-        ["Device", run.request.device],
-        run.error ? ["Error", run.error] : null,
-        run.model ? ["Registered", run.model] : null,
+        ["status", t("training.fact.status"), statusText(run.status)],
+        ["progress", t("training.fact.progress"), run.note ? `${percent(run.progress)} · ${run.note}` : percent(run.progress)],
+        [
+          "model",
+          t("training.fact.model"),
+          t("training.model_summary", {
+            model: run.request.model,
+            epochs: run.request.epochs,
+            batch: run.request.batch,
+            lr: run.request.lr,
+            seeds: run.request.seeds,
+            aggregation: run.request.aggregation,
+          }),
+        ],
+        ["device", t("training.fact.device"), run.request.device],
+        run.error ? ["error", t("training.fact.error"), run.error] : null,
+        run.model ? ["registered", t("training.fact.registered"), run.model] : null,
       ]
         .filter(Boolean)
-        .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v, dataset: { fact: k.toLowerCase() } })]),
+        .flatMap(([fact, k, v]) => [el("dt", { text: k }), el("dd", { text: v, dataset: { fact } })]),
     ),
     el("progress", { id: "run-progress", max: 1, value: run.progress }),
-    el("div", { class: "curves", id: "run-curves" }, chart("Loss", series(run.history, "Loss")), chart("Accuracy (%)", series(run.history, "Accuracy")), chart("AUROC (%)", series(run.history, "AUROC"))),
-    run.model ? el("p", {}, el("a", { href: `/models#${run.model}`, id: "run-model-link", class: "button", text: `Open the model card of ${run.model}` })) : null,
+    el(
+      "div",
+      { class: "curves", id: "run-curves" },
+      chart(t("training.chart.loss"), series(run.history, "Loss")),
+      chart(t("training.chart.accuracy"), series(run.history, "Accuracy")),
+      chart(t("training.chart.auroc"), series(run.history, "AUROC")),
+    ),
+    run.model
+      ? el("p", {}, el("a", { href: `/models#${run.model}`, id: "run-model-link", class: "button", text: t("training.open_model", { model: run.model }) }))
+      : null,
     el("div", { class: "actions" }, actions),
   );
 }
@@ -148,10 +193,10 @@ async function follow(id) {
     if (shown !== id) return;
     renderRun(run);
     if (run.status === "queued" || run.status === "running") {
-      timer = setTimeout(() => follow(id).then(refreshList).catch((e) => showError(e.message)), 1000);
+      timer = setTimeout(() => follow(id).then(refreshList).catch((e) => showError(e)), 1000);
     }
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 
@@ -162,7 +207,7 @@ async function act(id, action) {
     await refreshList();
     await follow(id);
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 
@@ -189,25 +234,29 @@ form.addEventListener("submit", async (event) => {
     await refreshList();
     await follow(run.id);
   } catch (err) {
-    showError(err.message);
+    showError(err);
   } finally {
     button.disabled = false;
   }
 });
 
 async function main() {
-  const session = await requireSession({ active: "training" });
+  const session = await requireSession({ active: "training", areas: ["training"] });
   if (!session) return;
   try {
     const versions = await api("/api/v1/datasets");
     const select = document.getElementById("train-dataset");
     select.replaceChildren(...versions.map((v) => el("option", { value: `${v.dataset}@${v.version}`, text: `${v.dataset}@${v.version}` })));
+    if (!versions.length) {
+      // The form cannot start anything yet; say why instead of an empty list.
+      select.replaceChildren(el("option", { value: "", disabled: true, selected: true, text: t("training.no_versions") }));
+    }
     const runs = await refreshList();
     const wanted = window.location.hash.slice(1);
     const chosen = runs.find((r) => r.id === wanted) || runs[0];
     if (chosen) await follow(chosen.id);
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 

@@ -1,9 +1,15 @@
 // Upload page: hash each file locally (SHA-256, so the server can verify the
 // assembled file), then send it with the tus resumable protocol. Uses the
 // globals `hashwasm` and `tus` from the vendor scripts loaded by upload.html.
+//
+// A lost connection does not end an upload: its row waits for the connection
+// and resumes where it stopped, after a growing pause or at once when the
+// browser says it is back online. Only an answer of the server can end one.
 import {
+  ApiError,
   api,
   el,
+  errorText,
   fetchSession,
   formatBytes,
   getCsrfToken,
@@ -11,6 +17,7 @@ import {
   redirectToLogin,
   requireSession,
   showError,
+  t,
   viewerUrl,
 } from "/static/app.js";
 
@@ -21,19 +28,16 @@ const MAX_PARALLEL = 2;
 const CHUNK_SIZE = 8 * 1024 * 1024;
 // Hashing reads this much of the file into memory at a time.
 const HASH_SLICE = 16 * 1024 * 1024;
+// tus-js-client's own quick retries of a failed request, before the row waits.
 const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000, 20000];
+// Pauses between resume attempts while the connection stays away; the last repeats.
+const RESUME_DELAYS = [2000, 5000, 10000, 20000, 30000, 60000];
+// Longest specimen/block label the case accepts.
+const MAX_LABEL_CHARS = 40;
 
 // Phases in which leaving the page would lose work.
-const ACTIVE_PHASES = new Set(["queued", "hashing", "uploading", "processing"]);
-const PHASE_LABELS = {
-  queued: "Queued",
-  hashing: "Hashing",
-  uploading: "Uploading",
-  processing: "Processing",
-  done: "Done",
-  error: "Error",
-  cancelled: "Cancelled",
-};
+const ACTIVE_PHASES = new Set(["queued", "hashing", "uploading", "processing", "attaching", "waiting"]);
+const PHASES = ["queued", "hashing", "uploading", "processing", "attaching", "waiting", "done", "error", "cancelled"];
 
 const listEl = document.getElementById("upload-list");
 const input = document.getElementById("file-input");
@@ -42,27 +46,29 @@ const dropzone = document.getElementById("dropzone");
 const items = [];
 const waiting = [];
 let running = 0;
+let rowCount = 0;
 
 // Files picked before the session check finishes wait for it: every tus
-// request needs the CSRF token that comes with the session.
-const sessionReady = requireSession({ active: "upload" });
+// request needs the CSRF token that comes with the session, and every row
+// needs the translations that come with it.
+const sessionReady = requireSession({ active: "upload", areas: ["upload"] });
 
 // Opened from a draft case ("Upload slides into this case"): each finished
-// upload is attached to that case.
+// upload is attached to that case, with the specimen/block label typed in its row.
 const targetCase = new URLSearchParams(window.location.search).get("case");
-if (targetCase) {
-  const heading = document.querySelector("h1");
-  if (heading) {
-    heading.replaceChildren(
-      "Upload slides into case ",
-      el("a", { href: `/case?id=${encodeURIComponent(targetCase)}`, id: "back-to-case", text: targetCase.slice(0, 8) }),
-    );
-  }
-}
 
-async function attachToCase(slideId) {
-  await api(`/api/v1/cases/${encodeURIComponent(targetCase)}/slides`, { method: "POST", json: { slide_id: slideId } });
-}
+sessionReady.then((session) => {
+  if (!session || !targetCase) return;
+  const heading = document.getElementById("upload-title");
+  // The heading now holds a link; a later translation pass must not replace it.
+  heading.removeAttribute("data-i18n");
+  const [before, after = ""] = t("upload.title_into_case").split("{case}");
+  heading.replaceChildren(
+    before,
+    el("a", { href: `/case?id=${encodeURIComponent(targetCase)}`, id: "back-to-case", text: targetCase.slice(0, 8) }),
+    after,
+  );
+});
 
 class CancelledError extends Error {
   constructor() {
@@ -71,21 +77,68 @@ class CancelledError extends Error {
   }
 }
 
+/** The slide is on the server; adding it to the case failed with `cause`. */
+class AttachError extends Error {
+  constructor(cause) {
+    super(cause.message);
+    this.name = "AttachError";
+    this.cause = cause;
+  }
+}
+
+/** A request that got no answer at all: the connection, not the server, failed. */
+function isNetworkError(err) {
+  if (err instanceof ApiError) return err.status === 0 && err.code === "network";
+  if (!err || !err.originalRequest) return false;
+  return !err.originalResponse || err.originalResponse.getStatus() === 0;
+}
+
 /** One file's row in the list and its state. */
 class UploadItem {
   constructor(file) {
+    rowCount += 1;
     this.file = file;
     this.phase = "queued";
     this.cancelled = false;
     this.upload = null;
     this.slideId = null;
+    this.attached = false;
+    this.sentLabel = "";
+    this.resumeAttempt = 0;
+    this.resumeTimer = null;
+    this.resumeNow = null;
+    this.stopResumeWait = null;
+    this.lastSent = 0;
 
     this.phaseEl = el("span", { class: "upload-phase", "aria-live": "polite" });
-    this.progressEl = el("progress", { max: "100", value: "0", "aria-label": `Progress of ${file.name}` });
+    this.progressEl = el("progress", { max: "100", value: "0", "aria-label": t("upload.progress_of", { name: file.name }) });
     this.percentEl = el("span", { class: "upload-percent", text: "0%" });
     this.bytesEl = el("span", { class: "upload-bytes" });
+    this.noteEl = el("p", { class: "upload-note", "aria-live": "polite" });
     this.errorEl = el("p", { class: "upload-error", role: "alert" });
     this.actionsEl = el("div", { class: "upload-actions" });
+    this.labelRow = null;
+    this.labelInput = null;
+    if (targetCase) {
+      const id = `upload-label-${rowCount}`;
+      this.labelInput = el("input", {
+        id,
+        type: "text",
+        maxlength: String(MAX_LABEL_CHARS),
+        autocomplete: "off",
+        placeholder: t("upload.label.placeholder"),
+      });
+      this.labelSavedEl = el("span", { class: "saved", "aria-live": "polite" });
+      this.labelInput.addEventListener("change", () => this.saveLabel());
+      this.labelRow = el(
+        "div",
+        { class: "upload-label" },
+        el("label", { for: id, text: t("upload.label.label") }),
+        this.labelInput,
+        el("span", { class: "hint", text: t("upload.label.hint") }),
+        this.labelSavedEl,
+      );
+    }
     this.row = el(
       "li",
       { class: "upload-row" },
@@ -94,6 +147,8 @@ class UploadItem {
       el("div", { class: "upload-progress" }, this.progressEl, this.percentEl),
       this.bytesEl,
       this.actionsEl,
+      this.labelRow,
+      this.noteEl,
       this.errorEl,
     );
     this.lastDone = 0;
@@ -104,7 +159,7 @@ class UploadItem {
   setPhase(phase) {
     this.phase = phase;
     this.row.dataset.phase = phase;
-    this.phaseEl.textContent = PHASE_LABELS[phase] || phase;
+    this.phaseEl.textContent = PHASES.includes(phase) ? t(`upload.phase.${phase}`) : phase;
     this.renderActions();
   }
 
@@ -114,7 +169,7 @@ class UploadItem {
     if (done === null) {
       this.progressEl.removeAttribute("value");
       this.percentEl.textContent = "";
-      this.bytesEl.textContent = "Processing on the server…";
+      this.bytesEl.textContent = t("upload.processing_note");
       return;
     }
     this.lastDone = done;
@@ -122,23 +177,28 @@ class UploadItem {
     const percent = Math.floor(fraction * 100);
     this.progressEl.value = percent;
     this.percentEl.textContent = `${percent}%`;
-    const verb = this.phase === "hashing" ? "hashed" : this.phase === "queued" ? "waiting" : "sent";
-    this.bytesEl.textContent = `${formatBytes(done)} / ${formatBytes(total)} ${verb}`;
+    const key = this.phase === "hashing" ? "upload.bytes.hashing" : this.phase === "queued" ? "upload.bytes.queued" : "upload.bytes.sent";
+    this.bytesEl.textContent = t(key, { done: formatBytes(done), total: formatBytes(total) });
   }
 
   renderActions() {
     const buttons = [];
-    if (this.phase === "queued" || this.phase === "hashing" || this.phase === "uploading") {
-      buttons.push(el("button", { type: "button", class: "button button-quiet button-small", onclick: () => this.cancel(), text: "Cancel" }));
+    const button = (text, onclick) => el("button", { type: "button", class: "button button-quiet button-small", onclick, text });
+    if (this.phase === "waiting" && this.resumeNow) {
+      buttons.push(button(t("upload.action.retry_now"), () => this.resumeNow && this.resumeNow()));
+    }
+    // Once the file is on the server there is nothing left to cancel.
+    if (["queued", "hashing", "uploading"].includes(this.phase) || (this.phase === "waiting" && !this.slideId)) {
+      buttons.push(button(t("upload.action.cancel"), () => this.cancel()));
     }
     if (this.phase === "error" && this.retryable) {
-      buttons.push(el("button", { type: "button", class: "button button-quiet button-small", onclick: () => this.retry(), text: "Retry" }));
+      buttons.push(button(t("upload.action.retry"), () => this.retry()));
     }
     if (this.phase === "done") {
       buttons.push(
         this.slideId
-          ? el("a", { class: "button button-small open-viewer", href: viewerUrl(this.slideId), text: "Open in viewer" })
-          : el("a", { class: "button button-quiet button-small", href: "/", text: "Go to slides" }),
+          ? el("a", { class: "button button-small open-viewer", href: viewerUrl(this.slideId), text: t("upload.action.open") })
+          : el("a", { class: "button button-quiet button-small", href: "/", text: t("upload.action.slides") }),
       );
     }
     this.actionsEl.replaceChildren(...buttons);
@@ -146,10 +206,59 @@ class UploadItem {
 
   fail(message, retryable) {
     this.retryable = retryable;
+    this.noteEl.textContent = "";
     this.errorEl.textContent = message;
     this.setPhase("error");
     // Replace the indeterminate "processing" bar with how far it got.
     this.setProgress(this.lastDone);
+  }
+
+  /**
+   * Shows the row as waiting for the connection and resolves when it is time
+   * to try again: after the next pause, when the browser is back online, or
+   * when the user asks. Rejects with CancelledError if the upload is cancelled.
+   */
+  waitForConnection() {
+    return new Promise((resolve, reject) => {
+      const delay = RESUME_DELAYS[Math.min(this.resumeAttempt, RESUME_DELAYS.length - 1)];
+      this.resumeAttempt += 1;
+      const settle = (finish) => {
+        clearTimeout(this.resumeTimer);
+        this.resumeTimer = null;
+        this.resumeNow = null;
+        this.stopResumeWait = null;
+        this.noteEl.textContent = "";
+        finish();
+      };
+      this.resumeNow = () => settle(resolve);
+      this.stopResumeWait = () => settle(() => reject(new CancelledError()));
+      this.resumeTimer = setTimeout(this.resumeNow, delay);
+      this.errorEl.textContent = "";
+      this.noteEl.textContent = t("upload.waiting_note");
+      this.setPhase("waiting");
+    });
+  }
+
+  labelValue() {
+    return this.labelInput ? this.labelInput.value.trim() : "";
+  }
+
+  /** A label changed after the slide joined the case is saved on its own. */
+  async saveLabel() {
+    if (this.labelSavedEl) this.labelSavedEl.textContent = "";
+    if (!this.attached || !this.slideId) return;
+    const label = this.labelValue();
+    try {
+      await api(`/api/v1/cases/${encodeURIComponent(targetCase)}/slides/${encodeURIComponent(this.slideId)}`, {
+        method: "PUT",
+        json: { label },
+      });
+      this.sentLabel = label;
+      this.errorEl.textContent = "";
+      this.labelSavedEl.textContent = t("upload.label.saved");
+    } catch (err) {
+      this.errorEl.textContent = t("upload.error.label", { reason: errorText(err) });
+    }
   }
 
   async cancel() {
@@ -158,11 +267,13 @@ class UploadItem {
     const index = waiting.indexOf(this);
     if (index >= 0) waiting.splice(index, 1);
     this.errorEl.textContent = "";
+    this.noteEl.textContent = "";
     this.setPhase("cancelled");
+    if (this.stopResumeWait) this.stopResumeWait();
     // tus-js-client calls neither onSuccess nor onError after abort(), so
     // settle the waiting promise here to free the parallel slot.
     if (this.stopWaiting) this.stopWaiting();
-    if (this.upload) {
+    if (this.upload && !this.slideId) {
       // `true` also ends the upload on the server (tus termination) and
       // forgets the stored resume URL.
       try {
@@ -179,7 +290,7 @@ class UploadItem {
     try {
       session = await fetchSession();
     } catch (err) {
-      this.errorEl.textContent = err.message;
+      this.errorEl.textContent = errorText(err);
       return;
     }
     if (!session) {
@@ -189,9 +300,11 @@ class UploadItem {
     }
     this.cancelled = false;
     this.upload = null;
+    this.resumeAttempt = 0;
     this.errorEl.textContent = "";
     this.setPhase("queued");
-    this.setProgress(0);
+    // A slide already on the server is only attached again, not sent again.
+    this.setProgress(this.slideId ? this.file.size : 0);
     waiting.push(this);
     pump();
   }
@@ -216,6 +329,7 @@ async function hashFile(item) {
 function shouldRetry(err) {
   const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
   if (status >= 400 && status < 500 && status !== 409 && status !== 423) return false;
+  // Offline: no quick retries; the row waits for the connection instead.
   return navigator.onLine !== false;
 }
 
@@ -223,15 +337,18 @@ function describeUploadError(err) {
   const response = err && err.originalResponse;
   if (response) {
     const status = response.getStatus();
-    return messageFromErrorBody(response.getBody(), `The server refused the upload (HTTP ${status}).`);
+    if (status === 401) return t("upload.error.session");
+    if (status >= 500) return t("upload.error.server", { status });
+    return messageFromErrorBody(response.getBody(), t("upload.error.refused", { status }));
   }
-  if (err && err.originalRequest) {
-    return "The connection to the server was lost. Retry to resume where the upload stopped.";
-  }
-  return (err && err.message) || "The upload failed.";
+  return t("upload.error.failed", { reason: (err && err.message) || t("upload.phase.error") });
 }
 
-/** Runs the tus upload; resolves with the new slide's id (or null). */
+/**
+ * Runs the tus upload; resolves with the new slide's id (or null). A request
+ * that gets no answer leaves the row waiting for the connection, then resumes
+ * the same upload; any answer the server refuses with ends it.
+ */
 function sendFile(item, sha256) {
   return new Promise((resolve, reject) => {
     const readSlideId = (response) => (response ? response.getHeader("Pathfed-Slide-Id") : null);
@@ -245,6 +362,9 @@ function sendFile(item, sha256) {
       removeFingerprintOnSuccess: true,
       onShouldRetry: shouldRetry,
       onProgress(sent, total) {
+        // Bytes got through: the next loss of connection starts with a short pause again.
+        if (sent > item.lastSent) item.resumeAttempt = 0;
+        item.lastSent = sent;
         // Once the last byte is out, the final PATCH waits for the server to
         // verify and index the slide, which can take a while.
         if (total > 0 && sent >= total) {
@@ -266,14 +386,27 @@ function sendFile(item, sha256) {
       onSuccess(payload) {
         resolve(readSlideId(payload && payload.lastResponse) || item.slideId);
       },
-      onError: reject,
+      onError(err) {
+        if (item.cancelled) return;
+        if (!isNetworkError(err)) {
+          reject(err);
+          return;
+        }
+        // start() again resumes from the upload's URL: the server says how much it has.
+        item.waitForConnection().then(() => {
+          if (item.cancelled) return;
+          item.setPhase("uploading");
+          item.setProgress(item.lastDone);
+          upload.start();
+        }, reject);
+      },
     });
     item.upload = upload;
     item.stopWaiting = () => reject(new CancelledError());
 
     // Resume an earlier, interrupted upload of the same file when the browser
-    // remembers one; tus-js-client falls back to a fresh upload (with our new
-    // metadata) if the server no longer knows it.
+    // remembers one (a reload, a closed tab); tus-js-client falls back to a
+    // fresh upload (with our new metadata) if the server no longer knows it.
     upload
       .findPreviousUploads()
       .then((previous) => {
@@ -289,7 +422,29 @@ function sendFile(item, sha256) {
   });
 }
 
-/** Statuses after which trying again (and resuming) makes sense. */
+/** Attaches the uploaded slide to the case, with its label; waits out lost connections. */
+async function attachToCase(item) {
+  for (;;) {
+    const label = item.labelValue();
+    const body = { slide_id: item.slideId };
+    if (label) body.label = label;
+    try {
+      await api(`/api/v1/cases/${encodeURIComponent(targetCase)}/slides`, { method: "POST", json: body });
+      item.attached = true;
+      item.sentLabel = label;
+      // Typed while the request was on its way: saved on its own.
+      if (item.labelValue() !== label) await item.saveLabel();
+      return;
+    } catch (err) {
+      if (item.cancelled) throw new CancelledError();
+      if (!isNetworkError(err)) throw new AttachError(err);
+      await item.waitForConnection();
+      item.setPhase("attaching");
+    }
+  }
+}
+
+/** Statuses after which trying again (and resuming) by hand makes sense. */
 function isRetryableStatus(status) {
   // 0: no answer at all; 401/403: log in again, then resume; 409/423: busy.
   return status === 0 || status >= 500 || [401, 403, 409, 423].includes(status);
@@ -312,21 +467,33 @@ async function forgetUpload(upload) {
 
 async function runItem(item) {
   try {
-    item.setPhase("hashing");
-    item.setProgress(0);
-    // Always hash, even when resuming: if the server has expired the earlier
-    // upload, the new one must be created with the checksum again.
-    const sha256 = await hashFile(item);
-    if (item.cancelled) throw new CancelledError();
-    item.setPhase("uploading");
-    item.setProgress(0);
-    const slideId = await sendFile(item, sha256);
-    item.slideId = slideId || null;
-    if (targetCase && slideId) await attachToCase(slideId);
+    // A retry after a failed attach finds the slide already on the server.
+    if (!item.slideId) {
+      item.setPhase("hashing");
+      item.setProgress(0);
+      // Always hash, even when resuming: if the server has expired the earlier
+      // upload, the new one must be created with the checksum again.
+      const sha256 = await hashFile(item);
+      if (item.cancelled) throw new CancelledError();
+      item.setPhase("uploading");
+      item.setProgress(0);
+      const slideId = await sendFile(item, sha256);
+      item.slideId = slideId || null;
+    }
+    if (targetCase && item.slideId && !item.attached) {
+      item.setPhase("attaching");
+      item.setProgress(item.file.size);
+      await attachToCase(item);
+    }
     item.setPhase("done");
     item.setProgress(item.file.size);
   } catch (err) {
     if (item.cancelled || err instanceof CancelledError) return;
+    if (err instanceof AttachError) {
+      const status = err.cause instanceof ApiError ? err.cause.status : 0;
+      item.fail(t("upload.error.attach", { reason: errorText(err.cause) }), status >= 500);
+      return;
+    }
     const status = err && err.originalResponse ? err.originalResponse.getStatus() : 0;
     const retryable = isRetryableStatus(status);
     if (!retryable) await forgetUpload(item.upload);
@@ -366,6 +533,13 @@ input.addEventListener("change", () => {
   addFiles(input.files);
   // Clearing lets the same file be picked again, e.g. after a failure.
   input.value = "";
+});
+
+// The browser says the network is back: every waiting row tries again now.
+window.addEventListener("online", () => {
+  for (const item of items) {
+    if (item.resumeNow) item.resumeNow();
+  }
 });
 
 // ---- Drag and drop -----------------------------------------------------
@@ -409,7 +583,7 @@ dropzone.addEventListener("drop", (event) => {
     files = Array.from(transfer.files);
   }
   if (files.length === 0) {
-    showError("Drop files, not folders.");
+    showError(t("upload.error.folders"));
     return;
   }
   addFiles(files);

@@ -1,71 +1,27 @@
-// Viewer page: full-window OpenSeadragon on the slide's Deep Zoom pyramid,
-// with a scale bar computed from the slide's microns-per-pixel.
-import { api, el, formatDimensions, formatMpp, requireSession, showError } from "/static/app.js";
-
-// The bar is the shortest "round" length at least this many screen pixels
-// wide; with 1-2-5 steps it ends up 100–250 px.
-const MIN_BAR_PX = 100;
-const NICE_STEPS = [1, 2, 5, 10];
+// Viewer page: full-window OpenSeadragon on the slide's Deep Zoom pyramid, with the reading
+// tools (scale bar from the slide's microns per pixel, ruler, area, rotation, shortcuts).
+// Outside a case there is nothing to keep a measurement in, so it is only shown.
+import { api, el, formatDimensions, formatMpp, requireSession, showError, t } from "/static/app.js";
+import {
+  Measurer,
+  attachScaleBar,
+  commonBindings,
+  installShortcuts,
+  resetRotation,
+  rotateBy,
+  slideMpp,
+  takeOverKeys,
+} from "/static/reading-tools.js";
 
 // Hooks for the browser test (and for debugging from the console).
 window.pathfedTilesLoaded = 0;
 window.pathfedViewer = null;
 
-const titleEl = document.getElementById("slide-title");
-const metaEl = document.getElementById("slide-meta");
-const scaleBar = document.getElementById("scale-bar");
-const scaleLabel = document.getElementById("scale-bar-label");
-const scaleLine = document.getElementById("scale-bar-line");
+const $ = (id) => document.getElementById(id);
+const titleEl = $("slide-title");
+const metaEl = $("slide-meta");
 
-/** Smallest 1, 2 or 5 × 10^n that is >= `value`. */
-function niceLength(value) {
-  const base = 10 ** Math.floor(Math.log10(value));
-  for (const step of NICE_STEPS) {
-    if (step * base >= value) return step * base;
-  }
-  return 10 * base;
-}
-
-/** µm up to 1000, mm from there; nice lengths have one significant digit. */
-function formatLength(micrometres) {
-  if (micrometres >= 1000) return `${Number((micrometres / 1000).toPrecision(1))} mm`;
-  return `${Number(micrometres.toPrecision(1))} µm`;
-}
-
-function setupScaleBar(viewer, mpp) {
-  scaleBar.hidden = false;
-  if (!(mpp > 0)) {
-    scaleBar.classList.add("no-scale");
-    scaleLabel.textContent = "no scale";
-    scaleBar.title = "This slide does not record its pixel size";
-    return;
-  }
-
-  let pending = false;
-  const update = () => {
-    pending = false;
-    const item = viewer.world.getItemAt(0);
-    if (!item) return;
-    // Screen pixels per level-0 image pixel at the zoom shown right now
-    // (`true` = the animated value, so the bar follows smooth zooming).
-    const screenPerImagePx = item.viewportToImageZoom(viewer.viewport.getZoom(true));
-    if (!(screenPerImagePx > 0)) return;
-    const micronsPerScreenPx = mpp / screenPerImagePx;
-    const length = niceLength(MIN_BAR_PX * micronsPerScreenPx);
-    scaleLine.style.width = `${Math.round(length / micronsPerScreenPx)}px`;
-    scaleLabel.textContent = formatLength(length);
-  };
-  // Animation events fire every frame; coalesce to one update per frame.
-  const schedule = () => {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(update);
-  };
-  for (const name of ["open", "animation", "animation-finish", "zoom", "resize"]) {
-    viewer.addHandler(name, schedule);
-  }
-  schedule();
-}
+const TOOLS = ["", "ruler", "area"];
 
 function showSlideInfo(slide) {
   document.title = `${slide.filename} · pathfed`;
@@ -80,15 +36,12 @@ function showSlideInfo(slide) {
   // The label can carry patient identifiers, so it stays folded away and is
   // only fetched when someone opens it.
   if (slide.label_url) {
-    const details = el("details", { class: "label-details" }, el("summary", { text: "Label" }));
-    details.addEventListener(
-      "toggle",
-      () => {
-        if (details.open && !details.querySelector("img")) {
-          details.append(el("img", { src: slide.label_url, alt: `Label of ${slide.filename}` }));
-        }
-      },
-    );
+    const details = el("details", { class: "label-details" }, el("summary", { text: t("viewer.label.summary") }));
+    details.addEventListener("toggle", () => {
+      if (details.open && !details.querySelector("img")) {
+        details.append(el("img", { src: slide.label_url, alt: t("viewer.label.alt", { name: slide.filename }) }));
+      }
+    });
     titleEl.parentElement.append(details);
   }
 }
@@ -103,7 +56,6 @@ function createViewer(slide) {
     drawer: "canvas",
     showNavigator: true,
     navigatorPosition: "TOP_RIGHT",
-    showRotationControl: true,
     // Allow a little magnification past native resolution to inspect cells.
     maxZoomPixelRatio: 2,
     visibilityRatio: 0.5,
@@ -116,27 +68,72 @@ function createViewer(slide) {
     window.pathfedTilesLoaded += 1;
   });
   viewer.addHandler("open-failed", (event) => {
-    showError(`The slide could not be opened: ${event.message || "unknown error"}`);
+    showError(t("viewer.error.open_failed", { reason: event.message || "—" }));
   });
   let failedTiles = 0;
   viewer.addHandler("tile-load-failed", () => {
     failedTiles += 1;
     // A single lost tile is retried on the next pan; many mean a real problem.
-    if (failedTiles === 5) showError("Some parts of the slide could not be loaded from the server.");
+    if (failedTiles === 5) showError(t("viewer.error.tiles_failed"));
   });
+  takeOverKeys(viewer);
 
-  setupScaleBar(viewer, slide.mpp_x);
+  const scale = attachScaleBar(viewer, { bar: $("scale-bar"), label: $("scale-bar-label"), line: $("scale-bar-line") });
+  scale.setMpp(slideMpp(slide));
   return viewer;
 }
 
+function installTools(viewer, slide) {
+  const mpp = slideMpp(slide);
+  const measurer = new Measurer({
+    readout: $("measurement"),
+    extra: $("measurement-extra"),
+    panel: $("measure-panel"),
+    clearButton: $("measurement-clear"),
+    mppOf: () => mpp,
+  });
+  measurer.attach(viewer);
+  window.pathfedMeasurer = measurer;
+
+  let tool = "";
+  const setTool = (next) => {
+    if (!TOOLS.includes(next)) return false;
+    tool = next;
+    measurer.setMode(next || null);
+    for (const button of document.querySelectorAll(".tool")) {
+      button.classList.toggle("active", button.dataset.tool === next);
+      button.setAttribute("aria-pressed", button.dataset.tool === next ? "true" : "false");
+    }
+    $("tool-hint").textContent = t(`viewer.hint.${next || "pan"}`);
+    return true;
+  };
+  for (const button of document.querySelectorAll(".tool")) button.addEventListener("click", () => setTool(button.dataset.tool));
+  setTool("");
+
+  const opened = () => (viewer.world.getItemCount() ? [viewer] : []);
+  const escape = () => {
+    if (measurer.cancel()) return true;
+    if (measurer.result) {
+      measurer.clear();
+      return true;
+    }
+    return tool ? setTool("") : false;
+  };
+  const { openHelp } = installShortcuts(commonBindings({ setTool, activeViewers: opened, escape, enter: () => measurer.finish() }));
+  $("shortcut-help-button").addEventListener("click", openHelp);
+  $("rotate-left").addEventListener("click", () => rotateBy(viewer, -90));
+  $("rotate-right").addEventListener("click", () => rotateBy(viewer, 90));
+  $("rotate-reset").addEventListener("click", () => resetRotation(viewer));
+}
+
 async function main() {
-  const session = await requireSession({ userOnly: true });
+  const session = await requireSession({ userOnly: true, areas: ["viewer"] });
   if (!session) return;
 
   const slideId = new URLSearchParams(window.location.search).get("slide");
   if (!slideId) {
-    titleEl.textContent = "No slide selected";
-    showError("No slide was given. Pick one from the slide list.");
+    titleEl.textContent = t("viewer.no_slide");
+    showError(t("viewer.error.no_slide"));
     return;
   }
 
@@ -144,12 +141,13 @@ async function main() {
   try {
     slide = await api(`/api/v1/slides/${encodeURIComponent(slideId)}`);
   } catch (err) {
-    titleEl.textContent = "Slide not available";
-    showError(err.message);
+    titleEl.textContent = t("viewer.unavailable");
+    showError(err);
     return;
   }
   showSlideInfo(slide);
-  createViewer(slide);
+  const viewer = createViewer(slide);
+  installTools(viewer, slide);
 }
 
 main();

@@ -208,6 +208,32 @@ impl JobKind for Infer {
     }
 }
 
+/// Sends one in-app notice by e-mail (consultation). It runs in the research pool, beside
+/// curation, rather than behind hour-long inference or training runs: a send takes seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyEmail;
+
+/// The notice to send; the handler reads the rest (recipient, case, hospitals) when it runs,
+/// so no address or case detail is copied into the queue.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeDerive, Deserialize)]
+pub struct NotifyEmailPayload {
+    /// The `notifications` row.
+    pub notification_id: String,
+}
+
+impl JobKind for NotifyEmail {
+    const NAME: &'static str = "notify-email";
+    const POOL: PoolKind = PoolKind::Research;
+    // Outlasts a mail server's maintenance: the default backoffs add up to about 3½ hours.
+    const MAX_ATTEMPTS: i64 = 12;
+    type Payload = NotifyEmailPayload;
+
+    /// One e-mail per notice.
+    fn dedupe_key(p: &NotifyEmailPayload) -> Option<String> {
+        Some(format!("{}:{}", Self::NAME, p.notification_id))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

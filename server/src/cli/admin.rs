@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use pathfed_core::accounts::{self, HospitalKind, Role};
 use pathfed_core::audit::{self, AuditEvent, Verification};
+use pathfed_core::locale::Lang;
 use pathfed_core::{Config, Platform};
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +107,27 @@ pub enum HospitalCommand {
         #[arg(value_parser = ["on", "off"])]
         setting: String,
     },
+    /// The time zone a hospital's people read times in and the language of its reports, e-mails
+    /// and (unless a user chooses) pages; shows them when neither is given.
+    Locale {
+        /// The hospital (name).
+        hospital: String,
+        /// An IANA time zone, e.g. Asia/Tokyo (the default).
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// ja (the default) or en.
+        #[arg(long, value_parser = ["ja", "en"])]
+        language: Option<String>,
+    },
+    /// Whether a hospital's people get their notices by e-mail as well as in the app (off until
+    /// turned on; also needs the platform's `[notify] smtp_url`).
+    Email {
+        /// The hospital (name).
+        hospital: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        setting: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +165,25 @@ pub enum UserCommand {
         /// File holding the password (first line).
         #[arg(long)]
         password_file: PathBuf,
+    },
+    /// Set how a user is named on reports and notices, where notices are mailed and the
+    /// language they read; an empty value clears a field. Shows the profile when nothing is
+    /// given.
+    Profile {
+        /// User name.
+        username: String,
+        /// Full name as reports print it, e.g. "山田 太郎".
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Qualification as registered, e.g. 病理専門医.
+        #[arg(long)]
+        qualification: Option<String>,
+        /// E-mail address for notices.
+        #[arg(long)]
+        email: Option<String>,
+        /// ja, en, or browser (follow the browser's language; e-mails use the hospital's).
+        #[arg(long, value_parser = ["ja", "en", "browser"])]
+        language: Option<String>,
     },
 }
 
@@ -372,6 +413,55 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             };
             println!("{hospital} {verb} its {things} to the hub pathologists reading its cases");
         }
+        AdminCommand::Hospital(HospitalCommand::Locale {
+            hospital,
+            time_zone,
+            language,
+        }) => {
+            let h = accounts::hospital_by_name(db, &hospital)
+                .await
+                .with_context(|| format!("no hospital named {hospital:?}"))?;
+            let language = language.as_deref().map(str::parse::<Lang>).transpose()?;
+            let time_zone = time_zone.as_deref().map(str::trim);
+            if time_zone.is_some() || language.is_some() {
+                accounts::set_hospital_locale(db, &h.id, time_zone, language).await?;
+                let mut changed = Vec::new();
+                changed.extend(time_zone.map(|z| format!("time_zone={z}")));
+                changed.extend(language.map(|l| format!("language={l}")));
+                p.audit(
+                    cli_event("admin.hospital.locale", &format!("hospital:{}", h.id))
+                        .detail(changed.join(" ")),
+                )
+                .await?;
+            }
+            let h = accounts::hospital_by_name(db, &hospital).await?;
+            println!(
+                "{}: time zone {}, language {}",
+                h.name, h.time_zone, h.language
+            );
+        }
+        AdminCommand::Hospital(HospitalCommand::Email { hospital, setting }) => {
+            let h = accounts::hospital_by_name(db, &hospital)
+                .await
+                .with_context(|| format!("no hospital named {hospital:?}"))?;
+            let on = setting == "on";
+            accounts::set_sends_email(db, &h.id, on).await?;
+            p.audit(
+                cli_event("admin.hospital.email", &format!("hospital:{}", h.id))
+                    .detail(setting.clone()),
+            )
+            .await?;
+            if !on {
+                println!("{hospital}: notices are shown in the app only");
+            } else if config.notify.email_configured() {
+                println!("{hospital}: notices are also mailed to its people who have an address");
+            } else {
+                println!(
+                    "{hospital}: notices will be mailed once the platform's [notify] smtp_url is \
+                     set (until then, in the app only)"
+                );
+            }
+        }
         AdminCommand::Hospital(HospitalCommand::List) => {
             for h in accounts::list_hospitals(db).await? {
                 println!("{}\t{}\t{}", h.id, h.name, h.kind.as_str());
@@ -424,6 +514,60 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             ))
             .await?;
             println!("password changed for {username}");
+        }
+        AdminCommand::User(UserCommand::Profile {
+            username,
+            display_name,
+            qualification,
+            email,
+            language,
+        }) => {
+            let u = accounts::user_by_name(db, &username).await?;
+            let language = match language.as_deref() {
+                None => None,
+                Some("browser") => Some(None),
+                Some(code) => Some(Some(code.parse::<Lang>()?)),
+            };
+            // The audit row names the fields changed, not the values (an address is personal).
+            let mut changed: Vec<String> = [
+                ("display_name", display_name.is_some()),
+                ("qualification", qualification.is_some()),
+                ("email", email.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, given)| *given)
+            .map(|(field, _)| field.to_string())
+            .collect();
+            if let Some(l) = language {
+                changed.push(format!(
+                    "language={}",
+                    l.map(Lang::as_str).unwrap_or("browser")
+                ));
+            }
+            if !changed.is_empty() {
+                let change = accounts::ProfileChange {
+                    display_name,
+                    qualification,
+                    email,
+                    language,
+                };
+                accounts::set_profile(db, &u.id, &change).await?;
+                p.audit(
+                    cli_event("admin.user.profile", &format!("user:{}", u.username))
+                        .detail(changed.join(" ")),
+                )
+                .await?;
+            }
+            let u = accounts::user_by_name(db, &username).await?;
+            let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            println!(
+                "{}\tname {}\tqualification {}\temail {}\tlanguage {}",
+                u.username,
+                shown(&u.display_name),
+                shown(&u.qualification),
+                shown(&u.email),
+                u.language.map(Lang::as_str).unwrap_or("browser"),
+            );
         }
         AdminCommand::Token(TokenCommand::Create { user, name }) => {
             let u = accounts::user_by_name(db, &user).await?;

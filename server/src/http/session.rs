@@ -1,4 +1,5 @@
-//! Sign-in and sign-out for browsers: `POST/GET/DELETE /api/v1/session`.
+//! Sign-in and sign-out for browsers: `POST/GET/DELETE /api/v1/session`, and the user's
+//! language choice: `PUT /api/v1/session/language`.
 //!
 //! The session secret travels only in an HttpOnly, SameSite=Strict cookie; the CSRF token is
 //! returned in the body for the page to echo in `X-CSRF-Token`. The login request itself must be
@@ -9,23 +10,28 @@ use axum::extract::{Json, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pathfed_core::Platform;
-use pathfed_core::accounts::{self, User};
+use pathfed_core::accounts::{self, ProfileChange, User};
 use pathfed_core::audit::AuditEvent;
-use pathfed_core::http::{ApiError, Authenticated, ErrorBody, SESSION_COOKIE, session_cookie};
-use pathfed_core::routes::{Routes, post};
+use pathfed_core::http::{
+    ApiError, Authenticated, ErrorBody, JsonBody, SESSION_COOKIE, session_cookie,
+};
+use pathfed_core::locale::Lang;
+use pathfed_core::routes::{Routes, post, put};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 
 /// The session routes.
 pub fn router() -> Routes<AppState> {
-    Routes::new().route("/api/v1/session", post(login).get(me).delete(logout))
+    Routes::new()
+        .route("/api/v1/session", post(login).get(me).delete(logout))
+        .route("/api/v1/session/language", put(set_language))
 }
 
 /// The session routes' OpenAPI description.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(login, me, logout),
+    paths(login, me, logout, set_language),
     tags((name = "session", description = "Browser sign-in: the session cookie and its CSRF token"))
 )]
 pub struct Api;
@@ -53,6 +59,24 @@ fn session_body(user: &User, csrf: &str) -> SessionBody {
         user: user.clone(),
         csrf_token: csrf.to_string(),
     }
+}
+
+/// The CSRF token of the request's session cookie; empty for API tokens, which have none.
+async fn request_csrf(platform: &Platform, headers: &HeaderMap) -> Result<String, ApiError> {
+    Ok(match session_cookie(headers) {
+        Some(secret) => accounts::session_user(&platform.db, &secret)
+            .await?
+            .map(|(_, csrf)| csrf)
+            .unwrap_or_default(),
+        None => String::new(),
+    })
+}
+
+/// The language a user reads the pages (and their e-mails) in.
+#[derive(Deserialize, utoipa::ToSchema)]
+struct LanguageChoice {
+    /// `ja` or `en`; null returns to the browser's languages (and the hospital's for e-mail).
+    language: Option<String>,
 }
 
 /// Sign in (JSON username/password); sets the session cookie
@@ -139,13 +163,62 @@ async fn me(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // Token clients have no CSRF token; browsers get theirs back after a reload.
-    let csrf = match session_cookie(&headers) {
-        Some(secret) => accounts::session_user(&platform.db, &secret)
-            .await?
-            .map(|(_, csrf)| csrf)
-            .unwrap_or_default(),
-        None => String::new(),
+    let csrf = request_csrf(&platform, &headers).await?;
+    Ok(Json(session_body(&user, &csrf)).into_response())
+}
+
+/// Choose the language of the pages (ja, en, or null for the browser's)
+#[utoipa::path(
+    put,
+    path = "/api/v1/session/language",
+    tag = "session",
+    request_body = LanguageChoice,
+    responses(
+        (status = 200, description = "saved; the session with the user's new choice", body = SessionBody),
+        (status = 400, description = "not `ja`, `en` or null, or the body is not JSON", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "a cookie request without the session's X-CSRF-Token", body = ErrorBody),
+        (status = 415, description = "the body is not sent as JSON", body = ErrorBody),
+        (status = 422, description = "the body is JSON of another shape", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn set_language(
+    State(platform): State<Platform>,
+    Authenticated(mut user): Authenticated,
+    headers: HeaderMap,
+    JsonBody(choice): JsonBody<LanguageChoice>,
+) -> Result<Response, ApiError> {
+    let target = format!("user:{}", user.username);
+    // Only the two codes the pages send; `Lang`'s parser also takes names, which would store
+    // the same but make the API looser than it is documented.
+    let language = match choice.language.as_deref() {
+        None => None,
+        Some(code) => {
+            let Some(lang) = Lang::ALL.into_iter().find(|l| l.as_str() == code) else {
+                let message = format!("unknown language {code:?} (ja, en, or null)");
+                let _ = platform
+                    .audit(
+                        AuditEvent::by(&user, "session.language", &target, "refused")
+                            .detail(message.clone()),
+                    )
+                    .await;
+                return Err(ApiError::bad_request("invalid", message));
+            };
+            Some(lang)
+        }
     };
+    let change = ProfileChange {
+        language: Some(language),
+        ..ProfileChange::default()
+    };
+    accounts::set_profile(&platform.db, &user.id, &change).await?;
+    let shown = language.map_or("browser", Lang::as_str);
+    let _ = platform
+        .audit(AuditEvent::by(&user, "session.language", &target, "ok").detail(shown))
+        .await;
+    user.language = language;
+    let csrf = request_csrf(&platform, &headers).await?;
     Ok(Json(session_body(&user, &csrf)).into_response())
 }
 

@@ -6,7 +6,9 @@
 pub mod supervise;
 
 use anyhow::bail;
-use pathfed_core::jobs::kinds::{Curate, Extract, ForgetPatient, Infer, JobKind, PoolKind, Train};
+use pathfed_core::jobs::kinds::{
+    Curate, Extract, ForgetPatient, Infer, JobKind, NotifyEmail, PoolKind, Train,
+};
 use pathfed_core::jobs::{Jobs, QueuePolicy};
 use pathfed_core::worker::WorkerPool;
 use pathfed_datasets::Research;
@@ -20,6 +22,7 @@ fn runnable() -> Vec<(String, PoolKind)> {
         (ForgetPatient::NAME, ForgetPatient::POOL),
         (Extract::NAME, Extract::POOL),
         (Infer::NAME, Infer::POOL),
+        (NotifyEmail::NAME, NotifyEmail::POOL),
     ]
     .into_iter()
     .map(|(name, pool)| (name.to_string(), pool))
@@ -112,6 +115,12 @@ fn register(pool: &mut WorkerPool, research: &Research, kind: &str) {
         k if k == Extract::NAME => pool.handle::<Extract, _, _>(move |payload, job| {
             pathfed_datasets::extract::run_extract(r.clone(), payload, job)
         }),
+        k if k == NotifyEmail::NAME => {
+            let platform = research.platform.clone();
+            pool.handle::<NotifyEmail, _, _>(move |payload, job| {
+                pathfed_consult::notifications::run_notify_email(platform.clone(), payload, job)
+            })
+        }
         k if k == Infer::NAME => {
             let inference = Inference::new(research.platform.clone());
             pool.handle::<Infer, _, _>(move |payload, job| {

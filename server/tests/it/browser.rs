@@ -1,14 +1,24 @@
-//! The web UI in a real browser (Debian's Chromium driven by playwright-core): sign in, upload a
-//! generated slide through the page, open the viewer, check tiles loaded and the canvas shows
-//! tissue. The script keeps a screenshot in `target/test-artifacts/`.
+//! The web UI in a real browser (Debian's Chromium driven by playwright-core), one test per
+//! script so that the two run beside each other and beside the other tests:
+//!
+//! - `web/tests/browser.mjs`, in Japanese: sign in, upload a generated slide through the page,
+//!   view it (tiles load, the canvas shows tissue), the consultation from the notifications bell
+//!   to the sign-out preview and the spoke's report, research, opt-out, training and AI support;
+//!   every page must speak Japanese.
+//! - `web/tests/browser-en.mjs`, in English: a new case from the form, an upload into it, the
+//!   case page and the viewer; the ruler's lengths at a known pixel size (also rotated); the
+//!   language switch and its choice kept on the server.
+//!
+//! The scripts keep screenshots in `target/test-artifacts/` (the English ones prefixed `en-`).
 
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn sign_in_upload_and_view_in_the_browser() {
+/// Runs one browser script with the test build's `pathfed`; fails with its output unless it
+/// says it passed.
+fn run_script(name: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = root.join("web/tests/browser.mjs");
+    let script = root.join("web/tests").join(name);
     assert!(
         root.join("web/node_modules/playwright-core").exists(),
         "web/node_modules is missing: run scripts/setup.sh (make test does)"
@@ -19,12 +29,22 @@ fn sign_in_upload_and_view_in_the_browser() {
         .env("PATHFED_BIN", env!("CARGO_BIN_EXE_pathfed"))
         .env("PATHFED_ARTIFACTS", root.join("target/test-artifacts"))
         .output()
-        .expect("node is needed for the browser test: run scripts/setup.sh");
+        .expect("node is needed for the browser tests: run scripts/setup.sh");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
+        "browser test {name} failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("browser test passed"), "{stdout}");
+}
+
+#[test]
+fn consultation_research_and_ai_in_japanese_in_the_browser() {
+    run_script("browser.mjs");
+}
+
+#[test]
+fn english_pages_language_switch_and_ruler_in_the_browser() {
+    run_script("browser-en.mjs");
 }

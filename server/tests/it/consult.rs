@@ -8,7 +8,9 @@
 
 use std::process::Command;
 
+use pathfed_consult::taxonomy::label_in;
 use pathfed_core::audit::recent;
+use pathfed_core::locale::Lang;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -260,10 +262,14 @@ async fn full_workflow_with_blind_double_check_adjudication_and_report() {
             .await;
         assert_eq!(status, StatusCode::OK);
         let html = String::from_utf8(html).unwrap();
+        // The hub works in Japanese (a hospital's default), so its report names the
+        // diagnoses in Japanese.
+        let label = |code| label_in("gastric-group", code, Lang::Ja).unwrap();
+        let (final_label, first_label) = (label("GAS-G5"), label("GAS-G4"));
         for expected in [
             "MRN-77031",
-            "Group 5: carcinoma",
-            "Group 4: neoplasia suspicious",
+            final_label.as_str(),
+            first_label.as_str(),
             "Agreed at the multi-head microscope",
             content_hash.as_str(),
             "path1",
@@ -309,8 +315,9 @@ async fn full_workflow_with_blind_double_check_adjudication_and_report() {
             "{verified}"
         );
         let mut altered = std::fs::read(&pdf).unwrap();
-        let at = altered.windows(9).position(|w| w == b"carcinoma").unwrap();
-        altered[at] = b'C';
+        // One byte of the first stream (the page's compressed text or the embedded font).
+        let at = altered.windows(6).position(|w| w == b"stream").unwrap() + 20;
+        altered[at] ^= 0xff;
         let altered_path = server.dir.path().join("altered.pdf");
         std::fs::write(&altered_path, altered).unwrap();
         let rejected = server.cli(&[
