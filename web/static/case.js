@@ -672,8 +672,8 @@ function renderAi() {
   const show = overview.hidden || (overview.results || []).length || jobs.length || canRun;
   $("ai-section").hidden = !show;
   if (!show) return;
-  // The server words the notice (in the user's language); the catalogue's text is the fallback.
-  $("ai-notice").textContent = overview.notice || t("case.ai.notice");
+  // The catalogue holds the same notice as the server's `notice` field, in both languages.
+  $("ai-notice").textContent = t("case.ai.notice");
   const body = [];
   if (overview.hidden) {
     body.push(el("p", { id: "ai-hidden", class: "muted", text: t("case.ai.hidden", { reason: overview.hidden_reason || "" }) }));
@@ -830,6 +830,23 @@ function ageSex(c) {
   return `${age} / ${sex}`;
 }
 
+// Organ names in both languages, from the server's list; a case may hold free text instead.
+const organNames = new Map();
+
+async function loadOrganNames() {
+  try {
+    const { organs } = await api("/api/v1/organs");
+    for (const organ of organs) organNames.set(organ.code, organ);
+  } catch {
+    // Without the list the case shows the organ as stored.
+  }
+}
+
+function organName(organ) {
+  const known = organNames.get(organ);
+  return known ? known[lang()] || organ : organ;
+}
+
 function details(c) {
   const rows = [
     [t("case.details.status"), statusText(c.status)],
@@ -837,7 +854,7 @@ function details(c) {
     [t("case.details.to"), c.hub_name || t("case.details.default_hub")],
     c.patient_id ? [t("case.details.patient_id"), c.patient_id] : null,
     [t("case.details.age_sex"), ageSex(c)],
-    [t("case.details.organ"), c.organ],
+    [t("case.details.organ"), organName(c.organ)],
     [t("case.details.specimen"), c.specimen],
     [t("case.details.question"), c.clinical_question],
     [t("case.details.urgency"), URGENCIES.includes(c.urgency) ? t(`case.urgency.${c.urgency}`) : c.urgency],
@@ -1220,6 +1237,7 @@ async function main() {
   const session = await requireSession({ active: "cases", areas: ["case", "viewer"] });
   if (!session) return;
   state.session = session;
+  await loadOrganNames();
   if (!caseId) {
     showError(t("case.error.no_case"));
     return;

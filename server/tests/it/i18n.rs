@@ -365,14 +365,10 @@ struct Element {
 }
 
 fn at(s: &[char], i: usize, pattern: &str) -> bool {
-    let mut k = i;
-    for p in pattern.chars() {
-        if k >= s.len() || s[k] != p {
-            return false;
-        }
-        k += 1;
-    }
-    true
+    pattern
+        .chars()
+        .enumerate()
+        .all(|(offset, p)| s.get(i + offset) == Some(&p))
 }
 
 fn find_from(s: &[char], from: usize, pattern: &str) -> Option<usize> {
