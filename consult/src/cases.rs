@@ -458,18 +458,13 @@ pub async fn attach_slide(
 
 /// While the spoke may still label its slides: until a hub pathologist takes the case.
 const SPOKE_LABELS: [Status; 2] = [Status::Draft, Status::Submitted];
-/// While the case's assigned pathologist may label its slides: until sign-out.
-const READER_LABELS: [Status; 5] = [
-    Status::Assigned,
-    Status::Diagnosed,
-    Status::InDoubleCheck,
-    Status::Adjudication,
-    Status::ReadyForSignOut,
-];
+/// While the case's assigned pathologist may label its slides: until the double-check starts,
+/// so that nothing the first reader writes reaches the blinded second reader.
+const READER_LABELS: [Status; 2] = [Status::Assigned, Status::Diagnosed];
 
 /// Sets or clears the label of one of the case's slides (see [`check_slide_label`]): the
 /// spoke's clinical staff while the case is a draft or waiting at the hub, the case's assigned
-/// (primary) pathologist from then until sign-out. Returns the label as stored.
+/// (primary) pathologist from then until the double-check starts. Returns the label as stored.
 pub async fn set_slide_label(
     db: &Db,
     user: &Principal,
@@ -486,7 +481,7 @@ pub async fn set_slide_label(
     } else {
         return Err(ConsultError::Forbidden(
             "only the submitting hospital (until the hub takes the case) or the case's \
-             assigned pathologist (until sign-out) can label its slides"
+             assigned pathologist (until the double-check starts) can label its slides"
                 .into(),
         ));
     };

@@ -91,6 +91,8 @@ impl Kind {
 /// Who a notice is for, before the actor and anyone who may not see the case are left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Audience {
+    /// The hub's pathologists and its admins, who assign the case.
+    HubStaff,
     /// The pathologists of the case's hub, except these users.
     HubPathologists {
         /// Left out (the first reader, who may not double-check their own read).
@@ -113,10 +115,7 @@ fn ids(ids: &[&Option<String>]) -> Vec<String> {
 /// The event of a move from `before` to `after`, if it hands work to someone.
 fn event_of_move(before: &Case, after: &Case) -> Option<(Kind, Audience)> {
     match (before.status, after.status) {
-        (Status::Draft, Status::Submitted) => Some((
-            Kind::CaseSubmitted,
-            Audience::HubPathologists { except: Vec::new() },
-        )),
+        (Status::Draft, Status::Submitted) => Some((Kind::CaseSubmitted, Audience::HubStaff)),
         (Status::Submitted | Status::Assigned, Status::Assigned) => {
             // Given to the same reader again: nothing new for anyone.
             let changed = after.primary_reader.is_some()
@@ -186,6 +185,7 @@ fn is_recipient(
         return false;
     };
     match audience {
+        Audience::HubStaff => matches!(relation, Relation::HubPathologist | Relation::HubAdmin),
         Audience::HubPathologists { except } => {
             relation == Relation::HubPathologist && !except.contains(&user.id)
         }
@@ -979,10 +979,7 @@ mod tests {
         let (b, a) = moved(Status::Draft, Status::Submitted, None, None);
         assert_eq!(
             event_of_move(&b, &a),
-            Some((
-                Kind::CaseSubmitted,
-                Audience::HubPathologists { except: vec![] }
-            ))
+            Some((Kind::CaseSubmitted, Audience::HubStaff))
         );
         let (b, a) = moved(Status::Submitted, Status::Assigned, Some("p1"), None);
         assert_eq!(

@@ -597,13 +597,15 @@ impl Metrics {
         text.chars().map(|c| self.advance(c, size)).sum()
     }
 
-    /// One line of text as the font can print it: tabs become spaces, invisible formatting
+    /// One line of text as the font can print it, composed (NFC): tabs become spaces, invisible formatting
     /// characters and controls go, and a character the font lacks becomes its compatibility
     /// form or [`MISSING`]. PDF/A forbids the font's "no glyph" box, so nothing reaches the
     /// PDF without a glyph.
     fn printable(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
-        for c in text.chars() {
+        // Composed first: a file name from a Mac arrives decomposed (か + ゛), which would
+        // print as two glyphs and read back differently.
+        for c in text.nfc() {
             if c == '\t' {
                 out.push(' ');
             } else if c.is_control() || is_invisible(c) {
@@ -1499,6 +1501,8 @@ mod tests {
         assert_eq!(metrics.printable("0.25µm").chars().last(), Some('m'));
         assert!(metrics.printable("0.25µm").chars().all(|c| metrics.has(c)));
         assert_eq!(metrics.printable("a\tb\u{200B}c\u{FE0F}"), "a bc");
+        // A decomposed kana (か + combining voiced mark) prints as the one character が.
+        assert_eq!(metrics.printable("\u{304B}\u{3099}ん"), "がん");
         // And the PDF with them still validates as PDF/A (no "no glyph" box).
         let mut content = sample(Lang::Ja);
         content.final_diagnosis.findings = "所見 \u{1F600} µm".into();

@@ -375,7 +375,19 @@ fn check_sign_out(user: &Principal, case: &Case) -> ConsultResult<()> {
 /// the case out now.
 pub async fn preview(consult: &Consult, user: &Principal, case: &Case) -> ConsultResult<String> {
     check_sign_out(user, case)?;
-    let content = build_content(consult, case, user, case.report_version + 1, None, None).await?;
+    let mut content =
+        build_content(consult, case, user, case.report_version + 1, None, None).await?;
+    // The reader signing out sees the patient's id only where the case panel shows it: the
+    // issued report carries it for the referring hospital either way.
+    let sharing =
+        pathfed_core::hospital_settings::hub_sharing(&consult.platform.db, &case.spoke_id).await?;
+    if !sharing.patient_id {
+        content.patient_id = match content.language {
+            pathfed_core::locale::Lang::Ja => "（依頼元の設定により非表示）",
+            pathfed_core::locale::Lang::En => "(withheld by the referring hospital)",
+        }
+        .to_string();
+    }
     Ok(render::preview_html(&content))
 }
 

@@ -251,13 +251,14 @@ impl Default for InferenceConfig {
 /// E-mail notices of case events. Nothing is sent unless `smtp_url` is set here and a hospital
 /// turns its notices on (`pathfed admin hospital email HOSPITAL on`); the in-app notices need
 /// neither.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotifyConfig {
     /// The SMTP server: `smtp://host:25` (plain), `smtp://host:587?tls=required` (STARTTLS),
     /// `smtps://host:465` (TLS from the start); `user:password@` before the host signs in.
     pub smtp_url: Option<String>,
     /// Require STARTTLS on an `smtp://` server (as `?tls=required` does): never send in clear.
+    /// On by default; a relay on the same host or network without TLS needs `starttls = false`.
     pub starttls: bool,
     /// The sender, e.g. `pathfed <noreply@pathology.example.jp>`.
     pub from: Option<String>,
@@ -266,12 +267,47 @@ pub struct NotifyConfig {
     pub base_url: Option<String>,
 }
 
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            starttls: true,
+            from: None,
+            base_url: None,
+        }
+    }
+}
+
 impl NotifyConfig {
     /// Whether the operator configured e-mail at all.
     pub fn email_configured(&self) -> bool {
         self.smtp_url
             .as_deref()
             .is_some_and(|url| !url.trim().is_empty())
+    }
+
+    /// A named SMTP server needs a sender and the address the links point to: refused at start
+    /// rather than failing every notice later.
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.email_configured() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [("from", &self.from), ("base_url", &self.base_url)]
+            .into_iter()
+            .filter(|(_, v)| v.as_deref().is_none_or(|v| v.trim().is_empty()))
+            .map(|(name, _)| name)
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                origin: " in [notify]".into(),
+                message: format!(
+                    "smtp_url is set but {} is not (PATHFED_NOTIFY_FROM, PATHFED_NOTIFY_BASE_URL)",
+                    missing.join(" and ")
+                ),
+            })
+        }
     }
 }
 
@@ -398,9 +434,11 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        toml::Value::Table(table)
+        let config: Self = toml::Value::Table(table)
             .try_into()
-            .map_err(|e| invalid(" (file and environment together)".into(), e))
+            .map_err(|e| invalid(" (file and environment together)".into(), e))?;
+        config.notify.check()?;
+        Ok(config)
     }
 }
 
@@ -564,6 +602,19 @@ mod tests {
         .unwrap();
         assert!(c.notify.email_configured());
         assert!(c.notify.starttls);
+        assert!(
+            Config::default().notify.starttls,
+            "STARTTLS is required by default"
+        );
+        let partial = Config::from_sources(
+            None,
+            Path::new("x.toml"),
+            &env(&[("PATHFED_NOTIFY_SMTP_URL", "smtp://127.0.0.1:2525")]),
+        );
+        let message = partial
+            .expect_err("a sender and base URL are needed")
+            .to_string();
+        assert!(message.contains("from and base_url"), "{message}");
         assert_eq!(
             c.notify.from.as_deref(),
             Some("pathfed <noreply@example.jp>")

@@ -398,13 +398,19 @@ async function deleteAnnotation(id, slideId) {
 }
 
 /** Saves a shape on the slide of viewer `index`; true when it was saved. */
-async function saveShape(index, kind, points, note = $("annotation-note").value.trim()) {
+async function saveShape(
+  index,
+  kind,
+  points,
+  note = $("annotation-note").value.trim(),
+  labelCode = $("annotation-label").value || null,
+) {
   const slideId = state.current[index];
   if (!slideId) return false;
   try {
     await api(`${casePath}/slides/${enc(slideId)}/annotations`, {
       method: "POST",
-      json: { kind, points, label_code: $("annotation-label").value || null, note },
+      json: { kind, points, label_code: labelCode, note },
     });
     showError("");
     await loadAnnotations(slideId);
@@ -415,11 +421,15 @@ async function saveShape(index, kind, points, note = $("annotation-note").value.
   }
 }
 
-/** Keeps a finished measurement as an annotation: its line or outline, the value as the note. */
+/**
+ * Keeps a finished measurement as an annotation: its line or outline, the value as the note.
+ * Never labelled: labelled outlines become training regions, and a measured area is not a
+ * diagnosis of what it encloses.
+ */
 function keepMeasurement(result) {
   const index = state.viewers.indexOf(result.viewer);
   if (index < 0 || !canAnnotate()) return false;
-  return saveShape(index, result.kind === "line" ? "line" : "polygon", result.points, result.text);
+  return saveShape(index, result.kind === "line" ? "line" : "polygon", result.points, result.text, null);
 }
 
 /** Chooses a tool ("" pans); false when this user may not use it now. */
@@ -819,8 +829,10 @@ function canAnnotate() {
 
 /** The spoke while drafting, or the case's assigned pathologist until the report is issued. */
 function canEditLabels(c) {
-  if (c.relation === "spoke") return c.status === "draft";
-  return c.relation === "hub_pathologist" && c.primary_reader === me() && !CLOSED.includes(c.status);
+  // As the server allows: the spoke until the hub takes the case, the first reader until the
+  // double-check starts (nothing of theirs may reach the blinded second reader).
+  if (c.relation === "spoke") return c.status === "draft" || c.status === "submitted";
+  return c.relation === "hub_pathologist" && c.primary_reader === me() && ["assigned", "diagnosed"].includes(c.status);
 }
 
 function ageSex(c) {
@@ -987,7 +999,9 @@ function readForm(c) {
   }
   $("read-code").value = previousCode || (amend && !sameStep ? c.final_code || "" : "");
   const mine = (c.reads || []).find((r) => r.reader_id === me() && ((mode === "primary" && r.kind === "primary") || (mode === "second" && r.kind === "second")));
-  if (mine) {
+  // The saved read fills a form opened for this step; a refresh of the same step keeps what
+  // the reader has typed since (it equals the saved read right after saving).
+  if (mine && !sameStep) {
     $("read-code").value = mine.code;
     $("read-findings").value = mine.findings;
   }
@@ -1001,7 +1015,7 @@ function readForm(c) {
           .filter((s) => state.slides.has(s.id))
           .map(({ id }) => {
             const select = el("select", { id: `slide-code-${id}`, dataset: { slideId: id } }, ...codeOptions(c, t("case.read.no_slide_code")));
-            select.value = saved.get(id)?.code || previousSlides.get(id) || "";
+            select.value = previousSlides.has(id) ? previousSlides.get(id) : saved.get(id)?.code || "";
             return el("div", { class: "field" }, el("label", { for: `slide-code-${id}`, text: t("case.read.slide", { name: slideName(id) }) }), select);
           })
       : []),

@@ -104,7 +104,8 @@ function apiQuery(filters) {
 function writeAddress(filters) {
   const query = new URLSearchParams();
   if (filters.view !== "open") query.set("view", filters.view);
-  if (filters.q) query.set("q", filters.q);
+  // The search text stays out of the address: it may be a patient's id, which would then sit
+  // in the browser's history and in any link copied from the page.
   if (filters.mine) query.set("mine", "1");
   if (filters.view === "all" && filters.status) query.set("status", filters.status);
   for (const key of ["urgency", "organ", "older"]) {
@@ -120,7 +121,6 @@ function readAddress() {
   const params = new URLSearchParams(window.location.search);
   const view = VIEWS.includes(params.get("view")) ? params.get("view") : "open";
   for (const radio of document.querySelectorAll('#f-view input[name="view"]')) radio.checked = radio.value === view;
-  $("f-q").value = params.get("q") || "";
   $("f-mine").checked = params.get("mine") === "1";
   if (STATUSES.includes(params.get("status"))) $("f-status").value = params.get("status");
   if (URGENCIES.includes(params.get("urgency"))) $("f-urgency").value = params.get("urgency");

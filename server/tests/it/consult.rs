@@ -726,8 +726,9 @@ async fn geojson_round_trips_and_malformed_input_is_refused() {
     for (bad, why) in [
         ("{not json", "not valid GeoJSON"),
         (r#"{"type":"Point","coordinates":[1,2]}"#, "bare geometry"),
+        // A two-point LineString is a kept ruler measurement; other line shapes are not kept.
         (
-            r#"{"type":"Feature","geometry":{"type":"LineString","coordinates":[[1,2],[3,4]]},"properties":{}}"#,
+            r#"{"type":"Feature","geometry":{"type":"MultiLineString","coordinates":[[[1,2],[3,4]]]},"properties":{}}"#,
             "LineString",
         ),
         (

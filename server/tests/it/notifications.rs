@@ -243,6 +243,8 @@ async fn each_event_reaches_the_right_people_in_the_app_and_by_e_mail_without_pa
                 ("PATHFED_NOTIFY_SMTP_URL", smtp_url.as_str()),
                 ("PATHFED_NOTIFY_FROM", FROM),
                 ("PATHFED_NOTIFY_BASE_URL", BASE_URL),
+                // The test's mail server speaks plain SMTP on loopback; the default needs TLS.
+                ("PATHFED_NOTIFY_STARTTLS", "false"),
             ],
         );
         let who = |hospital: &str, kind: &str, name: &str, role: &str| As {
@@ -357,9 +359,10 @@ async fn each_event_reaches_the_right_people_in_the_app_and_by_e_mail_without_pa
         let (case, slide) = submit_case(&server, &person(&people, "sub_a").token, &file, PATIENT);
         let path = format!("/api/v1/cases/{case}");
         let mut expected = BTreeMap::new();
+        // The hub's pathologists and its admin, who assigns cases.
         tell(
             &mut expected,
-            &["path1", "path2", "path3"],
+            &["path1", "path2", "path3", "adm_h"],
             "case_submitted",
         );
         check(&people, &expected, &case, "submission").await;
