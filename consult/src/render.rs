@@ -29,6 +29,14 @@ pub const PDF_MARKER: &str = "pathfed-report";
 /// The embedded font (IPAexGothic), copied into the build by `build.rs`.
 static FONT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/report-font.ttf"));
 
+/// Where the web server serves [`report_font`], so the HTML report prints with the PDF's font.
+pub const REPORT_FONT_PATH: &str = "/fonts/report.ttf";
+
+/// The report font's file (TrueType), for the HTML report's `@font-face`.
+pub fn report_font() -> &'static [u8] {
+    FONT
+}
+
 /// The keywords line naming the report: case, version and content hash.
 pub fn pdf_keywords(content: &ReportContent, content_hash: &str) -> String {
     format!(
@@ -555,7 +563,10 @@ fn page(content: &ReportContent, content_hash: Option<&str>) -> String {
     page.into_string()
 }
 
-const CSS: &str = "body{font:15px/1.6 system-ui,'Hiragino Sans','Yu Gothic',sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#1d2430}\
+// The PDF's own font first, served by the platform, so the HTML reads the same on every machine;
+// the system's Japanese fonts only while it loads or where it is blocked.
+const CSS: &str = "@font-face{font-family:'pathfed report';src:url(/fonts/report.ttf) format('truetype');font-display:swap}\
+body{font:15px/1.6 'pathfed report','Hiragino Sans','Yu Gothic',system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#1d2430}\
 h1{font-size:1.6rem;text-align:center;letter-spacing:.1em}h1 .amended{color:#a40000}\
 h2{font-size:1.1rem;border-bottom:1px solid #ccd;margin-top:1.6rem}h3{font-size:1rem;margin-bottom:.2rem}\
 table{border-collapse:collapse}th,td{text-align:left;padding:.2rem .8rem .2rem 0;vertical-align:top}\

@@ -120,23 +120,35 @@ impl Taxonomy {
         }
     }
 
-    /// Fills both languages: what the file gave, else the built-in Japanese of the id or code,
-    /// else `name`.
-    fn localise(&mut self) {
-        let ja: &str = match built_in_ja(TAXONOMIES_JA, &self.id) {
-            Some(ja) => ja,
-            None => &self.name,
-        };
+    /// Fills both languages: what the file gave, else the built-in Japanese of the id or code.
+    /// A name or label with no Japanese is refused, naming each one: the platform shows every
+    /// code in both languages.
+    fn localise(&mut self) -> Result<(), ConsultError> {
+        let mut missing = Vec::new();
+        let ja = built_in_ja(TAXONOMIES_JA, &self.id).unwrap_or_default();
         self.name_ja = filled(&self.name_ja, ja);
+        if self.name_ja.trim().is_empty() {
+            missing.push("name_ja".to_string());
+        }
         self.name_en = filled(&self.name_en, &self.name);
         for label in &mut self.labels {
-            let ja: &str = match built_in_ja(LABELS_JA, &label.code) {
-                Some(ja) => ja,
-                None => &label.name,
-            };
+            let ja = built_in_ja(LABELS_JA, &label.code).unwrap_or_default();
             label.label_ja = filled(&label.label_ja, ja);
+            if label.label_ja.trim().is_empty() {
+                missing.push(format!("label_ja of {}", label.code));
+            }
             label.label_en = filled(&label.label_en, &label.name);
         }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConsultError::Invalid(format!(
+                "taxonomy {} has no Japanese for: {}",
+                self.id,
+                missing.join(", ")
+            )))
+        }
+    }
     }
 
     /// The label with `code`, if this taxonomy has it.
@@ -242,7 +254,7 @@ impl Taxonomies {
                     )));
                 }
             }
-            taxonomy.localise();
+            taxonomy.localise()?;
             self.taxonomies.insert(taxonomy.id.clone(), taxonomy);
         }
         for (organ, id) in file.organs {
@@ -409,6 +421,16 @@ mod tests {
              { code = \"LUNG-X\", name = \"Other\" }]\n",
         )
         .unwrap();
+        // A code without Japanese is refused, by name.
+        let refused = Taxonomies::load(Some(&extra)).unwrap_err().to_string();
+        assert!(refused.contains("label_ja of LUNG-X"), "{refused}");
+        std::fs::write(
+            &extra,
+            "[[taxonomy]]\nid = \"lung-test\"\nname = \"Lung\"\nname_ja = \"肺\"\n\
+             labels = [{ code = \"LUNG-AD\", name = \"Adenocarcinoma\", label_ja = \"腺癌\" },\
+             { code = \"LUNG-X\", name = \"Other\", label_ja = \"その他\" }]\n",
+        )
+        .unwrap();
         let all = Taxonomies::load(Some(&extra)).unwrap();
         let lung = all.get("lung-test").unwrap();
         assert_eq!(lung.name_in(Lang::Ja), "肺");
@@ -421,10 +443,9 @@ mod tests {
             all.label_in("lung-test", "LUNG-AD", Lang::En).unwrap(),
             "Adenocarcinoma"
         );
-        // Not given in Japanese: the name stands in.
         assert_eq!(
             all.label_in("lung-test", "LUNG-X", Lang::Ja).unwrap(),
-            "Other"
+            "その他"
         );
         // Built-in codes keep their Japanese beside the file's taxonomies.
         assert_eq!(all.label_in("general", "GEN-M", Lang::Ja).unwrap(), "悪性");

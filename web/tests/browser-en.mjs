@@ -112,8 +112,8 @@ async function main() {
   await checkLanguage("upload");
   const uploadHeading = ((await page.textContent("#upload-title")) || "").trim();
   check(uploadHeading === T("upload.title_into_case", { case: caseId.slice(0, 8) }), `the upload page's heading reads "${uploadHeading}"`);
-  const slideId = await uploadThroughPage(slidePath);
-  step(`uploaded into the case: slide ${slideId}`);
+  const slideId = await uploadThroughPage(slidePath, { offlineFirst: true });
+  step(`uploaded into the case after the connection came back: slide ${slideId}`);
   await checkLanguage("upload");
   await screenshot("en-upload");
 
@@ -147,9 +147,19 @@ async function oneToOne() {
     const viewer = window.pathfedViewer;
     const viewport = viewer.viewport;
     viewport.zoomTo(viewport.imageToViewportZoom(1), null, true);
+    // Settle any pan still springing (the opening fit, the rotation): a drag measured while the
+    // view moves would join two different views.
+    viewport.applyConstraints(true);
+    viewport.panTo(viewport.getCenter(false), true);
     return viewer.world.getItemAt(0).viewportToImageZoom(viewport.getZoom(true));
   });
   check(Math.abs(ratio - 1) < 1e-6, `the view is ${ratio} screen pixels per image pixel, not 1`);
+  await waitInPage("the view to stand still", () => {
+    const viewport = window.pathfedViewer.viewport;
+    const now = viewport.getCenter(true);
+    const target = viewport.getCenter(false);
+    return Math.abs(now.x - target.x) < 1e-9 && Math.abs(now.y - target.y) < 1e-9 && Math.abs(viewport.getZoom(true) - viewport.getZoom(false)) < 1e-12;
+  }, null, 10_000);
 }
 
 /** Drags the ruler DRAG_PX screen pixels to the right through the middle of viewer A and

@@ -344,8 +344,20 @@ export const SCALE_TEXT = /^\d+(\.\d+)?\s*(µm|mm)$/;
  * Uploads `file` through the upload page already open and waits for the row to finish;
  * returns the new slide's id (from the row's "Open in viewer" link).
  */
-export async function uploadThroughPage(file) {
-  await page.setInputFiles("#file-input", file);
+export async function uploadThroughPage(file, { offlineFirst = false } = {}) {
+  if (offlineFirst) {
+    // The connection is gone when the upload starts: the row must wait for it, not fail, and
+    // carry on by itself once it is back (nobody presses Retry here).
+    await page.context().setOffline(true);
+    await page.setInputFiles("#file-input", file);
+    await page.locator('.upload-row[data-phase="waiting"]').waitFor({ timeout: 60_000 });
+    const note = ((await page.textContent(".upload-row")) || "").trim();
+    check(note.includes(T("upload.waiting_note")), `the waiting row says "${note}"`);
+    step("  offline: the row waits for the connection");
+    await page.context().setOffline(false);
+  } else {
+    await page.setInputFiles("#file-input", file);
+  }
   const deadline = Date.now() + UPLOAD_TIMEOUT_MS;
   let lastPhase = null;
   let row = null;

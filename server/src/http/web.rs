@@ -37,6 +37,7 @@ pub fn router() -> Routes<AppState> {
         .route("/vendor/openseadragon/{*path}", get(openseadragon))
         .route("/vendor/tus-js-client/tus.min.js", get(tus_client))
         .route("/vendor/hash-wasm/sha256.umd.min.js", get(sha256_wasm))
+        .route(pathfed_consult::render::REPORT_FONT_PATH, get(report_font))
 }
 
 /// The web UI's OpenAPI description: the pages and the files they load.
@@ -58,6 +59,7 @@ pub fn router() -> Routes<AppState> {
         openseadragon,
         tus_client,
         sha256_wasm,
+        report_font,
     ),
     tags((name = "web", description = "The browser UI: HTML pages (they sign in through the \
         session API) and the scripts, styles and images they load"))
@@ -244,6 +246,30 @@ async fn openseadragon(Path(path): Path<String>) -> Response {
 )]
 async fn tus_client() -> Response {
     asset("node_modules/tus-js-client/dist/tus.min.js".into()).await
+}
+
+/// The report font (IPAexGothic, IPA Font License), which the HTML report prints with
+#[utoipa::path(
+    get,
+    path = "/fonts/report.ttf",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "TrueType font", content_type = "font/ttf")),
+)]
+async fn report_font() -> Response {
+    let mut response = pathfed_consult::render::report_font().into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("font/ttf"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    // Fonts are fetched with CORS; the sign-out preview's sandboxed frame has no origin.
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }
 
 /// The SHA-256 library (WebAssembly) the upload page hashes files with

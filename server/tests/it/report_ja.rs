@@ -308,6 +308,14 @@ async fn a_japanese_hub_files_a_japanese_report_and_an_english_hub_an_english_on
         ] {
             assert!(html.contains(expected), "the HTML lacks {expected:?}");
         }
+        // It prints with the PDF's font, which the platform serves itself.
+        assert!(html.contains("url(/fonts/report.ttf)"), "{html}");
+        let (status, font) = s.spoke.raw("/fonts/report.ttf").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            font.len() > 1_000_000 && font.starts_with(&[0, 1, 0, 0]),
+            "a TrueType font"
+        );
 
         // A draft takes a label when a slide is attached, and again when it is attached again;
         // an empty label clears it.
