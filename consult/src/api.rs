@@ -1137,9 +1137,7 @@ async fn report_preview(
     // Like the issued HTML: its own styles, nothing else may load or run in it.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; font-src 'self'",
-        ),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; font-src 'self'"),
     );
     Ok(response)
 }
@@ -1361,9 +1359,7 @@ async fn report_file(
     // The HTML report carries its own styles; nothing else may load or run in it.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; font-src 'self'",
-        ),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; font-src 'self'"),
     );
     Ok(response)
 }

@@ -149,7 +149,6 @@ impl Taxonomy {
             )))
         }
     }
-    }
 
     /// The label with `code`, if this taxonomy has it.
     pub fn label(&self, code: &str) -> Option<&Label> {
