@@ -456,7 +456,7 @@ mod tests {
         let extra = dir.path().join("t.toml");
         std::fs::write(
             &extra,
-            "[[taxonomy]]\nid = \"colon\"\nname = \"Colon\"\nlabels = [{ code = \"COL-1\", name = \"One\" }]\n[organs]\ncolon = \"colon\"\n",
+            "[[taxonomy]]\nid = \"colon\"\nname = \"Colon\"\nname_ja = \"大腸\"\nlabels = [{ code = \"COL-1\", name = \"One\", label_ja = \"一\" }]\n[organs]\ncolon = \"colon\"\n",
         )
         .unwrap();
         let all = Taxonomies::load(Some(&extra)).unwrap();

@@ -244,7 +244,7 @@ async function ruler(slideId) {
   const keptText = (await kept.first().textContent()) || "";
   check(keptText.includes(T("case.kind.line")) && keptText.includes(across.text), `the kept measurement is listed as "${keptText}"`);
   check((await page.locator("#osd-a svg.annotation-layer polyline.shape.line").count()) === 1, "the kept measurement is not drawn on the slide");
-  await page.locator('#measurement[data-state="empty"]').waitFor({ timeout: 10_000 });
+  await page.locator('#measurement[data-state="empty"]').waitFor({ state: "attached", timeout: 10_000 });
   step(`  kept as an annotation: "${keptText.trim()}"`);
 
   // Rotated by 90°, the same drag runs along the slide's y axis and measures the same.
