@@ -324,6 +324,7 @@ fn parse(text: &str, origin: &str) -> Result<TaxonomyFile, ConsultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pathfed_core::locale::is_japanese;
 
     #[test]
     fn built_in_taxonomies_map_organs() {
@@ -337,18 +338,6 @@ mod tests {
         // An organ named as the organ list names it maps as its code does.
         assert_eq!(all.for_organ(" 胃 ").id, "gastric-group");
         assert_eq!(all.for_organ("皮膚").id, "general");
-    }
-
-    /// Kana (hiragana, katakana, half-width katakana) or kanji.
-    fn is_japanese(c: char) -> bool {
-        matches!(c,
-            '\u{3040}'..='\u{30ff}'
-            | '\u{31f0}'..='\u{31ff}'
-            | '\u{3400}'..='\u{4dbf}'
-            | '\u{4e00}'..='\u{9fff}'
-            | '\u{f900}'..='\u{faff}'
-            | '\u{ff66}'..='\u{ff9f}'
-            | '\u{3005}')
     }
 
     #[test]

@@ -66,6 +66,19 @@ impl FromStr for Lang {
     }
 }
 
+/// Whether a character is Japanese script: kana (hiragana, katakana, half-width katakana),
+/// kanji, or the repetition mark 々. Checks of translations use it.
+pub fn is_japanese(c: char) -> bool {
+    matches!(c,
+        '\u{3040}'..='\u{30ff}'
+        | '\u{31f0}'..='\u{31ff}'
+        | '\u{3400}'..='\u{4dbf}'
+        | '\u{4e00}'..='\u{9fff}'
+        | '\u{f900}'..='\u{faff}'
+        | '\u{ff66}'..='\u{ff9f}'
+        | '\u{3005}')
+}
+
 /// Checks an IANA time zone name (`Asia/Tokyo`, `UTC`) against the bundled database.
 pub fn check_time_zone(name: &str) -> Result<(), CoreError> {
     TimeZone::get(name).map(|_| ()).map_err(|_| {

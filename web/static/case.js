@@ -686,7 +686,7 @@ function renderAi() {
   $("ai-notice").textContent = t("case.ai.notice");
   const body = [];
   if (overview.hidden) {
-    body.push(el("p", { id: "ai-hidden", class: "muted", text: t("case.ai.hidden", { reason: overview.hidden_reason || "" }) }));
+    body.push(el("p", { id: "ai-hidden", class: "muted", text: t("case.ai.hidden", { reason: overview.hidden_code === "until_own_read" ? t("case.ai.reason.until_own_read") : overview.hidden_reason || "" }) }));
   } else if (ai.summary) {
     const r = ai.summary;
     body.push(

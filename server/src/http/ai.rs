@@ -239,6 +239,8 @@ async fn overview(
         "slide_id": id,
         "hidden": hidden.is_some(),
         "hidden_reason": hidden,
+        // The one reason there is, as a code the page words in the reader's language.
+        "hidden_code": hidden.as_ref().map(|_| "until_own_read"),
         "notice": NOTICE,
         "deployed": deployed.map(|(model, version)| json!({"model": model, "version": version})),
         "results": results,

@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use pathfed_core::locale::is_japanese;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -120,18 +121,6 @@ fn assert_none(what: &str, problems: &[String]) {
 }
 
 // ---- Text ------------------------------------------------------------------------------------
-
-/// Kana (hiragana, katakana, half-width katakana) or kanji.
-fn is_japanese(c: char) -> bool {
-    matches!(c,
-        '\u{3040}'..='\u{30ff}'
-        | '\u{31f0}'..='\u{31ff}'
-        | '\u{3400}'..='\u{4dbf}'
-        | '\u{4e00}'..='\u{9fff}'
-        | '\u{f900}'..='\u{faff}'
-        | '\u{ff66}'..='\u{ff9f}'
-        | '\u{3005}')
-}
 
 /// The `{name}` placeholders of a text.
 fn placeholders(text: &str) -> BTreeSet<String> {
