@@ -505,16 +505,42 @@ pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> CoreResult
     Ok(())
 }
 
-/// Sets a new password.
-pub async fn set_password(db: &Db, username: &str, password: &str) -> CoreResult<()> {
+/// Sets a new password and ends every session and API token the user had.
+pub async fn set_password(db: &Db, username: &str, password: &str) -> CoreResult<Ended> {
     let user = user_by_name(db, username).await?;
     let hash = hash_password(password)?;
+    // A new password ends what the old one opened: whoever knew it (or holds a session or token
+    // it made) is out, in the same transaction as the change.
+    let mut tx = db.pool().begin().await?;
     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(&hash)
         .bind(&user.id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let tokens = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now())
+    .bind(&user.id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(Ended { sessions, tokens })
+}
+
+/// What a password change ended: the user's sessions and API tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// Sessions signed out.
+    pub sessions: u64,
+    /// API tokens revoked.
+    pub tokens: u64,
 }
 
 /// The user if the name and password match and the account is enabled. Unknown names cost

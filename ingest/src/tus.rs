@@ -1,4 +1,4 @@
-//! The tus 1.0 resumable-upload protocol (core, creation, checksum with sha256, termination,
+//! The tus 1.0 resumable-upload protocol (core, creation, checksum with sha256 or sha1, termination,
 //! expiration) under `/api/v1/uploads`, so any tus client can upload.
 //!
 //! State lives in two places that survive a restart: the `uploads` row (who, what, how long,
@@ -287,7 +287,7 @@ fn expires_header(at: i64) -> HeaderValue {
                 ("Tus-Version" = String, description = "1.0.0"),
                 ("Tus-Extension" = String, description = "creation,checksum,termination,expiration"),
                 ("Tus-Max-Size" = u64, description = "largest upload accepted, in bytes"),
-                ("Tus-Checksum-Algorithm" = String, description = "sha256"),
+                ("Tus-Checksum-Algorithm" = String, description = "sha256,sha1"),
             )),
     )
 )]
@@ -297,7 +297,10 @@ async fn capabilities(State(ingest): State<Ingest>) -> Response {
     let headers = response.headers_mut();
     headers.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
     headers.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
-    headers.insert("tus-checksum-algorithm", HeaderValue::from_static("sha256"));
+    headers.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static("sha256,sha1"),
+    );
     headers.insert("tus-max-size", HeaderValue::from(max));
     response
 }
@@ -525,32 +528,103 @@ fn busy() -> ApiError {
     )
 }
 
-/// `Upload-Checksum: sha256 <base64>`.
-fn parse_checksum(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
+/// A chunk's `Upload-Checksum`: the algorithm and the digest it names.
+struct ChunkChecksum {
+    algorithm: ChecksumAlgorithm,
+    expected: Vec<u8>,
+}
+
+/// The tus checksum algorithms taken: sha256, and sha1, which the common Python client sends.
+#[derive(Clone, Copy)]
+enum ChecksumAlgorithm {
+    Sha1,
+    Sha256,
+}
+
+impl ChecksumAlgorithm {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sha1" => Some(Self::Sha1),
+            "sha256" => Some(Self::Sha256),
+            _ => None,
+        }
+    }
+
+    fn digest_len(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sha1 => "SHA-1",
+            Self::Sha256 => "SHA-256",
+        }
+    }
+
+    fn hasher(self) -> ChunkHasher {
+        match self {
+            Self::Sha1 => ChunkHasher::Sha1(sha1::Sha1::new()),
+            Self::Sha256 => ChunkHasher::Sha256(Sha256::new()),
+        }
+    }
+}
+
+/// Hashes one chunk as its `Upload-Checksum` asks.
+enum ChunkHasher {
+    Sha1(sha1::Sha1),
+    Sha256(Sha256),
+}
+
+impl ChunkHasher {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Sha1(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn matches(self, expected: &[u8]) -> bool {
+        match self {
+            Self::Sha1(h) => h.finalize().as_slice() == expected,
+            Self::Sha256(h) => h.finalize().as_slice() == expected,
+        }
+    }
+}
+
+/// `Upload-Checksum: sha256 <base64>` or `sha1 <base64>`.
+fn parse_checksum(headers: &HeaderMap) -> Result<Option<ChunkChecksum>, ApiError> {
     let Some(raw) = headers.get("upload-checksum").and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
-    let (algorithm, value) = raw.trim().split_once(' ').unwrap_or((raw, ""));
-    if algorithm != "sha256" {
+    let (name, value) = raw.trim().split_once(' ').unwrap_or((raw, ""));
+    let Some(algorithm) = ChecksumAlgorithm::parse(name) else {
         return Err(ApiError::bad_request(
             "checksum_algorithm",
-            format!("checksum algorithm {algorithm:?} is not supported; use sha256"),
+            format!("checksum algorithm {name:?} is not supported; use sha256 or sha1"),
         ));
-    }
+    };
     base64::engine::general_purpose::STANDARD
         .decode(value.trim())
         .ok()
-        .filter(|d| d.len() == 32)
-        .map(Some)
+        .filter(|d| d.len() == algorithm.digest_len())
+        .map(|expected| {
+            Some(ChunkChecksum {
+                algorithm,
+                expected,
+            })
+        })
         .ok_or_else(|| {
             ApiError::bad_request(
                 "bad_checksum",
-                "Upload-Checksum value is not a base64 SHA-256",
+                format!("Upload-Checksum value is not a base64 {}", algorithm.name()),
             )
         })
 }
 
-/// tus chunk at Upload-Offset (optional Upload-Checksum: sha256); the last chunk registers the slide and answers Pathfed-Slide-Id
+/// tus chunk at Upload-Offset (optional Upload-Checksum: sha256 or sha1); the last chunk registers the slide and answers Pathfed-Slide-Id
 ///
 /// The body is `application/offset+octet-stream`. A chunk whose checksum fails (460) or that
 /// overruns the declared length is discarded whole. The last chunk runs registration (digest,
@@ -676,7 +750,7 @@ async fn write_chunk(
     upload: &UploadRow,
     staged: &StagedFile,
     current: u64,
-    checksum: Option<Vec<u8>>,
+    checksum: Option<ChunkChecksum>,
     body: Body,
 ) -> Result<u64, ApiError> {
     let (frames, writer) = StagingWriter::start(staged.handle()?);
@@ -696,7 +770,7 @@ async fn write_chunk(
             _ => None,
         }
     };
-    let mut chunk_hash = checksum.as_ref().map(|_| Sha256::new());
+    let mut chunk_hash = checksum.as_ref().map(|c| c.algorithm.hasher());
     let remaining = upload.length - current;
     let mut written: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -741,13 +815,16 @@ async fn write_chunk(
         failure = Some(ApiError::internal(e));
     }
     if failure.is_none()
-        && let (Some(expected), Some(h)) = (&checksum, chunk_hash)
-        && (interrupted || h.finalize().as_slice() != expected.as_slice())
+        && let (Some(checksum), Some(h)) = (&checksum, chunk_hash)
+        && (interrupted || !h.matches(&checksum.expected))
     {
         failure = Some(ApiError::new(
             StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
             "checksum_mismatch",
-            "the chunk's SHA-256 does not match Upload-Checksum; send it again",
+            format!(
+                "the chunk's {} does not match Upload-Checksum; send it again",
+                checksum.algorithm.name()
+            ),
         ));
     }
     if let Some(error) = failure {

@@ -43,6 +43,10 @@ pub fn unpack(zip: &Path, dest: &Path, limits: &IngestConfig) -> Result<Vec<Stri
             .name()
             .map(|n| n.to_string())
             .unwrap_or_else(|_| format!("#{index}"));
+        // An absolute name is refused outright: `enclosed_name` would quietly make it relative.
+        if is_absolute(&raw_name) {
+            return Err(refuse(format!("entry {raw_name:?} has an absolute path")));
+        }
         let Some(relative) = entry.enclosed_name() else {
             return Err(refuse(format!(
                 "entry {raw_name:?} points outside the archive"
@@ -132,4 +136,34 @@ pub fn main_file(files: &[String]) -> Option<String> {
             .cloned()
     };
     by(INDEX).or_else(|| by(SINGLE))
+}
+
+/// `/x`, `\x`, `C:\x`, `C:/x` or `C:x`: a name that means a place outside the archive on some
+/// system.
+fn is_absolute(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    name.starts_with('/')
+        || name.starts_with('\\')
+        || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':')
+}
+
+#[cfg(test)]
+mod absolute_tests {
+    use super::is_absolute;
+
+    #[test]
+    fn absolute_names_on_any_system_are_recognised() {
+        for name in [
+            "/etc/x.svs",
+            "\\server\\x.svs",
+            "C:\\x.svs",
+            "c:/x.svs",
+            "D:x.svs",
+        ] {
+            assert!(is_absolute(name), "{name}");
+        }
+        for name in ["case 7/x.svs", "x.svs", "notes/C:x.svs", "..x.svs"] {
+            assert!(!is_absolute(name), "{name}");
+        }
+    }
 }

@@ -507,13 +507,17 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             username,
             password_file,
         }) => {
-            accounts::set_password(db, &username, &read_password(&password_file)?).await?;
+            let ended =
+                accounts::set_password(db, &username, &read_password(&password_file)?).await?;
             p.audit(cli_event(
                 "admin.user.password",
                 &format!("user:{username}"),
             ))
             .await?;
-            println!("password changed for {username}");
+            println!(
+                "password changed for {username}; ended {} session(s) and revoked {} API token(s)",
+                ended.sessions, ended.tokens
+            );
         }
         AdminCommand::User(UserCommand::Profile {
             username,

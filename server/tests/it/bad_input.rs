@@ -65,6 +65,13 @@ fn corpus(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let traversal = dir.join("traversal.zip");
     zip_with(&traversal, &[("../../evil.svs", real.clone())]);
     files.push((traversal, "invalid_zip"));
+    // Absolute paths, Unix and Windows, are refused like `../`.
+    let absolute = dir.join("absolute.zip");
+    zip_with(&absolute, &[("/tmp/evil.svs", real.clone())]);
+    files.push((absolute, "invalid_zip"));
+    let drive = dir.join("drive.zip");
+    zip_with(&drive, &[("C:\\evil.svs", real.clone())]);
+    files.push((drive, "invalid_zip"));
     let bomb = dir.join("bomb.zip");
     zip_with(&bomb, &[("slide.svs", vec![0u8; 300 << 20])]);
     files.push((bomb, "invalid_zip"));

@@ -32,6 +32,7 @@ mod language;
 mod measure;
 mod notifications;
 mod openapi;
+mod passwords;
 mod processes;
 mod report_ja;
 mod research;

@@ -59,6 +59,27 @@ pub(crate) async fn patch(
     request.body(chunk.to_vec()).send().await.unwrap()
 }
 
+/// A chunk with the `Upload-Checksum` header exactly as given (algorithm and value).
+async fn patch_checksum(
+    url: &str,
+    token: &str,
+    offset: usize,
+    chunk: &[u8],
+    checksum: &str,
+) -> reqwest::Response {
+    client()
+        .patch(url)
+        .bearer_auth(token)
+        .header(TUS.0, TUS.1)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", offset)
+        .header("Upload-Checksum", checksum)
+        .body(chunk.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
 pub(crate) async fn head(url: &str, token: &str) -> reqwest::Response {
     client()
         .head(url)
@@ -197,6 +218,52 @@ async fn wrong_offset_conflicts_and_bad_checksum_is_rolled_back() {
         )
         .await;
         assert_eq!(r.status(), 400);
+
+        // SHA-1, as the common Python client sends it: a wrong one is refused like SHA-256's,
+        // a right one accepted; an unknown algorithm is named in the refusal.
+        let chunk = &data[100_000..200_000];
+        let sha1 = |bytes: &[u8]| {
+            use sha1::Digest;
+            b64(sha1::Sha1::digest(bytes))
+        };
+        let r = patch_checksum(
+            &url,
+            &token,
+            100_000,
+            chunk,
+            &format!("sha1 {}", sha1(b"x")),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 460, "{backend:?}");
+        assert_eq!(offset_of(&head(&url, &token).await), 100_000);
+        let r = patch_checksum(&url, &token, 100_000, chunk, "md5 1B2M2Y8AsgTpgAmY7PhCfg==").await;
+        assert_eq!(r.status(), 400);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "checksum_algorithm");
+        let r = patch_checksum(
+            &url,
+            &token,
+            100_000,
+            chunk,
+            &format!("sha1 {}", sha1(chunk)),
+        )
+        .await;
+        assert_eq!(r.status(), 204, "{backend:?}: a chunk with the right SHA-1");
+        assert_eq!(offset_of(&head(&url, &token).await), 200_000);
+        let options = client()
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/v1/uploads", server.url),
+            )
+            .header(TUS.0, TUS.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            options.headers()["tus-checksum-algorithm"],
+            "sha256,sha1",
+            "{backend:?}"
+        );
         let r = client()
             .patch(&url)
             .bearer_auth(&token)
