@@ -115,6 +115,13 @@ pub struct AuthConfig {
     pub session_hours: u64,
     /// Mark the session cookie `Secure` (set when the server is reached over TLS).
     pub secure_cookies: bool,
+    /// Failed sign-ins with one user name that lock it (known or unknown name alike).
+    pub max_failures_per_account: u32,
+    /// Failed sign-ins from one client address that lock it (a shared workstation, or a proxy's
+    /// address when the server runs behind one).
+    pub max_failures_per_address: u32,
+    /// Minutes over which failures are counted, and for which a key stays locked.
+    pub lockout_minutes: u32,
 }
 
 impl Default for AuthConfig {
@@ -122,6 +129,30 @@ impl Default for AuthConfig {
         Self {
             session_hours: 12,
             secure_cookies: false,
+            max_failures_per_account: 5,
+            max_failures_per_address: 30,
+            lockout_minutes: 15,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The throttle of one user name.
+    pub fn account_limit(&self) -> crate::throttle::Limit {
+        self.limit(self.max_failures_per_account)
+    }
+
+    /// The throttle of one client address.
+    pub fn address_limit(&self) -> crate::throttle::Limit {
+        self.limit(self.max_failures_per_address)
+    }
+
+    fn limit(&self, failures: u32) -> crate::throttle::Limit {
+        let seconds = i64::from(self.lockout_minutes.max(1)) * 60;
+        crate::throttle::Limit {
+            failures: failures.max(1),
+            window_s: seconds,
+            lock_s: seconds,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod platform;
 pub mod routes;
 pub mod secrets;
 pub mod store;
+pub mod throttle;
 pub mod worker;
 
 pub use config::{Config, ConfigError};

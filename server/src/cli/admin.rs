@@ -158,6 +158,12 @@ pub enum UserCommand {
         /// User name.
         username: String,
     },
+    /// Lift the lock that repeated failed sign-ins put on a user name (it also ends by itself
+    /// after `auth.lockout_minutes`).
+    Unlock {
+        /// User name.
+        username: String,
+    },
     /// Set a new password.
     Password {
         /// User name.
@@ -496,6 +502,18 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             p.audit(cli_event("admin.user.disable", &format!("user:{username}")))
                 .await?;
             println!("disabled {username}");
+        }
+        AdminCommand::User(UserCommand::Unlock { username }) => {
+            let key = pathfed_core::throttle::account_key(&username);
+            let was_locked =
+                pathfed_core::throttle::clear(db, &key, pathfed_core::clock::now()).await?;
+            p.audit(cli_event("admin.user.unlock", &format!("user:{username}")))
+                .await?;
+            if was_locked {
+                println!("unlocked {username}");
+            } else {
+                println!("{username} was not locked; its count of failed sign-ins is cleared");
+            }
         }
         AdminCommand::User(UserCommand::Enable { username }) => {
             accounts::set_disabled(db, &username, false).await?;

@@ -290,10 +290,14 @@ pub async fn serve(
     if users == 0 {
         println!("no users yet: create the platform admin with `pathfed admin init --help`");
     }
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // The client's address feeds the sign-in throttle.
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")?;
     println!("pathfed stopped");
     Ok(())
 }

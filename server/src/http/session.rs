@@ -6,7 +6,7 @@
 //! JSON, which a cross-site form cannot send without a CORS preflight. Unknown users and wrong
 //! passwords get the same answer in the same time.
 
-use axum::extract::{Json, State};
+use axum::extract::{ConnectInfo, Json, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pathfed_core::Platform;
@@ -17,6 +17,7 @@ use pathfed_core::http::{
 };
 use pathfed_core::locale::Lang;
 use pathfed_core::routes::{Routes, post, put};
+use pathfed_core::throttle;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -61,6 +62,24 @@ fn session_body(user: &User, csrf: &str) -> SessionBody {
     }
 }
 
+/// 429 with `Retry-After`: the sign-in is locked for `wait` more seconds.
+fn too_many_attempts(wait: i64) -> Response {
+    let minutes = (wait + 59) / 60;
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!(
+            "too many failed sign-ins: try again in {minutes} minute(s), or ask an administrator \
+             to unlock the account"
+        ),
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&wait.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 /// The CSRF token of the request's session cookie; empty for API tokens, which have none.
 async fn request_csrf(platform: &Platform, headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(match session_cookie(headers) {
@@ -91,11 +110,15 @@ struct LanguageChoice {
             headers(("Set-Cookie" = String, description = "the session cookie, HttpOnly, SameSite=Strict"))),
         (status = 400, description = "the body is not JSON `{username, password}`", body = ErrorBody),
         (status = 401, description = "wrong user name or password", body = ErrorBody),
+        (status = 429, description = "too many failed sign-ins for this user name or client address: \
+            locked for the minutes `Retry-After` gives in seconds (`auth.lockout_minutes`)", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds until the lock ends"))),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
 )]
 async fn login(
     State(platform): State<Platform>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     body: Result<Json<Credentials>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(credentials) = body.map_err(|e| {
@@ -104,21 +127,60 @@ async fn login(
             format!("send JSON {{username, password}}: {e}"),
         )
     })?;
+    let target = format!("user:{}", credentials.username);
+    let account = throttle::account_key(&credentials.username);
+    let address = throttle::address_key(&client.ip());
+    let now = pathfed_core::clock::now();
+    // A locked name or address is refused before the password is looked at, so guessing on
+    // cannot tell a right password from a wrong one.
+    if let Some(wait) =
+        throttle::retry_after(&platform.db, &[account.clone(), address.clone()], now).await?
+    {
+        let _ = platform
+            .audit(
+                AuditEvent::anonymous("login", &target, "denied").detail(format!(
+                    "locked after failed sign-ins (from {})",
+                    client.ip()
+                )),
+            )
+            .await;
+        return Ok(too_many_attempts(wait));
+    }
     let Some(user) =
         accounts::authenticate(&platform.db, &credentials.username, &credentials.password).await?
     else {
+        let auth = &platform.config.auth;
+        let account_locked =
+            throttle::failed(&platform.db, &account, auth.account_limit(), now).await?;
+        let address_locked =
+            throttle::failed(&platform.db, &address, auth.address_limit(), now).await?;
         let _ = platform
             .audit(
-                AuditEvent::anonymous("login", &format!("user:{}", credentials.username), "denied")
-                    .detail("wrong user name or password"),
+                AuditEvent::anonymous("login", &target, "denied").detail(format!(
+                    "wrong user name or password (from {})",
+                    client.ip()
+                )),
             )
             .await;
+        for (locked, what) in [(account_locked, &target), (address_locked, &address)] {
+            if locked {
+                let _ = platform
+                    .audit(
+                        AuditEvent::anonymous("login.lock", what, "ok").detail(format!(
+                            "locked for {} minutes after repeated failed sign-ins",
+                            auth.lockout_minutes
+                        )),
+                    )
+                    .await;
+            }
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
             "wrong user name or password",
         ));
     };
+    throttle::clear(&platform.db, &account, now).await?;
     let hours = platform.config.auth.session_hours;
     let (secret, csrf) = accounts::create_session(&platform.db, &user, hours).await?;
     let _ = platform

@@ -88,3 +88,100 @@ async fn a_password_change_ends_the_users_sessions_and_tokens() {
         );
     }
 }
+
+/// A sign-in attempt as a browser makes it; the status and the `Retry-After` seconds, if any.
+async fn attempt(server: &TestServer, username: &str, pw: &str) -> (u16, Option<i64>, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{SESSION}", server.url))
+        .json(&json!({"username": username, "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, retry, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_failed_sign_ins_lock_the_name_and_the_address() {
+    for backend in BACKENDS {
+        let server = TestServer::start_with(
+            backend,
+            &[
+                ("PATHFED_AUTH_MAX_FAILURES_PER_ACCOUNT", "5"),
+                ("PATHFED_AUTH_MAX_FAILURES_PER_ADDRESS", "12"),
+                ("PATHFED_AUTH_LOCKOUT_MINUTES", "15"),
+            ],
+        );
+        server.user("Spoke T", "spoke", "locked_user", "submitter");
+        let right = password("locked_user");
+
+        // Four wrong passwords are answered as wrong; the fifth locks the name.
+        for n in 1..=5 {
+            let (status, retry, body) = attempt(&server, "locked_user", "wrong").await;
+            assert_eq!(status, 401, "{backend:?}: attempt {n}: {body}");
+            assert_eq!(retry, None);
+        }
+        // Locked: even the right password gets 429, with the wait.
+        let (status, retry, body) = attempt(&server, "locked_user", &right).await;
+        assert_eq!(status, 429, "{backend:?}: {body}");
+        assert_eq!(body["error"]["code"], "too_many_attempts", "{body}");
+        let wait = retry.expect("Retry-After");
+        assert!((1..=900).contains(&wait), "{backend:?}: Retry-After {wait}");
+        // A name that does not exist is answered exactly alike.
+        for _ in 1..=5 {
+            assert_eq!(attempt(&server, "nobody_here", "wrong").await.0, 401);
+        }
+        let (status, retry, _) = attempt(&server, "nobody_here", "wrong").await;
+        assert_eq!(
+            (status, retry.is_some()),
+            (429, true),
+            "{backend:?}: unknown names too"
+        );
+
+        // An administrator lifts the lock; the right password then signs in.
+        let said = server.cli_ok(&["admin", "user", "unlock", "locked_user"]);
+        assert!(said.contains("unlocked locked_user"), "{said}");
+        assert_eq!(attempt(&server, "locked_user", &right).await.0, 200);
+
+        // One address guessing across many names is locked as a whole (12 failures so far).
+        for n in 0..2 {
+            let name = format!("spray{n}");
+            assert_eq!(attempt(&server, &name, "wrong").await.0, 401, "{backend:?}");
+        }
+        let (status, _, body) = attempt(&server, "locked_user", &right).await;
+        assert_eq!(status, 429, "{backend:?}: the address is locked: {body}");
+
+        // Locks end by themselves.
+        server.advance_clock(15 * 60 + 1);
+        assert_eq!(
+            attempt(&server, "locked_user", &right).await.0,
+            200,
+            "{backend:?}"
+        );
+
+        let db = server.db().await;
+        let actions: Vec<String> = pathfed_core::audit::recent(&db, 200)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {} {}", r.event.action, r.event.target, r.event.outcome))
+            .collect();
+        for expected in [
+            "login.lock user:locked_user ok",
+            "login.lock user:nobody_here ok",
+            "login.lock addr:127.0.0.1 ok",
+            "admin.user.unlock user:locked_user ok",
+        ] {
+            assert!(
+                actions.iter().any(|a| a == expected),
+                "{backend:?}: no audit row {expected:?} in {actions:?}"
+            );
+        }
+    }
+}
