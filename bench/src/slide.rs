@@ -169,6 +169,7 @@ mod measure {
                 tile_size: size,
                 overlap,
                 jpeg_quality: config.tiles.jpeg_quality,
+                ..TilesConfig::default()
             };
             let options = DeepZoomOptions::for_slide(fast.properties(), &tiles);
             let dz = DeepZoom::new(fast, options)?;

@@ -41,6 +41,10 @@ pub struct TilesConfig {
     pub overlap: u32,
     /// JPEG quality of re-encoded tiles (1–100).
     pub jpeg_quality: u8,
+    /// Let the browser keep tiles, Deep Zoom descriptors and thumbnails in its private cache
+    /// (`private`, never a shared proxy's); off answers them `no-store` like all clinical data,
+    /// for workstations whose disk cache must hold nothing.
+    pub browser_cache: bool,
 }
 
 impl Default for TilesConfig {
@@ -49,6 +53,7 @@ impl Default for TilesConfig {
             tile_size: 0,
             overlap: 0,
             jpeg_quality: 80,
+            browser_cache: true,
         }
     }
 }

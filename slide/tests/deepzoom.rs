@@ -28,6 +28,7 @@ fn check_pyramid(spec: &SynthSpec, tile_size: u32, overlap: u32) {
         tile_size,
         overlap,
         jpeg_quality: 95,
+        ..TilesConfig::default()
     };
     let options = DeepZoomOptions::for_slide(slide.properties(), &config);
     let dz = DeepZoom::new(Arc::clone(&slide), options).unwrap();
@@ -200,6 +201,7 @@ fn real_slide_pyramid_matches_openslide_geometry() {
             tile_size: 254,
             overlap: 1,
             jpeg_quality: 100,
+            ..TilesConfig::default()
         },
     );
     let dz = DeepZoom::new(slide, options).unwrap();

@@ -191,6 +191,12 @@ fn error_code(status: StatusCode) -> &'static str {
 
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
+    // Clinical answers (case JSON, reports, label images, the session) are kept nowhere: only
+    // what says otherwise itself (static files, and tiles where `tiles.browser_cache` allows)
+    // may be cached, and then privately.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(

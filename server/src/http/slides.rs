@@ -431,15 +431,17 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn image_response(content_type: &'static str, bytes: Vec<u8>, max_age: u64) -> Response {
+/// How long the browser may keep a tile-like answer privately, or `no-store` where the
+/// operator turned `tiles.browser_cache` off.
+fn private_cache(browser_cache: bool, value: &'static str) -> HeaderValue {
+    HeaderValue::from_static(if browser_cache { value } else { "no-store" })
+}
+
+fn image_response(content_type: &'static str, bytes: Vec<u8>, cache: HeaderValue) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_str(&format!("private, max-age={max_age}"))
-                    .unwrap_or(HeaderValue::from_static("private")),
-            ),
+            (header::CACHE_CONTROL, cache),
         ],
         bytes,
     )
@@ -471,7 +473,8 @@ async fn thumbnail(
         &thumbnail_key(&slide.hospital_id, &slide.id),
     )
     .await?;
-    Ok(image_response("image/jpeg", bytes, 3600))
+    let cache = private_cache(platform.config.tiles.browser_cache, "private, max-age=3600");
+    Ok(image_response("image/jpeg", bytes, cache))
 }
 
 /// Label image (PNG): the owning hospital, and the hub pathologists reading a case with the slide unless the owner keeps labels to itself
@@ -533,7 +536,12 @@ async fn label(
             "ok",
         ))
         .await;
-    Ok(image_response("image/png", png, 300))
+    // The label may carry the patient's name and id: never kept.
+    Ok(image_response(
+        "image/png",
+        png,
+        HeaderValue::from_static("no-store"),
+    ))
 }
 
 /// Deep Zoom descriptor
@@ -565,7 +573,10 @@ async fn dzi(
             ),
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("private, max-age=3600"),
+                private_cache(
+                    state.platform.config.tiles.browser_cache,
+                    "private, max-age=3600",
+                ),
             ),
         ],
         opened.deepzoom.dzi(),
@@ -641,7 +652,10 @@ async fn tile(
         (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
         (
             header::CACHE_CONTROL,
-            HeaderValue::from_static("private, max-age=31536000, immutable"),
+            private_cache(
+                state.platform.config.tiles.browser_cache,
+                "private, max-age=31536000, immutable",
+            ),
         ),
         (
             header::ETAG,

@@ -20,6 +20,7 @@ mod atomic;
 mod audit;
 mod bad_input;
 mod browser;
+mod caching;
 mod cli_slide;
 mod clinical;
 mod consent;
