@@ -346,7 +346,7 @@ impl BenchServer {
         let user = accounts::create_user(db, &hospital, "bench", Role::Submitter, &password)
             .await
             .context("creating the user")?;
-        let (_, token) = accounts::create_token(db, &user, "bench serve")
+        let (_, token) = accounts::create_token(db, &user, "bench serve", 1)
             .await
             .context("creating the API token")?;
         let hub = accounts::create_hospital(db, "Bench Hub", HospitalKind::Hub)

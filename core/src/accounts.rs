@@ -196,6 +196,8 @@ pub struct TokenInfo {
     pub created_at: i64,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
+    /// When it stops working by itself (none for tokens made before tokens expired).
+    pub expires_at: Option<i64>,
 }
 
 const USER_COLUMNS: &str = "u.id, u.username, u.role, u.disabled, u.display_name, \
@@ -614,38 +616,56 @@ pub async fn delete_session(db: &Db, secret: &str) -> CoreResult<()> {
 }
 
 /// Creates an API token for a user; returns its description and the secret (shown once).
-pub async fn create_token(db: &Db, user: &User, name: &str) -> CoreResult<(TokenInfo, String)> {
+pub async fn create_token(
+    db: &Db,
+    user: &User,
+    name: &str,
+    days: u32,
+) -> CoreResult<(TokenInfo, String)> {
     check_name("token name", name)?;
+    if days == 0 || days > MAX_TOKEN_DAYS {
+        return Err(CoreError::Invalid(format!(
+            "a token lasts 1 to {MAX_TOKEN_DAYS} days, not {days}"
+        )));
+    }
     let secret = new_secret("pf_");
+    let created_at = now();
     let info = TokenInfo {
         id: new_id(),
         username: user.username.clone(),
         name: name.to_string(),
-        created_at: now(),
+        created_at,
         revoked_at: None,
+        expires_at: Some(created_at + i64::from(days) * 86_400),
     };
     sqlx::query(
-        "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&info.id)
     .bind(&user.id)
     .bind(name)
     .bind(hash_secret(&secret))
     .bind(info.created_at)
+    .bind(info.expires_at)
     .execute(db.pool())
     .await?;
     Ok((info, secret))
 }
 
-/// The user an unrevoked token belongs to.
+/// The longest a token may last: a year.
+pub const MAX_TOKEN_DAYS: u32 = 366;
+
+/// The user an unrevoked, unexpired token belongs to.
 pub async fn token_user(db: &Db, secret: &str) -> CoreResult<Option<User>> {
     let sql = format!(
         "SELECT {USER_COLUMNS} JOIN api_tokens t ON t.user_id = u.id \
-         WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL \
+         AND (t.expires_at IS NULL OR t.expires_at > $2)"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(hash_secret(secret))
+        .bind(now())
         .fetch_optional(db.pool())
         .await?;
     match row {
@@ -660,7 +680,8 @@ pub async fn token_user(db: &Db, secret: &str) -> CoreResult<Option<User>> {
 /// Every token (revoked ones too), newest first.
 pub async fn list_tokens(db: &Db) -> CoreResult<Vec<TokenInfo>> {
     let rows = sqlx::query(
-        "SELECT t.id, u.username, t.name, t.created_at, t.revoked_at FROM api_tokens t \
+        "SELECT t.id, u.username, t.name, t.created_at, t.revoked_at, t.expires_at \
+         FROM api_tokens t \
          JOIN users u ON u.id = t.user_id ORDER BY t.created_at DESC, t.id",
     )
     .fetch_all(db.pool())
@@ -673,6 +694,7 @@ pub async fn list_tokens(db: &Db) -> CoreResult<Vec<TokenInfo>> {
                 name: row.try_get("name")?,
                 created_at: row.try_get("created_at")?,
                 revoked_at: row.try_get("revoked_at")?,
+                expires_at: row.try_get("expires_at")?,
             })
         })
         .collect()

@@ -127,6 +127,8 @@ pub struct AuthConfig {
     pub max_failures_per_address: u32,
     /// Minutes over which failures are counted, and for which a key stays locked.
     pub lockout_minutes: u32,
+    /// Days a new API token lasts unless its creator asks for fewer or more (at most 366).
+    pub token_days: u32,
 }
 
 impl Default for AuthConfig {
@@ -137,6 +139,7 @@ impl Default for AuthConfig {
             max_failures_per_account: 5,
             max_failures_per_address: 30,
             lockout_minutes: 15,
+            token_days: 90,
         }
     }
 }

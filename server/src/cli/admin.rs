@@ -203,6 +203,9 @@ pub enum TokenCommand {
         /// What it is for.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Days until it stops working (default: the platform's `auth.token_days`, 90).
+        #[arg(long)]
+        expires_days: Option<u32>,
     },
     /// List tokens.
     List,
@@ -591,21 +594,29 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
                 u.language.map(Lang::as_str).unwrap_or("browser"),
             );
         }
-        AdminCommand::Token(TokenCommand::Create { user, name }) => {
+        AdminCommand::Token(TokenCommand::Create {
+            user,
+            name,
+            expires_days,
+        }) => {
             let u = accounts::user_by_name(db, &user).await?;
-            let (info, secret) = accounts::create_token(db, &u, &name).await?;
+            let days = expires_days.unwrap_or(p.config.auth.token_days);
+            let (info, secret) = accounts::create_token(db, &u, &name, days).await?;
             p.audit(cli_event("admin.token.create", &format!("token:{}", info.id)).detail(user))
                 .await?;
             eprintln!(
-                "token {} for {} (store it now; it is not shown again):",
+                "token {} for {}, valid {days} days (store it now; it is not shown again):",
                 info.id, u.username
             );
             println!("{secret}");
         }
         AdminCommand::Token(TokenCommand::List) => {
             for t in accounts::list_tokens(db).await? {
+                let now = pathfed_core::clock::now();
                 let state = if t.revoked_at.is_some() {
                     "revoked"
+                } else if t.expires_at.is_some_and(|at| at <= now) {
+                    "expired"
                 } else {
                     "active"
                 };

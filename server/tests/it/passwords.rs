@@ -185,3 +185,69 @@ async fn repeated_failed_sign_ins_lock_the_name_and_the_address() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_tokens_expire() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        // The harness's own token lasts the default 90 days.
+        let lasting = server.user("Spoke E", "spoke", "token_user", "submitter");
+        let short = server.cli_ok(&[
+            "admin",
+            "token",
+            "create",
+            "--user",
+            "token_user",
+            "--name",
+            "one day",
+            "--expires-days",
+            "1",
+        ]);
+        let short = short.trim().to_string();
+        let status = |token: String| {
+            let url = format!("{}{SESSION}", server.url);
+            async move {
+                reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(status(short.clone()).await, 200, "{backend:?}");
+        server.advance_clock(86_400 + 1);
+        assert_eq!(
+            status(short.clone()).await,
+            401,
+            "{backend:?}: expired after a day"
+        );
+        assert_eq!(
+            status(lasting.clone()).await,
+            200,
+            "{backend:?}: the default lasts longer"
+        );
+        let listed = server.cli_ok(&["admin", "token", "list"]);
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.contains("one day") && l.ends_with("expired")),
+            "{listed}"
+        );
+        // A token lasts at least a day and at most a year.
+        for days in ["0", "367"] {
+            let refused = server.cli(&[
+                "admin",
+                "token",
+                "create",
+                "--user",
+                "token_user",
+                "--expires-days",
+                days,
+            ]);
+            assert!(!refused.status.success(), "{days} days accepted");
+        }
+    }
+}
