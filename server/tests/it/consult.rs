@@ -14,6 +14,7 @@ use pathfed_core::locale::Lang;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::support::geojson_essence;
 use crate::support::{As, BACKENDS, Backend, TestServer, client, submit_case, synth_slide};
 
 struct Cast<'a> {
@@ -686,25 +687,7 @@ async fn geojson_round_trips_and_malformed_input_is_refused() {
     assert_eq!(imported.status(), StatusCode::CREATED);
     let again = c.first.ok(Method::GET, &geojson, None).await;
     // Same shapes, kinds, labels and notes; order and ids may differ.
-    let essence = |v: &Value| -> Vec<String> {
-        let mut all: Vec<String> = v["features"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                json!([
-                    f["geometry"],
-                    f["properties"]["classification"],
-                    f["properties"]["pathfed"]["kind"],
-                    f["properties"]["name"],
-                ])
-                .to_string()
-            })
-            .collect();
-        all.sort();
-        all
-    };
-    assert_eq!(essence(&exported), essence(&again));
+    assert_eq!(geojson_essence(&exported), geojson_essence(&again));
 
     // QuPath's own export (no pathfed properties) imports by class name.
     let qupath = json!({"type": "FeatureCollection", "features": [{

@@ -3,30 +3,11 @@
 //! different ends inside the slide; lines exported to GeoJSON as LineStrings and imported back.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::support::geojson_essence;
 use crate::support::people::staff;
 use crate::support::{Backend, TestServer, client, submit_case, synth_slide};
-
-/// Each feature's geometry, kind, label and note, sorted: what a round trip must keep.
-fn essence(collection: &Value) -> Vec<String> {
-    let mut all: Vec<String> = collection["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            json!([
-                f["geometry"],
-                f["properties"]["classification"],
-                f["properties"]["pathfed"]["kind"],
-                f["properties"]["name"],
-            ])
-            .to_string()
-        })
-        .collect();
-    all.sort();
-    all
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn measurements_are_kept_as_lines_and_polygons() {
@@ -136,7 +117,7 @@ async fn measurements_are_kept_as_lines_and_polygons() {
         .unwrap();
     assert_eq!(imported.status(), StatusCode::CREATED);
     let again = people.first.ok(Method::GET, &geojson, None).await;
-    assert_eq!(essence(&exported), essence(&again));
+    assert_eq!(geojson_essence(&exported), geojson_essence(&again));
 
     // A QuPath line (no pathfed properties) imports as a line; longer paths and multi-lines do
     // not, and a refused import adds nothing.

@@ -572,3 +572,24 @@ pub fn submit_case(
         .to_string();
     (case_id, slide_id)
 }
+
+/// What a GeoJSON export says of each annotation (shape, class, kind, note), sorted: two
+/// exports of the same annotations agree on it whatever their order and ids.
+pub fn geojson_essence(collection: &serde_json::Value) -> Vec<String> {
+    let mut all: Vec<String> = collection["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            serde_json::json!([
+                f["geometry"],
+                f["properties"]["classification"],
+                f["properties"]["pathfed"]["kind"],
+                f["properties"]["name"],
+            ])
+            .to_string()
+        })
+        .collect();
+    all.sort();
+    all
+}
