@@ -24,6 +24,7 @@ packages=(
   python3-venv      # the venv holding moto, the S3 stand-in for tests
   python3-pip
   ca-certificates   # HTTPS to the package registries
+  openssl:openssl   # s_client: the TLS test's independent TLS client
   curl
 )
 

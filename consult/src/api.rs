@@ -1142,17 +1142,30 @@ async fn report_preview(
     Ok(response)
 }
 
-/// Sign out: issues report version 1
+/// What a sign-out may carry: the second-factor code the hospital's policy may ask for.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SignOutForm {
+    /// A current code from the signer's authenticator app, when their hospital asks for one
+    /// to sign out (a code given in this session within `auth.fresh_second_factor_minutes`
+    /// also counts).
+    second_factor_code: Option<String>,
+}
+
+/// Sign out: issues report version 1 (empty body, or {second_factor_code} when the hospital asks for one)
 #[utoipa::path(
     post,
     path = "/api/v1/cases/{id}/sign-out",
     tag = "consult",
     params(("id" = String, Path, description = "case id")),
+    request_body = Option<SignOutForm>,
     responses(
         (status = 200, description = "the issued report version", body = ReportVersion),
         (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this; \
+            or `fresh_second_factor_required`: the signer's hospital asks for a current \
+            second-factor code to sign out, and none (or a wrong one) was given", body = ErrorBody),
         (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
         (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
@@ -1162,8 +1175,37 @@ async fn sign_out(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let (case, _) = open_case(&consult, &user, &id, "case.sign_out").await?;
+    let form: SignOutForm = if body.iter().all(u8::is_ascii_whitespace) {
+        SignOutForm::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("bad_body", format!("send {{\"second_factor_code\"}}: {e}"))
+        })?
+    };
+    // A sign-out is an electronic signature: the hospital may ask for a fresh second factor.
+    let session = pathfed_core::http::session_cookie(&headers);
+    let fresh = pathfed_core::second_factor::check_fresh(
+        &consult.platform,
+        &user,
+        session.as_deref(),
+        form.second_factor_code.as_deref(),
+    )
+    .await;
+    if let Err(e) = fresh {
+        let outcome = match e {
+            pathfed_core::CoreError::FreshSecondFactorRequired(_) => "denied",
+            _ => "failed",
+        };
+        let event =
+            pathfed_core::audit::AuditEvent::by(&user, "case.sign_out", &target(&case), outcome)
+                .detail(e.to_string());
+        let _ = consult.platform.audit(event).await;
+        return Err(e.into());
+    }
     let result = report::sign_out(&consult, &user, &case).await;
     let version = audited(
         &consult.platform,

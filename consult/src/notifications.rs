@@ -971,6 +971,7 @@ mod tests {
             qualification: None,
             email: None,
             language: None,
+            second_factor: false,
         }
     }
 

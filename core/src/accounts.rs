@@ -2,6 +2,12 @@
 //!
 //! Every request is made by a [`Principal`]: a user with a role in one hospital. Sessions and
 //! tokens are random bearer secrets of which the database keeps only a SHA-256.
+//!
+//! A browser session ends after `auth.idle_minutes` without a request and after
+//! `auth.session_hours` in any case; a session of a user who must set up a second factor is in
+//! stage [`SessionStage::Enrol`] until they do. Every password set here passes
+//! [`crate::password_policy`] first, and a new password ends the user's other sessions and
+//! every API token.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -166,6 +172,8 @@ pub struct User {
     pub email: Option<String>,
     /// The language the user chose; none means the browser's (pages) or the hospital's (e-mail).
     pub language: Option<Lang>,
+    /// Whether the user has a confirmed second factor (see [`crate::second_factor`]).
+    pub second_factor: bool,
 }
 
 impl User {
@@ -201,7 +209,7 @@ pub struct TokenInfo {
 }
 
 const USER_COLUMNS: &str = "u.id, u.username, u.role, u.disabled, u.display_name, \
-                            u.qualification, u.email, u.language, h.id AS hid, \
+                            u.qualification, u.email, u.language, u.totp_enabled_at, h.id AS hid, \
                             h.name AS hname, h.kind AS hkind, h.time_zone AS htz, \
                             h.language AS hlang FROM users u JOIN hospitals h ON h.id = u.hospital_id";
 
@@ -221,6 +229,7 @@ fn user_from_row(row: &AnyRow) -> CoreResult<User> {
         language: row
             .try_get::<Option<String>, _>("language")?
             .and_then(|l| l.parse().ok()),
+        second_factor: row.try_get::<Option<i64>, _>("totp_enabled_at")?.is_some(),
         hospital: Hospital {
             id: row.try_get("hid")?,
             name: row.try_get("hname")?,
@@ -409,11 +418,13 @@ pub async fn create_user(
     password: &str,
 ) -> CoreResult<User> {
     check_name("user name", username)?;
+    // A new user has no second factor yet, so the longer rule applies.
+    crate::password_policy::check(password, username, false)?;
     let hash = hash_password(password)?;
     let id = new_id();
     sqlx::query(
-        "INSERT INTO users (id, hospital_id, username, role, password_hash, disabled, created_at) \
-         VALUES ($1, $2, $3, $4, $5, 0, $6)",
+        "INSERT INTO users (id, hospital_id, username, role, password_hash, disabled, created_at, \
+         password_changed_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
     )
     .bind(&id)
     .bind(&hospital.id)
@@ -434,6 +445,7 @@ pub async fn create_user(
         qualification: None,
         email: None,
         language: None,
+        second_factor: false,
     })
 }
 
@@ -444,6 +456,37 @@ pub async fn list_users(db: &Db) -> CoreResult<Vec<User>> {
         .fetch_all(db.pool())
         .await?;
     rows.iter().map(user_from_row).collect()
+}
+
+/// The users of one hospital, by name.
+pub async fn users_of(db: &Db, hospital_id: &str) -> CoreResult<Vec<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} WHERE u.hospital_id = $1 ORDER BY u.username");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hospital_id)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(user_from_row).collect()
+}
+
+/// Changes a user's role. A change ends the user's browser sessions, so that someone made an
+/// admin signs in again and meets what admins must (a second factor) before acting as one.
+pub async fn set_role(db: &Db, username: &str, role: Role) -> CoreResult<()> {
+    let user = user_by_name(db, username).await?;
+    if user.role == role {
+        return Ok(());
+    }
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+        .bind(role.as_str())
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The user with this name.
@@ -507,27 +550,47 @@ pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> CoreResult
     Ok(())
 }
 
-/// Sets a new password and ends every session and API token the user had.
+/// Sets a new password (after [`crate::password_policy::check`], with the shorter rule when
+/// the user has a second factor) and ends every session and API token the user had: an
+/// admin's reset.
 pub async fn set_password(db: &Db, username: &str, password: &str) -> CoreResult<Ended> {
+    change_password(db, username, password, None).await
+}
+
+/// Sets a new password as [`set_password`] does, but keeps the session whose secret is
+/// `keep_session` (the user's own change, made in that session); every other session and
+/// every API token of the user ends.
+pub async fn change_password(
+    db: &Db,
+    username: &str,
+    password: &str,
+    keep_session: Option<&str>,
+) -> CoreResult<Ended> {
     let user = user_by_name(db, username).await?;
+    crate::password_policy::check(password, &user.username, user.second_factor)?;
     let hash = hash_password(password)?;
+    let changed_at = now();
     // A new password ends what the old one opened: whoever knew it (or holds a session or token
     // it made) is out, in the same transaction as the change.
     let mut tx = db.pool().begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+    sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
         .bind(&hash)
+        .bind(changed_at)
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
-    let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+    // A hash no session has when nothing is kept, so one statement serves both cases.
+    let kept = keep_session.map(hash_secret).unwrap_or_default();
+    let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2")
         .bind(&user.id)
+        .bind(&kept)
         .execute(&mut *tx)
         .await?
         .rows_affected();
     let tokens = sqlx::query(
         "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
     )
-    .bind(now())
+    .bind(changed_at)
     .bind(&user.id)
     .execute(&mut *tx)
     .await?
@@ -567,34 +630,120 @@ pub async fn authenticate(db: &Db, username: &str, password: &str) -> CoreResult
     Ok((matches && !user.disabled).then_some(user))
 }
 
-/// A new browser session: returns (session secret for the cookie, CSRF token).
+/// How far a browser session has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStage {
+    /// Signed in: the whole API, as the role allows.
+    Full,
+    /// Signed in with the password by a user who must set up a second factor first: only the
+    /// session's own routes (`/api/v1/session…`), where the second factor is set up.
+    Enrol,
+}
+
+impl SessionStage {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStage::Full => "full",
+            SessionStage::Enrol => "enrol",
+        }
+    }
+
+    /// The stage a stored name means; anything unknown is the narrower stage.
+    fn parse(stored: &str) -> Self {
+        match stored {
+            "full" => SessionStage::Full,
+            _ => SessionStage::Enrol,
+        }
+    }
+}
+
+/// How a new browser session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewSession {
+    /// Its stage.
+    pub stage: SessionStage,
+    /// When a second-factor code was given at sign-in, if one was.
+    pub second_factor_at: Option<i64>,
+    /// The client's address, when known.
+    pub address: Option<std::net::IpAddr>,
+}
+
+/// A live browser session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Whose it is.
+    pub user: User,
+    /// What requests that change state must echo in `X-CSRF-Token`.
+    pub csrf_token: String,
+    /// How far it has got.
+    pub stage: SessionStage,
+    /// When a second-factor code was last given in it.
+    pub second_factor_at: Option<i64>,
+    /// When it was opened.
+    pub created_at: i64,
+    /// When it ends in any case.
+    pub expires_at: i64,
+}
+
+/// A new browser session in stage [`SessionStage::Full`]: returns (session secret for the
+/// cookie, CSRF token).
 pub async fn create_session(db: &Db, user: &User, hours: u64) -> CoreResult<(String, String)> {
+    let start = NewSession {
+        stage: SessionStage::Full,
+        second_factor_at: None,
+        address: None,
+    };
+    open_session(db, user, hours, &start).await
+}
+
+/// A new browser session that lasts `hours` at most: returns (session secret for the cookie,
+/// CSRF token).
+pub async fn open_session(
+    db: &Db,
+    user: &User,
+    hours: u64,
+    start: &NewSession,
+) -> CoreResult<(String, String)> {
     let secret = new_secret("pfs_");
     let csrf = new_secret("");
     let created = now();
+    let lifetime = i64::try_from(hours.saturating_mul(3600)).unwrap_or(i64::MAX);
     sqlx::query(
-        "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at, \
+         last_seen_at, stage, second_factor_at, address) \
+         VALUES ($1, $2, $3, $4, $5, $4, $6, $7, $8)",
     )
     .bind(hash_secret(&secret))
     .bind(&user.id)
     .bind(&csrf)
     .bind(created)
-    .bind(created + (hours as i64) * 3600)
+    .bind(created.saturating_add(lifetime))
+    .bind(start.stage.as_str())
+    .bind(start.second_factor_at)
+    .bind(start.address.map(|a| a.to_string()).unwrap_or_default())
     .execute(db.pool())
     .await?;
     Ok((secret, csrf))
 }
 
-/// The user and CSRF token of a live session.
-pub async fn session_user(db: &Db, secret: &str) -> CoreResult<Option<(User, String)>> {
+/// The live session with this secret: not past its absolute end (`expires_at`), not idle for
+/// `idle_minutes` or more (0: no idle limit), its user enabled. An idle session is deleted. A
+/// request refreshes the session's last-seen time, written at most about once a minute (more
+/// often for short idle limits) to spare the database a write per request; so an idle session
+/// may end up to that much before `idle_minutes` after its last request, never later.
+pub async fn session_user(db: &Db, secret: &str, idle_minutes: u64) -> CoreResult<Option<Session>> {
     let sql = format!(
-        "SELECT s.csrf_token, {USER_COLUMNS} JOIN sessions s ON s.user_id = u.id \
-         WHERE s.token_hash = $1 AND s.expires_at > $2"
+        "SELECT s.csrf_token, s.stage, s.second_factor_at, s.created_at AS s_created, \
+         s.expires_at AS s_expires, s.last_seen_at AS s_seen, {USER_COLUMNS} \
+         JOIN sessions s ON s.user_id = u.id WHERE s.token_hash = $1 AND s.expires_at > $2"
     );
+    let token_hash = hash_secret(secret);
+    let at = now();
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(hash_secret(secret))
-        .bind(now())
+        .bind(&token_hash)
+        .bind(at)
         .fetch_optional(db.pool())
         .await?;
     let Some(row) = row else { return Ok(None) };
@@ -602,7 +751,61 @@ pub async fn session_user(db: &Db, secret: &str) -> CoreResult<Option<(User, Str
     if user.disabled {
         return Ok(None);
     }
-    Ok(Some((user, row.try_get("csrf_token")?)))
+    let created_at: i64 = row.try_get("s_created")?;
+    let seen = row
+        .try_get::<Option<i64>, _>("s_seen")?
+        .unwrap_or(created_at);
+    let idle_s = i64::try_from(idle_minutes.saturating_mul(60)).unwrap_or(i64::MAX);
+    if idle_s > 0 {
+        if at - seen >= idle_s {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(&token_hash)
+                .execute(db.pool())
+                .await?;
+            return Ok(None);
+        }
+        // A thirtieth of the idle limit, at most a minute: the session's end comes early by
+        // at most that much.
+        let refresh_s = (idle_s / 30).clamp(1, 60);
+        if at - seen >= refresh_s {
+            sqlx::query(
+                "UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2 \
+                 AND (last_seen_at IS NULL OR last_seen_at < $1)",
+            )
+            .bind(at)
+            .bind(&token_hash)
+            .execute(db.pool())
+            .await?;
+        }
+    }
+    Ok(Some(Session {
+        user,
+        csrf_token: row.try_get("csrf_token")?,
+        stage: SessionStage::parse(&row.try_get::<String, _>("stage")?),
+        second_factor_at: row.try_get("second_factor_at")?,
+        created_at,
+        expires_at: row.try_get("s_expires")?,
+    }))
+}
+
+/// Moves a session to `stage` (an enrolment confirmed in it makes it full).
+pub async fn set_session_stage(db: &Db, secret: &str, stage: SessionStage) -> CoreResult<()> {
+    sqlx::query("UPDATE sessions SET stage = $1 WHERE token_hash = $2")
+        .bind(stage.as_str())
+        .bind(hash_secret(secret))
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Records that a second-factor code was given in the session at `at`.
+pub async fn record_second_factor(db: &Db, secret: &str, at: i64) -> CoreResult<()> {
+    sqlx::query("UPDATE sessions SET second_factor_at = $1 WHERE token_hash = $2")
+        .bind(at)
+        .bind(hash_secret(secret))
+        .execute(db.pool())
+        .await?;
+    Ok(())
 }
 
 /// Ends a session (logout).

@@ -118,7 +118,9 @@ impl Default for IngestConfig {
 pub struct AuthConfig {
     /// Hours a browser session lasts.
     pub session_hours: u64,
-    /// Mark the session cookie `Secure` (set when the server is reached over TLS).
+    /// Mark the session cookie `Secure` on every answer. HTTPS answers (our own TLS, or a
+    /// trusted proxy's `X-Forwarded-Proto: https`) mark every cookie `Secure` regardless; this
+    /// is for a proxy that terminates TLS without saying so.
     pub secure_cookies: bool,
     /// Failed sign-ins with one user name that lock it (known or unknown name alike).
     pub max_failures_per_account: u32,
@@ -129,6 +131,15 @@ pub struct AuthConfig {
     pub lockout_minutes: u32,
     /// Days a new API token lasts unless its creator asks for fewer or more (at most 366).
     pub token_days: u32,
+    /// Minutes without a request after which a browser session ends (a shared workstation left
+    /// signed in); `session_hours` bounds it in any case.
+    pub idle_minutes: u64,
+    /// Admins (hospital and platform) must sign in with a second factor. On by default, as the
+    /// security guideline asks; a hospital's policy can require it of everyone.
+    pub second_factor_for_admins: bool,
+    /// Minutes a second-factor code stays "fresh" for actions that ask for one (signing out a
+    /// case under the hospital's `signout_second_factor` policy).
+    pub fresh_second_factor_minutes: u64,
 }
 
 impl Default for AuthConfig {
@@ -140,6 +151,9 @@ impl Default for AuthConfig {
             max_failures_per_address: 30,
             lockout_minutes: 15,
             token_days: 90,
+            idle_minutes: 30,
+            second_factor_for_admins: true,
+            fresh_second_factor_minutes: 5,
         }
     }
 }
@@ -161,6 +175,130 @@ impl AuthConfig {
             failures: failures.max(1),
             window_s: seconds,
             lock_s: seconds,
+        }
+    }
+}
+
+/// HTTPS served by the platform itself, and what it trusts from a proxy in front of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_file`, `pathfed serve` speaks HTTPS only.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+    /// The oldest TLS version accepted: `1.3` (default) or `1.2`.
+    pub min_version: String,
+    /// `Strict-Transport-Security` max-age in seconds, sent over HTTPS (0: not sent).
+    pub hsts_max_age_s: u64,
+    /// Comma-separated addresses of reverse proxies whose `X-Forwarded-For` (client address)
+    /// and `X-Forwarded-Proto: https` (cookies `Secure`, HSTS) are believed; empty: none.
+    pub trusted_proxies: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            min_version: "1.3".into(),
+            hsts_max_age_s: 31_536_000,
+            trusted_proxies: String::new(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The certificate and key files when both are set (an empty value counts as unset):
+    /// `pathfed serve` then speaks HTTPS.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        match (
+            non_empty_path(&self.cert_file),
+            non_empty_path(&self.key_file),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        }
+    }
+
+    /// The trusted proxies' addresses (entries that are not addresses were refused at load).
+    pub fn proxies(&self) -> Vec<std::net::IpAddr> {
+        self.proxy_entries()
+            .filter_map(|entry| entry.parse().ok())
+            .collect()
+    }
+
+    fn proxy_entries(&self) -> impl Iterator<Item = &str> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+    }
+
+    /// Half a certificate, an unknown TLS version or a proxy that is not an address is refused
+    /// at start rather than leaving the server on plain HTTP or trusting the wrong peer.
+    fn check(&self) -> Result<(), ConfigError> {
+        let refuse = |message: String| ConfigError::Invalid {
+            origin: " in [tls]".into(),
+            message,
+        };
+        match (
+            non_empty_path(&self.cert_file),
+            non_empty_path(&self.key_file),
+        ) {
+            (Some(_), None) => {
+                return Err(refuse(
+                    "cert_file is set but key_file is not (PATHFED_TLS_KEY_FILE): HTTPS needs both"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(refuse(
+                    "key_file is set but cert_file is not (PATHFED_TLS_CERT_FILE): HTTPS needs both"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if !matches!(self.min_version.trim(), "1.2" | "1.3") {
+            return Err(refuse(format!(
+                "min_version is {:?}: use \"1.3\" (the default) or \"1.2\"",
+                self.min_version
+            )));
+        }
+        for entry in self.proxy_entries() {
+            if entry.parse::<std::net::IpAddr>().is_err() {
+                return Err(refuse(format!(
+                    "trusted_proxies holds {entry:?}, which is not an IP address \
+                     (write addresses separated by commas, e.g. 127.0.0.1, 10.0.0.5)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A path setting that is present and not empty.
+fn non_empty_path(path: &Option<PathBuf>) -> Option<&Path> {
+    path.as_deref().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The audit log's checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Minutes between signed checkpoints of the chain's head (one is also written at
+    /// shutdown); 0 turns the periodic ones off.
+    pub checkpoint_minutes: u64,
+    /// A syslog server (`host:port`, UDP) that also receives each checkpoint; empty: none.
+    pub syslog_address: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_minutes: 10,
+            syslog_address: String::new(),
         }
     }
 }
@@ -385,6 +523,10 @@ pub struct Config {
     pub inference: InferenceConfig,
     /// E-mail notices.
     pub notify: NotifyConfig,
+    /// HTTPS and trusted proxies.
+    pub tls: TlsConfig,
+    /// Audit checkpoints.
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -405,6 +547,8 @@ impl Default for Config {
             training: TrainingConfig::default(),
             inference: InferenceConfig::default(),
             notify: NotifyConfig::default(),
+            tls: TlsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -477,6 +621,7 @@ impl Config {
             .try_into()
             .map_err(|e| invalid(" (file and environment together)".into(), e))?;
         config.notify.check()?;
+        config.tls.check()?;
         Ok(config)
     }
 }
@@ -503,6 +648,8 @@ const SECTIONS: &[&str] = &[
     "training",
     "inference",
     "notify",
+    "tls",
+    "audit",
 ];
 /// Fields that stay strings even when the value looks like a number (keys, secrets, paths).
 const STRING_FIELDS: &[&str] = &[
@@ -517,6 +664,11 @@ const STRING_FIELDS: &[&str] = &[
     "smtp_url",
     "from",
     "base_url",
+    "cert_file",
+    "key_file",
+    "min_version",
+    "trusted_proxies",
+    "syslog_address",
 ];
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
@@ -683,5 +835,32 @@ mod tests {
         let err =
             Config::from_sources(Some("listen = "), Path::new("a.toml"), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("a.toml"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_at_load() {
+        let load =
+            |pairs: &[(&str, &str)]| Config::from_sources(None, Path::new("a.toml"), &env(pairs));
+        let err = load(&[("PATHFED_TLS_CERT_FILE", "/etc/pathfed/cert.pem")]).unwrap_err();
+        assert!(err.to_string().contains("key_file is not"), "{err}");
+        let err = load(&[("PATHFED_TLS_KEY_FILE", "/etc/pathfed/key.pem")]).unwrap_err();
+        assert!(err.to_string().contains("cert_file is not"), "{err}");
+        let err = load(&[("PATHFED_TLS_MIN_VERSION", "1.1")]).unwrap_err();
+        assert!(err.to_string().contains("min_version"), "{err}");
+        let err = load(&[("PATHFED_TLS_TRUSTED_PROXIES", "127.0.0.1, proxy.local")]).unwrap_err();
+        assert!(err.to_string().contains("proxy.local"), "{err}");
+
+        let c = load(&[
+            ("PATHFED_TLS_CERT_FILE", "/etc/pathfed/cert.pem"),
+            ("PATHFED_TLS_KEY_FILE", "/etc/pathfed/key.pem"),
+            ("PATHFED_TLS_MIN_VERSION", "1.2"),
+            ("PATHFED_TLS_TRUSTED_PROXIES", "127.0.0.1, ::1"),
+        ])
+        .unwrap();
+        assert!(c.tls.files().is_some());
+        assert_eq!(c.tls.proxies().len(), 2);
+        // Empty values (an unset variable in a service file) leave HTTPS off, not half on.
+        let c = load(&[("PATHFED_TLS_CERT_FILE", ""), ("PATHFED_TLS_KEY_FILE", "")]).unwrap();
+        assert!(c.tls.files().is_none());
     }
 }

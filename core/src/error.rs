@@ -32,6 +32,26 @@ pub enum CoreError {
     /// Stored data does not match its recorded SHA-256.
     #[error("integrity check failed for {0}")]
     Integrity(String),
+    /// An upload would take its hospital past its upload quota (bytes).
+    #[error("{}", crate::quota::exceeded_message(.used, .limit, .incoming))]
+    QuotaExceeded {
+        /// Bytes the hospital uses now.
+        used: i64,
+        /// The hospital's quota.
+        limit: i64,
+        /// The upload's size.
+        incoming: u64,
+    },
+    /// A password breaks the password rules; the message names the rule.
+    #[error("{0}")]
+    WeakPassword(String),
+    /// A second-factor code is wrong, already used, or not a code at all.
+    #[error("{0}")]
+    WrongSecondFactor(String),
+    /// The action needs a second-factor code given just now (the hospital's policy), and none
+    /// was; the message says why.
+    #[error("{0}")]
+    FreshSecondFactorRequired(String),
 }
 
 impl CoreError {
@@ -55,6 +75,10 @@ impl CoreError {
             Self::Store(object_store::Error::NotFound { .. }) => false,
             Self::Database(_) | Self::Migrate(_) | Self::Store(_) | Self::Io { .. } => true,
             Self::Conflict(_) | Self::NotFound(_) | Self::Invalid(_) | Self::Integrity(_) => false,
+            Self::QuotaExceeded { .. } => false,
+            Self::WeakPassword(_)
+            | Self::WrongSecondFactor(_)
+            | Self::FreshSecondFactorRequired(_) => false,
         }
     }
 

@@ -2,14 +2,16 @@
 //!
 //! A request is authenticated by an API token (`Authorization: Bearer pf_…`, for the CLI) or a
 //! session cookie (browsers). Cookie-authenticated requests that change state must echo the
-//! session's CSRF token in `X-CSRF-Token`. Every refusal is written to the audit log.
+//! session's CSRF token in `X-CSRF-Token`. A session ends when idle or old
+//! ([`crate::accounts::session_user`]); one whose user must still set up a second factor reaches
+//! only `/api/v1/session…`. Every refusal is written to the audit log.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::accounts::{Principal, session_user, token_user};
+use crate::accounts::{Principal, SessionStage, session_user, token_user};
 use crate::audit::AuditEvent;
 use crate::error::CoreError;
 use crate::platform::Platform;
@@ -146,6 +148,22 @@ impl From<CoreError> for ApiError {
             ),
             CoreError::NotFound(what) => Self::not_found(&what),
             CoreError::Invalid(message) => Self::bad_request("invalid", message),
+            quota @ CoreError::QuotaExceeded { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "quota_exceeded",
+                quota.to_string(),
+            ),
+            CoreError::WeakPassword(message) => {
+                Self::new(StatusCode::BAD_REQUEST, "weak_password", message)
+            }
+            CoreError::WrongSecondFactor(message) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_second_factor", message)
+            }
+            CoreError::FreshSecondFactorRequired(message) => Self::new(
+                StatusCode::FORBIDDEN,
+                "fresh_second_factor_required",
+                message,
+            ),
             other => Self::internal(other),
         }
     }
@@ -233,6 +251,12 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
+/// Whether `path` is one of the session's own routes (`/api/v1/session` and below it), the
+/// only ones a session in stage [`SessionStage::Enrol`] reaches.
+pub fn is_session_route(path: &str) -> bool {
+    path == "/api/v1/session" || path.starts_with("/api/v1/session/")
+}
+
 /// Equality whose time does not depend on where the inputs differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -279,7 +303,8 @@ where
             )
             .await;
         };
-        let Some((user, csrf)) = session_user(&platform.db, &secret).await? else {
+        let idle_minutes = platform.config.auth.idle_minutes;
+        let Some(session) = session_user(&platform.db, &secret, idle_minutes).await? else {
             return deny(
                 AuditEvent::anonymous("auth.session", &target, "denied"),
                 ApiError::unauthenticated("your session has ended; sign in again"),
@@ -293,14 +318,28 @@ where
                 .get(CSRF_HEADER)
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
-            if !constant_time_eq(sent, csrf.as_bytes()) {
+            if !constant_time_eq(sent, session.csrf_token.as_bytes()) {
                 return deny(
-                    AuditEvent::by(&user, "auth.csrf", &target, "denied"),
+                    AuditEvent::by(&session.user, "auth.csrf", &target, "denied"),
                     ApiError::forbidden("missing or wrong CSRF token; reload the page"),
                 )
                 .await;
             }
         }
-        Ok(Self(user))
+        // A user who must set up a second factor reaches only the session's own routes, where
+        // it is set up, until they have.
+        if session.stage == SessionStage::Enrol && !is_session_route(&target) {
+            return deny(
+                AuditEvent::by(&session.user, "auth.second_factor", &target, "denied"),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "second_factor_enrolment_required",
+                    "your account must sign in with a second factor: set one up on the Security \
+                     page first",
+                ),
+            )
+            .await;
+        }
+        Ok(Self(session.user))
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod audit_checkpoint;
+pub mod backup;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -20,8 +22,12 @@ pub mod keys;
 pub mod limits;
 pub mod locale;
 pub mod names;
+pub mod password_policy;
 pub mod platform;
+pub mod quota;
+pub mod request_context;
 pub mod routes;
+pub mod second_factor;
 pub mod secrets;
 pub mod store;
 pub mod throttle;

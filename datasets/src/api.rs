@@ -224,10 +224,11 @@ async fn patch(
     Authenticated(user): Authenticated,
     Path((hash, slide, n)): Path<(String, String, usize)>,
 ) -> Result<Response, ApiError> {
-    // Not audited one by one: a catalogue page shows dozens; the version view is audited.
-    let jpeg = catalogue::patch_jpeg(&research, &user, &hash, &slide, n)
-        .await
-        .map_err(ApiError::from)?;
+    // Each patch is a view of a research slide, audited like any other; the browser keeps a
+    // patch for a day (immutable), so a catalogue page records its patches once.
+    let result = catalogue::patch_jpeg(&research, &user, &hash, &slide, n).await;
+    let target = format!("research_slide:{slide}");
+    let jpeg = audited(&research.platform, &user, "research.patch", &target, result).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),

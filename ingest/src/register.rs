@@ -62,6 +62,10 @@ pub(crate) async fn complete(
         tracing::info!(slide = %existing.id, "identical upload: returning the registered slide");
         return Ok(existing);
     }
+    // Checked again now the bytes are here: uploads created side by side, or a quota lowered
+    // since this one started, may leave no room for it after all.
+    pathfed_core::quota::check_completion(db, &upload.hospital_id, &upload.id, upload.length)
+        .await?;
     let work = ingest.work_dir(&upload.id);
     let _ = tokio::fs::remove_dir_all(&work).await;
     tokio::fs::create_dir_all(&work)

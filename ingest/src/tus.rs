@@ -337,7 +337,7 @@ async fn upload_capabilities(state: State<Ingest>) -> Response {
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "the role cannot upload slides", body = ErrorBody),
         (status = 412, description = "Tus-Resumable is not 1.0.0", body = ErrorBody),
-        (status = 413, description = "larger than the configured limit", body = ErrorBody),
+        (status = 413, description = "larger than the configured limit (`upload_too_large`), or more than the hospital's upload quota has left (`quota_exceeded`)", body = ErrorBody),
         (status = 500, description = "server-side failure", body = ErrorBody),
     )
 )]
@@ -376,6 +376,21 @@ async fn create(
     }
     if length == 0 {
         return Err(ApiError::bad_request("empty_upload", "the file is empty"));
+    }
+    // Before any byte is sent: the client learns now, not after hours of uploading.
+    if let Err(e) =
+        pathfed_core::quota::check(&ingest.platform().db, &user.hospital.id, length).await
+    {
+        if matches!(e, pathfed_core::CoreError::QuotaExceeded { .. }) {
+            let _ = ingest
+                .platform()
+                .audit(
+                    AuditEvent::by(&user, "upload.create", "uploads", "refused")
+                        .detail(e.to_string()),
+                )
+                .await;
+        }
+        return Err(e.into());
     }
     let raw = headers
         .get("upload-metadata")
@@ -649,7 +664,7 @@ fn parse_checksum(headers: &HeaderMap) -> Result<Option<ChunkChecksum>, ApiError
         (status = 409, description = "Upload-Offset is not the server's offset", body = ErrorBody),
         (status = 410, description = "expired", body = ErrorBody),
         (status = 412, description = "Tus-Resumable is not 1.0.0", body = ErrorBody),
-        (status = 413, description = "more bytes than declared", body = ErrorBody),
+        (status = 413, description = "more bytes than declared (`past_length`), or the finished upload no longer fits the hospital's upload quota (`quota_exceeded`; the upload is discarded)", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/offset+octet-stream", body = ErrorBody),
         (status = 422, description = "the finished file is not a valid slide (or zip of one)", body = ErrorBody),
         (status = 423, description = "another request is writing to this upload", body = ErrorBody),

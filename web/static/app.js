@@ -3,6 +3,11 @@
 // Loaded as an ES module; page scripts import what they need from here.
 
 const SESSION_URL = "/api/v1/session";
+/** The page where the user sets up a second factor and changes the password. */
+const SECURITY_PAGE = "/security";
+// 401 answers to a password or code the user just typed (changing the password, turning the
+// second factor off): the answer to show, not a sign that the session ended.
+const TYPED_ANSWER_CODES = new Set(["invalid_credentials", "invalid_second_factor", "second_factor_required"]);
 const LANGUAGE_URL = "/api/v1/session/language";
 const UNSAFE_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
@@ -264,8 +269,12 @@ export async function api(path, { method = "GET", json, headers = {}, signal } =
 
   if (!response.ok) {
     const error = await errorFromResponse(response);
-    if (response.status === 401 && path !== SESSION_URL) {
+    if (response.status === 401 && path !== SESSION_URL && !TYPED_ANSWER_CODES.has(error.code)) {
       redirectToLogin();
+    }
+    // The user must set up a second factor before anything else.
+    if (response.status === 403 && error.code === "second_factor_enrolment_required" && window.location.pathname !== SECURITY_PAGE) {
+      window.location.assign(SECURITY_PAGE);
     }
     throw error;
   }
@@ -314,6 +323,11 @@ export async function requireSession({ active, userOnly, areas = [] } = {}) {
   }
   if (!session) {
     redirectToLogin();
+    return null;
+  }
+  // Until the second factor the policy asks for is set up, the security page is the only one.
+  if (session.second_factor_enrolment_required && window.location.pathname !== SECURITY_PAGE) {
+    window.location.assign(SECURITY_PAGE);
     return null;
   }
   const user = session.user;
@@ -388,13 +402,18 @@ const RESEARCH_LINKS = [
 ];
 // The patient's hospital (submitters, admins) records research opt-outs.
 const OPT_OUT_LINK = { href: "/opt-out", label: () => t("common.nav.opt_out"), key: "opt-out" };
+// Hospital admins administer their hospital, the platform admin every hospital: last in the bar.
+const ADMIN_LINK = { href: "/admin", label: () => t("common.nav.admin"), key: "admin" };
+// Every user's own sign-in settings (second factor, password), beside their name.
+const SECURITY_LINK = { href: SECURITY_PAGE, label: () => t("common.nav.security"), key: "security" };
 
 const ROLES = ["pathologist", "submitter", "admin", "researcher", "platform-admin"];
 
 function linksFor(role) {
   if (role === "researcher") return RESEARCH_LINKS;
-  if (role === "platform-admin") return [...NAV_LINKS, OPT_OUT_LINK, ...RESEARCH_LINKS];
-  if (role === "admin" || role === "submitter") return [...NAV_LINKS, OPT_OUT_LINK];
+  if (role === "platform-admin") return [...NAV_LINKS, OPT_OUT_LINK, ...RESEARCH_LINKS, ADMIN_LINK];
+  if (role === "admin") return [...NAV_LINKS, OPT_OUT_LINK, ADMIN_LINK];
+  if (role === "submitter") return [...NAV_LINKS, OPT_OUT_LINK];
   return NAV_LINKS;
 }
 
@@ -439,8 +458,10 @@ async function mountBell(host, session) {
 /**
  * Fills the page's `#app-nav` element with the product name, page links, who
  * is logged in (name, hospital, role), the notifications bell, the language
- * switch and a logout button. `userOnly` draws just the user part, for the
- * viewer's own compact header.
+ * switch, the account security link and a logout button. `userOnly` draws just
+ * the user part, for the viewer's own compact header. A session that must set
+ * up a second factor first gets no page links and no bell: the server answers
+ * nothing else until then.
  */
 export function renderNav(session, { active, userOnly = false } = {}) {
   const host = document.getElementById("app-nav");
@@ -449,7 +470,9 @@ export function renderNav(session, { active, userOnly = false } = {}) {
   const hospital = user.hospital ? user.hospital.name : "";
   const role = user.role ? roleName(user.role) : "";
   const meta = hospital && role ? t("common.nav.user_meta", { hospital, role }) : hospital || role;
+  const enrolling = Boolean(session.second_factor_enrolment_required);
   const bell = el("span", { id: "notif-host", class: "notif-host" });
+  const onSecurity = active === SECURITY_LINK.key;
 
   const userBlock = el(
     "div",
@@ -458,12 +481,19 @@ export function renderNav(session, { active, userOnly = false } = {}) {
     meta ? el("span", { class: "user-meta", text: ` ${meta}` }) : null,
     bell,
     languageSwitch(),
+    el("a", {
+      href: SECURITY_LINK.href,
+      id: "security-link",
+      class: "button button-quiet",
+      "aria-current": onSecurity ? "page" : null,
+      text: SECURITY_LINK.label(),
+    }),
     el("button", { type: "button", class: "button button-quiet", id: "logout-button", onclick: logout, text: t("common.nav.logout") }),
   );
   if (userOnly) {
     host.replaceChildren(userBlock);
   } else {
-    const links = linksFor(user.role).map((link) =>
+    const links = (enrolling ? [] : linksFor(user.role)).map((link) =>
       el("a", {
         href: link.href,
         class: link.key === active ? "nav-link active" : "nav-link",
@@ -477,7 +507,7 @@ export function renderNav(session, { active, userOnly = false } = {}) {
       userBlock,
     );
   }
-  mountBell(bell, session);
+  if (!enrolling) mountBell(bell, session);
 }
 
 /**

@@ -947,8 +947,30 @@ async function openSignOut() {
 
 async function confirmSignOut() {
   $("signout-confirm").disabled = true;
+  const codeRow = $("signout-code-row");
+  const code = $("signout-code").value.trim();
+  // The hospital's policy may ask for a fresh second factor: the dialog stays open for the code.
+  const options = codeRow.hidden || !code ? {} : { json: { second_factor_code: code } };
+  try {
+    await api(`${casePath}/sign-out`, { method: "POST", ...options });
+  } catch (err) {
+    if (err.code === "fresh_second_factor_required" || err.code === "invalid_second_factor") {
+      codeRow.hidden = false;
+      $("signout-code").value = "";
+      $("signout-code").focus();
+      $("signout-status").textContent = errorText(err);
+      $("signout-confirm").disabled = false;
+      return;
+    }
+    $("signout-dialog").close();
+    showError(err);
+    return;
+  }
+  codeRow.hidden = true;
+  $("signout-code").value = "";
   $("signout-dialog").close();
-  await act("/sign-out");
+  showError("");
+  await refresh();
 }
 
 // ---- Diagnosis forms -----------------------------------------------------------------

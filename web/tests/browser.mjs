@@ -7,9 +7,11 @@
 // Run from the repository root:   node web/tests/browser.mjs
 //
 // It sets up a throwaway data directory with one hospital and user, generates a synthetic slide,
-// starts `pathfed serve` on a free loopback port, and drives a real Chromium through login →
-// upload → viewer → slide list, checking that the viewer actually paints tissue (not a blank
-// canvas); then the consultation flow: the hub pathologist's notifications bell counts the
+// starts `pathfed serve` on a free loopback port, and drives a real Chromium through login (the
+// platform admin must set up a second factor first: the account security page with its QR code,
+// a confirming code and ten recovery codes) → upload → viewer → slide list, checking that the
+// viewer actually paints tissue (not a blank canvas); the admin signs out and back in with the
+// authenticator app's code (a wrong one refused in Japanese); then the consultation flow: the hub pathologist's notifications bell counts the
 // spoke's new request and leads to the case, they claim it, check the patient's identity (the
 // patient id in the case panel, the slide label), pan, draw an annotation and enter a read; a
 // second pathologist double-checks blind and signs out through the report preview; the spoke
@@ -30,11 +32,13 @@ import {
   SCALE_TEXT,
   T,
   TILES_TIMEOUT_MS,
+  TOTP_STEP_MS,
   addUser,
   apiToken,
   canvasStats,
   check,
   checkLanguage,
+  enrolSecondFactor,
   makeDataDir,
   navLinks,
   newPage,
@@ -50,6 +54,8 @@ import {
   step,
   textPattern,
   tmpDir,
+  totpCode,
+  unusedTotpCode,
   uploadThroughPage,
   viewerSettled,
   waitForStatus,
@@ -63,6 +69,85 @@ const SLIDE_NAME = "browser.svs";
 
 async function scaleText() {
   return ((await page.textContent("#scale-bar-label")) || "").trim();
+}
+
+/** A 6-digit code that is none of `secret`'s codes around now (the server allows one step of
+ * clock drift either way). */
+function wrongCode(secret) {
+  const now = Date.now();
+  const near = new Set([-2, -1, 0, 1, 2].map((k) => totpCode(secret, now + k * TOTP_STEP_MS)));
+  for (let n = 0; ; n += 1) {
+    const code = String((123_456 + n * 7_919) % 1_000_000).padStart(6, "0");
+    if (!near.has(code)) return code;
+  }
+}
+
+// ---- Second factor ----------------------------------------------------------------------------
+
+/**
+ * The platform admin's first sign-in lands on the account security page: it says in Japanese
+ * why, nothing else opens until a second factor is set up, and setting one up shows ten recovery
+ * codes once. Returns the authenticator app's secret.
+ */
+async function enrolOnSecurityPage(base) {
+  await page.locator("#enrol-required").waitFor({ state: "visible", timeout: 10_000 });
+  await checkLanguage("security");
+  check(((await page.textContent("h1")) || "").trim() === T("security.title"), "the security page's heading");
+  check(((await page.textContent("#enrol-required")) || "").trim() === T("security.enrol_required"), "the security page does not say why a second factor is needed");
+  check(((await page.textContent("#totp-status")) || "").trim() === T("security.totp.off"), "the second factor's status before enrolment");
+  check(((await page.textContent("#security-link")) || "").trim() === T("common.nav.security"), "the nav's account security link");
+  // Until then the server answers nothing else, and the pages send the user back here.
+  const refused = await page.request.get(`${base}/api/v1/cases`);
+  const refusal = await refused.json().catch(() => ({}));
+  check(refused.status() === 403 && refusal.error?.code === "second_factor_enrolment_required", `an enrolling admin's API request answered ${refused.status()} ${JSON.stringify(refusal)}`);
+  await page.goto(`${base}/cases`);
+  await page.waitForURL(`${base}/security`, { timeout: 15_000 });
+  await page.locator("#totp-start").waitFor({ state: "visible", timeout: 10_000 });
+  step("  the security page explains the policy; other pages lead back to it");
+
+  const { secret, recoveryCodes } = await enrolSecondFactor();
+  check(recoveryCodes.length === 10, `expected 10 recovery codes, the page shows ${recoveryCodes.length}`);
+  check(new Set(recoveryCodes).size === 10 && recoveryCodes.every((code) => code.length >= 8), `the recovery codes: ${recoveryCodes.join(", ")}`);
+  check(((await page.textContent("#totp-status")) || "").trim() === T("security.totp.on"), "the second factor's status after enrolment");
+  check(((await page.textContent("#totp-done h3")) || "").trim() === T("security.recovery.heading"), "the recovery codes' heading");
+  check(((await page.textContent("#totp-done p:not(.notice)")) || "").trim() === T("security.recovery.advice"), "the advice to keep the recovery codes");
+  check(await page.locator("#totp-enrol").isHidden(), "the secret stays on screen after enrolment");
+  check(await page.locator("#enrol-required").isHidden(), "the page still says a second factor is needed");
+  await checkLanguage("security");
+  await screenshot("security-enrolled");
+  return secret;
+}
+
+/** The admin signs out, and back in: the login page asks for the app's code once the password
+ * is right, refuses a wrong one in Japanese, and opens with the right one. */
+async function signOutAndBackInWithCode(base, password, secret) {
+  step("signing out, and back in with the authenticator app's code");
+  await Promise.all([page.waitForURL(`${base}/login`, { timeout: 15_000 }), page.click("#logout-button")]);
+  await checkLanguage("login", { nav: false, heading: "#login-button" });
+  check(await page.locator("#code-row").isHidden(), "the login page asks for a code before the password");
+  await page.fill("#username", USERNAME);
+  await page.fill("#password", password);
+  await page.click("#login-button");
+  await page.locator("#code").waitFor({ state: "visible", timeout: 10_000 });
+  check(new URL(page.url()).pathname === "/login", `the password alone signed in: ${page.url()}`);
+  check(((await page.textContent("#code-hint")) || "").trim() === T("login.code_hint"), "the one-time code's hint");
+  await checkLanguage("login (one-time code)", { nav: false, heading: "#login-button" });
+
+  await page.fill("#code", wrongCode(secret));
+  await page.click("#login-button");
+  await page.locator("#app-error").waitFor({ state: "visible", timeout: 10_000 });
+  const refusal = ((await page.textContent("#app-error")) || "").trim();
+  check(refusal === T("errors.invalid_second_factor"), `a wrong code's refusal reads "${refusal}"`);
+  check(await page.locator("#code").isVisible(), "the code field goes away after a wrong code");
+  check(new URL(page.url()).pathname === "/login", `a wrong code signed in: ${page.url()}`);
+  await screenshot("login-code");
+  step("  a wrong code is refused in Japanese");
+
+  await page.fill("#code", await unusedTotpCode(secret));
+  await Promise.all([page.waitForURL(`${base}/`, { timeout: 15_000 }), page.click("#login-button")]);
+  await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
+  await checkLanguage("slides");
+  step("  signed back in with the app's code");
 }
 
 // ---- The test ---------------------------------------------------------------------------------
@@ -89,10 +174,14 @@ async function main() {
   check(loginError === T("errors.invalid_credentials"), `the login refusal reads "${loginError}"`);
   await screenshot("login");
 
-  step(`logging in as ${USERNAME}`);
+  // The platform admin must have a second factor: the first sign-in sets one up.
+  step(`logging in as ${USERNAME}: an admin sets up a second factor first`);
   await page.fill("#username", USERNAME);
   await page.fill("#password", password);
-  await Promise.all([page.waitForURL(`${base}/`, { timeout: 15_000 }), page.click("#login-button")]);
+  await Promise.all([page.waitForURL(`${base}/security`, { timeout: 15_000 }), page.click("#login-button")]);
+  await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
+  const adminSecret = await enrolOnSecurityPage(base);
+  await Promise.all([page.waitForURL(`${base}/`, { timeout: 15_000 }), page.click("#totp-continue")]);
   await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
   const navText = (await page.textContent("#app-nav")) || "";
   check(navText.includes(USERNAME), `nav bar does not name the user: "${navText}"`);
@@ -100,7 +189,7 @@ async function main() {
   check(navText.includes(T("common.role.platform-admin")), `nav bar does not name the role in Japanese: "${navText}"`);
   await checkLanguage("slides");
   const links = await navLinks();
-  const adminLinks = ["cases", "slides", "upload", "opt_out", "datasets", "training", "models"].map((k) => T(`common.nav.${k}`));
+  const adminLinks = ["cases", "slides", "upload", "opt_out", "datasets", "training", "models", "admin"].map((k) => T(`common.nav.${k}`));
   check(links.join(",") === adminLinks.join(","), `the platform admin's navigation: ${links}`);
   check((await page.inputValue("#lang-select")) === "ja", "the nav's language switch does not show 日本語");
   step("slide list: expecting the empty state");
@@ -185,11 +274,12 @@ async function main() {
   const thumbSize = await thumbHandle.evaluate((img) => `${img.naturalWidth}×${img.naturalHeight}`);
   step(`  thumbnail loaded (${thumbSize})`);
   await screenshot("slides");
+  await signOutAndBackInWithCode(base, password, adminSecret);
 
   const passwords = await consultation(base, env, slidePath);
   const researcher = await researchCatalogue(base, env);
   await optOut(base, env, passwords, researcher.token);
-  await trainingAndModels(base, env, researcher, password);
+  await trainingAndModels(base, env, researcher, { password, secret: adminSecret });
   await aiSupport(base, env, passwords);
 }
 
@@ -533,7 +623,7 @@ async function signedOutTextureCases(base, env) {
   step(`signed out ${cases.length} texture cases for training`);
 }
 
-async function trainingAndModels(base, env, researcher, adminPassword) {
+async function trainingAndModels(base, env, researcher, admin) {
   await signedOutTextureCases(base, env);
   const args = [
     "dataset", "create", "textures", "--server", base, "--token", researcher.token, "--labels", "gastric-group",
@@ -597,9 +687,10 @@ async function trainingAndModels(base, env, researcher, adminPassword) {
   check(((await page.textContent("#deploy-note")) || "").trim() === T("models.deploy.admin_only"), "the researcher is not told who deploys");
   step("the researcher reads the card; deploying is the platform admin's");
 
-  // The platform admin (the first user, made by `admin init`) decides what reaches the clinic.
-  // Six slides cannot show that a model beats chance, so the deploy asks for a reason.
-  await signIn(base, USERNAME, adminPassword, { locale: LOCALE });
+  // The platform admin (the first user, made by `admin init`) decides what reaches the clinic;
+  // they sign in with the app's code. Six slides cannot show that a model beats chance, so the
+  // deploy asks for a reason.
+  await signIn(base, USERNAME, admin.password, { locale: LOCALE, secret: admin.secret });
   await checkLanguage("slides");
   await page.goto(`${base}/models#textures-small@1`);
   await page.locator("#deploy-button").waitFor({ timeout: 10_000 });

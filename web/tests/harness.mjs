@@ -11,7 +11,7 @@
 //   PATHFED_KEEP_TMP   set to 1 to keep the temporary directory for debugging
 
 import { execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
@@ -580,18 +580,110 @@ export async function waitForStatus(status) {
   await waitInPage(`case status "${want}"`, (text) => (document.getElementById("status-badge")?.textContent || "") === text, want, 15_000);
 }
 
-/** Signs in on the login page of a fresh context speaking `locale`, after checking the login
- * page's language; waits for `home` and its nav bar. */
-export async function signIn(base, username, password, { locale, home = "/" }) {
+// ---- Second factor --------------------------------------------------------------------------
+
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/** TOTP's time step (RFC 6238), as the server and authenticator apps use it. */
+export const TOTP_STEP_MS = 30_000;
+
+/** The bytes of a base32 text (RFC 4648; case, spaces and padding ignored). */
+function base32Bytes(text) {
+  const clean = text.toUpperCase().replace(/[\s=-]/g, "");
+  let bits = 0;
+  let value = 0;
+  const bytes = [];
+  for (const char of clean) {
+    const index = BASE32.indexOf(char);
+    check(index >= 0, `not a base32 secret: ${JSON.stringify(text)}`);
+    value = (value << 5) | index;
+    bits += 5;
+    if (bits >= 8) {
+      bytes.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+/** The 6-digit TOTP code of `secretBase32` for the 30-s step at `atMs` (RFC 6238, HMAC-SHA-1). */
+export function totpCode(secretBase32, atMs = Date.now()) {
+  return codeOfStep(base32Bytes(secretBase32), Math.floor(atMs / TOTP_STEP_MS));
+}
+
+function codeOfStep(key, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const digest = createHmac("sha1", key).update(counter).digest();
+  // Dynamic truncation (RFC 4226 §5.3).
+  const offset = digest[digest.length - 1] & 0x0f;
+  const number = digest.readUInt32BE(offset) & 0x7fffffff;
+  return String(number % 1_000_000).padStart(6, "0");
+}
+
+// The server takes each step's code once per account: the last step used for each secret.
+const usedSteps = new Map();
+
+/**
+ * A code of `secret` for a step no earlier sign-in or enrolment of this run has used, waiting
+ * for the next 30-s step when the current one is spent; the step counts as used from now on.
+ */
+export async function unusedTotpCode(secret) {
+  const last = usedSteps.get(secret);
+  let current = Math.floor(Date.now() / TOTP_STEP_MS);
+  if (last !== undefined && current <= last) {
+    const waitMs = (last + 1) * TOTP_STEP_MS - Date.now() + 200;
+    step(`  waiting ${(waitMs / 1000).toFixed(1)} s for a fresh one-time code`);
+    await sleep(waitMs);
+    current = Math.floor(Date.now() / TOTP_STEP_MS);
+  }
+  usedSteps.set(secret, current);
+  return codeOfStep(base32Bytes(secret), current);
+}
+
+/**
+ * On the /security page of the current page: starts enrolment, reads the secret shown for
+ * manual entry (and checks the QR code is drawn), confirms with a fresh code and waits for the
+ * recovery codes. Returns `{ secret, recoveryCodes }`.
+ */
+export async function enrolSecondFactor() {
+  await page.locator("#totp-start").waitFor({ state: "visible", timeout: 10_000 });
+  await page.click("#totp-start");
+  await page.locator("#totp-secret").waitFor({ state: "visible", timeout: 10_000 });
+  await waitInPage("the secret for manual entry", () => /^[A-Z2-7 ]{16,}$/.test((document.getElementById("totp-secret")?.textContent || "").trim()), null, 10_000);
+  const secret = ((await page.textContent("#totp-secret")) || "").replace(/\s+/g, "");
+  const qr = await page.locator("#totp-qr svg").count();
+  check(qr === 1, `the QR code is not drawn (${qr} svg elements in #totp-qr)`);
+  await page.fill("#totp-code", await unusedTotpCode(secret));
+  await page.click("#totp-confirm");
+  await page.locator("#totp-done").waitFor({ state: "visible", timeout: 10_000 });
+  const recoveryCodes = (await page.locator("#recovery-codes li").allTextContents()).map((code) => code.trim());
+  step(`  second factor enrolled; ${recoveryCodes.length} recovery codes shown`);
+  return { secret, recoveryCodes };
+}
+
+/**
+ * Signs in on the login page of a fresh context speaking `locale`, after checking the login
+ * page's language; waits for `home` and its nav bar. With `secret`, answers the second-factor
+ * question with a fresh code of it; with `enrol`, expects the /security page, where a user who
+ * must have a second factor and has none lands.
+ */
+export async function signIn(base, username, password, { locale, home = "/", secret, enrol = false }) {
   await newPage(locale);
-  step(`signing in as ${username} (browser locale ${locale})`);
+  step(`signing in as ${username} (browser locale ${locale})${secret ? " with a one-time code" : ""}`);
   await page.goto(`${base}/login`);
   await checkLanguage("login", { nav: false, heading: "#login-button" });
   // The switch shows the language the page chose (its first option until the script ran).
   await waitInPage("the login page's language switch to show the page's language", (want) => document.getElementById("lang-select")?.value === want, currentLang, 10_000);
   await page.fill("#username", username);
   await page.fill("#password", password);
-  await Promise.all([page.waitForURL(`${base}${home}`, { timeout: 15_000 }), page.click("#login-button")]);
+  const target = enrol ? `${base}/security` : `${base}${home}`;
+  if (secret) {
+    await page.click("#login-button");
+    await page.locator("#code").waitFor({ state: "visible", timeout: 10_000 });
+    await checkLanguage("login (one-time code)", { nav: false, heading: "#login-button" });
+    await page.fill("#code", await unusedTotpCode(secret));
+  }
+  await Promise.all([page.waitForURL(target, { timeout: 15_000 }), page.click("#login-button")]);
   await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
   return page;
 }

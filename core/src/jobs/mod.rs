@@ -5,7 +5,8 @@
 //! progress; the answer says whether someone asked to cancel. It ends the job with
 //! [`Jobs::succeed`], [`Jobs::fail`] (queued again after an exponential backoff while attempts
 //! remain, if the failure is retryable) or [`Jobs::acknowledge_cancel`]. A worker that dies
-//! simply stops renewing its lease; once it runs out another worker claims the job again.
+//! simply stops renewing its lease; once it runs out another worker claims the job again. An
+//! admin queues a job that failed for good again once its cause is fixed ([`Jobs::retry`]).
 //!
 //! Claiming is one statement: on PostgreSQL the candidate row is locked with
 //! `FOR UPDATE SKIP LOCKED`, so concurrent workers never block on or share a job; SQLite has a
@@ -56,7 +57,8 @@ impl JobStatus {
         }
     }
 
-    fn parse(s: &str) -> CoreResult<Self> {
+    /// The status named `s` (`queued`, `running`, ...), as [`JobStatus::as_str`] writes it.
+    pub fn parse(s: &str) -> CoreResult<Self> {
         [
             JobStatus::Queued,
             JobStatus::Running,
@@ -350,6 +352,55 @@ impl Jobs {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// Jobs in `status`, the most recently changed first, at most `limit`. With `hospital_id`,
+    /// only the jobs that users of that hospital asked for (`created_by`): work the platform
+    /// started by itself (curation, automatic AI runs) names nobody and belongs to no hospital.
+    pub async fn list_by_status(
+        &self,
+        status: JobStatus,
+        hospital_id: Option<&str>,
+        limit: i64,
+    ) -> CoreResult<Vec<Job>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status = $1 AND ($2 = '' OR created_by IN \
+             (SELECT id FROM users WHERE hospital_id = $2)) \
+             ORDER BY updated_at DESC, id LIMIT $3"
+        )))
+        .bind(status.as_str())
+        .bind(hospital_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Queues a failed job again, to run now, with as many attempts as its kind first allowed
+    /// (the count starts again from zero); the last error stays until an attempt ends. Only a
+    /// failed job is retried: anything else is refused with its status. Returns the job as it
+    /// now stands.
+    pub async fn retry(&self, id: &str) -> CoreResult<Job> {
+        let at = self.clock.now();
+        // One statement that also checks the status, so a job two admins retry at once is
+        // queued once, and a job that is no longer failed is left alone.
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_after = $1, lease_owner = NULL, \
+             lease_until = NULL, progress = 0, progress_note = '', cancel_requested = 0, \
+             finished_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'failed'",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        let job = self.get(id).await?;
+        if done.rows_affected() != 1 {
+            return Err(CoreError::Invalid(format!(
+                "job {id} is {}: only a failed job can be retried",
+                job.status.as_str()
+            )));
+        }
+        Ok(job)
     }
 
     /// Jobs of `kind` whose dedupe key starts with `prefix` (one subject's jobs, when keys

@@ -44,6 +44,9 @@ pub enum AdminCommand {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// HTTPS certificates: a self-signed one for trials.
+    #[command(subcommand)]
+    Tls(super::tls::TlsCommand),
     /// Curate every signed-out slide that has no research slide under the current pseudonym
     /// key (after a key rotation, or a sign-out whose curation was never queued).
     Recurate {
@@ -52,6 +55,12 @@ pub enum AdminCommand {
         #[arg(long)]
         retire_stale: bool,
     },
+    /// Back up the database, the object store and the keys (sealed with a passphrase) into a
+    /// new generation of a backup folder, keeping the newest few.
+    Backup(super::backup::BackupArgs),
+    /// Rebuild a platform from a backup generation into the configured, empty database, object
+    /// store and data folder, then check the audit log.
+    Restore(super::backup::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +137,21 @@ pub enum HospitalCommand {
         #[arg(value_parser = ["on", "off"])]
         setting: String,
     },
+    /// A hospital's upload quota (the bytes of slides it may store, unfinished uploads
+    /// included): shows it with the usage, or sets it.
+    Quota {
+        /// The hospital (name).
+        hospital: String,
+        /// Quota in GiB (decimals allowed, e.g. 0.5).
+        #[arg(long, conflicts_with_all = ["bytes", "none"])]
+        gib: Option<f64>,
+        /// Quota in bytes.
+        #[arg(long, conflicts_with = "none")]
+        bytes: Option<i64>,
+        /// No quota.
+        #[arg(long)]
+        none: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,7 +188,14 @@ pub enum UserCommand {
         /// User name.
         username: String,
     },
-    /// Set a new password.
+    /// Forget a user's second factor (a lost phone): its secret and recovery codes. The user
+    /// sets up a new one at the next sign-in where one is required.
+    ResetSecondFactor {
+        /// User name.
+        username: String,
+    },
+    /// Set a new password (it must pass the password rules; ends the user's sessions and
+    /// tokens).
     Password {
         /// User name.
         username: String,
@@ -218,8 +249,13 @@ pub enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; names the first row that does not fit.
+    /// Check the keyed hash chain and its signed checkpoints; names the first row that does
+    /// not fit (edited, removed, reordered, recomputed, or the newest rows removed) and exits
+    /// non-zero.
     Verify,
+    /// Write a signed checkpoint of the chain's head to the object store now (nothing when
+    /// the log has not moved since the last one).
+    Checkpoint,
     /// Print the most recent entries.
     Tail {
         /// How many.
@@ -238,10 +274,48 @@ fn read_password(path: &Path) -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn cli_event(action: &str, target: &str) -> AuditEvent {
-    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+/// The operating-system account this process acts as: its effective uid (not `$USER`, which
+/// the shell sets and anyone can change) and that uid's name in `/etc/passwd`, e.g.
+/// `pathfed (uid 998)`; the uid alone when it has no name there.
+fn operator() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_uid(&status));
+    let Some(uid) = uid else {
+        return "unknown account".into();
+    };
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| account_name(&passwd, uid));
+    match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The effective uid from `/proc/self/status` (`Uid:` real, effective, saved, filesystem).
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|uid| uid.parse().ok())
+}
+
+/// The name of `uid` in a passwd file (`name:password:uid:…`).
+fn account_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+/// An audit event of this command, by the account it runs as.
+pub(super) fn cli_event(action: &str, target: &str) -> AuditEvent {
     AuditEvent {
-        actor: format!("cli:{operator}"),
+        actor: format!("cli:{}", operator()),
         hospital_id: String::new(),
         action: action.into(),
         target: target.into(),
@@ -258,9 +332,20 @@ async fn platform(config: &Config) -> anyhow::Result<Platform> {
 
 /// Runs an admin command.
 pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
+    // Certificates need no platform: made without opening (or creating) a database.
+    let cmd = match cmd {
+        AdminCommand::Tls(tls) => return super::tls::run(tls),
+        // Restore needs its target untouched: opening the platform would create and migrate it.
+        AdminCommand::Backup(args) => return super::backup::backup(args, config).await,
+        AdminCommand::Restore(args) => return super::backup::restore(args, config).await,
+        other => other,
+    };
     let p = platform(config).await?;
     let db = &p.db;
     match cmd {
+        AdminCommand::Tls(tls) => super::tls::run(tls)?,
+        AdminCommand::Backup(args) => super::backup::backup(args, config).await?,
+        AdminCommand::Restore(args) => super::backup::restore(args, config).await?,
         AdminCommand::Init {
             hospital,
             kind,
@@ -295,6 +380,8 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
                 .context("creating the patient-id keys")?;
             pathfed_datasets::pseudonym::Pseudonyms::load(config)
                 .context("creating the research pseudonym key")?;
+            pathfed_core::second_factor::ensure_key(config)
+                .context("creating the second-factor key")?;
             p.audit(
                 cli_event("admin.init", &format!("user:{}", u.username)).detail(h.name.clone()),
             )
@@ -472,8 +559,62 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Hospital(HospitalCommand::List) => {
+            use pathfed_core::quota;
             for h in accounts::list_hospitals(db).await? {
-                println!("{}\t{}\t{}", h.id, h.name, h.kind.as_str());
+                let limit = match quota::limit(db, &h.id).await? {
+                    Some(limit) => quota::human_bytes(limit),
+                    None => "no quota".into(),
+                };
+                let used = quota::human_bytes(quota::usage(db, &h.id).await?);
+                println!(
+                    "{}\t{}\t{}\t{used} used\t{limit}",
+                    h.id,
+                    h.name,
+                    h.kind.as_str()
+                );
+            }
+        }
+        AdminCommand::Hospital(HospitalCommand::Quota {
+            hospital,
+            gib,
+            bytes,
+            none,
+        }) => {
+            use pathfed_core::quota;
+            let h = accounts::hospital_by_name(db, &hospital)
+                .await
+                .with_context(|| format!("no hospital named {hospital:?}"))?;
+            let new_limit = match (gib, bytes, none) {
+                (Some(gib), _, _) => {
+                    if !gib.is_finite() || !(0.0..=1e9).contains(&gib) {
+                        bail!("--gib takes a number of GiB from 0 up, e.g. 500 or 0.5");
+                    }
+                    // Whole bytes: a fraction of a byte cannot be stored anyway.
+                    Some(Some((gib * 1024.0 * 1024.0 * 1024.0).round() as i64))
+                }
+                (None, Some(bytes), _) => Some(Some(bytes)),
+                (None, None, true) => Some(None),
+                (None, None, false) => None,
+            };
+            if let Some(limit) = new_limit {
+                quota::set_limit(db, &h.id, limit).await?;
+                p.audit(
+                    cli_event("admin.hospital.quota", &format!("hospital:{}", h.id))
+                        .detail(limit.map_or_else(|| "none".to_string(), |b| format!("{b} bytes"))),
+                )
+                .await?;
+            }
+            let used = quota::usage(db, &h.id).await?;
+            match quota::limit(db, &h.id).await? {
+                Some(limit) => println!(
+                    "{hospital}: {} used of a {} upload quota ({used} of {limit} bytes)",
+                    quota::human_bytes(used),
+                    quota::human_bytes(limit)
+                ),
+                None => println!(
+                    "{hospital}: {} used ({used} bytes), no upload quota",
+                    quota::human_bytes(used)
+                ),
             }
         }
         AdminCommand::User(UserCommand::Add {
@@ -516,6 +657,24 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
                 println!("unlocked {username}");
             } else {
                 println!("{username} was not locked; its count of failed sign-ins is cleared");
+            }
+        }
+        AdminCommand::User(UserCommand::ResetSecondFactor { username }) => {
+            let u = accounts::user_by_name(db, &username).await?;
+            let had = u.second_factor;
+            pathfed_core::second_factor::reset(db, &u.id).await?;
+            p.audit(
+                cli_event(
+                    "admin.user.reset_second_factor",
+                    &format!("user:{username}"),
+                )
+                .detail(if had { "reset" } else { "had none" }),
+            )
+            .await?;
+            if had {
+                println!("reset the second factor of {username}");
+            } else {
+                println!("{username} had no second factor; any unfinished set-up is cleared");
             }
         }
         AdminCommand::User(UserCommand::Enable { username }) => {
@@ -637,22 +796,60 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
 pub async fn run_audit(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
     let p = platform(config).await?;
     match cmd {
-        AuditCommand::Verify => match audit::verify(&p.db).await? {
-            Verification::Intact(rows) => {
-                println!("audit log intact: {rows} rows");
-                Ok(())
+        AuditCommand::Verify => {
+            let verification = p.verify_audit().await?;
+            let Verification {
+                rows,
+                checkpoints,
+                problem,
+            } = verification;
+            if let Some(broken) = problem {
+                bail!("{broken} ({rows} rows walked, {checkpoints} checkpoint(s) found)");
             }
-            Verification::Broken(broken) => bail!("{broken}"),
-        },
-        AuditCommand::Tail { n } => {
-            for r in audit::recent(&p.db, n).await? {
-                let e = &r.event;
+            println!("audit log intact: {rows} rows, {checkpoints} checkpoint(s) match");
+            if checkpoints == 0 {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    r.seq, r.at, e.actor, e.action, e.target, e.outcome, e.detail
+                    "no checkpoint yet: the removal of the newest rows cannot be detected until \
+                     one is written (`pathfed audit checkpoint`, or a running server)"
                 );
             }
             Ok(())
         }
+        AuditCommand::Checkpoint => {
+            match pathfed_core::audit_checkpoint::write(&p).await? {
+                Some(written) => println!(
+                    "checkpoint of row {} ({} rows) written to {}",
+                    written.checkpoint.seq, written.checkpoint.rows, written.key
+                ),
+                None => println!("no new rows since the last checkpoint; nothing written"),
+            }
+            Ok(())
+        }
+        AuditCommand::Tail { n } => {
+            for r in audit::recent(&p.db, n).await? {
+                let e = &r.event;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.seq, r.at, e.actor, e.action, e.target, e.outcome, e.detail, r.address
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{account_name, effective_uid};
+
+    #[test]
+    fn the_operator_is_the_effective_account() {
+        let status = "Name:\tpathfed\nUid:\t1000\t998\t998\t998\nGid:\t998\t998\t998\t998\n";
+        assert_eq!(effective_uid(status), Some(998));
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\npathfed:x:998:998::/var/lib/pathfed:/bin/false\n";
+        assert_eq!(account_name(passwd, 998).as_deref(), Some("pathfed"));
+        assert_eq!(account_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(account_name(passwd, 1000), None);
     }
 }

@@ -2,12 +2,14 @@
 
 mod admin;
 mod api;
+mod backup;
 mod bench;
 mod case;
 mod infer;
 mod progress;
 mod research;
 mod slide;
+mod tls;
 mod train;
 mod upload;
 

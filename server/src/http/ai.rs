@@ -451,6 +451,12 @@ async fn heatmap(
     let platform = &state.platform;
     gated_slide(platform, &user, &id, "ai.heatmap").await?;
     let png = results::heatmap(platform, &id, &model, version).await?;
+    let _ = platform
+        .audit(
+            AuditEvent::by(&user, "ai.heatmap", &target(&id), "ok")
+                .detail(format!("{model}@{version}")),
+        )
+        .await;
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),

@@ -1,11 +1,14 @@
 //! The HTTP application: composes the service routers, the web UI, health, metrics and the
 //! API description, and runs them with graceful shutdown.
 
+mod admin;
 mod ai;
+mod audit;
 mod metrics;
 mod openapi;
 mod session;
 mod slides;
+mod tls;
 mod web;
 
 use std::sync::Arc;
@@ -100,6 +103,8 @@ pub fn routes() -> Routes<AppState> {
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi_json))
         .merge(session::router())
+        .merge(admin::router())
+        .merge(audit::router())
         .merge(slides::router())
         .merge(ai::router())
         .merge(pathfed_ingest::router())
@@ -121,6 +126,7 @@ struct PlatformApi;
 /// The whole application.
 pub fn app(state: AppState) -> Router {
     let metrics = state.metrics.clone();
+    let transport = Arc::new(tls::Transport::new(&state.platform.config.tls));
     routes()
         .into_router()
         .fallback(not_found)
@@ -130,6 +136,12 @@ pub fn app(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(axum::middleware::map_response(security_headers))
+        // Outermost, so that everything inside sees the client's address and whether it came
+        // over HTTPS (`pathfed_core::request_context`).
+        .layer(axum::middleware::from_fn_with_state(
+            transport,
+            tls::context,
+        ))
         .with_state(state)
 }
 
@@ -276,6 +288,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let listen = config.listen.clone();
+    // Before anything is opened: a certificate or key that cannot be used stops the start here,
+    // naming the file, rather than leaving the platform on plain HTTP.
+    let tls = tls::server_config(&config.tls).context("loading the TLS certificate and key")?;
     let platform = Platform::open(config)
         .await
         .context("opening the platform")?;
@@ -285,6 +300,11 @@ pub async fn serve(
         tracing::warn!(error = %e, "initial upload sweep failed");
     }
     state.ingest.spawn_janitor();
+    // A signed checkpoint of the audit chain's head now, every `audit.checkpoint_minutes` and
+    // at shutdown (`pathfed_core::audit_checkpoint`).
+    let audit_platform = state.platform.clone();
+    pathfed_core::audit_checkpoint::write_logged(&audit_platform, "startup").await;
+    let checkpoints = pathfed_core::audit_checkpoint::spawn_periodic(audit_platform.clone());
     if launch.concurrency > 0 {
         crate::workers::supervise::start(&launch)?;
     }
@@ -292,18 +312,43 @@ pub async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr()?;
-    println!("pathfed listening on http://{address}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("pathfed listening on {scheme}://{address}");
     if users == 0 {
         println!("no users yet: create the platform admin with `pathfed admin init --help`");
     }
-    // The client's address feeds the sign-in throttle.
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    // The client's address feeds the sign-in throttle and the audit log.
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        None => axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?,
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stop = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                // As the plain server does: stop accepting, let requests in flight finish.
+                stop.graceful_shutdown(None);
+            });
+            let listener = listener
+                .into_std()
+                .context("handing the listener to the TLS server")?;
+            axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )
+            .handle(handle)
+            .serve(service)
+            .await
+            .context("serving HTTPS")?;
+        }
+    }
+    if let Some(task) = checkpoints {
+        task.abort();
+    }
+    pathfed_core::audit_checkpoint::write_logged(&audit_platform, "shutdown").await;
     println!("pathfed stopped");
     Ok(())
 }

@@ -27,6 +27,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = super::PlatformApi::openapi();
     for part in [
         super::session::Api::openapi(),
+        super::admin::Api::openapi(),
+        super::audit::Api::openapi(),
         super::slides::Api::openapi(),
         super::ai::Api::openapi(),
         pathfed_ingest::tus::Api::openapi(),

@@ -473,6 +473,16 @@ async fn thumbnail(
         &thumbnail_key(&slide.hospital_id, &slide.id),
     )
     .await?;
+    // A thumbnail shows the slide: a view like any other (refusals are audited above). The
+    // browser keeps it for an hour where `tiles.browser_cache` allows, which bounds the rows.
+    let _ = platform
+        .audit(AuditEvent::by(
+            &user,
+            "slide.thumbnail",
+            &format!("slide:{id}"),
+            "ok",
+        ))
+        .await;
     let cache = private_cache(platform.config.tiles.browser_cache, "private, max-age=3600");
     Ok(image_response("image/jpeg", bytes, cache))
 }

@@ -33,6 +33,8 @@ pub fn router() -> Routes<AppState> {
         .route("/training", get(training))
         .route("/models", get(models))
         .route("/model-card", get(model_card))
+        .route("/admin", get(admin))
+        .route("/security", get(account_security))
         .route("/static/{*path}", get(static_file))
         .route("/vendor/openseadragon/{*path}", get(openseadragon))
         .route("/vendor/tus-js-client/tus.min.js", get(tus_client))
@@ -55,6 +57,8 @@ pub fn router() -> Routes<AppState> {
         training,
         models,
         model_card,
+        admin,
+        account_security,
         static_file,
         openseadragon,
         tus_client,
@@ -196,6 +200,30 @@ async fn models() -> Response {
 )]
 async fn model_card() -> Response {
     page("model-card.html").await
+}
+
+/// The administration console: hospitals, users, API tokens, failed jobs and the audit log
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn admin() -> Response {
+    page("admin.html").await
+}
+
+/// Account security: set up or turn off the second factor, change the password
+#[utoipa::path(
+    get,
+    path = "/security",
+    tag = "web",
+    security(()),
+    responses((status = 200, description = "HTML page", content_type = "text/html")),
+)]
+async fn account_security() -> Response {
+    page("security.html").await
 }
 
 /// A file of the UI (scripts, styles, images) from `web/static`

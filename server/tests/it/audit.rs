@@ -1,5 +1,6 @@
 //! The audit chain on both databases: `pathfed audit verify` passes on an untouched log and
-//! fails, naming the row, after any row is edited or removed.
+//! fails, naming the row, after any row is edited or removed. (Recomputed chains, removed
+//! newest rows, checkpoints and the review API: `audit_chain.rs`.)
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed step should panic with its cause.
 

@@ -1,10 +1,14 @@
 //! The web UI in a real browser (Debian's Chromium driven by playwright-core), one test per
-//! script so that the two run beside each other and beside the other tests:
+//! script so that they run beside each other and beside the other tests:
 //!
 //! - `web/tests/browser.mjs`, in Japanese: sign in, upload a generated slide through the page,
 //!   view it (tiles load, the canvas shows tissue), the consultation from the notifications bell
 //!   to the sign-out preview and the spoke's report, research, opt-out, training and AI support;
 //!   every page must speak Japanese.
+//! - `web/tests/browser-admin.mjs`, in Japanese: the platform admin sets up a second factor and
+//!   opens the administration console: adds a pathologist and disables them, revokes their API
+//!   token, finds the creation in the audit log (by user, action and dates, and in the CSV) and
+//!   runs the tamper check.
 //! - `web/tests/browser-en.mjs`, in English: a new case from the form, an upload into it, the
 //!   case page and the viewer; the ruler's lengths at a known pixel size (also rotated); the
 //!   language switch and its choice kept on the server.
@@ -47,4 +51,9 @@ fn consultation_research_and_ai_in_japanese_in_the_browser() {
 #[test]
 fn english_pages_language_switch_and_ruler_in_the_browser() {
     run_script("browser-en.mjs");
+}
+
+#[test]
+fn administration_console_in_japanese_in_the_browser() {
+    run_script("browser-admin.mjs");
 }

@@ -15,9 +15,12 @@
 
 mod support;
 
+mod admin_console;
 mod anonymity;
 mod atomic;
 mod audit;
+mod audit_chain;
+mod backup;
 mod bad_input;
 mod browser;
 mod caching;
@@ -35,11 +38,15 @@ mod notifications;
 mod openapi;
 mod passwords;
 mod processes;
+mod quota;
 mod report_ja;
 mod research;
 mod roles;
 mod scale_out;
+mod second_factor;
+mod sessions;
 mod tenancy;
+mod tls;
 mod training;
 mod tus;
 mod worklist;

@@ -1,14 +1,19 @@
 //! A password change ends what the old password opened: every session and API token of that
-//! user stops working at once, on both backends, while other users keep theirs.
+//! user stops working at once, on both backends, while other users keep theirs (the user's own
+//! change keeps the session it was made in). Passwords follow the rules (13 characters, or 8
+//! with a second factor; nothing easy to guess), wherever they are set. Failed sign-ins lock
+//! the name and the address; API tokens expire.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{As, BACKENDS, TestServer, password};
+use crate::support::totp::{Browser, enrol};
+use crate::support::{As, BACKENDS, Backend, TestServer, password};
 
 const SESSION: &str = "/api/v1/session";
+const PASSWORD: &str = "/api/v1/session/password";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_change_ends_the_users_sessions_and_tokens() {
@@ -250,4 +255,176 @@ async fn api_tokens_expire() {
             assert!(!refused.status.success(), "{days} days accepted");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_ones_own_password_keeps_this_session_and_ends_the_rest() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        let token = server.user("Spoke S", "spoke", "self_user", "submitter");
+        let old = password("self_user");
+        let mut here = Browser::new(&server);
+        assert_eq!(here.sign_in("self_user", &old, None).await.0, 200);
+        let mut elsewhere = Browser::new(&server);
+        assert_eq!(elsewhere.sign_in("self_user", &old, None).await.0, 200);
+        let api = As {
+            server: &server,
+            token,
+        };
+        api.ok(Method::GET, SESSION, None).await;
+
+        let change =
+            |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+        let (status, body) = here
+            .call(
+                Method::PUT,
+                PASSWORD,
+                Some(change("not-my-password-1", "violet tractor embassy")),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("invalid_credentials")),
+            "{backend:?}: {body}"
+        );
+        // Each rule is named when it is broken.
+        for (weak, rule) in [
+            ("short-pw-1", "at least 13 characters"),
+            ("passwordpassword", "too easy to guess"),
+            ("self_user-2024", "too easy to guess"),
+        ] {
+            let (status, body) = here
+                .call(Method::PUT, PASSWORD, Some(change(old.as_str(), weak)))
+                .await;
+            assert_eq!(status, 400, "{backend:?}: {weak} accepted: {body}");
+            assert_eq!(body["error"]["code"], "weak_password", "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(rule), "{weak}: {message}");
+        }
+        // Refusals changed nothing.
+        assert_eq!(elsewhere.call(Method::GET, SESSION, None).await.0, 200);
+
+        let new = "violet tractor embassy";
+        let (status, body) = here
+            .call(Method::PUT, PASSWORD, Some(change(old.as_str(), new)))
+            .await;
+        assert_eq!(status, 204, "{backend:?}: {body}");
+        assert_eq!(
+            here.call(Method::GET, SESSION, None).await.0,
+            200,
+            "{backend:?}: the session that changed it stays"
+        );
+        assert_eq!(
+            elsewhere.call(Method::GET, SESSION, None).await.0,
+            401,
+            "{backend:?}: the other session ended"
+        );
+        let (status, _) = api.call(Method::GET, SESSION, None).await;
+        assert_eq!(
+            status.as_u16(),
+            401,
+            "{backend:?}: the API token was revoked"
+        );
+        let mut fresh = Browser::new(&server);
+        assert_eq!(fresh.sign_in("self_user", &old, None).await.0, 401);
+        assert_eq!(fresh.sign_in("self_user", new, None).await.0, 200);
+
+        let db = server.db().await;
+        let changed: Option<i64> =
+            sqlx::query_scalar("SELECT password_changed_at FROM users WHERE username = $1")
+                .bind("self_user")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert!(changed.is_some(), "{backend:?}: the change time is kept");
+        let rows = pathfed_core::audit::recent(&db, 100).await.unwrap();
+        for outcome in ["ok", "refused", "denied"] {
+            assert!(
+                rows.iter().any(|r| r.event.action == "session.password"
+                    && r.event.target == "user:self_user"
+                    && r.event.outcome == outcome),
+                "{backend:?}: no {outcome} session.password row"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weak_passwords_are_refused_and_a_second_factor_allows_eight_characters() {
+    let server = TestServer::start(Backend::Local);
+    // An administrator on the server host is held to the same rules.
+    let weak = server.dir.path().join("weak.pw");
+    server.cli_ok(&["admin", "hospital", "add", "Spoke W", "--kind", "spoke"]);
+    for (refused, rule) in [
+        ("tiny-pw-12", "at least 13 characters"),
+        ("aaaaaaaaaaaaaaaa", "too easy to guess"),
+        ("1234567890123", "too easy to guess"),
+    ] {
+        std::fs::write(&weak, refused).unwrap();
+        let out = server.cli(&[
+            "admin",
+            "user",
+            "add",
+            "weak_user",
+            "--hospital",
+            "Spoke W",
+            "--role",
+            "submitter",
+            "--password-file",
+            weak.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{refused} accepted");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(rule), "{refused}: {said}");
+    }
+    server.user("Spoke W", "spoke", "eight_user", "submitter");
+    std::fs::write(&weak, "password1234").unwrap();
+    let out = server.cli(&[
+        "admin",
+        "user",
+        "password",
+        "eight_user",
+        "--password-file",
+        weak.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "a reset to a weak password");
+
+    // Eight characters need a second factor.
+    let short = "Vx9#qT4!";
+    let mut browser = Browser::new(&server);
+    let pw = password("eight_user");
+    assert_eq!(browser.sign_in("eight_user", &pw, None).await.0, 200);
+    let body = json!({"current_password": pw, "new_password": short});
+    let (status, answer) = browser
+        .call(Method::PUT, PASSWORD, Some(body.clone()))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("8 for a user who also signs in with a second factor"),
+        "{answer}"
+    );
+    let (app, _) = enrol(&browser).await;
+    let (status, answer) = browser.call(Method::PUT, PASSWORD, Some(body)).await;
+    assert_eq!(status, 204, "{answer}");
+    let mut again = Browser::new(&server);
+    let (status, answer) = again
+        .sign_in("eight_user", short, Some(&app.next_code(&server)))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // Even with a second factor a common password is refused.
+    let (status, answer) = again
+        .call(
+            Method::PUT,
+            PASSWORD,
+            Some(json!({"current_password": short, "new_password": "iloveyou"})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("weak_password")),
+        "{answer}"
+    );
 }

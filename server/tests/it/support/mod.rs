@@ -6,7 +6,9 @@
 #![allow(dead_code)] // Not every helper is used by today's tests (e.g. `TestServer::backend`).
 
 pub mod people;
+pub mod restore;
 pub mod services;
+pub mod totp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -213,7 +215,17 @@ impl TestServer {
             Some(port) => port,
             None => free_port(),
         };
-        self.url = format!("http://127.0.0.1:{port}");
+        // A server given a certificate speaks only HTTPS (`tls.cert_file`).
+        let scheme = if self
+            .env
+            .iter()
+            .any(|(k, v)| k == "PATHFED_TLS_CERT_FILE" && !v.is_empty())
+        {
+            "https"
+        } else {
+            "http"
+        };
+        self.url = format!("{scheme}://127.0.0.1:{port}");
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
         let child = Command::new(bin())
             .arg("serve")
