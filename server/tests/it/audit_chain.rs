@@ -29,8 +29,6 @@ use crate::support::{
     As, BACKENDS, Backend, Reaped, TestServer, client, sha256_hex, submit_case, synth_slide,
 };
 
-/// Admins sign in with a second factor by default; these tests use API tokens throughout.
-const NO_ADMIN_SECOND_FACTOR: (&str, &str) = ("PATHFED_AUTH_SECOND_FACTOR_FOR_ADMINS", "false");
 
 /// What the commands record as their actor: the account this test (and so they) run as.
 fn cli_actor() -> String {
@@ -400,7 +398,7 @@ fn rows_of(page: &Value) -> &Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn admins_review_the_log_by_user_patient_slide_and_time() {
     for backend in BACKENDS {
-        let server = TestServer::start_with(backend, &[NO_ADMIN_SECOND_FACTOR]);
+        let server = TestServer::start(backend);
         let staff = staff(&server);
         let who = |hospital: &str, kind: &str, name: &str, role: &str| As {
             server: &server,
@@ -697,7 +695,7 @@ async fn admins_review_the_log_by_user_patient_slide_and_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heatmap_views_are_audited() {
-    let server = TestServer::start_with(Backend::Local, &[NO_ADMIN_SECOND_FACTOR]);
+    let server = TestServer::start(Backend::Local);
     let staff = staff(&server);
     let platform = server.platform().await;
     register_texture_model(&server, &platform, "res_h").await;

@@ -384,6 +384,17 @@ async fn dataset_versions_cut_patches_split_by_patient_and_honour_opt_outs() {
         assert_eq!(status.as_u16(), 200);
         let patch = image::load_from_memory(&jpeg).unwrap();
         assert_eq!((patch.width(), patch.height()), (256, 256));
+        // Each patch is a view of a research slide: the log names who saw which slide.
+        let viewed = url.split('/').nth_back(1).unwrap();
+        assert!(
+            recent(&db, 200).await.unwrap().iter().any(|e| {
+                e.event.action == "research.patch"
+                    && e.event.actor == "res_h"
+                    && e.event.outcome == "ok"
+                    && e.event.target == format!("research_slide:{viewed}")
+            }),
+            "{backend:?}: the researcher's patch view is not in the audit log"
+        );
         for outsider in [&spoke, &first] {
             let (status, _) = outsider.raw(url).await;
             assert_eq!(
