@@ -137,6 +137,20 @@ pub enum HospitalCommand {
         #[arg(value_parser = ["on", "off"])]
         setting: String,
     },
+    /// A hospital's second-factor policy: whether every one of its users must sign in with a
+    /// second factor (admins always must), and whether signing out a case asks for a fresh
+    /// code. Shows the policy when neither is given.
+    SecondFactor {
+        /// The hospital (name).
+        hospital: String,
+        /// Every user signs in with a second factor: on or off.
+        #[arg(long, value_parser = ["on", "off"])]
+        require: Option<String>,
+        /// Signing out a case asks for a code given within `auth.fresh_second_factor_minutes`:
+        /// on or off.
+        #[arg(long, value_parser = ["on", "off"])]
+        sign_out: Option<String>,
+    },
     /// A hospital's upload quota (the bytes of slides it may store, unfinished uploads
     /// included): shows it with the usage, or sets it.
     Quota {
@@ -558,6 +572,44 @@ pub async fn run(cmd: AdminCommand, config: &Config) -> anyhow::Result<()> {
                 );
             }
         }
+        AdminCommand::Hospital(HospitalCommand::SecondFactor {
+            hospital,
+            require,
+            sign_out,
+        }) => {
+            use pathfed_core::second_factor;
+            let h = accounts::hospital_by_name(db, &hospital)
+                .await
+                .with_context(|| format!("no hospital named {hospital:?}"))?;
+            let mut policy = second_factor::policy(db, &h.id).await?;
+            if require.is_some() || sign_out.is_some() {
+                if let Some(require) = &require {
+                    policy.require_second_factor = require == "on";
+                }
+                if let Some(sign_out) = &sign_out {
+                    policy.signout_second_factor = sign_out == "on";
+                }
+                second_factor::set_policy(db, &h.id, policy).await?;
+                p.audit(
+                    cli_event(
+                        "admin.hospital.second_factor",
+                        &format!("hospital:{}", h.id),
+                    )
+                    .detail(format!(
+                        "require={} sign_out={}",
+                        on_off(policy.require_second_factor),
+                        on_off(policy.signout_second_factor)
+                    )),
+                )
+                .await?;
+            }
+            println!(
+                "{hospital}: second factor required of every user: {}; fresh code to sign out a \
+                 case: {} (admins always need one while auth.second_factor_for_admins is on)",
+                on_off(policy.require_second_factor),
+                on_off(policy.signout_second_factor)
+            );
+        }
         AdminCommand::Hospital(HospitalCommand::List) => {
             use pathfed_core::quota;
             for h in accounts::list_hospitals(db).await? {
@@ -836,6 +888,11 @@ pub async fn run_audit(cmd: AuditCommand, config: &Config) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+/// How a flag reads on the command line.
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
 }
 
 #[cfg(test)]

@@ -29,7 +29,6 @@ use crate::support::{
     As, BACKENDS, Backend, Reaped, TestServer, client, sha256_hex, submit_case, synth_slide,
 };
 
-
 /// What the commands record as their actor: the account this test (and so they) run as.
 fn cli_actor() -> String {
     let id = |arg: &str| {

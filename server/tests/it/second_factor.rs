@@ -347,19 +347,24 @@ async fn admins_must_set_up_a_second_factor_before_anything_else() {
     );
 }
 
-/// Sets a hospital's second-factor policy in the database, as its admin's settings would.
-async fn set_policy(server: &TestServer, hospital: &str, require: bool, signout: bool) {
-    let db = server.db().await;
-    let h = pathfed_core::accounts::hospital_by_name(&db, hospital)
-        .await
-        .unwrap();
-    let policy = pathfed_core::second_factor::Policy {
-        require_second_factor: require,
-        signout_second_factor: signout,
-    };
-    pathfed_core::second_factor::set_policy(&db, &h.id, policy)
-        .await
-        .unwrap();
+/// Sets a hospital's second-factor policy with the admin command, and checks what it reports.
+fn set_policy(server: &TestServer, hospital: &str, require: bool, signout: bool) {
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let out = server.cli_ok(&[
+        "admin",
+        "hospital",
+        "second-factor",
+        hospital,
+        "--require",
+        on_off(require),
+        "--sign-out",
+        on_off(signout),
+    ]);
+    assert!(
+        out.contains(&format!("every user: {}", on_off(require)))
+            && out.contains(&format!("sign out a case: {}", on_off(signout))),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -367,7 +372,7 @@ async fn a_hospital_can_require_it_of_everyone() {
     let server = TestServer::start(Backend::Local);
     server.user("Hub Strict", "hub", "strict_path", "pathologist");
     server.user("Hub Easy", "hub", "easy_path", "pathologist");
-    set_policy(&server, "Hub Strict", true, false).await;
+    set_policy(&server, "Hub Strict", true, false);
 
     let mut easy = Browser::new(&server);
     let (status, body) = easy
@@ -521,7 +526,7 @@ async fn a_hospital_can_ask_for_a_fresh_code_to_sign_a_case_out() {
     let people = staff(&server);
     let by_token = ready_case(&server, &people.spoke, &people.first, &people.second, 41).await;
     let by_session = ready_case(&server, &people.spoke, &people.first, &people.second, 42).await;
-    set_policy(&server, "Hub H", false, true).await;
+    set_policy(&server, "Hub H", false, true);
 
     // No second factor yet: the signer is told to set one up.
     let (status, body) = people
