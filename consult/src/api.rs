@@ -1152,6 +1152,34 @@ struct SignOutForm {
     second_factor_code: Option<String>,
 }
 
+/// Refuses (and audits under `action`) a signature — a sign-out or an amendment — when the
+/// signer's hospital asks for a fresh second factor and neither `code` nor the request's
+/// session gives one.
+async fn fresh_second_factor(
+    consult: &Consult,
+    user: &Principal,
+    case: &Case,
+    headers: &axum::http::HeaderMap,
+    code: Option<&str>,
+    action: &str,
+) -> Result<(), ApiError> {
+    let session = pathfed_core::http::session_cookie(headers);
+    let fresh =
+        pathfed_core::second_factor::check_fresh(&consult.platform, user, session.as_deref(), code)
+            .await;
+    if let Err(e) = fresh {
+        let outcome = match e {
+            pathfed_core::CoreError::FreshSecondFactorRequired(_) => "denied",
+            _ => "failed",
+        };
+        let event = pathfed_core::audit::AuditEvent::by(user, action, &target(case), outcome)
+            .detail(e.to_string());
+        let _ = consult.platform.audit(event).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// Sign out: issues report version 1 (empty body, or {second_factor_code} when the hospital asks for one)
 #[utoipa::path(
     post,
@@ -1187,25 +1215,8 @@ async fn sign_out(
         })?
     };
     // A sign-out is an electronic signature: the hospital may ask for a fresh second factor.
-    let session = pathfed_core::http::session_cookie(&headers);
-    let fresh = pathfed_core::second_factor::check_fresh(
-        &consult.platform,
-        &user,
-        session.as_deref(),
-        form.second_factor_code.as_deref(),
-    )
-    .await;
-    if let Err(e) = fresh {
-        let outcome = match e {
-            pathfed_core::CoreError::FreshSecondFactorRequired(_) => "denied",
-            _ => "failed",
-        };
-        let event =
-            pathfed_core::audit::AuditEvent::by(&user, "case.sign_out", &target(&case), outcome)
-                .detail(e.to_string());
-        let _ = consult.platform.audit(event).await;
-        return Err(e.into());
-    }
+    let code = form.second_factor_code.as_deref();
+    fresh_second_factor(&consult, &user, &case, &headers, code, "case.sign_out").await?;
     let result = report::sign_out(&consult, &user, &case).await;
     let version = audited(
         &consult.platform,
@@ -1219,7 +1230,7 @@ async fn sign_out(
     Ok(axum::Json(version).into_response())
 }
 
-/// Amend after sign-out ({code, findings, reason}): issues the next report version
+/// Amend after sign-out ({code, findings, reason, second_factor_code?}): issues the next report version
 #[utoipa::path(
     post,
     path = "/api/v1/cases/{id}/amendments",
@@ -1230,7 +1241,9 @@ async fn sign_out(
         (status = 200, description = "the issued report version", body = ReportVersion),
         (status = 400, description = "a bad parameter or a refused value", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "the user's role or relation to the case does not allow this", body = ErrorBody),
+        (status = 403, description = "the user's role or relation to the case does not allow this; \
+            or `fresh_second_factor_required`: the signer's hospital asks for a current \
+            second-factor code to sign (as for a sign-out), and none (or a wrong one) was given", body = ErrorBody),
         (status = 404, description = "no such case (or not visible to the user)", body = ErrorBody),
         (status = 409, description = "the case is not in a state that allows this", body = ErrorBody),
         (status = 415, description = "the body is not JSON", body = ErrorBody),
@@ -1242,9 +1255,13 @@ async fn amend(
     State(consult): State<Consult>,
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     JsonBody(form): JsonBody<AmendForm>,
 ) -> Result<Response, ApiError> {
     let (case, _) = open_case(&consult, &user, &id, "case.amend").await?;
+    // An amendment issues a new signed version: the same fresh second factor as a sign-out.
+    let code = form.second_factor_code.as_deref();
+    fresh_second_factor(&consult, &user, &case, &headers, code, "case.amend").await?;
     let result = report::amend(&consult, &user, &case, &form).await;
     let version = audited(
         &consult.platform,

@@ -425,6 +425,11 @@ pub struct AmendForm {
     pub findings: String,
     /// Why (required; printed on the new version).
     pub reason: String,
+    /// A current code from the signer's authenticator app, when their hospital asks for one to
+    /// sign out (an amendment is signed like a sign-out); a code given in this session within
+    /// `auth.fresh_second_factor_minutes` also counts.
+    #[serde(default)]
+    pub second_factor_code: Option<String>,
 }
 
 /// Issues the next report version with a corrected final diagnosis.

@@ -254,6 +254,33 @@ fn check_name(what: &str, name: &str) -> CoreResult<()> {
     }
 }
 
+/// User names the audit log gives actors that are not users; no user may take one.
+const RESERVED_USER_NAMES: &[&str] = &["anonymous"];
+
+/// A user name: [`check_name`]'s rules, and nothing an audit row could be read as another kind
+/// of actor by (`anonymous` for unauthenticated requests, `cli:…` for the server host's
+/// commands).
+fn check_username(name: &str) -> CoreResult<()> {
+    check_name("user name", name)?;
+    if name.contains(':') {
+        return Err(CoreError::Invalid(
+            "a user name may not contain \":\" (the audit log names the server host's commands \
+             \"cli:…\")"
+                .into(),
+        ));
+    }
+    if RESERVED_USER_NAMES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+    {
+        return Err(CoreError::Invalid(format!(
+            "the user name {name:?} is reserved (the audit log names unauthenticated requests \
+             so): choose another"
+        )));
+    }
+    Ok(())
+}
+
 fn unique_or(e: sqlx::Error, what: String) -> CoreError {
     let e = CoreError::Database(e);
     if e.is_unique_violation() {
@@ -417,7 +444,7 @@ pub async fn create_user(
     role: Role,
     password: &str,
 ) -> CoreResult<User> {
-    check_name("user name", username)?;
+    check_username(username)?;
     // A new user has no second factor yet, so the longer rule applies.
     crate::password_policy::check(password, username, false)?;
     let hash = hash_password(password)?;
@@ -469,7 +496,8 @@ pub async fn users_of(db: &Db, hospital_id: &str) -> CoreResult<Vec<User>> {
 }
 
 /// Changes a user's role. A change ends the user's browser sessions, so that someone made an
-/// admin signs in again and meets what admins must (a second factor) before acting as one.
+/// admin signs in again and meets what admins must (a second factor) before acting as one, and
+/// revokes their API tokens, which would otherwise act with the new role without either.
 pub async fn set_role(db: &Db, username: &str, role: Role) -> CoreResult<()> {
     let user = user_by_name(db, username).await?;
     if user.role == role {
@@ -482,6 +510,11 @@ pub async fn set_role(db: &Db, username: &str, role: Role) -> CoreResult<()> {
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(now())
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
@@ -730,10 +763,17 @@ pub async fn open_session(
 
 /// The live session with this secret: not past its absolute end (`expires_at`), not idle for
 /// `idle_minutes` or more (0: no idle limit), its user enabled. An idle session is deleted. A
-/// request refreshes the session's last-seen time, written at most about once a minute (more
-/// often for short idle limits) to spare the database a write per request; so an idle session
-/// may end up to that much before `idle_minutes` after its last request, never later.
-pub async fn session_user(db: &Db, secret: &str, idle_minutes: u64) -> CoreResult<Option<Session>> {
+/// request that is the user's `activity` refreshes the session's last-seen time, written at
+/// most about once a minute (more often for short idle limits) to spare the database a write
+/// per request; so an idle session may end up to that much before `idle_minutes` after its
+/// last request, never later. A page's own polling is not activity: it is answered while the
+/// session lives but does not keep it alive.
+pub async fn session_user(
+    db: &Db,
+    secret: &str,
+    idle_minutes: u64,
+    activity: bool,
+) -> CoreResult<Option<Session>> {
     let sql = format!(
         "SELECT s.csrf_token, s.stage, s.second_factor_at, s.created_at AS s_created, \
          s.expires_at AS s_expires, s.last_seen_at AS s_seen, {USER_COLUMNS} \
@@ -767,7 +807,7 @@ pub async fn session_user(db: &Db, secret: &str, idle_minutes: u64) -> CoreResul
         // A thirtieth of the idle limit, at most a minute: the session's end comes early by
         // at most that much.
         let refresh_s = (idle_s / 30).clamp(1, 60);
-        if at - seen >= refresh_s {
+        if activity && at - seen >= refresh_s {
             sqlx::query(
                 "UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2 \
                  AND (last_seen_at IS NULL OR last_seen_at < $1)",
@@ -788,21 +828,31 @@ pub async fn session_user(db: &Db, secret: &str, idle_minutes: u64) -> CoreResul
     }))
 }
 
-/// Moves a session to `stage` (an enrolment confirmed in it makes it full).
-pub async fn set_session_stage(db: &Db, secret: &str, stage: SessionStage) -> CoreResult<()> {
-    sqlx::query("UPDATE sessions SET stage = $1 WHERE token_hash = $2")
+/// Moves the session with this secret to `stage` (an enrolment confirmed in it makes it
+/// full), if it is `user_id`'s: a request authenticated by one user's API token that carries
+/// another user's session cookie cannot change that session.
+pub async fn set_session_stage(
+    db: &Db,
+    secret: &str,
+    user_id: &str,
+    stage: SessionStage,
+) -> CoreResult<()> {
+    sqlx::query("UPDATE sessions SET stage = $1 WHERE token_hash = $2 AND user_id = $3")
         .bind(stage.as_str())
         .bind(hash_secret(secret))
+        .bind(user_id)
         .execute(db.pool())
         .await?;
     Ok(())
 }
 
-/// Records that a second-factor code was given in the session at `at`.
-pub async fn record_second_factor(db: &Db, secret: &str, at: i64) -> CoreResult<()> {
-    sqlx::query("UPDATE sessions SET second_factor_at = $1 WHERE token_hash = $2")
+/// Records that `user_id` gave a second-factor code at `at` in the session with this secret,
+/// if the session is theirs.
+pub async fn record_second_factor(db: &Db, secret: &str, user_id: &str, at: i64) -> CoreResult<()> {
+    sqlx::query("UPDATE sessions SET second_factor_at = $1 WHERE token_hash = $2 AND user_id = $3")
         .bind(at)
         .bind(hash_secret(secret))
+        .bind(user_id)
         .execute(db.pool())
         .await?;
     Ok(())

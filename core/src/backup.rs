@@ -15,13 +15,17 @@
 //! - `keys/<UTC time>.keys.enc` (or the folder `--keys-out` names): the files of
 //!   `DATA_DIR/keys`, sealed with AES-256-GCM under a key derived from a passphrase by
 //!   Argon2id. The database alone must not reveal patients, so the keys belong elsewhere than
-//!   the backup: copy this file, and keep the passphrase, apart from it.
+//!   the backup: copy this file, and keep the passphrase, apart from it. The sealed part also
+//!   covers the generation's name and the SHA-256 of its exact `manifest.json`: the manifest
+//!   (and through its hashes the dump and every object) cannot be changed, nor a keys file of
+//!   another generation slipped in, by anyone without the passphrase.
 //!
 //! Generations beyond the number kept are removed, then every object no remaining generation
-//! holds. Restoring ([`restore`]) needs an empty target (no table with rows, no object) and
-//! checks everything it can before writing anything: the passphrase opens the keys, the dump
-//! and every object are present with their recorded SHA-256 and size; each object is hashed
-//! again as it is written back.
+//! holds. Restoring ([`restore`]) needs an empty target (no table with rows, no object, none of
+//! the key files in its keys folder) and checks everything it can before writing anything: the
+//! passphrase opens the keys, which were sealed for this generation and this very manifest; the
+//! dump and every object are present with their recorded SHA-256 and size; each object is
+//! hashed again as it is written back.
 //!
 //! Audit checkpoints ([`crate::audit_checkpoint`]) of rows later than the database snapshot's
 //! are left out: they certify rows the snapshot does not hold, and a restored platform would
@@ -52,8 +56,8 @@ use crate::store::{Store, open_store};
 
 /// The format tag of a generation's manifest.
 pub const MANIFEST_FORMAT: &str = "pathfed-backup-1";
-/// The format tag of a sealed keys file.
-pub const KEYS_FORMAT: &str = "pathfed-keys-1";
+/// The format tag of a sealed keys file (2: bound to its generation's manifest).
+pub const KEYS_FORMAT: &str = "pathfed-keys-2";
 /// Shortest passphrase accepted for sealing keys.
 pub const PASSPHRASE_MIN_CHARS: usize = 12;
 /// A checkpoint whose name gives no row is left out when written this close before the
@@ -66,6 +70,11 @@ const SMALL_OBJECT: u64 = 8 << 20;
 const KDF_MEMORY_KIB: u32 = 64 * 1024;
 const KDF_PASSES: u32 = 3;
 const KDF_LANES: u32 = 1;
+/// The most Argon2id cost a keys file may ask for: its header is read before anything vouches
+/// for it, and an altered one must not make a restore take all the memory or hours.
+const KDF_MAX_MEMORY_KIB: u32 = 1024 * 1024;
+const KDF_MAX_PASSES: u32 = 10;
+const KDF_MAX_LANES: u32 = 16;
 /// Tables whose rows each manifest counts.
 const COUNTED_TABLES: &[&str] = &[
     "hospitals",
@@ -334,9 +343,15 @@ pub fn generations(root: &Path) -> CoreResult<Vec<String>> {
 
 /// Reads a generation's manifest.
 pub fn read_manifest(root: &Path, generation: &str) -> CoreResult<Manifest> {
+    read_manifest_bytes(root, generation).map(|(manifest, _)| manifest)
+}
+
+/// Reads a generation's manifest, with the exact bytes of its file (which the sealed keys
+/// vouch for).
+fn read_manifest_bytes(root: &Path, generation: &str) -> CoreResult<(Manifest, Vec<u8>)> {
     let path = generations_dir(root).join(generation).join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| CoreError::Invalid(format!("{} is not a manifest: {e}", path.display())))?;
     if manifest.format != MANIFEST_FORMAT {
         return Err(CoreError::Invalid(format!(
@@ -355,7 +370,25 @@ pub fn read_manifest(root: &Path, generation: &str) -> CoreResult<Manifest> {
             path.display()
         )));
     }
-    Ok(manifest)
+    // File names are joined to folders: anything but a plain name could point elsewhere.
+    for name in [&manifest.keys_file, &manifest.database.file] {
+        if !plain_file_name(name) {
+            return Err(CoreError::Invalid(format!(
+                "{} is damaged: {name:?} is not a plain file name",
+                path.display()
+            )));
+        }
+    }
+    Ok((manifest, bytes))
+}
+
+/// A file name of its own: not empty, not hidden, no folder separator, nothing that climbs.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && !Path::new(name).is_absolute()
+        && name.len() <= 255
 }
 
 /// Writes `bytes` to `path` whole: a sibling file first, synced, then renamed into place.
@@ -393,6 +426,10 @@ async fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> CoreResult<()
 struct SealedKeys {
     format: String,
     generation: String,
+    /// SHA-256 (hex) of the generation's `manifest.json`. Absent from older formats, which
+    /// are then refused by their format tag rather than by a missing field.
+    #[serde(default)]
+    manifest_sha256: String,
     kdf: String,
     memory_kib: u32,
     passes: u32,
@@ -407,9 +444,10 @@ impl SealedKeys {
     /// Everything but the ciphertext, bound to it so the header cannot be swapped.
     fn associated_data(&self) -> Vec<u8> {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.format,
             self.generation,
+            self.manifest_sha256,
             self.kdf,
             self.memory_kib,
             self.passes,
@@ -437,10 +475,12 @@ fn derive_key(
     Ok(key)
 }
 
-/// Seals key files (name → content) under `passphrase`: the bytes of a keys file.
+/// Seals key files (name → content) under `passphrase`, bound to `generation` and the SHA-256
+/// (hex) of its manifest's bytes: the bytes of a keys file.
 pub fn seal_keys(
     files: &BTreeMap<String, String>,
     generation: &str,
+    manifest_sha256: &str,
     passphrase: &str,
 ) -> CoreResult<Vec<u8>> {
     if passphrase.chars().count() < PASSPHRASE_MIN_CHARS {
@@ -455,6 +495,7 @@ pub fn seal_keys(
     let mut sealed = SealedKeys {
         format: KEYS_FORMAT.into(),
         generation: generation.into(),
+        manifest_sha256: manifest_sha256.into(),
         kdf: "argon2id".into(),
         memory_kib: KDF_MEMORY_KIB,
         passes: KDF_PASSES,
@@ -484,15 +525,50 @@ pub fn seal_keys(
     Ok(bytes)
 }
 
-/// Opens a keys file with `passphrase`: key file name → content. A wrong passphrase and an
-/// altered file are told apart from nothing else, and both are refused.
-pub fn open_keys(bytes: &[u8], passphrase: &str) -> CoreResult<BTreeMap<String, String>> {
+/// Opens a keys file with `passphrase`: key file name → content. It must have been sealed
+/// for `generation` and the manifest whose bytes have SHA-256 (hex) `manifest_sha256`. A
+/// wrong passphrase and an altered file are told apart from nothing else, and both are
+/// refused.
+pub fn open_keys(
+    bytes: &[u8],
+    passphrase: &str,
+    generation: &str,
+    manifest_sha256: &str,
+) -> CoreResult<BTreeMap<String, String>> {
     let sealed: SealedKeys = serde_json::from_slice(bytes)
         .map_err(|e| CoreError::Invalid(format!("not a pathfed keys file: {e}")))?;
     if sealed.format != KEYS_FORMAT || sealed.kdf != "argon2id" || sealed.cipher != "aes-256-gcm" {
         return Err(CoreError::Invalid(format!(
             "keys file format {:?} ({}, {}) is not one this pathfed reads ({KEYS_FORMAT:?})",
             sealed.format, sealed.kdf, sealed.cipher
+        )));
+    }
+    // Nothing vouches for the header before the key is derived: bound what it may cost.
+    if sealed.memory_kib > KDF_MAX_MEMORY_KIB
+        || sealed.passes > KDF_MAX_PASSES
+        || sealed.lanes > KDF_MAX_LANES
+    {
+        return Err(CoreError::Invalid(format!(
+            "the keys file asks for a key derivation of {} KiB, {} passes, {} lanes: more than \
+             this pathfed allows ({KDF_MAX_MEMORY_KIB} KiB, {KDF_MAX_PASSES} passes, \
+             {KDF_MAX_LANES} lanes); the file was altered",
+            sealed.memory_kib, sealed.passes, sealed.lanes
+        )));
+    }
+    // Told before the passphrase is tried, so the answer says what is wrong; a header altered
+    // to pass these checks fails the decryption below, which covers it.
+    if sealed.generation != generation {
+        return Err(CoreError::Invalid(format!(
+            "the keys file belongs to generation {}, not to generation {generation}; give the \
+             keys file made with that generation",
+            sealed.generation
+        )));
+    }
+    if sealed.manifest_sha256 != manifest_sha256 {
+        return Err(CoreError::Invalid(format!(
+            "the backup's manifest was changed after it was made (its SHA-256 is \
+             {manifest_sha256}; the sealed keys recorded {}): the backup cannot be trusted",
+            sealed.manifest_sha256
         )));
     }
     let damaged = || CoreError::Invalid("the keys file is damaged".into());
@@ -830,8 +906,6 @@ async fn make_generation(
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> CoreResult<BackupSummary> {
     let key_files = read_key_files(&platform.config)?;
-    let sealed = seal_keys(&key_files, generation, &options.passphrase)?;
-    write_atomically(keys_file, &sealed, 0o600).await?;
     let environment_keys = environment_keys();
 
     let rows = count_rows(&platform.db).await?;
@@ -934,6 +1008,17 @@ async fn make_generation(
     let mut text = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| CoreError::Invalid(format!("writing the manifest: {e}")))?;
     text.push(b'\n');
+    // Sealed last, over the manifest's exact bytes: without the passphrase, neither the
+    // manifest nor (through its hashes) the dump and objects can be changed unnoticed. The
+    // manifest still goes last of all: it marks the generation finished.
+    let manifest_sha256 = hex::encode(Sha256::digest(&text));
+    let sealed = seal_keys(
+        &key_files,
+        generation,
+        &manifest_sha256,
+        &options.passphrase,
+    )?;
+    write_atomically(keys_file, &sealed, 0o600).await?;
     write_atomically(&folder.join("manifest.json"), &text, 0o600).await?;
     Ok(BackupSummary {
         generation: generation.into(),
@@ -1174,17 +1259,27 @@ pub async fn restore(
             ))
         })?,
     };
-    let manifest = read_manifest(root, &generation)?;
+    let (manifest, manifest_bytes) = read_manifest_bytes(root, &generation)?;
+    if manifest.generation != generation {
+        return Err(CoreError::Invalid(format!(
+            "the manifest of generation {generation} says it is generation {}: the backup was \
+             altered; nothing was restored",
+            manifest.generation
+        )));
+    }
+    let manifest_sha256 = hex::encode(Sha256::digest(&manifest_bytes));
     let folder = generations_dir(root).join(&generation);
 
-    // 1. The keys open (a wrong passphrase stops everything before anything is written).
+    // 1. The keys open, and were sealed for this generation and this very manifest (a wrong
+    // passphrase or an altered backup stops everything before anything is written).
     let keys_path = options
         .keys_file
         .clone()
         .unwrap_or_else(|| root.join("keys").join(&manifest.keys_file));
     let sealed = std::fs::read(&keys_path)
         .map_err(io(format!("reading the keys file {}", keys_path.display())))?;
-    let key_files = open_keys(&sealed, &options.passphrase).map_err(|e| match e {
+    let opened = open_keys(&sealed, &options.passphrase, &generation, &manifest_sha256);
+    let key_files = opened.map_err(|e| match e {
         CoreError::Invalid(why) => CoreError::Invalid(format!(
             "{}: {why}; nothing was restored",
             keys_path.display()
@@ -1270,6 +1365,17 @@ pub async fn restore(
             meta.location
         )));
     }
+    let keys_dir = config.data_dir.join("keys");
+    if let Some(name) = key_files
+        .keys()
+        .find(|name| keys_dir.join(name).symlink_metadata().is_ok())
+    {
+        return Err(CoreError::Invalid(format!(
+            "the target is not empty: its keys folder {} already holds {name}; restore only \
+             into a platform without keys, or move them away first (nothing was restored)",
+            keys_dir.display()
+        )));
+    }
 
     // 4. Write: database, objects, keys.
     match kind {
@@ -1308,7 +1414,6 @@ pub async fn restore(
             copied: true,
         });
     }
-    let keys_dir = config.data_dir.join("keys");
     std::fs::create_dir_all(&keys_dir).map_err(io(format!("creating {}", keys_dir.display())))?;
     for (name, content) in &key_files {
         write_atomically(&keys_dir.join(name), content.as_bytes(), 0o600).await?;
@@ -1484,16 +1589,87 @@ mod tests {
         let mut files = BTreeMap::new();
         files.insert("audit.key".to_string(), "ab".repeat(32));
         files.insert("patient-hash.key".to_string(), "cd".repeat(32));
-        let sealed = seal_keys(&files, "20250101T000000.000Z", "correct horse battery").unwrap();
+        let generation = "20250101T000000.000Z";
+        let manifest = "ef".repeat(32);
+        let sealed = seal_keys(&files, generation, &manifest, "correct horse battery").unwrap();
         let text = String::from_utf8(sealed.clone()).unwrap();
         assert!(!text.contains(&"ab".repeat(32)), "keys sealed in clear");
-        assert_eq!(open_keys(&sealed, "correct horse battery").unwrap(), files);
-        let wrong = open_keys(&sealed, "correct horse batterz").unwrap_err();
+        assert_eq!(
+            open_keys(&sealed, "correct horse battery", generation, &manifest).unwrap(),
+            files
+        );
+        let wrong = open_keys(&sealed, "correct horse batterz", generation, &manifest).unwrap_err();
         assert!(wrong.to_string().contains("passphrase"), "{wrong}");
-        // The header is bound to the ciphertext: another generation's name does not pass.
-        let moved = text.replace("20250101T000000.000Z", "20250102T000000.000Z");
-        assert!(open_keys(moved.as_bytes(), "correct horse battery").is_err());
-        assert!(seal_keys(&files, "g", "short").is_err());
+        // Sealed for one generation and one manifest: another's are refused.
+        let other = "20250102T000000.000Z";
+        let elsewhere = open_keys(&sealed, "correct horse battery", other, &manifest).unwrap_err();
+        assert!(
+            elsewhere.to_string().contains("belongs to generation"),
+            "{elsewhere}"
+        );
+        let changed = open_keys(
+            &sealed,
+            "correct horse battery",
+            generation,
+            &"12".repeat(32),
+        )
+        .unwrap_err();
+        assert!(
+            changed.to_string().contains("manifest was changed"),
+            "{changed}"
+        );
+        // The header is bound to the ciphertext: one edited to match does not open.
+        let moved = text.replace(generation, other);
+        assert!(open_keys(moved.as_bytes(), "correct horse battery", other, &manifest).is_err());
+        let rehashed = text.replace(&manifest, &"12".repeat(32));
+        let forged = open_keys(
+            rehashed.as_bytes(),
+            "correct horse battery",
+            generation,
+            &"12".repeat(32),
+        )
+        .unwrap_err();
+        assert!(forged.to_string().contains("passphrase"), "{forged}");
+        // A header asking for an absurd key derivation is refused before deriving.
+        let costly = text.replace("\"memory_kib\": 65536", "\"memory_kib\": 4194304");
+        assert_ne!(costly, text);
+        let refused = open_keys(
+            costly.as_bytes(),
+            "correct horse battery",
+            generation,
+            &manifest,
+        )
+        .unwrap_err();
+        assert!(refused.to_string().contains("more than"), "{refused}");
+        let slow = text.replace("\"passes\": 3", "\"passes\": 1000");
+        assert_ne!(slow, text);
+        assert!(
+            open_keys(
+                slow.as_bytes(),
+                "correct horse battery",
+                generation,
+                &manifest
+            )
+            .is_err()
+        );
+        assert!(seal_keys(&files, "g", &manifest, "short").is_err());
+    }
+
+    #[test]
+    fn manifest_file_names_are_plain() {
+        assert!(plain_file_name("20250101T000000.000Z.keys.enc"));
+        assert!(plain_file_name("database.sqlite"));
+        for bad in [
+            "",
+            "../x.keys.enc",
+            "/etc/passwd",
+            "keys/x.keys.enc",
+            "..\\x.keys.enc",
+            ".hidden",
+            "a\0b",
+        ] {
+            assert!(!plain_file_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -1579,6 +1755,19 @@ mod tests {
             passphrase: options.passphrase.clone(),
             ..restore_options
         };
+        // Keys already in the target's keys folder are not overwritten.
+        let present = crate::keys::key_path(&target, "test");
+        std::fs::create_dir_all(present.parent().unwrap()).unwrap();
+        std::fs::write(&present, "00".repeat(32)).unwrap();
+        let over = restore(&target, &restore_options, &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            over.to_string().contains("already holds test.key"),
+            "{over}"
+        );
+        assert!(!target.data_dir.join("pathfed.db").exists());
+        std::fs::remove_file(&present).unwrap();
         let done = restore(&target, &restore_options, &mut |_| {})
             .await
             .unwrap();

@@ -191,6 +191,9 @@ pub struct TlsConfig {
     pub min_version: String,
     /// `Strict-Transport-Security` max-age in seconds, sent over HTTPS (0: not sent).
     pub hsts_max_age_s: u64,
+    /// HSTS also for every subdomain (`includeSubDomains`). Off by default: an intranet may
+    /// have hosts under the same domain that speak plain HTTP, which browsers would then refuse.
+    pub hsts_include_subdomains: bool,
     /// Comma-separated addresses of reverse proxies whose `X-Forwarded-For` (client address)
     /// and `X-Forwarded-Proto: https` (cookies `Secure`, HSTS) are believed; empty: none.
     pub trusted_proxies: String,
@@ -203,6 +206,7 @@ impl Default for TlsConfig {
             key_file: None,
             min_version: "1.3".into(),
             hsts_max_age_s: 31_536_000,
+            hsts_include_subdomains: false,
             trusted_proxies: String::new(),
         }
     }

@@ -3,7 +3,8 @@
 //! A request is authenticated by an API token (`Authorization: Bearer pf_…`, for the CLI) or a
 //! session cookie (browsers). Cookie-authenticated requests that change state must echo the
 //! session's CSRF token in `X-CSRF-Token`. A session ends when idle or old
-//! ([`crate::accounts::session_user`]); one whose user must still set up a second factor reaches
+//! ([`crate::accounts::session_user`]); a page's own polling, marked with [`BACKGROUND_HEADER`],
+//! does not count as activity. One whose user must still set up a second factor reaches
 //! only `/api/v1/session…`. Every refusal is written to the audit log.
 
 use axum::extract::{FromRef, FromRequestParts};
@@ -20,6 +21,9 @@ use crate::platform::Platform;
 pub const SESSION_COOKIE: &str = "pathfed_session";
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Header (value `1`) marking a request a page makes by itself, such as polling: it does not
+/// count as the user's activity, so it does not keep an idle session alive.
+pub const BACKGROUND_HEADER: &str = "x-pathfed-background";
 
 /// An error answered as `{"error": {"code", "message"}}` with its status.
 #[derive(Debug, Clone)]
@@ -304,7 +308,13 @@ where
             .await;
         };
         let idle_minutes = platform.config.auth.idle_minutes;
-        let Some(session) = session_user(&platform.db, &secret, idle_minutes).await? else {
+        // A page's own polling is answered but does not count as the user being there.
+        let background = parts
+            .headers
+            .get(BACKGROUND_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"1");
+        let Some(session) = session_user(&platform.db, &secret, idle_minutes, !background).await?
+        else {
             return deny(
                 AuditEvent::anonymous("auth.session", &target, "denied"),
                 ApiError::unauthenticated("your session has ended; sign in again"),

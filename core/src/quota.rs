@@ -1,14 +1,16 @@
 //! Upload quotas per hospital: how many bytes of slides a hospital may keep on the platform.
 //!
 //! The limit is `hospitals.upload_quota_bytes` (NULL: no limit). A hospital's usage is the size
-//! of its stored slides (`slides.size_bytes`, the bytes as uploaded) plus the declared length of
+//! of its stored slides (`slides.size_bytes`, the bytes stored) plus the declared length of
 //! its unfinished, unexpired uploads: an upload reserves its whole length when it is created, so
 //! two uploads started side by side cannot both squeeze under the limit.
 //!
 //! The upload service checks twice: when an upload is created ([`check`], before any byte is
 //! sent, so the client is told at once) and when its last byte arrives ([`check_completion`],
 //! which leaves the upload's own reservation out of the usage it adds the upload to), which
-//! catches uploads created in parallel and a limit lowered meanwhile. Exceeding the limit is
+//! catches uploads created in parallel and a limit lowered meanwhile; a zip is checked once
+//! more after unpacking, with what it unpacks to (what is stored, and recorded as the slide's
+//! size), before anything is stored. Exceeding the limit is
 //! [`CoreError::QuotaExceeded`], answered as HTTP 413 `quota_exceeded`.
 
 use sqlx::Row;

@@ -370,28 +370,42 @@ pub async fn verify(platform: &Platform, user_id: &str, code: &str) -> CoreResul
     }
 }
 
-/// [`verify`] for a signed-in user, throttled like sign-in: a wrong code counts as a failed
-/// sign-in of the user's name, and a locked name is not checked. Guards the places a session
-/// (rather than a sign-in) offers a code, so a session left open cannot guess codes freely.
+/// [`verify`] for a signed-in user, throttled like sign-in: each code counts as a sign-in
+/// attempt of the user's name before it is checked (a right one is given back), and a locked
+/// name is not checked. Guards the places a session (rather than a sign-in) offers a code, so
+/// a session left open cannot guess codes freely, in parallel either.
 pub async fn verify_throttled(platform: &Platform, user: &User, code: &str) -> CoreResult<Check> {
     let key = crate::throttle::account_key(&user.username);
+    let limit = platform.config.auth.account_limit();
     let now = crate::clock::now();
-    if let Some(wait) =
-        crate::throttle::retry_after(&platform.db, std::slice::from_ref(&key), now).await?
+    if let crate::throttle::Reservation::Refused(wait) =
+        crate::throttle::reserve(&platform.db, &key, limit, now).await?
     {
         return Ok(Check::Locked(wait));
     }
     if verify(platform, &user.id, code).await? {
+        crate::throttle::undo(&platform.db, &key, limit).await?;
         return Ok(Check::Accepted);
     }
-    let limit = platform.config.auth.account_limit();
-    crate::throttle::failed(&platform.db, &key, limit, now).await?;
     Ok(Check::Wrong)
 }
 
-/// Forgets the user's second factor (an admin's reset, or the user's own removal): the secret,
-/// the replay guard and every recovery code. The user enrols again when they next need one.
+/// An admin's reset of a user's second factor (a lost phone): forgets the secret, the replay
+/// guard and every recovery code, and ends every session of the user, so none opened with the
+/// old factor stays and a user who must have one meets the enrolment at once.
 pub async fn reset(db: &Db, user_id: &str) -> CoreResult<()> {
+    forget(db, user_id, true).await
+}
+
+/// The user's own removal of their second factor (with a current code, where no rule requires
+/// one): forgets it as [`reset`] does, but the user's sessions stay.
+pub async fn remove(db: &Db, user_id: &str) -> CoreResult<()> {
+    forget(db, user_id, false).await
+}
+
+/// Forgets the user's second factor (and with `end_sessions`, signs the user out everywhere),
+/// in one transaction. The user enrols again when they next need one.
+async fn forget(db: &Db, user_id: &str, end_sessions: bool) -> CoreResult<()> {
     let mut tx = db.pool().begin().await?;
     let done = sqlx::query(
         "UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL \
@@ -407,6 +421,12 @@ pub async fn reset(db: &Db, user_id: &str) -> CoreResult<()> {
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
+    if end_sessions {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -437,29 +457,47 @@ pub async fn policy(db: &Db, hospital_id: &str) -> CoreResult<Policy> {
     })
 }
 
-/// Sets a hospital's second-factor policy. Sessions already open keep their stage; the
-/// policy applies from each user's next sign-in.
-pub async fn set_policy(db: &Db, hospital_id: &str, policy: Policy) -> CoreResult<()> {
-    let done = sqlx::query(
+/// Sets a hospital's second-factor policy. Turning `require_second_factor` on ends every
+/// session of the hospital's users who have no confirmed second factor, so the rule applies at
+/// once: each meets the enrolment at their next sign-in.
+pub async fn set_policy(db: &Db, hospital_id: &str, wanted: Policy) -> CoreResult<()> {
+    let mut tx = db.pool().begin().await?;
+    let required_before: Option<i64> =
+        sqlx::query_scalar("SELECT require_second_factor FROM hospitals WHERE id = $1")
+            .bind(hospital_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(required_before) = required_before else {
+        return Err(CoreError::NotFound(format!("hospital {hospital_id:?}")));
+    };
+    sqlx::query(
         "UPDATE hospitals SET require_second_factor = $1, signout_second_factor = $2 \
          WHERE id = $3",
     )
-    .bind(i64::from(policy.require_second_factor))
-    .bind(i64::from(policy.signout_second_factor))
+    .bind(i64::from(wanted.require_second_factor))
+    .bind(i64::from(wanted.signout_second_factor))
     .bind(hospital_id)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(CoreError::NotFound(format!("hospital {hospital_id:?}")));
+    if wanted.require_second_factor && required_before == 0 {
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id IN \
+             (SELECT id FROM users WHERE hospital_id = $1 AND totp_enabled_at IS NULL)",
+        )
+        .bind(hospital_id)
+        .execute(&mut *tx)
+        .await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
 /// Whether `user` may do what their hospital's `signout_second_factor` policy guards (signing
-/// out a case, an electronic signature) right now: always when the policy is off; otherwise
-/// with a right `code` sent along, or when the session (`session_secret`, the cookie) was
-/// given a code within `auth.fresh_second_factor_minutes`. A right code also makes the
-/// session fresh. Refusals are [`CoreError::FreshSecondFactorRequired`], saying why.
+/// out a case or amending its report, electronic signatures) right now: always when the policy
+/// is off; otherwise with a right `code` sent along, or when the session (`session_secret`, the
+/// cookie) was given a code within `auth.fresh_second_factor_minutes` (only a session of `user`
+/// counts). A right code also makes the session fresh. Refusals are
+/// [`CoreError::FreshSecondFactorRequired`], saying why.
 pub async fn check_fresh(
     platform: &Platform,
     user: &User,
@@ -485,7 +523,8 @@ pub async fn check_fresh(
         return match verify_throttled(platform, user, code).await? {
             Check::Accepted => {
                 if let Some(secret) = session_secret {
-                    crate::accounts::record_second_factor(&platform.db, secret, now).await?;
+                    crate::accounts::record_second_factor(&platform.db, secret, &user.id, now)
+                        .await?;
                 }
                 Ok(())
             }
@@ -499,11 +538,15 @@ pub async fn check_fresh(
         };
     }
     if let Some(secret) = session_secret {
-        let at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT second_factor_at FROM sessions WHERE token_hash = $1")
-                .bind(hash_secret(secret))
-                .fetch_optional(platform.db.pool())
-                .await?;
+        // Only the user's own session counts: an API token's request may carry someone else's
+        // session cookie.
+        let at: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT second_factor_at FROM sessions WHERE token_hash = $1 AND user_id = $2",
+        )
+        .bind(hash_secret(secret))
+        .bind(&user.id)
+        .fetch_optional(platform.db.pool())
+        .await?;
         let fresh_s = i64::try_from(minutes.saturating_mul(60)).unwrap_or(i64::MAX);
         if at.flatten().is_some_and(|at| now - at <= fresh_s) {
             return Ok(());

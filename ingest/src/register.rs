@@ -1,5 +1,6 @@
-//! Turning a complete upload into a registered slide: digest check, unzip, validation in a
-//! child process, storage in the clinical tier, the slide row, the audit entry.
+//! Turning a complete upload into a registered slide: digest check, unzip (and the upload
+//! quota checked again against what the zip unpacks to), validation in a child process,
+//! storage in the clinical tier, the slide row (its size: the bytes stored), the audit entry.
 //!
 //! Identical bytes from the same hospital register once: a second upload returns the first
 //! slide. Whatever fails, nothing half-made stays behind: the work folder always goes, stored
@@ -106,6 +107,23 @@ async fn build(
                 "the zip holds no slide file (.mrxs, .vms, .svs, .tif, .ndpi, …)",
             )
         })?;
+        // The unpacked files are what is stored, up to `zip_max_ratio` times the zip's size:
+        // the quota counts them, not the zip (only its length was checked so far).
+        let mut unpacked_bytes: u64 = 0;
+        for relative in &files {
+            let size = tokio::fs::metadata(unpacked.join(relative))
+                .await
+                .map_err(ApiError::internal)?
+                .len();
+            unpacked_bytes = unpacked_bytes.saturating_add(size);
+        }
+        pathfed_core::quota::check_completion(
+            &platform.db,
+            &upload.hospital_id,
+            &upload.id,
+            unpacked_bytes,
+        )
+        .await?;
         (files, main)
     } else {
         // A link, not a move: if a later step fails on our side the staged bytes remain.
@@ -128,12 +146,14 @@ async fn build(
     let slide_id = new_id();
     let prefix = slide_prefix(&upload.hospital_id, &slide_id);
     let mut files = Vec::with_capacity(relative_files.len());
+    let mut stored_bytes: u64 = 0;
     for relative in &relative_files {
         let local = unpacked.join(relative);
         let size = tokio::fs::metadata(&local)
             .await
             .map_err(ApiError::internal)?
             .len();
+        stored_bytes = stored_bytes.saturating_add(size);
         let sha256 = if zipped {
             hash_file(&local).await.map_err(ApiError::internal)?
         } else {
@@ -155,7 +175,8 @@ async fn build(
         uploaded_by: user.username.clone(),
         filename: upload.filename.clone(),
         sha256: upload.sha256.clone(),
-        size_bytes: upload.length as i64,
+        // What is stored (a zip's unpacked files), as the quota counts it.
+        size_bytes: i64::try_from(stored_bytes).map_err(ApiError::internal)?,
         main_file: main,
         files: files.iter().map(|(_, f)| f.clone()).collect(),
         format: report.format.clone(),

@@ -5,11 +5,15 @@
 // server decides what each admin reaches and refuses the rest; the page only leaves out
 // buttons the server would refuse, and shows the server's answer when it does.
 import {
+  ApiError,
   api,
   el,
+  errorFromResponse,
   formatBytes,
   formatDateTime,
+  getCsrfToken,
   hasText,
+  redirectToLogin,
   requireSession,
   roleName,
   showError,
@@ -561,9 +565,13 @@ function zonedMidnight(value, plusDays = 0) {
   return Math.floor(moment / 1000);
 }
 
-/** The search's filters as query parameters, or null (and a message) when they make no sense. */
+/**
+ * The search's filters (the JSON body of a search or CSV export), or null (and a message) when
+ * they make no sense. They go in a POST body, never the URL: a patient's id must not be kept by
+ * proxies and server logs.
+ */
 function auditFilters() {
-  const params = new URLSearchParams();
+  const filters = {};
   const text = (id) => document.getElementById(id).value.trim();
   for (const [name, id] of [
     ["actor", "audit-actor"],
@@ -573,7 +581,7 @@ function auditFilters() {
     ["action", "audit-action"],
     ["outcome", "audit-outcome"],
   ]) {
-    if (text(id)) params.set(name, text(id));
+    if (text(id)) filters[name] = text(id);
   }
   const from = zonedMidnight(text("audit-from"));
   // The whole of the last day: up to the second before the next midnight.
@@ -582,9 +590,9 @@ function auditFilters() {
     showError(t("admin.audit.bad_range"));
     return null;
   }
-  if (from !== null) params.set("from", String(from));
-  if (nextDay !== null) params.set("to", String(nextDay - 1));
-  return params;
+  if (from !== null) filters.from = from;
+  if (nextDay !== null) filters.to = nextDay - 1;
+  return filters;
 }
 
 function outcomeText(outcome) {
@@ -629,12 +637,10 @@ async function searchAudit(more) {
     if (!auditQuery) return;
     nextBefore = null;
     shownRows = [];
-    document.getElementById("audit-csv").href = `${ADMIN_API}/audit.csv?${auditQuery}`;
   }
-  const params = new URLSearchParams(auditQuery);
-  params.set("limit", String(AUDIT_PAGE));
-  if (more && nextBefore !== null) params.set("before", String(nextBefore));
-  const answer = await api(`${ADMIN_API}/audit?${params}`);
+  const body = { ...auditQuery, limit: AUDIT_PAGE };
+  if (more && nextBefore !== null) body.before = nextBefore;
+  const answer = await api(`${ADMIN_API}/audit/search`, { method: "POST", json: body });
   shownRows = [...shownRows, ...answer.rows];
   nextBefore = answer.next_before ?? null;
   const count = document.getElementById("audit-count");
@@ -643,8 +649,43 @@ async function searchAudit(more) {
   const results = document.getElementById("audit-results");
   results.replaceChildren(shownRows.length ? auditTable("audit-table", shownRows) : el("p", { class: "muted", text: t("admin.audit.none") }));
   // What the rows shown answer, for whoever checks the page (a test waiting for a new search).
-  results.dataset.query = auditQuery.toString();
+  results.dataset.query = new URLSearchParams(Object.entries(auditQuery).map(([name, value]) => [name, String(value)])).toString();
   document.getElementById("audit-more").hidden = nextBefore === null;
+}
+
+/** Downloads the CSV of the last search (before any, of the form's filters), asked for by POST. */
+async function downloadAuditCsv() {
+  const filters = auditQuery || auditFilters();
+  if (!filters) return;
+  const headers = { Accept: "text/csv", "Content-Type": "application/json" };
+  const token = getCsrfToken();
+  if (token) headers["X-CSRF-Token"] = token;
+  let response;
+  try {
+    response = await fetch(`${ADMIN_API}/audit.csv`, {
+      method: "POST",
+      headers,
+      credentials: "same-origin",
+      body: JSON.stringify(filters),
+    });
+  } catch {
+    throw new ApiError(0, "network", t("errors.network"));
+  }
+  if (!response.ok) {
+    // As api() does: an ended session goes back to the sign-in page.
+    if (response.status === 401) redirectToLogin();
+    throw await errorFromResponse(response);
+  }
+  const blob = await response.blob();
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "audit.csv";
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The browser reads the URL after the click returns: revoked a while later.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 function listText(items) {
@@ -654,7 +695,8 @@ function listText(items) {
 async function patientReport() {
   const typed = document.getElementById("audit-report-patient").value.trim();
   if (!typed) return;
-  const report = await api(`${ADMIN_API}/audit/patient?${new URLSearchParams({ patient_id: typed })}`);
+  // POST, not GET: the patient's id stays out of the URL, which proxies and logs keep.
+  const report = await api(`${ADMIN_API}/audit/patient`, { method: "POST", json: { patient_id: typed } });
   const slides = report.slides || [];
   const cases = report.cases || [];
   const accesses = report.accesses || [];
@@ -688,6 +730,7 @@ function setUpAudit() {
     act(document.getElementById("audit-search"), () => searchAudit(false));
   });
   document.getElementById("audit-more").addEventListener("click", (event) => act(event.currentTarget, () => searchAudit(true)));
+  document.getElementById("audit-csv").addEventListener("click", (event) => act(event.currentTarget, downloadAuditCsv));
   document.getElementById("audit-report-form").addEventListener("submit", (event) => {
     event.preventDefault();
     act(document.getElementById("audit-report-run"), patientReport);

@@ -244,6 +244,12 @@ export function redirectToLogin() {
 }
 
 /**
+ * Headers for requests a page makes by itself (polling): the server does not count them as
+ * the user's activity, so a page left open still signs out after the idle time.
+ */
+export const BACKGROUND_HEADERS = Object.freeze({ "X-Pathfed-Background": "1" });
+
+/**
  * fetch() for the JSON API. Sends JSON bodies, adds the CSRF header on unsafe
  * methods, throws ApiError with the server's message on 4xx/5xx, and returns
  * the parsed body (or null for 204). A 401 outside the session endpoint means

@@ -5,6 +5,7 @@
 // (scores, heatmap overlay, top regions; decision support only) for the hub pathologists who
 // diagnose the case, never for the referring spoke.
 import {
+  BACKGROUND_HEADERS,
   api,
   el,
   errorFromResponse,
@@ -625,8 +626,11 @@ function chosenResult(overview) {
   return results.find((r) => deployed && r.model === deployed.model && r.version === deployed.version) || results[0] || null;
 }
 
-async function loadAi(slideId) {
+// `background`: the page's own poll while a job runs, which does not keep the session from
+// ending when idle.
+async function loadAi(slideId, { background = false } = {}) {
   clearTimeout(state.aiPoll);
+  const options = background ? { headers: BACKGROUND_HEADERS } : {};
   // The server says whether AI support is for this user (the hub pathologists who diagnose the
   // case); for anyone else nothing is asked for or shown.
   if (!state.case || !state.case.ai_support) {
@@ -635,7 +639,7 @@ async function loadAi(slideId) {
   }
   let overview;
   try {
-    overview = await api(`/api/v1/slides/${enc(slideId)}/ai`);
+    overview = await api(`/api/v1/slides/${enc(slideId)}/ai`, options);
   } catch {
     $("ai-section").hidden = true;
     return;
@@ -648,7 +652,7 @@ async function loadAi(slideId) {
   const ai = state.ai;
   if (summary && !ai.result) {
     try {
-      ai.result = await api(summary.result_url);
+      ai.result = await api(summary.result_url, options);
     } catch (err) {
       showError(err);
     }
@@ -657,7 +661,7 @@ async function loadAi(slideId) {
   renderAi();
   syncOverlay();
   const busy = (overview.jobs || []).some((j) => j.status === "queued" || j.status === "running");
-  if (busy) state.aiPoll = setTimeout(() => loadAi(slideId), 2000);
+  if (busy) state.aiPoll = setTimeout(() => loadAi(slideId, { background: true }), 2000);
 }
 
 function jobLine(job) {
@@ -1008,6 +1012,11 @@ function readForm(c) {
   $("amend-cancel").hidden = !amend;
   $("read-reason-field").hidden = !amend;
   $("read-reason").required = amend;
+  // The second-factor code is asked for only when the server asks (the hospital's policy).
+  if (!amend || !state.amending) {
+    $("amend-code-field").hidden = true;
+    $("amend-code").value = "";
+  }
   $("read-submit").textContent = amend ? t("case.amend.submit") : t("case.read.save");
 
   // What the user chose but has not saved survives a refresh of the same step.
@@ -1060,6 +1069,10 @@ async function submitRead(event) {
     $("read-reason").focus();
     return;
   }
+  if (mode === "amend") {
+    await submitAmendment({ code, findings, reason });
+    return;
+  }
   const slides = [...document.querySelectorAll("#read-slides select")]
     .filter((s) => s.value)
     .map((s) => ({ slide_id: s.dataset.slideId, code: s.value, findings: state.savedSlideFindings.get(s.dataset.slideId) || "" }));
@@ -1067,15 +1080,37 @@ async function submitRead(event) {
     primary: ["/reads/primary", "PUT", { code, findings, slides }],
     second: ["/reads/second", "PUT", { code, findings, slides }],
     adjudication: ["/adjudication", "POST", { code, findings, note: "" }],
-    amend: ["/amendments", "POST", { code, findings, reason }],
   };
   const [path, method, json] = requests[mode];
-  const done = await act(path, { method, json });
-  if (done && mode === "amend") {
-    state.amending = false;
-    $("read-reason").value = "";
-    readForm(state.case);
+  await act(path, { method, json });
+}
+
+/** Issues the amended report; asks for a second-factor code when the hospital's policy wants one, as a sign-out does. */
+async function submitAmendment(json) {
+  const codeField = $("amend-code-field");
+  const secondFactor = $("amend-code").value.trim();
+  const body = !codeField.hidden && secondFactor ? { ...json, second_factor_code: secondFactor } : json;
+  showError("");
+  try {
+    await api(`${casePath}/amendments`, { method: "POST", json: body });
+  } catch (err) {
+    if (err.code === "fresh_second_factor_required" || err.code === "invalid_second_factor") {
+      // The form stays as typed; only the code is asked for.
+      codeField.hidden = false;
+      $("amend-code").value = "";
+      $("amend-code").focus();
+    }
+    showError(err);
+    return;
   }
+  state.amending = false;
+  $("read-reason").value = "";
+  try {
+    await refresh();
+  } catch (err) {
+    showError(err);
+  }
+  readForm(state.case);
 }
 
 function reads(c) {

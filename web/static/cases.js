@@ -3,7 +3,7 @@
 // cases first, how long each has waited, and the final diagnosis once signed
 // out. The list refreshes itself while the tab is visible. Spoke staff create
 // drafts here.
-import { api, el, errorText, formatDateTime, formatWaiting, lang, requireSession, showError, t } from "/static/app.js";
+import { BACKGROUND_HEADERS, api, el, errorText, formatDateTime, formatWaiting, lang, requireSession, showError, t } from "/static/app.js";
 
 const STATUSES = ["draft", "submitted", "assigned", "diagnosed", "in_double_check", "adjudication", "ready_for_sign_out", "signed_out", "cancelled"];
 const AGE_BANDS = ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80-89", "90+", "unknown"];
@@ -242,21 +242,24 @@ function scheduleRefresh() {
   refreshTimer = null;
   // Nobody is looking: the next visibility change loads at once instead.
   if (document.hidden) return;
-  refreshTimer = setTimeout(() => load(), REFRESH_MS);
+  refreshTimer = setTimeout(() => load({ background: true }), REFRESH_MS);
 }
 
-async function load() {
+// `background`: the page's own refresh, not the user's doing, so it does not keep the session
+// from ending when idle.
+async function load({ background = false } = {}) {
   clearTimeout(searchTimer);
   const seq = ++loadSeq;
   const filters = readFilters();
   writeAddress(filters);
   listEl.setAttribute("aria-busy", "true");
+  const options = background ? { headers: BACKGROUND_HEADERS } : {};
   try {
-    const requests = [api(`/api/v1/cases?${apiQuery(filters)}`)];
+    const requests = [api(`/api/v1/cases?${apiQuery(filters)}`, options)];
     // For the referring hospital a report nobody has opened yet is still open business:
     // its signed-out cases with a new report lead the open list.
     if (filters.view === "open" && isSpokeUser()) {
-      requests.push(api(`/api/v1/cases?${apiQuery({ ...filters, view: "signed_out" })}`));
+      requests.push(api(`/api/v1/cases?${apiQuery({ ...filters, view: "signed_out" })}`, options));
     }
     const [open, signed] = await Promise.all(requests);
     // A newer request (the user kept typing) answers for itself.
@@ -437,7 +440,7 @@ async function main() {
       clearTimeout(refreshTimer);
       refreshTimer = null;
     } else if (Date.now() - lastLoadedAt >= REFRESH_MS) {
-      load();
+      load({ background: true });
     } else {
       scheduleRefresh();
     }

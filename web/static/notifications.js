@@ -2,7 +2,7 @@
 // to their cases, and "mark all as read". It asks the server every 30 s while the tab is
 // visible, and at once when the tab comes back. The nav (app.js) mounts it.
 
-import { api, el, errorText, formatDateTime, t } from "/static/app.js";
+import { BACKGROUND_HEADERS, api, el, errorText, formatDateTime, t } from "/static/app.js";
 
 const LIST_URL = "/api/v1/notifications";
 const READ_ALL_URL = "/api/v1/notifications/read-all";
@@ -139,12 +139,14 @@ export async function mountNotifications(host, session) {
     empty.hidden = state.items.length > 0;
   }
 
-  async function refresh() {
+  // `background`: asked by the page itself (the poll), not by the user, so it does not keep
+  // the session from ending when idle.
+  async function refresh({ background = false } = {}) {
     // One request at a time: a poll and an opening panel share it.
     if (state.loading) return state.loading;
     state.loading = (async () => {
       try {
-        const answer = await api(LIST_URL);
+        const answer = await api(LIST_URL, background ? { headers: BACKGROUND_HEADERS } : {});
         state.items = Array.isArray(answer.items) ? answer.items : [];
         showCount(answer.unread);
         draw();
@@ -218,7 +220,7 @@ export async function mountNotifications(host, session) {
     if (!panel.hidden && !root.contains(event.target)) setOpen(false);
   };
   const onVisible = () => {
-    if (!document.hidden) refresh();
+    if (!document.hidden) refresh({ background: true });
   };
   document.addEventListener("keydown", onKey);
   document.addEventListener("click", onClick);
@@ -228,7 +230,7 @@ export async function mountNotifications(host, session) {
     if (state.stopped) return;
     state.timer = window.setTimeout(async () => {
       // A hidden tab asks nothing; it catches up when it is shown again.
-      if (!document.hidden) await refresh();
+      if (!document.hidden) await refresh({ background: true });
       schedule();
     }, POLL_MS);
   }
@@ -244,6 +246,7 @@ export async function mountNotifications(host, session) {
   };
 
   showCount(0);
-  await refresh();
+  // Every page shows the bell: its first load is the page's, not the user's.
+  await refresh({ background: true });
   schedule();
 }

@@ -1,7 +1,7 @@
 // Researchers' training runs: start a run on a dataset version, follow its loss, accuracy
 // and AUROC per epoch as it trains, cancel it, resume a stopped one, and open the model it
 // registered.
-import { api, el, formatDate, requireSession, showError, t } from "/static/app.js";
+import { BACKGROUND_HEADERS, api, el, formatDate, requireSession, showError, t } from "/static/app.js";
 
 const form = document.getElementById("train-form");
 const listHost = document.getElementById("run-list");
@@ -96,8 +96,10 @@ function runRow(run) {
   );
 }
 
-async function refreshList() {
-  const runs = await api("/api/v1/training/runs");
+// `background`: the page's own poll while a run goes on, which does not keep the session from
+// ending when idle.
+async function refreshList({ background = false } = {}) {
+  const runs = await api("/api/v1/training/runs", background ? { headers: BACKGROUND_HEADERS } : {});
   if (!runs.length) {
     listHost.replaceChildren(el("p", { class: "muted", id: "no-runs", text: t("training.no_runs") }));
     return runs;
@@ -185,15 +187,16 @@ function renderRun(run) {
   );
 }
 
-async function follow(id) {
+async function follow(id, { background = false } = {}) {
   shown = id;
   clearTimeout(timer);
   try {
-    const run = await api(`/api/v1/training/runs/${encodeURIComponent(id)}`);
+    const run = await api(`/api/v1/training/runs/${encodeURIComponent(id)}`, background ? { headers: BACKGROUND_HEADERS } : {});
     if (shown !== id) return;
     renderRun(run);
     if (run.status === "queued" || run.status === "running") {
-      timer = setTimeout(() => follow(id).then(refreshList).catch((e) => showError(e)), 1000);
+      const poll = { background: true };
+      timer = setTimeout(() => follow(id, poll).then(() => refreshList(poll)).catch((e) => showError(e)), 1000);
     }
   } catch (err) {
     showError(err);

@@ -22,7 +22,7 @@ pub struct Slide {
     pub filename: String,
     /// SHA-256 of the uploaded bytes.
     pub sha256: String,
-    /// Bytes uploaded.
+    /// Bytes stored: the uploaded file, or the unpacked files of a zip upload.
     pub size_bytes: i64,
     /// The file the reader opens, relative to the slide's folder.
     #[serde(skip)]

@@ -799,7 +799,7 @@ struct AdminUserChange {
     disabled: Option<bool>,
 }
 
-/// Change a user's role, or disable or enable the account (audited `admin.user.role`, `admin.user.disable`, `admin.user.enable`)
+/// Change a user's role (their sessions and API tokens end), or disable or enable the account (audited `admin.user.role`, `admin.user.disable`, `admin.user.enable`)
 #[utoipa::path(
     put,
     path = "/api/v1/admin/users/{username}",
@@ -984,7 +984,7 @@ async fn reset_password(
     .into_response())
 }
 
-/// Forget a user's second factor and recovery codes, so they set one up again (audited `admin.user.reset_second_factor`)
+/// Forget a user's second factor and recovery codes, so they set one up again; their sessions end (audited `admin.user.reset_second_factor`)
 #[utoipa::path(
     post,
     path = "/api/v1/admin/users/{username}/reset-second-factor",
@@ -1027,9 +1027,9 @@ async fn reset_second_factor(
         .map_err(ApiError::from);
     checked(&platform, &user, action, &target, reset).await?;
     let detail = if subject.second_factor {
-        "second factor and recovery codes forgotten"
+        "second factor and recovery codes forgotten; sessions ended"
     } else {
-        "had no second factor"
+        "had no second factor; sessions ended"
     };
     done(&platform, &user, action, &target, detail.to_string()).await;
     let now_stands = accounts::user_by_name(db, &subject.username).await?;
@@ -1052,7 +1052,7 @@ struct AdminUnlocked {
     responses(
         (status = 200, description = "unlocked; whether it was locked", body = AdminUnlocked),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 403, description = "not an admin; or a hospital admin and an account beyond the hospital", body = ErrorBody),
         (status = 404, description = "no such user within the admin's reach", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -1065,8 +1065,17 @@ async fn unlock_user(
     let action = "admin.user.unlock";
     let target = format!("user:{username}");
     let reach = reach(&platform, &user, action, &target).await?;
-    // Lifting a lock only gives back what the account had: any account within reach.
     let subject = subject(&platform, &user, &reach, &username, action).await?;
+    // An unlock lets guessing go on: a hospital's admin may not give it to an account that
+    // reaches beyond the hospital (the platform admin's, a researcher's).
+    checked(
+        &platform,
+        &user,
+        action,
+        &target,
+        may_administer(&user, &subject),
+    )
+    .await?;
     let key = throttle::account_key(&subject.username);
     let cleared = throttle::clear(&platform.db, &key, pathfed_core::clock::now())
         .await

@@ -1,6 +1,11 @@
 //! Audit review for admins: `GET /api/v1/admin/audit` (search), `…/audit.csv` (the same as a
-//! spreadsheet), `…/audit/patient` (who accessed one patient's cases and slides) and
+//! spreadsheet), `POST …/audit/patient` (who accessed one patient's cases and slides) and
 //! `…/audit/verify` (the chain check).
+//!
+//! A patient's id never travels in a URL, which proxies and server logs keep: a search or
+//! export by patient is a POST with the filters as a JSON body (`POST …/audit/search`,
+//! `POST …/audit.csv`), and a GET naming `patient_id` is refused (400 `patient_id_in_url`).
+//! The other filters work either way.
 //!
 //! A hospital admin reviews their hospital's part of the log: rows by its people, and rows on
 //! the hospital, its users, its slides and the cases it referred or reads (so a spoke sees the
@@ -11,7 +16,8 @@
 //! admin's hospital, or the one `hospital=` names. Times are unix seconds (UTC); pages run
 //! newest first by sequence number (`before`). Each use of these endpoints is itself audited.
 
-use axum::extract::rejection::QueryRejection;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +26,7 @@ use pathfed_core::accounts::{self, Principal};
 use pathfed_core::audit::{self, AuditEvent, AuditRecord, Order, Search, Subjects};
 use pathfed_core::audit_checkpoint::iso_time;
 use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
-use pathfed_core::routes::{Routes, get};
+use pathfed_core::routes::{Routes, get, post};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -29,15 +35,16 @@ use super::AppState;
 pub fn router() -> Routes<AppState> {
     Routes::new()
         .route("/api/v1/admin/audit", get(search))
-        .route("/api/v1/admin/audit.csv", get(export))
-        .route("/api/v1/admin/audit/patient", get(patient_report))
+        .route("/api/v1/admin/audit/search", post(search_by_body))
+        .route("/api/v1/admin/audit.csv", get(export).post(export_by_body))
+        .route("/api/v1/admin/audit/patient", post(patient_report))
         .route("/api/v1/admin/audit/verify", get(verify))
 }
 
 /// The audit review routes' OpenAPI description.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(search, export, patient_report, verify),
+    paths(search, search_by_body, export, export_by_body, patient_report, verify),
     tags((name = "audit", description = "Audit review for hospital and platform admins: search, \
         CSV export, per-patient access report, chain check"))
 )]
@@ -68,10 +75,62 @@ struct AuditQuery {
     hospital: Option<String>,
 }
 
-/// The patient report's query.
-#[derive(Debug, Default, Deserialize)]
-struct PatientQuery {
+/// The search filters as a JSON body carries them (all optional; empty strings mean unset).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AuditFilters {
+    /// User name (exact), `anonymous`, or `cli:…`.
+    actor: Option<String>,
+    /// A patient's id as the hospital types it: rows on the patient's cases and slides
+    /// (looked up under the admin's hospital, or `hospital`).
     patient_id: Option<String>,
+    /// Slide id: rows on the slide, also within a case.
+    slide: Option<String>,
+    /// Case id: rows on the case, its slides, reports and annotations.
+    case: Option<String>,
+    /// Action (exact), or a prefix ending in `*` such as `case.*`.
+    action: Option<String>,
+    /// `ok`, `denied`, `refused` or `failed`.
+    outcome: Option<String>,
+    /// Rows at or after this time (unix seconds, UTC).
+    from: Option<i64>,
+    /// Rows before this time (unix seconds, UTC).
+    to: Option<i64>,
+    /// Rows with a smaller sequence number (the previous page's `next_before`).
+    before: Option<i64>,
+    /// Rows per page (search: default 100, at most 500; CSV: default and at most 100,000).
+    limit: Option<i64>,
+    /// Platform admins: one hospital's part of the log (id or name); hospital admins: their
+    /// own only.
+    hospital: Option<String>,
+}
+
+impl From<AuditFilters> for AuditQuery {
+    fn from(f: AuditFilters) -> Self {
+        let text = |n: Option<i64>| n.map(|n| n.to_string());
+        Self {
+            actor: f.actor,
+            patient_id: f.patient_id,
+            slide: f.slide,
+            case: f.case,
+            action: f.action,
+            outcome: f.outcome,
+            from: text(f.from),
+            to: text(f.to),
+            before: text(f.before),
+            limit: text(f.limit),
+            hospital: f.hospital,
+        }
+    }
+}
+
+/// The patient report's request body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PatientRequest {
+    /// The patient's id as the hospital types it (required).
+    patient_id: Option<String>,
+    /// The patient's hospital (id or name; platform admins only, default: the admin's own).
     hospital: Option<String>,
 }
 
@@ -279,10 +338,39 @@ async fn patient(
     Ok((subjects, tag))
 }
 
+/// The filters of a GET's query string.
+fn from_url(query: Result<Query<AuditQuery>, QueryRejection>) -> Result<Filters, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    Ok(Filters {
+        query: q,
+        in_url: true,
+    })
+}
+
+/// The filters of a POST's JSON body.
+fn from_body(body: Result<Json<AuditFilters>, JsonRejection>) -> Result<Filters, ApiError> {
+    let Json(f) = body.map_err(|e| {
+        ApiError::bad_request(
+            "bad_query",
+            format!("send the filters as a JSON object: {}", e.body_text()),
+        )
+    })?;
+    Ok(Filters {
+        query: f.into(),
+        in_url: false,
+    })
+}
+
+/// Filters as received, and whether they came in the URL.
+struct Filters {
+    query: AuditQuery,
+    in_url: bool,
+}
+
 async fn prepare(
     state: &AppState,
     user: &Principal,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    filters: Result<Filters, ApiError>,
 ) -> Result<Prepared, ApiError> {
     // The role first: whoever is not an admin learns nothing, whatever they asked.
     if !user.role.is_hospital_admin() {
@@ -290,7 +378,16 @@ async fn prepare(
             "audit review is for hospital and platform admins",
         ));
     }
-    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let Filters { query: q, in_url } = filters?;
+    if in_url && given(&q.patient_id).is_some() {
+        // Too late for this request's URL, but no client is left relying on it.
+        return Err(ApiError::bad_request(
+            "patient_id_in_url",
+            "a patient's id does not go in a URL, which proxies and server logs keep: send the \
+             filters as a JSON body to POST /api/v1/admin/audit/search (or POST \
+             /api/v1/admin/audit.csv)",
+        ));
+    }
     let hospital = scope(state, user, given(&q.hospital)).await?;
     let mut description = Vec::new();
     let mut search = Search {
@@ -386,7 +483,6 @@ async fn prepare(
     tag = "audit",
     params(
         ("actor" = Option<String>, Query, description = "user name (exact), `anonymous`, or `cli:…`"),
-        ("patient_id" = Option<String>, Query, description = "a patient's id as the hospital types it: rows on the patient's cases and slides (looked up under the admin's hospital, or `hospital`)"),
         ("slide" = Option<String>, Query, description = "slide id: rows on the slide, also within a case"),
         ("case" = Option<String>, Query, description = "case id: rows on the case, its slides, reports and annotations"),
         ("action" = Option<String>, Query, description = "action (exact), or a prefix ending in `*` such as `case.*`"),
@@ -399,7 +495,7 @@ async fn prepare(
     ),
     responses(
         (status = 200, description = "a page of rows", body = SearchBody),
-        (status = 400, description = "a filter is not what it should be (`bad_query`), or the patient id is not acceptable (`invalid`)", body = ErrorBody),
+        (status = 400, description = "a filter is not what it should be (`bad_query`), or a `patient_id` in the URL (`patient_id_in_url`: search by patient with `POST /api/v1/admin/audit/search`)", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a hospital admin asking for another hospital", body = ErrorBody),
         (status = 404, description = "no such hospital", body = ErrorBody),
@@ -411,8 +507,40 @@ async fn search(
     Authenticated(user): Authenticated,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    run_search(state, user, from_url(query)).await
+}
+
+/// Search the audit log, filters in the body: by patient too (admins; newest first)
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/audit/search",
+    tag = "audit",
+    request_body = AuditFilters,
+    responses(
+        (status = 200, description = "a page of rows", body = SearchBody),
+        (status = 400, description = "a filter is not what it should be, or the body is not the filters' JSON object (`bad_query`), or the patient id is not acceptable (`invalid`)", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not an admin, a hospital admin asking for another hospital, or a signed-in page without its CSRF token", body = ErrorBody),
+        (status = 404, description = "no such hospital", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn search_by_body(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+    body: Result<Json<AuditFilters>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    run_search(state, user, from_body(body)).await
+}
+
+/// A search, however its filters came.
+async fn run_search(
+    state: AppState,
+    user: Principal,
+    filters: Result<Filters, ApiError>,
+) -> Result<Response, ApiError> {
     const ACTION: &str = "audit.search";
-    let prepared = match prepare(&state, &user, query).await {
+    let prepared = match prepare(&state, &user, filters).await {
         Ok(p) => p,
         Err(e) => return Err(refused(&state, &user, ACTION, LOG_TARGET, e).await),
     };
@@ -447,9 +575,13 @@ async fn search(
 }
 
 /// One CSV field (RFC 4180). A value that a spreadsheet would run as a formula (starting
-/// with `=`, `+`, `-`, `@`, tab or carriage return) gets a leading `'` so it shows as text.
+/// with `=`, `+`, `-`, `@`, tab or carriage return, or the full-width `＝`, `＋`, `－`, `＠`
+/// that a Japanese spreadsheet may read alike) gets a leading `'` so it shows as text.
 fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    const FORMULA_STARTS: [char; 10] = [
+        '=', '+', '-', '@', '\t', '\r', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+    ];
+    let value = if value.starts_with(FORMULA_STARTS) {
         format!("'{value}")
     } else {
         value.to_string()
@@ -492,7 +624,6 @@ fn csv(rows: &[AuditRecord]) -> String {
     tag = "audit",
     params(
         ("actor" = Option<String>, Query, description = "user name (exact), `anonymous`, or `cli:…`"),
-        ("patient_id" = Option<String>, Query, description = "a patient's id as the hospital types it: rows on the patient's cases and slides"),
         ("slide" = Option<String>, Query, description = "slide id"),
         ("case" = Option<String>, Query, description = "case id"),
         ("action" = Option<String>, Query, description = "action (exact), or a prefix ending in `*`"),
@@ -509,7 +640,7 @@ fn csv(rows: &[AuditRecord]) -> String {
                 ("Content-Disposition" = String, description = "attachment; filename=\"audit-….csv\""),
                 ("X-Next-Before" = String, description = "present when more rows match: the `before` of the next export"),
             )),
-        (status = 400, description = "a filter is not what it should be (`bad_query`), or the patient id is not acceptable (`invalid`)", body = ErrorBody),
+        (status = 400, description = "a filter is not what it should be (`bad_query`), or a `patient_id` in the URL (`patient_id_in_url`: export by patient with `POST /api/v1/admin/audit.csv`)", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a hospital admin asking for another hospital", body = ErrorBody),
         (status = 404, description = "no such hospital", body = ErrorBody),
@@ -521,8 +652,44 @@ async fn export(
     Authenticated(user): Authenticated,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    run_export(state, user, from_url(query)).await
+}
+
+/// Export an audit log search as CSV, filters in the body: by patient too (admins)
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/audit.csv",
+    tag = "audit",
+    request_body = AuditFilters,
+    responses(
+        (status = 200, description = "CSV (UTF-8 with BOM, header row, times ISO 8601 UTC) as an attachment", content_type = "text/csv", body = String,
+            headers(
+                ("Content-Disposition" = String, description = "attachment; filename=\"audit-….csv\""),
+                ("X-Next-Before" = String, description = "present when more rows match: the `before` of the next export"),
+            )),
+        (status = 400, description = "a filter is not what it should be, or the body is not the filters' JSON object (`bad_query`), or the patient id is not acceptable (`invalid`)", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not an admin, a hospital admin asking for another hospital, or a signed-in page without its CSRF token", body = ErrorBody),
+        (status = 404, description = "no such hospital", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn export_by_body(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+    body: Result<Json<AuditFilters>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    run_export(state, user, from_body(body)).await
+}
+
+/// An export, however its filters came.
+async fn run_export(
+    state: AppState,
+    user: Principal,
+    filters: Result<Filters, ApiError>,
+) -> Result<Response, ApiError> {
     const ACTION: &str = "audit.export";
-    let prepared = match prepare(&state, &user, query).await {
+    let prepared = match prepare(&state, &user, filters).await {
         Ok(p) => p,
         Err(e) => return Err(refused(&state, &user, ACTION, LOG_TARGET, e).await),
     };
@@ -575,18 +742,15 @@ async fn export(
 
 /// Who accessed one patient's cases and slides, oldest first (admins)
 #[utoipa::path(
-    get,
+    post,
     path = "/api/v1/admin/audit/patient",
     tag = "audit",
-    params(
-        ("patient_id" = String, Query, description = "the patient's id as the hospital types it"),
-        ("hospital" = Option<String>, Query, description = "the patient's hospital (id or name; platform admins only, default: the admin's own)"),
-    ),
+    request_body = PatientRequest,
     responses(
         (status = 200, description = "the patient's cases and slides and every recorded action on them", body = PatientReport),
-        (status = 400, description = "no patient id, or one that is not acceptable", body = ErrorBody),
+        (status = 400, description = "no patient id, or one that is not acceptable, or the body is not the JSON object `{patient_id, hospital?}` (`bad_query`)", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "not an admin, or a hospital admin asking for another hospital", body = ErrorBody),
+        (status = 403, description = "not an admin, a hospital admin asking for another hospital, or a signed-in page without its CSRF token", body = ErrorBody),
         (status = 404, description = "no such hospital", body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
@@ -594,7 +758,7 @@ async fn export(
 async fn patient_report(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
-    query: Result<Query<PatientQuery>, QueryRejection>,
+    body: Result<Json<PatientRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     const ACTION: &str = "audit.patient_report";
     let resolved: Result<(String, String, Subjects, String), ApiError> = async {
@@ -603,7 +767,12 @@ async fn patient_report(
                 "audit review is for hospital and platform admins",
             ));
         }
-        let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+        let Json(q) = body.map_err(|e| {
+            ApiError::bad_request(
+                "bad_query",
+                format!("send JSON {{patient_id, hospital?}}: {}", e.body_text()),
+            )
+        })?;
         let hospital = scope(&state, &user, given(&q.hospital))
             .await?
             .unwrap_or_else(|| user.hospital.id.clone());
@@ -729,5 +898,15 @@ mod tests {
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("@cmd"), "'@cmd");
         assert_eq!(csv_field("病理医"), "病理医");
+        // Full-width signs, which a spreadsheet set up for Japanese may take as a formula, and
+        // a leading tab or carriage return.
+        assert_eq!(csv_field("＝1+1"), "'＝1+1");
+        assert_eq!(csv_field("＋81"), "'＋81");
+        assert_eq!(csv_field("－5"), "'－5");
+        assert_eq!(csv_field("＠SUM(A1)"), "'＠SUM(A1)");
+        assert_eq!(csv_field("\t=1"), "'\t=1");
+        assert_eq!(csv_field("\r=1"), "\"'\r=1\"");
+        // Only at the start.
+        assert_eq!(csv_field("a＝b"), "a＝b");
     }
 }

@@ -291,6 +291,7 @@ pub async fn serve(
     // Before anything is opened: a certificate or key that cannot be used stops the start here,
     // naming the file, rather than leaving the platform on plain HTTP.
     let tls = tls::server_config(&config.tls).context("loading the TLS certificate and key")?;
+    let behind_proxy = !config.tls.proxies().is_empty();
     let platform = Platform::open(config)
         .await
         .context("opening the platform")?;
@@ -313,6 +314,23 @@ pub async fn serve(
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // Plain HTTP reachable from other machines, with no proxy said to add TLS in front: clinical
+    // data and passwords would cross the network in clear. Allowed (a proxy may be set up
+    // later), but never silently.
+    if tls.is_none() && !behind_proxy && !address.ip().is_loopback() {
+        eprintln!(
+            "WARNING: serving plain HTTP on {address}, reachable from other machines: patient \
+             data and passwords cross the network unencrypted. Set tls.cert_file and \
+             tls.key_file (PATHFED_TLS_CERT_FILE, PATHFED_TLS_KEY_FILE) to serve HTTPS, or put \
+             an HTTPS reverse proxy in front and name it in tls.trusted_proxies \
+             (PATHFED_TLS_TRUSTED_PROXIES), or listen on 127.0.0.1 only."
+        );
+        tracing::warn!(
+            %address,
+            "serving plain HTTP on a non-loopback address without TLS and without \
+             tls.trusted_proxies: set tls.cert_file and tls.key_file, or tls.trusted_proxies"
+        );
+    }
     println!("pathfed listening on {scheme}://{address}");
     if users == 0 {
         println!("no users yet: create the platform admin with `pathfed admin init --help`");

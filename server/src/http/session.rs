@@ -4,9 +4,11 @@
 //! `PUT /api/v1/session/language`.
 //!
 //! The session secret travels only in an HttpOnly, SameSite=Strict cookie (`Secure` over
-//! HTTPS); the CSRF token is returned in the body for the page to echo in `X-CSRF-Token`. The
-//! login request itself must be JSON, which a cross-site form cannot send without a CORS
-//! preflight. Unknown users and wrong passwords get the same answer in the same time.
+//! HTTPS) that lasts until the browser closes; the CSRF token is returned in the body for the
+//! page to echo in `X-CSRF-Token`. The login request itself must be JSON, which a cross-site
+//! form cannot send without a CORS preflight. Unknown users and wrong passwords get the same
+//! answer in the same time. Every attempt is counted against the name and the address before
+//! it is checked (`throttle::reserve`), so parallel guesses get no more tries than the limit.
 //!
 //! A user with a second factor signs in with the password and a code (TOTP or a recovery code);
 //! the password alone answers `second_factor_required`, which tells the page to ask for the
@@ -141,16 +143,23 @@ fn too_many_attempts(wait: i64) -> Response {
     response
 }
 
-/// The request's live browser session, if it came with one (API tokens have none).
+/// The request's live browser session and its secret, if it came with one of `user`'s (API
+/// tokens have none; a cookie of another user's session beside a token is ignored, so that
+/// token cannot act on that session).
 async fn current_session(
     platform: &Platform,
+    user: &User,
     headers: &HeaderMap,
-) -> Result<Option<Session>, ApiError> {
+) -> Result<Option<(Session, String)>, ApiError> {
     let Some(secret) = session_cookie(headers) else {
         return Ok(None);
     };
     let idle = platform.config.auth.idle_minutes;
-    Ok(accounts::session_user(&platform.db, &secret, idle).await?)
+    // The request was let in (and counted as activity, or not) by `Authenticated` already.
+    let session = accounts::session_user(&platform.db, &secret, idle, false).await?;
+    Ok(session
+        .filter(|session| session.user.id == user.id)
+        .map(|session| (session, secret)))
 }
 
 /// The answer about the request's session: its CSRF token and stage (an API token has neither).
@@ -159,45 +168,67 @@ async fn describe(
     user: &User,
     headers: &HeaderMap,
 ) -> Result<SessionBody, ApiError> {
-    Ok(match current_session(platform, headers).await? {
-        Some(session) => session_body(user, &session.csrf_token, session.stage),
+    Ok(match current_session(platform, user, headers).await? {
+        Some((session, _)) => session_body(user, &session.csrf_token, session.stage),
         None => session_body(user, "", SessionStage::Full),
     })
 }
 
-/// Counts a failed sign-in against the user name and the address, and audits it (with the
-/// locks it set off).
+/// Audits a failed sign-in (already counted against the user name and the address when it was
+/// reserved) and the locks its reservations set: `locks` pairs each key's "this attempt locked
+/// it" with the key's audit target.
 async fn count_failure(
     platform: &Platform,
-    keys: [&str; 2],
+    locks: [(bool, &str); 2],
     target: &str,
     why: &str,
     client: IpAddr,
-) -> Result<(), ApiError> {
-    let auth = &platform.config.auth;
-    let now = pathfed_core::clock::now();
-    let [account, address] = keys;
-    let account_locked = throttle::failed(&platform.db, account, auth.account_limit(), now).await?;
-    let address_locked = throttle::failed(&platform.db, address, auth.address_limit(), now).await?;
+) {
     let _ = platform
         .audit(
             AuditEvent::anonymous("login", target, "denied")
                 .detail(format!("{why} (from {client})")),
         )
         .await;
-    for (locked, what) in [(account_locked, target), (address_locked, address)] {
+    for (locked, what) in locks {
         if locked {
-            let _ = platform
-                .audit(
-                    AuditEvent::anonymous("login.lock", what, "ok").detail(format!(
-                        "locked for {} minutes after repeated failed sign-ins",
-                        auth.lockout_minutes
-                    )),
-                )
-                .await;
+            audit_lock(platform, what).await;
         }
     }
-    Ok(())
+}
+
+/// Audits that failed attempts locked `what` (a user name's target or an address key).
+async fn audit_lock(platform: &Platform, what: &str) {
+    let minutes = platform.config.auth.lockout_minutes;
+    let _ = platform
+        .audit(
+            AuditEvent::anonymous("login.lock", what, "ok").detail(format!(
+                "locked for {minutes} minutes after repeated failed sign-ins"
+            )),
+        )
+        .await;
+}
+
+/// Refuses a sign-in on a locked user name or address (audited), with the longest wait of
+/// `keys` (at least `wait`, the refusing key's).
+async fn refuse_locked(
+    platform: &Platform,
+    keys: &[String],
+    target: &str,
+    client: IpAddr,
+    wait: i64,
+) -> Result<Response, ApiError> {
+    let now = pathfed_core::clock::now();
+    let longest = throttle::retry_after(&platform.db, keys, now)
+        .await?
+        .map_or(wait, |w| w.max(wait));
+    let _ = platform
+        .audit(
+            AuditEvent::anonymous("login", target, "denied")
+                .detail(format!("locked after failed sign-ins (from {client})")),
+        )
+        .await;
+    Ok(too_many_attempts(longest))
 }
 
 /// The language a user reads the pages (and their e-mails) in.
@@ -217,7 +248,8 @@ struct LanguageChoice {
     responses(
         (status = 200, description = "signed in; with `second_factor_enrolment_required` the \
             session reaches only `/api/v1/session…` until a second factor is set up", body = SessionBody,
-            headers(("Set-Cookie" = String, description = "the session cookie, HttpOnly, SameSite=Strict, Secure over HTTPS"))),
+            headers(("Set-Cookie" = String, description = "the session cookie, HttpOnly, SameSite=Strict, Secure over HTTPS; \
+                without Max-Age, so it ends when the browser closes"))),
         (status = 400, description = "the body is not JSON `{username, password, code?}`", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`: wrong user name or password; \
             `second_factor_required`: the password is right and the user has a second factor, so \
@@ -245,32 +277,43 @@ async fn login(
     let target = format!("user:{}", credentials.username);
     let account = throttle::account_key(&credentials.username);
     let address = throttle::address_key(&client);
+    let keys = [account.clone(), address.clone()];
+    let auth = &platform.config.auth;
+    let (account_limit, address_limit) = (auth.account_limit(), auth.address_limit());
     let now = pathfed_core::clock::now();
-    // A locked name or address is refused before the password is looked at, so guessing on
-    // cannot tell a right password from a wrong one.
-    if let Some(wait) =
-        throttle::retry_after(&platform.db, &[account.clone(), address.clone()], now).await?
-    {
-        let _ = platform
-            .audit(
-                AuditEvent::anonymous("login", &target, "denied")
-                    .detail(format!("locked after failed sign-ins (from {client})")),
-            )
-            .await;
-        return Ok(too_many_attempts(wait));
-    }
-    let keys = [account.as_str(), address.as_str()];
+    // The attempt is counted against the name and the address before the password is looked
+    // at, each in one statement: a locked name or address is refused unchecked, so guessing on
+    // cannot tell a right password from a wrong one, and a burst of parallel guesses gets no
+    // more tries than the limit. A right password gives its count back.
+    let account_locks = match throttle::reserve(&platform.db, &account, account_limit, now).await? {
+        throttle::Reservation::Allowed { locks } => locks,
+        throttle::Reservation::Refused(wait) => {
+            return refuse_locked(&platform, &keys, &target, client, wait).await;
+        }
+    };
+    let address_locks = match throttle::reserve(&platform.db, &address, address_limit, now).await? {
+        throttle::Reservation::Allowed { locks } => locks,
+        throttle::Reservation::Refused(wait) => {
+            // Not checked, so not a guess against the name.
+            throttle::undo(&platform.db, &account, account_limit).await?;
+            return refuse_locked(&platform, &keys, &target, client, wait).await;
+        }
+    };
+    let locks = [
+        (account_locks, target.as_str()),
+        (address_locks, address.as_str()),
+    ];
     let Some(user) =
         accounts::authenticate(&platform.db, &credentials.username, &credentials.password).await?
     else {
         count_failure(
             &platform,
-            keys,
+            locks,
             &target,
             "wrong user name or password",
             client,
         )
-        .await?;
+        .await;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
@@ -286,6 +329,8 @@ async fn login(
             .filter(|c| !c.is_empty());
         let Some(code) = code else {
             // Not a failure: the page asks for the code and sends both again.
+            throttle::undo(&platform.db, &account, account_limit).await?;
+            throttle::undo(&platform.db, &address, address_limit).await?;
             let _ = platform
                 .audit(
                     AuditEvent::by(&user, "login", &target, "refused")
@@ -299,7 +344,7 @@ async fn login(
             ));
         };
         if !second_factor::verify(&platform, &user.id, code).await? {
-            count_failure(&platform, keys, &target, "wrong second factor", client).await?;
+            count_failure(&platform, locks, &target, "wrong second factor", client).await;
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_second_factor",
@@ -314,6 +359,7 @@ async fn login(
         SessionStage::Full
     };
     throttle::clear(&platform.db, &account, now).await?;
+    throttle::undo(&platform.db, &address, address_limit).await?;
     let hours = platform.config.auth.session_hours;
     let start = NewSession {
         stage,
@@ -337,10 +383,9 @@ async fn login(
     } else {
         ""
     };
-    let cookie = format!(
-        "{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
-        hours.saturating_mul(3600)
-    );
+    // No Max-Age or Expires: the browser forgets the cookie when it closes (a shared hospital
+    // workstation); the server ends the session when idle or old in any case.
+    let cookie = format!("{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/{secure}");
     let mut response = Json(session_body(&user, &csrf, stage)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -440,7 +485,7 @@ async fn logout(
     Authenticated(user): Authenticated,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(secret) = session_cookie(&headers) {
+    if let Some((_, secret)) = current_session(&platform, &user, &headers).await? {
         accounts::delete_session(&platform.db, &secret).await?;
     }
     let _ = platform
@@ -546,8 +591,10 @@ async fn confirm_second_factor(
     };
     if let Some(secret) = session_cookie(&headers) {
         // The code just given is this session's second factor: it may now reach everything.
-        accounts::set_session_stage(&platform.db, &secret, SessionStage::Full).await?;
-        accounts::record_second_factor(&platform.db, &secret, pathfed_core::clock::now()).await?;
+        // Only the user's own session: a token's request may carry another user's cookie.
+        let now = pathfed_core::clock::now();
+        accounts::set_session_stage(&platform.db, &secret, &user.id, SessionStage::Full).await?;
+        accounts::record_second_factor(&platform.db, &secret, &user.id, now).await?;
     }
     let _ = platform
         .audit(
@@ -637,7 +684,7 @@ async fn remove_second_factor(
             return Ok(too_many_attempts(wait));
         }
     }
-    second_factor::reset(&platform.db, &user.id).await?;
+    second_factor::remove(&platform.db, &user.id).await?;
     let _ = platform
         .audit(AuditEvent::by(&user, "second_factor.remove", &target, "ok"))
         .await;
@@ -673,39 +720,45 @@ async fn change_password(
 ) -> Result<Response, ApiError> {
     let target = format!("user:{}", user.username);
     let account = throttle::account_key(&user.username);
+    let limit = platform.config.auth.account_limit();
     let now = pathfed_core::clock::now();
     // The current password is asked so that a session left open cannot lock its owner out;
-    // guessing it is throttled like signing in.
-    if let Some(wait) =
-        throttle::retry_after(&platform.db, std::slice::from_ref(&account), now).await?
-    {
-        let _ = platform
-            .audit(
-                AuditEvent::by(&user, "session.password", &target, "denied")
-                    .detail("locked after failed sign-ins"),
-            )
-            .await;
-        return Ok(too_many_attempts(wait));
-    }
+    // guessing it is throttled like signing in, counted before it is checked.
+    let locks = match throttle::reserve(&platform.db, &account, limit, now).await? {
+        throttle::Reservation::Allowed { locks } => locks,
+        throttle::Reservation::Refused(wait) => {
+            let _ = platform
+                .audit(
+                    AuditEvent::by(&user, "session.password", &target, "denied")
+                        .detail("locked after failed sign-ins"),
+                )
+                .await;
+            return Ok(too_many_attempts(wait));
+        }
+    };
     let right = accounts::authenticate(&platform.db, &user.username, &change.current_password)
         .await?
         .is_some_and(|u| u.id == user.id);
     if !right {
-        let auth = &platform.config.auth;
-        throttle::failed(&platform.db, &account, auth.account_limit(), now).await?;
         let _ = platform
             .audit(
                 AuditEvent::by(&user, "session.password", &target, "denied")
                     .detail("wrong current password"),
             )
             .await;
+        if locks {
+            audit_lock(&platform, &target).await;
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
             "the current password is wrong",
         ));
     }
-    let keep = session_cookie(&headers);
+    throttle::undo(&platform.db, &account, limit).await?;
+    let keep = current_session(&platform, &user, &headers)
+        .await?
+        .map(|(_, secret)| secret);
     let ended = match accounts::change_password(
         &platform.db,
         &user.username,

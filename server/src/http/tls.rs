@@ -6,7 +6,8 @@
 //! `X-Forwarded-For` / `X-Forwarded-Proto` (`tls.trusted_proxies`; anyone else's are ignored)
 //! — and runs the request inside [`pathfed_core::request_context::scope`], so the sign-in
 //! throttle and the audit log see the real client. Answers to HTTPS requests carry
-//! `Strict-Transport-Security` (`tls.hsts_max_age_s`) and mark every cookie they set `Secure`,
+//! `Strict-Transport-Security` (`tls.hsts_max_age_s`; `includeSubDomains` only with
+//! `tls.hsts_include_subdomains`) and mark every cookie they set `Secure`,
 //! so a session cookie made over TLS never travels over plain HTTP.
 //!
 //! [`server_config`] loads the certificate chain and key (PEM) into a rustls configuration,
@@ -43,11 +44,13 @@ impl Transport {
     /// set, so the same settings tell the middleware whether a connection is TLS.
     pub fn new(tls: &TlsConfig) -> Self {
         let hsts = if tls.hsts_max_age_s > 0 {
-            HeaderValue::from_str(&format!(
-                "max-age={}; includeSubDomains",
-                tls.hsts_max_age_s
-            ))
-            .ok()
+            // Subdomains only when asked: other hosts of the domain may speak plain HTTP.
+            let subdomains = if tls.hsts_include_subdomains {
+                "; includeSubDomains"
+            } else {
+                ""
+            };
+            HeaderValue::from_str(&format!("max-age={}{subdomains}", tls.hsts_max_age_s)).ok()
         } else {
             None
         };

@@ -4,7 +4,9 @@
 //!   rest answers 404, as if it did not exist); the platform admin reaches every hospital;
 //!   everyone else is refused with 403;
 //! - a hospital's admin cannot give a role beyond the hospital (platform admin, researcher) nor
-//!   act on such an account, nor change their own role or disable themselves;
+//!   act on such an account (unlocking it included), nor change their own role or disable
+//!   themselves; a role change ends the user's API tokens; no user may be named as the audit
+//!   log names other actors (`anonymous`, `cli:…`);
 //! - a password the policy refuses is refused with `weak_password`; a reset ends the user's
 //!   tokens; disabling stops a user's token and enabling restores it; an unlock lifts the lock of
 //!   failed sign-ins; the upload quota and its usage are shown, and set by the platform admin;
@@ -23,7 +25,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::people::wait_for;
-use crate::support::{As, BACKENDS, TestServer, client};
+use crate::support::{As, BACKENDS, Backend, TestServer, client, password};
 
 const USERS: &str = "/api/v1/admin/users";
 const HOSPITALS: &str = "/api/v1/admin/hospitals";
@@ -754,5 +756,156 @@ async fn admins_administer_their_own_hospital_and_every_change_is_audited() {
                 "{backend:?}: no audit row {expected:?}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn role_changes_end_tokens_and_locks_beyond_the_hospital_stay_for_its_admin() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        let root = As {
+            token: server.user("Hub U", "hub", "u_root", "platform-admin"),
+            server: &server,
+        };
+        let admin = As {
+            token: server.user("Hub U", "hub", "u_admin", "admin"),
+            server: &server,
+        };
+        let path_token = server.user("Hub U", "hub", "u_path", "pathologist");
+        server.user("Hub U", "hub", "u_res", "researcher");
+
+        // A token made for a pathologist does not go on as an admin's.
+        assert_eq!(token_status(&server, &path_token).await, 200);
+        let changed = admin
+            .ok(
+                Method::PUT,
+                &format!("{USERS}/u_path"),
+                Some(json!({"role": "admin"})),
+            )
+            .await;
+        assert_eq!(changed["role"], "admin", "{changed}");
+        assert_eq!(
+            token_status(&server, &path_token).await,
+            401,
+            "{backend:?}: the token survived the role change"
+        );
+        let tokens = root.ok(Method::GET, TOKENS, None).await;
+        assert!(
+            tokens["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["username"] == "u_path")
+                .all(|t| t["state"] == "revoked"),
+            "{backend:?}: {tokens}"
+        );
+
+        // Failed sign-ins lock three names of the hospital.
+        for name in ["u_root", "u_res", "u_path"] {
+            for _ in 0..5 {
+                assert_eq!(sign_in(&server, name, "not-the-password").await.0, 401);
+            }
+            assert_eq!(
+                sign_in(&server, name, &password(name)).await.0,
+                429,
+                "{backend:?}: {name} locked"
+            );
+        }
+        // The hospital's admin may not let guessing go on at the platform admin's or a
+        // researcher's account; only at their own hospital's people.
+        for name in ["u_root", "u_res"] {
+            refused_with(
+                &admin,
+                Method::POST,
+                &format!("{USERS}/{name}/unlock"),
+                None,
+                403,
+                "forbidden",
+            )
+            .await;
+            assert_eq!(
+                sign_in(&server, name, &password(name)).await.0,
+                429,
+                "{backend:?}: {name} still locked"
+            );
+        }
+        let unlocked = admin
+            .ok(Method::POST, &format!("{USERS}/u_path/unlock"), None)
+            .await;
+        assert_eq!(unlocked["was_locked"], true, "{unlocked}");
+        assert_eq!(sign_in(&server, "u_path", &password("u_path")).await.0, 200);
+        // The platform admin lifts any lock.
+        let unlocked = root
+            .ok(Method::POST, &format!("{USERS}/u_res/unlock"), None)
+            .await;
+        assert_eq!(unlocked["was_locked"], true, "{unlocked}");
+        assert_eq!(sign_in(&server, "u_res", &password("u_res")).await.0, 200);
+
+        // No user may take a name the audit log gives other actors.
+        for name in ["anonymous", "Anonymous", "cli:root", "u:path"] {
+            let message = root
+                .refused(
+                    Method::POST,
+                    USERS,
+                    Some(
+                        json!({"username": name, "role": "pathologist", "password": NEW_PASSWORD}),
+                    ),
+                    400,
+                )
+                .await;
+            assert!(
+                message.contains("reserved") || message.contains("\":\""),
+                "{backend:?}: {name}: {message}"
+            );
+        }
+
+        let db = server.db().await;
+        let rows: Vec<String> = pathfed_core::audit::recent(&db, 500)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r.event.actor, r.event.action, r.event.target, r.event.outcome
+                )
+            })
+            .collect();
+        for expected in [
+            "u_admin admin.user.role user:u_path ok",
+            "u_admin admin.user.unlock user:u_root denied",
+            "u_admin admin.user.unlock user:u_res denied",
+            "u_admin admin.user.unlock user:u_path ok",
+            "u_root admin.user.unlock user:u_res ok",
+            "u_root admin.user.create user:anonymous refused",
+        ] {
+            assert!(
+                rows.iter().any(|r| r == expected),
+                "{backend:?}: no audit row {expected:?}"
+            );
+        }
+    }
+
+    // The server host's command refuses such names too.
+    let server = TestServer::start(Backend::Local);
+    server.cli_ok(&["admin", "hospital", "add", "Spoke N", "--kind", "spoke"]);
+    let pw = server.dir.path().join("anonymous.pw");
+    std::fs::write(&pw, NEW_PASSWORD).unwrap();
+    for name in ["anonymous", "cli:someone"] {
+        let out = server.cli(&[
+            "admin",
+            "user",
+            "add",
+            name,
+            "--hospital",
+            "Spoke N",
+            "--role",
+            "submitter",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{name} accepted");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("user name"), "{name}: {said}");
     }
 }

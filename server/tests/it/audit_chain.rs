@@ -8,7 +8,7 @@
 //! views; commands record the operating-system account they ran as. The review API searches
 //! (actor, patient, slide, action, outcome, time, pages), exports CSV, reports who accessed a
 //! patient's slides, runs the chain check, refuses non-admins, and audits its own use without
-//! writing the patient's id.
+//! writing the patient's id; a patient's id goes in a POST body only, never in a URL.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
@@ -390,6 +390,12 @@ async fn search(who: &As<'_>, query: &str) -> Value {
         .await
 }
 
+/// A page of `POST /api/v1/admin/audit/search` with the filters `body`, as `who` sees it.
+async fn search_by_body(who: &As<'_>, body: Value) -> Value {
+    who.ok(Method::POST, "/api/v1/admin/audit/search", Some(body))
+        .await
+}
+
 fn rows_of(page: &Value) -> &Vec<Value> {
     page["rows"].as_array().unwrap()
 }
@@ -472,8 +478,9 @@ async fn admins_review_the_log_by_user_patient_slide_and_time() {
         let everywhere = search(&root, "actor=res_h").await;
         assert!(!rows_of(&everywhere).is_empty(), "{everywhere}");
 
-        // By patient: the rows on that patient's case and slide only.
-        let patient = search(&spoke_admin, "patient_id=PT-77").await;
+        // By patient: the rows on that patient's case and slide only. The id goes in a body:
+        // in a URL, which proxies and logs keep, it is refused.
+        let patient = search_by_body(&spoke_admin, json!({"patient_id": "PT-77"})).await;
         let on_patient = rows_of(&patient);
         assert!(!on_patient.is_empty(), "{backend:?}: {patient}");
         for r in on_patient {
@@ -484,8 +491,41 @@ async fn admins_review_the_log_by_user_patient_slide_and_time() {
             );
             assert!(!target.contains(&slide_b) && !target.contains(&case_b));
         }
-        let nobody = search(&spoke_admin, "patient_id=PT-00").await;
+        let nobody = search_by_body(&spoke_admin, json!({"patient_id": "PT-00"})).await;
         assert_eq!(rows_of(&nobody).len(), 0);
+        for path in [
+            "/api/v1/admin/audit?patient_id=PT-77",
+            "/api/v1/admin/audit.csv?patient_id=PT-77",
+            "/api/v1/admin/audit/patient?patient_id=PT-77",
+        ] {
+            let (status, body) = spoke_admin.call(Method::GET, path, None).await;
+            assert!(
+                status.is_client_error(),
+                "{backend:?}: GET {path}: {status} {body}"
+            );
+        }
+        let (_, in_url) = spoke_admin
+            .call(Method::GET, "/api/v1/admin/audit?patient_id=PT-77", None)
+            .await;
+        assert_eq!(
+            in_url["error"]["code"], "patient_id_in_url",
+            "{backend:?}: {in_url}"
+        );
+        // The body takes the other filters too, numbers as numbers.
+        let same = search_by_body(&spoke_admin, json!({"actor": "path1", "limit": 1})).await;
+        assert_eq!(
+            rows_of(&same)[0]["seq"],
+            rows_of(&by_path1)[0]["seq"],
+            "{backend:?}: {same}"
+        );
+        spoke_admin
+            .refused(
+                Method::POST,
+                "/api/v1/admin/audit/search",
+                Some(json!({"patientid": "PT-77"})),
+                400,
+            )
+            .await;
 
         // Filters combine; an action prefix; time bounds (from included, to excluded).
         let thumbs = search(
@@ -545,19 +585,30 @@ async fn admins_review_the_log_by_user_patient_slide_and_time() {
         for path in [
             "/api/v1/admin/audit",
             "/api/v1/admin/audit.csv",
-            "/api/v1/admin/audit/patient?patient_id=PT-77",
             "/api/v1/admin/audit/verify",
         ] {
             first.refused(Method::GET, path, None, 403).await;
         }
+        for path in [
+            "/api/v1/admin/audit/search",
+            "/api/v1/admin/audit.csv",
+            "/api/v1/admin/audit/patient",
+        ] {
+            first
+                .refused(
+                    Method::POST,
+                    path,
+                    Some(json!({"patient_id": "PT-77"})),
+                    403,
+                )
+                .await;
+        }
 
         // The CSV export of the same search, as a spreadsheet opens it.
         let response = client()
-            .get(format!(
-                "{}/api/v1/admin/audit.csv?patient_id=PT-77",
-                server.url
-            ))
+            .post(format!("{}/api/v1/admin/audit.csv", server.url))
             .bearer_auth(&spoke_admin.token)
+            .json(&json!({"patient_id": "PT-77"}))
             .send()
             .await
             .unwrap();
@@ -616,9 +667,9 @@ async fn admins_review_the_log_by_user_patient_slide_and_time() {
         // The patient's access report: the hub pathologist's view of the slide, from where.
         let report = spoke_admin
             .ok(
-                Method::GET,
-                "/api/v1/admin/audit/patient?patient_id=PT-77",
-                None,
+                Method::POST,
+                "/api/v1/admin/audit/patient",
+                Some(json!({"patient_id": "PT-77"})),
             )
             .await;
         assert_eq!(report["cases"], json!([case_a]), "{report}");
@@ -638,9 +689,9 @@ async fn admins_review_the_log_by_user_patient_slide_and_time() {
         assert!(order.windows(2).all(|w| w[0] < w[1]), "oldest first");
         let by_root = root
             .ok(
-                Method::GET,
-                "/api/v1/admin/audit/patient?patient_id=PT-77&hospital=Spoke%20A",
-                None,
+                Method::POST,
+                "/api/v1/admin/audit/patient",
+                Some(json!({"patient_id": "PT-77", "hospital": "Spoke A"})),
             )
             .await;
         assert_eq!(by_root["cases"], json!([case_a]));

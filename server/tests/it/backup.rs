@@ -2,7 +2,8 @@
 //! signed-out case is backed up while it runs, backed up again (nothing copied twice), a third
 //! time keeping two generations, and restored into a fresh platform, where every object's
 //! SHA-256, the audit chain, the signed report and the slide's tiles check out. A wrong
-//! passphrase writes nothing, and a platform that is not empty is not overwritten.
+//! passphrase, a dump changed along with its hash in the manifest, or a keys file of another
+//! generation writes nothing, and a platform that is not empty is not overwritten.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -180,6 +181,69 @@ async fn round_trip(backend: Backend) {
         "{backend:?}: wrong passphrase accepted"
     );
     assert!(stderr.contains("passphrase"), "{backend:?}: {stderr}");
+    assert!(target.database_untouched().await, "{backend:?}");
+    assert!(target.clinical_objects().await.is_empty(), "{backend:?}");
+    assert!(entries(&target.dir.path().join("data/keys")).is_empty());
+
+    // A dump changed, and its SHA-256 and size changed in the manifest to match: only the
+    // sealed keys, which need the passphrase, still vouch for the manifest as it was made.
+    let generations = entries(&backups.join("generations"));
+    let (older, newest) = (&generations[0], &generations[1]);
+    let folder = backups.join("generations").join(newest);
+    let manifest_path = folder.join("manifest.json");
+    let manifest_bytes = std::fs::read(&manifest_path).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let dump_path = folder.join(manifest["database"]["file"].as_str().unwrap());
+    let dump_bytes = std::fs::read(&dump_path).unwrap();
+    let mut altered = dump_bytes.clone();
+    altered.extend_from_slice(b"altered after the backup");
+    std::fs::write(&dump_path, &altered).unwrap();
+    manifest["database"]["sha256"] = sha256_hex(&altered).into();
+    manifest["database"]["size"] = altered.len().into();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let tampered = restore(&target, pass.as_path());
+    let stderr = String::from_utf8_lossy(&tampered.stderr);
+    assert!(
+        !tampered.status.success(),
+        "{backend:?}: an altered dump was restored"
+    );
+    assert!(
+        stderr.contains("manifest was changed"),
+        "{backend:?}: {stderr}"
+    );
+    assert!(target.database_untouched().await, "{backend:?}");
+    assert!(target.clinical_objects().await.is_empty(), "{backend:?}");
+    assert!(entries(&target.dir.path().join("data/keys")).is_empty());
+    std::fs::write(&dump_path, &dump_bytes).unwrap();
+    std::fs::write(&manifest_path, &manifest_bytes).unwrap();
+
+    // The keys file of another generation (same passphrase, same keys) is refused too.
+    let other_keys = backups.join("keys").join(format!("{older}.keys.enc"));
+    let swapped = target.cli(&[
+        "admin",
+        "restore",
+        "--from",
+        backups.to_str().unwrap(),
+        "--generation",
+        newest.as_str(),
+        "--keys",
+        other_keys.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&swapped.stderr);
+    assert!(
+        !swapped.status.success(),
+        "{backend:?}: another generation's keys were accepted"
+    );
+    assert!(
+        stderr.contains("belongs to generation"),
+        "{backend:?}: {stderr}"
+    );
     assert!(target.database_untouched().await, "{backend:?}");
     assert!(target.clinical_objects().await.is_empty(), "{backend:?}");
     assert!(entries(&target.dir.path().join("data/keys")).is_empty());

@@ -2,7 +2,7 @@
 //! user stops working at once, on both backends, while other users keep theirs (the user's own
 //! change keeps the session it was made in). Passwords follow the rules (13 characters, or 8
 //! with a second factor; nothing easy to guess), wherever they are set. Failed sign-ins lock
-//! the name and the address; API tokens expire.
+//! the name and the address, a burst of parallel guesses included; API tokens expire.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
@@ -188,6 +188,88 @@ async fn repeated_failed_sign_ins_lock_the_name_and_the_address() {
                 "{backend:?}: no audit row {expected:?} in {actions:?}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_parallel_guesses_gets_no_more_tries_than_the_limit() {
+    for backend in BACKENDS {
+        let server = TestServer::start_with(
+            backend,
+            &[
+                ("PATHFED_AUTH_MAX_FAILURES_PER_ACCOUNT", "5"),
+                ("PATHFED_AUTH_MAX_FAILURES_PER_ADDRESS", "100"),
+                ("PATHFED_AUTH_LOCKOUT_MINUTES", "15"),
+            ],
+        );
+        server.user("Spoke G", "spoke", "burst_user", "submitter");
+
+        // 40 guesses at once: each is counted before its password is looked at, so only as
+        // many as the limit are checked; the rest are refused unchecked.
+        let guesses: Vec<String> = (0..40).map(|n| format!("guess-number-{n}")).collect();
+        let answers = futures::future::join_all(
+            guesses
+                .iter()
+                .map(|guess| attempt(&server, "burst_user", guess)),
+        )
+        .await;
+        let checked = answers
+            .iter()
+            .filter(|(status, _, _)| *status == 401)
+            .count();
+        let refused = answers
+            .iter()
+            .filter(|(status, _, _)| *status == 429)
+            .count();
+        assert!(
+            (1..=5).contains(&checked),
+            "{backend:?}: {checked} guesses were checked, the limit is 5"
+        );
+        assert_eq!(
+            checked + refused,
+            40,
+            "{backend:?}: every other guess is refused: {:?}",
+            answers
+                .iter()
+                .map(|(status, _, _)| status)
+                .collect::<Vec<_>>()
+        );
+        for (status, retry, body) in &answers {
+            if *status == 429 {
+                assert_eq!(body["error"]["code"], "too_many_attempts", "{body}");
+                assert!(retry.is_some(), "{backend:?}: no Retry-After");
+            }
+        }
+        // The name is locked: the right password is refused too.
+        let (status, _, _) = attempt(&server, "burst_user", &password("burst_user")).await;
+        assert_eq!(status, 429, "{backend:?}: locked after the burst");
+
+        // One lock, audited once.
+        let db = server.db().await;
+        let locks = pathfed_core::audit::recent(&db, 200)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.event.action == "login.lock" && r.event.target == "user:burst_user")
+            .count();
+        assert_eq!(locks, 1, "{backend:?}");
+
+        // A right password signs in once the lock is lifted, and clears the count.
+        server.cli_ok(&["admin", "user", "unlock", "burst_user"]);
+        for n in 1..=4 {
+            let (status, _, _) = attempt(&server, "burst_user", "still-not-it").await;
+            assert_eq!(status, 401, "{backend:?}: attempt {n} after the unlock");
+        }
+        let right = password("burst_user");
+        assert_eq!(attempt(&server, "burst_user", &right).await.0, 200);
+        for n in 1..=4 {
+            let (status, _, _) = attempt(&server, "burst_user", "still-not-it").await;
+            assert_eq!(
+                status, 401,
+                "{backend:?}: the sign-in cleared the count ({n})"
+            );
+        }
+        assert_eq!(attempt(&server, "burst_user", &right).await.0, 200);
     }
 }
 

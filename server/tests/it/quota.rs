@@ -2,7 +2,8 @@
 //! from the command line; an upload within it works; the next one that would pass it is
 //! refused with 413 `quota_exceeded` and a message giving the usage and the limit when the
 //! upload is created, before any byte is sent; another hospital is not affected; a quota
-//! lowered while an upload is under way refuses it when it completes; the CLI reports usage.
+//! lowered while an upload is under way refuses it when it completes; the CLI reports usage; a
+//! zip counts as the files it unpacks to, refused before any of them is stored.
 
 use base64::Engine;
 use serde_json::Value;
@@ -144,5 +145,101 @@ async fn uploads_past_a_hospitals_quota_are_refused_before_any_byte() {
         let url = create(&server, &token, second.len(), "q2.svs", &sha).await;
         let done = patch(&url, &token, 0, &second, None).await;
         assert_eq!(done.status(), 204, "{backend:?}");
+    }
+}
+
+/// A zip of `entries`, deflated.
+fn deflated_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zip_counts_against_the_quota_as_unpacked() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        let token = server.user("Zip Spoke", "spoke", "zip_sub", "submitter");
+        let slide = std::fs::read(synth_slide(server.dir.path(), "z.svs", 1200, 900, 3)).unwrap();
+        // Notes of two letters at random: about 1 bit a byte, so they deflate some 6 to 8 times,
+        // well under the zip-bomb ratio, yet unpack to far more than the zip's size.
+        let mut state: u32 = 12345;
+        let notes: Vec<u8> = (0..(3 << 20))
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if (state >> 30) & 1 == 0 { b'a' } else { b'b' }
+            })
+            .collect();
+        let zip = deflated_zip(&[("z.svs", slide.as_slice()), ("notes.txt", notes.as_slice())]);
+        let unpacked = slide.len() + notes.len();
+        assert!(
+            zip.len() < unpacked / 2,
+            "{backend:?}: the zip is {} bytes",
+            zip.len()
+        );
+        let sha = sha256_hex(&zip);
+
+        // Room for the zip as sent, not for what it unpacks to.
+        let quota = zip.len();
+        server.cli_ok(&[
+            "admin",
+            "hospital",
+            "quota",
+            "Zip Spoke",
+            "--bytes",
+            &quota.to_string(),
+        ]);
+        let url = create(&server, &token, zip.len(), "z.zip", &sha).await;
+        let refused = patch(&url, &token, 0, &zip, None).await;
+        assert_eq!(refused.status(), 413, "{backend:?}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "quota_exceeded",
+            "{backend:?}: {body}"
+        );
+        let db = server.db().await;
+        assert_eq!(
+            pathfed_ingest::slides::count(&db).await.unwrap(),
+            0,
+            "{backend:?}: a slide was stored"
+        );
+        assert!(
+            server.clinical_objects().await.is_empty(),
+            "{backend:?}: objects left: {:?}",
+            server.clinical_objects().await
+        );
+        assert!(
+            server.staging_files().is_empty(),
+            "{backend:?}: staging left"
+        );
+        let usage = server.cli_ok(&["admin", "hospital", "quota", "Zip Spoke"]);
+        assert!(
+            usage.contains(&format!("(0 of {quota} bytes)")),
+            "{backend:?}: {usage}"
+        );
+
+        // With room for the unpacked files it is stored, and counted at that size.
+        server.cli_ok(&[
+            "admin",
+            "hospital",
+            "quota",
+            "Zip Spoke",
+            "--bytes",
+            &unpacked.to_string(),
+        ]);
+        let url = create(&server, &token, zip.len(), "z.zip", &sha).await;
+        let done = patch(&url, &token, 0, &zip, None).await;
+        assert_eq!(done.status(), 204, "{backend:?}");
+        let usage = server.cli_ok(&["admin", "hospital", "quota", "Zip Spoke"]);
+        assert!(
+            usage.contains(&format!("({unpacked} of {unpacked} bytes)")),
+            "{backend:?}: {usage}"
+        );
     }
 }

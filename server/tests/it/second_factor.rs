@@ -1,8 +1,9 @@
 //! The second factor (TOTP) through the API, as a browser and an authenticator app use it:
 //! enrolment with a QR code and recovery codes; sign-in that then needs a code, each code
 //! good once, wrong codes counted toward the lockout; admins (and everyone in a hospital whose
-//! policy says so) kept to the enrolment until they have one; an admin's reset; and a hospital
-//! asking for a fresh code to sign a case out.
+//! policy says so) kept to the enrolment until they have one, signed out when the policy or an
+//! admin's reset concerns them; a hospital asking for a fresh code to sign a case out or amend
+//! its report; and an API token that cannot act on another user's session cookie.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
@@ -11,7 +12,9 @@ use serde_json::{Value, json};
 
 use crate::support::people::{read, staff};
 use crate::support::totp::{Authenticator, Browser, enrol};
-use crate::support::{As, BACKENDS, Backend, TestServer, password, submit_case, synth_slide};
+use crate::support::{
+    As, BACKENDS, Backend, TestServer, client, password, submit_case, synth_slide,
+};
 
 const SESSION: &str = "/api/v1/session";
 const SECOND_FACTOR: &str = "/api/v1/session/second-factor";
@@ -604,4 +607,233 @@ async fn a_hospital_can_ask_for_a_fresh_code_to_sign_a_case_out() {
         has_row(&rows, &format!("case.sign_out case:{case_id} ok")),
         "{rows:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_amendment_asks_for_the_same_fresh_code_as_a_sign_out() {
+    let server = TestServer::start(Backend::Local);
+    let people = staff(&server);
+    let case = ready_case(&server, &people.spoke, &people.first, &people.second, 43).await;
+    // Signed out before the hospital asked for codes.
+    people
+        .first
+        .ok(Method::POST, &format!("{case}/sign-out"), None)
+        .await;
+    set_policy(&server, "Hub H", false, true);
+    let amendments = format!("{case}/amendments");
+    let amendment = |code: Option<String>| {
+        let mut body = json!({
+            "code": "GAS-G5",
+            "findings": "Adenocarcinoma, moderately differentiated",
+            "reason": "Grade corrected after deeper levels",
+        });
+        if let Some(code) = code {
+            body["second_factor_code"] = json!(code);
+        }
+        body
+    };
+
+    // An amendment is a signature too: without a second factor, none is issued.
+    let (status, body) = people
+        .first
+        .call(Method::POST, &amendments, Some(amendment(None)))
+        .await;
+    assert_eq!(
+        (status.as_u16(), code_of(&body)),
+        (403, "fresh_second_factor_required"),
+        "{body}"
+    );
+
+    let mut browser = Browser::new(&server);
+    assert_eq!(
+        browser.sign_in("path1", &password("path1"), None).await.0,
+        200
+    );
+    let (app, _) = enrol(&browser).await;
+    server.advance_clock(6 * 60);
+    let (status, body) = browser
+        .call(Method::POST, &amendments, Some(amendment(None)))
+        .await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (403, "fresh_second_factor_required"),
+        "no code, none fresh: {body}"
+    );
+    let (status, body) = browser
+        .call(
+            Method::POST,
+            &amendments,
+            Some(amendment(Some(app.wrong_code(&server)))),
+        )
+        .await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (403, "fresh_second_factor_required"),
+        "a wrong code: {body}"
+    );
+    let versions = people
+        .spoke
+        .ok(Method::GET, &format!("{case}/reports"), None)
+        .await;
+    assert_eq!(
+        versions["reports"].as_array().unwrap().len(),
+        1,
+        "nothing issued: {versions}"
+    );
+
+    // With a current code it is issued; the code keeps the session fresh for a while.
+    let (status, body) = browser
+        .call(
+            Method::POST,
+            &amendments,
+            Some(amendment(Some(app.next_code(&server)))),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
+    let (status, body) = browser
+        .call(Method::POST, &amendments, Some(amendment(None)))
+        .await;
+    assert_eq!(status, 200, "fresh within the window: {body}");
+    assert_eq!(body["version"], 3, "{body}");
+
+    let rows = audit_rows(&server).await;
+    let case_id = case.rsplit('/').next().unwrap();
+    for expected in [
+        format!("case.amend case:{case_id} denied"),
+        format!("case.amend case:{case_id} ok"),
+    ] {
+        assert!(has_row(&rows, &expected), "no {expected:?} in {rows:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requiring_it_or_resetting_it_ends_the_sessions_it_concerns() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend);
+        server.user("Hub Now", "hub", "now_plain", "pathologist");
+        server.user("Hub Now", "hub", "now_enrolled", "pathologist");
+        server.user("Hub Later", "hub", "later_plain", "pathologist");
+        let mut plain = Browser::new(&server);
+        let mut enrolled = Browser::new(&server);
+        let mut elsewhere = Browser::new(&server);
+        for (browser, name) in [
+            (&mut plain, "now_plain"),
+            (&mut enrolled, "now_enrolled"),
+            (&mut elsewhere, "later_plain"),
+        ] {
+            let (status, body) = browser.sign_in(name, &password(name), None).await;
+            assert_eq!(status, 200, "{backend:?}: {name}: {body}");
+        }
+        enrol(&enrolled).await;
+        let cases = |browser: &Browser<'_>| {
+            let request = browser.client.get(format!("{}/api/v1/cases", server.url));
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+
+        // The hospital now requires a second factor: whoever has none is signed out at once,
+        // not when their session ends by itself.
+        set_policy(&server, "Hub Now", true, false);
+        assert_eq!(
+            cases(&plain).await,
+            401,
+            "{backend:?}: the session without a second factor goes on"
+        );
+        assert_eq!(cases(&enrolled).await, 200, "{backend:?}: enrolled");
+        assert_eq!(
+            cases(&elsewhere).await,
+            200,
+            "{backend:?}: another hospital"
+        );
+        let (status, body) = plain
+            .sign_in("now_plain", &password("now_plain"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["second_factor_enrolment_required"], true, "{body}");
+        assert_eq!(cases(&plain).await, 403, "{backend:?}: enrolment first");
+        // Changing another setting while it is on ends nothing more.
+        set_policy(&server, "Hub Now", true, true);
+        assert_eq!(plain.call(Method::GET, SESSION, None).await.0, 200);
+
+        // An admin's reset (a lost phone) signs the user out everywhere.
+        server.cli_ok(&["admin", "user", "reset-second-factor", "now_enrolled"]);
+        assert_eq!(
+            cases(&enrolled).await,
+            401,
+            "{backend:?}: the session opened with the old factor goes on"
+        );
+        assert_eq!(cases(&elsewhere).await, 200, "{backend:?}");
+        let (status, body) = enrolled
+            .sign_in("now_enrolled", &password("now_enrolled"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["second_factor_enrolment_required"], true, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_token_cannot_act_on_another_users_session() {
+    let server = TestServer::start(Backend::Local);
+    // An admin who must set up a second factor: the session reaches only the enrolment.
+    server.user("Hub M", "hub", "mix_admin", "admin");
+    let token = server.user("Hub M", "hub", "mix_path", "pathologist");
+    let response = client()
+        .post(format!("{}{SESSION}", server.url))
+        .json(&json!({"username": "mix_admin", "password": password("mix_admin")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let admin_cases = || {
+        let request = client()
+            .get(format!("{}/api/v1/cases", server.url))
+            .header("cookie", cookie.clone());
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(admin_cases().await, 403);
+
+    // Another user's token, sent along with the admin's cookie, sets up its own second factor.
+    let both = |method: Method, path: &str| {
+        client()
+            .request(method, format!("{}{path}", server.url))
+            .bearer_auth(&token)
+            .header("cookie", cookie.clone())
+    };
+    let started: Value = both(Method::POST, SECOND_FACTOR)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app = Authenticator::new(started["secret"].as_str().unwrap());
+    let response = both(Method::POST, &format!("{SECOND_FACTOR}/confirm"))
+        .json(&json!({"code": app.next_code(&server)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The admin's session is still kept to the enrolment: the token's code was not its.
+    assert_eq!(
+        admin_cases().await,
+        403,
+        "another user's code promoted the session"
+    );
+    // Nor does the token learn the session's CSRF token.
+    let me: Value = both(Method::GET, SESSION)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"]["username"], "mix_path", "{me}");
+    assert_eq!(me["csrf_token"], "", "{me}");
 }

@@ -1,7 +1,8 @@
 //! Browser sessions end on their own, as a shared hospital workstation needs: after
-//! `auth.idle_minutes` without a request (while requests keep a session alive), and after
-//! `auth.session_hours` whatever happens. The cookie is `Secure` when asked to be, and the
-//! session records the client's address. The server's clock is moved, not waited for.
+//! `auth.idle_minutes` without a request (while requests keep a session alive, but a page's own
+//! polling does not), and after `auth.session_hours` whatever happens. The cookie lasts only
+//! until the browser closes, is `Secure` when asked to be, and the session records the
+//! client's address. The server's clock is moved, not waited for.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
@@ -65,6 +66,68 @@ async fn an_idle_session_ends_and_requests_keep_one_alive() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_pages_own_polling_does_not_keep_a_session_alive() {
+    for backend in BACKENDS {
+        // The default: 30 idle minutes.
+        let server = TestServer::start(backend);
+        server.user("Spoke Q", "spoke", "poll_user", "submitter");
+        let mut browser = Browser::new(&server);
+        let poll = |browser: &Browser<'_>| {
+            // As the notification bell and the case list ask every 30 seconds.
+            let request = browser
+                .client
+                .get(format!("{}/api/v1/notifications", server.url))
+                .header("X-Pathfed-Background", "1");
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+        let (status, body) = browser
+            .sign_in("poll_user", &password("poll_user"), None)
+            .await;
+        assert_eq!(status, 200, "{backend:?}: {body}");
+
+        // Polls are answered while the session lives...
+        for minute in [10, 20] {
+            server.advance_clock(10 * 60);
+            assert_eq!(
+                poll(&browser).await,
+                200,
+                "{backend:?}: poll at minute {minute}"
+            );
+        }
+        // ...but are not the user's activity: 31 minutes after the sign-in it has ended.
+        server.advance_clock(11 * 60);
+        assert_eq!(
+            poll(&browser).await,
+            401,
+            "{backend:?}: polls kept it alive"
+        );
+        assert_eq!(browser.call(Method::GET, SESSION, None).await.0, 401);
+
+        // The user's own requests do count; polls after them are answered until the idle
+        // time has passed since the last of them.
+        let (status, body) = browser
+            .sign_in("poll_user", &password("poll_user"), None)
+            .await;
+        assert_eq!(status, 200, "{backend:?}: {body}");
+        server.advance_clock(20 * 60);
+        let (status, body) = browser.call(Method::GET, "/api/v1/cases", None).await;
+        assert_eq!(status, 200, "{backend:?}: {body}");
+        server.advance_clock(20 * 60);
+        assert_eq!(
+            poll(&browser).await,
+            200,
+            "{backend:?}: 20 minutes after a request"
+        );
+        server.advance_clock(11 * 60);
+        assert_eq!(
+            poll(&browser).await,
+            401,
+            "{backend:?}: 31 minutes after it"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_session_ends_after_its_lifetime_however_busy() {
     let server = TestServer::start_with(
         Backend::Local,
@@ -86,12 +149,19 @@ async fn a_session_ends_after_its_lifetime_however_busy() {
         .to_str()
         .unwrap()
         .to_string();
-    for part in ["HttpOnly", "SameSite=Strict", "Max-Age=3600", "Secure"] {
+    for part in ["HttpOnly", "SameSite=Strict", "Secure"] {
         assert!(
             cookie.split("; ").any(|p| p == part),
             "{part} missing from {cookie}"
         );
     }
+    // A browser-session cookie: closing the browser on a shared workstation forgets it (the
+    // server still ends the session when idle or old).
+    let attributes = cookie.to_ascii_lowercase();
+    assert!(
+        !attributes.contains("max-age") && !attributes.contains("expires"),
+        "the cookie outlives the browser: {cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_string();
     let get = |path: &'static str| {
         let request = reqwest::Client::new()

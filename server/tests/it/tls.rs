@@ -4,9 +4,12 @@
 //! proxy the forwarded scheme and client address count (the sign-in throttle locks the
 //! forwarded address, not the proxy's); from anyone else the same headers are ignored. A
 //! half-configured or unusable certificate stops `pathfed serve` with a message naming it.
+//! HSTS covers subdomains only when `tls.hsts_include_subdomains` says so. Plain HTTP on an
+//! address other machines reach, with no trusted proxy named, starts with a warning.
 //!
 //! Transport does not depend on the database, so these run on the local backend only.
 
+use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -173,9 +176,10 @@ async fn https_speaks_tls13_and_marks_the_session_secure() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // Not for subdomains unless asked: other intranet hosts of the domain may be plain HTTP.
     assert_eq!(
         hsts(response.headers()).as_deref(),
-        Some("max-age=31536000; includeSubDomains")
+        Some("max-age=31536000")
     );
     assert!(
         session_cookie_secure(response.headers()),
@@ -248,6 +252,7 @@ async fn a_trusted_proxy_forwards_the_scheme_and_the_client() {
         Backend::Local,
         &[
             ("PATHFED_TLS_TRUSTED_PROXIES", "127.0.0.1"),
+            ("PATHFED_TLS_HSTS_INCLUDE_SUBDOMAINS", "true"),
             ("PATHFED_AUTH_MAX_FAILURES_PER_ADDRESS", "2"),
         ],
     );
@@ -266,9 +271,11 @@ async fn a_trusted_proxy_forwards_the_scheme_and_the_client() {
     )
     .await;
     assert_eq!(response.status(), 200);
-    assert!(
-        hsts(response.headers()).is_some(),
-        "no HSTS behind the proxy"
+    // Subdomains too, as `tls.hsts_include_subdomains` asks.
+    assert_eq!(
+        hsts(response.headers()).as_deref(),
+        Some("max-age=31536000; includeSubDomains"),
+        "HSTS behind the proxy"
     );
     assert!(session_cookie_secure(response.headers()));
     // The same proxy passing on a plain-HTTP request: neither.
@@ -415,4 +422,54 @@ fn an_unusable_certificate_stops_the_server() {
     assert!(said.contains("min_version"), "{said}");
     // Nothing was opened or created before the refusal.
     assert!(!dir.path().join("data").exists());
+}
+
+/// `pathfed serve` on `listen` with `settings` (its own data folder `name`), stopped once it
+/// has said where it listens; what it wrote to its error output by then.
+fn start_output(dir: &Path, name: &str, listen: &str, settings: &[(&str, &str)]) -> String {
+    let errors = dir.join(format!("{name}.err"));
+    let mut child = Command::new(bin())
+        .current_dir(dir)
+        .arg("serve")
+        .env("PATHFED_DATA_DIR", dir.join(name))
+        .env("PATHFED_LISTEN", listen)
+        .env("PATHFED_LOG", "warn")
+        .env("PATHFED_RESEARCH_SERVE_WORKERS", "0")
+        .envs(settings.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    // The warning comes before this line, so it is written once the line is read.
+    let mut said = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let errors = std::fs::read_to_string(&errors).unwrap();
+    assert!(
+        said.starts_with("pathfed listening on "),
+        "{name}: {said}{errors}"
+    );
+    errors
+}
+
+#[test]
+fn plain_http_beyond_this_host_starts_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = start_output(dir.path(), "everywhere", "0.0.0.0:0", &[]);
+    assert!(
+        said.contains("WARNING: serving plain HTTP")
+            && said.contains("tls.cert_file")
+            && said.contains("tls.trusted_proxies"),
+        "{said}"
+    );
+    // Loopback only, or behind a named proxy: nothing to warn about.
+    let said = start_output(dir.path(), "loopback", "127.0.0.1:0", &[]);
+    assert!(!said.contains("plain HTTP"), "{said}");
+    let proxied = [("PATHFED_TLS_TRUSTED_PROXIES", "127.0.0.1")];
+    let said = start_output(dir.path(), "proxied", "0.0.0.0:0", &proxied);
+    assert!(!said.contains("plain HTTP"), "{said}");
 }
