@@ -25,6 +25,7 @@ packages=(
   python3-pip
   ca-certificates   # HTTPS to the package registries
   openssl:openssl   # s_client: the TLS test's independent TLS client
+  libturbojpeg0     # wsidicomizer (the DICOM fixtures' writer) reads JPEG tiles with it
   curl
 )
 
@@ -69,6 +70,14 @@ fi
 if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
   echo "setup: installing aiosmtpd into $venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "aiosmtpd==1.*"
+fi
+
+# Other tools' writers and readers, the oracles of the slide-format tests: tifffile and
+# imagecodecs write Aperio JPEG 2000 fixtures, wsidicomizer converts a slide to a DICOM WSI
+# series (wsidicom reads it back), and the IIIF Image API validator checks the IIIF endpoint.
+if ! "$venv/bin/python" -c 'import tifffile, imagecodecs, wsidicomizer, wsidicom, iiif_validator' 2>/dev/null; then
+  echo "setup: installing tifffile, imagecodecs, wsidicomizer and iiif-validator into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check tifffile imagecodecs wsidicomizer iiif-validator
 fi
 
 # The web client's dependencies, once it exists. Reinstall when the lock file is newer than
