@@ -5,7 +5,7 @@
 //! the `totp` key, which lives outside the database like every key in [`crate::keys`]) and
 //! shows it once, as base32, an `otpauth://` URI and a QR code for an authenticator app.
 //! [`confirm_enrolment`] takes a first code from the app, which proves the app holds the
-//! secret; only then is the second factor in force, and ten recovery codes (kept as hashes,
+//! secret; only then is the second factor in force, and ten recovery codes (kept as keyed hashes,
 //! each good once) are shown once for the day the phone is lost.
 //!
 //! Codes are SHA-1, 6 digits, 30-second steps, and one step either side is accepted for clock
@@ -84,6 +84,13 @@ pub enum Check {
 /// backup plan includes it from the start; otherwise the first enrolment makes it).
 pub fn ensure_key(config: &Config) -> CoreResult<()> {
     crate::keys::load_or_create(config, KEY_NAME).map(|_| ())
+}
+
+/// The stored form of a recovery code: an HMAC under the second-factor key, bound to its
+/// user, so a copy of the database alone cannot test guesses of the codes' ~59 bits offline.
+fn recovery_hash(config: &Config, user_id: &str, code: &str) -> CoreResult<String> {
+    let key = crate::keys::load_or_create(config, KEY_NAME)?;
+    Ok(key.keyed_hash(&["recovery-code", user_id, code]))
 }
 
 fn cipher(config: &Config) -> CoreResult<Aes256Gcm> {
@@ -304,7 +311,7 @@ pub async fn confirm_enrolment(
         sqlx::query(
             "INSERT INTO recovery_codes (code_hash, user_id, created_at) VALUES ($1, $2, $3)",
         )
-        .bind(hash_secret(code))
+        .bind(recovery_hash(&platform.config, &user.id, code)?)
         .bind(&user.id)
         .bind(now)
         .execute(&mut *tx)
@@ -360,7 +367,7 @@ pub async fn verify(platform: &Platform, user_id: &str, code: &str) -> CoreResul
                  WHERE code_hash = $2 AND user_id = $3 AND used_at IS NULL",
             )
             .bind(crate::clock::now())
-            .bind(hash_secret(&code))
+            .bind(recovery_hash(&platform.config, user_id, &code)?)
             .bind(user_id)
             .execute(platform.db.pool())
             .await?;
