@@ -94,7 +94,8 @@ pub fn deidentify_file(
                 reencode(&slide, out, options)
             }
         }
-        Detected::OpenSlide(_) => {
+        // DICOM frames are always re-encoded: the research tier holds canonical TIFFs only.
+        Detected::OpenSlide(_) | Detected::Dicom => {
             let reader = pathfed_slide::open(source, limits)?;
             reencode(reader.as_ref(), out, options)
         }

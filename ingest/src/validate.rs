@@ -79,6 +79,7 @@ pub fn validate_here(
     let format = match pathfed_slide::detect(file, limits).map_err(fail)? {
         pathfed_slide::Detected::FastPath(kind) => format!("{kind:?}").to_ascii_lowercase(),
         pathfed_slide::Detected::OpenSlide(vendor) => vendor,
+        pathfed_slide::Detected::Dicom => "dicom".to_string(),
     };
     let reader = pathfed_slide::open(file, limits).map_err(fail)?;
     let props = reader.properties().clone();

@@ -60,6 +60,9 @@ pub enum SlideError {
     /// The TIFF structure is inconsistent.
     #[error("invalid TIFF: {0}")]
     InvalidTiff(String),
+    /// The DICOM structure is inconsistent.
+    #[error("invalid DICOM: {0}")]
+    InvalidDicom(String),
     /// A tile's compressed data could not be decoded.
     #[error("cannot decode image {image} tile/strip {index}: {message}")]
     Decode {
@@ -70,6 +73,9 @@ pub enum SlideError {
         /// The decoder's message.
         message: String,
     },
+    /// A JPEG 2000 codestream is malformed, truncated or not what its container declares.
+    #[error("cannot decode JPEG 2000: {0}")]
+    Jpeg2000(String),
     /// A level, tile or region outside the slide was requested.
     #[error("out of range: {0}")]
     OutOfRange(String),

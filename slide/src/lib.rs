@@ -1,14 +1,17 @@
 //! Whole-slide image access for pathfed.
 //!
 //! [`open`] looks at a file's bytes (never its name) and returns a [`SlideReader`]: the
-//! pure-Rust TIFF fast path for Aperio SVS and generic tiled TIFF, or OpenSlide for every other
-//! format. Every reader checks [`SlideLimits`] before decoding and reports typed
-//! [`SlideError`]s. On top of the readers sit Deep Zoom tiling ([`deepzoom`]) and thumbnails
-//! ([`thumbnail`]). Synthetic test slides are the `pathfed-synth` crate, which writes through
-//! [`tiff::writer`] and [`jpeg`].
+//! pure-Rust TIFF fast path for Aperio SVS (JPEG 2000 tiles too, through [`j2k`]) and generic
+//! tiled TIFF, pathfed's own DICOM whole-slide reader ([`dicom`]; [`open`] also takes the folder
+//! holding a DICOM series), or OpenSlide for every other format. Every reader checks
+//! [`SlideLimits`] before decoding and reports typed [`SlideError`]s. On top of the readers sit
+//! Deep Zoom tiling ([`deepzoom`]) and thumbnails ([`thumbnail`]). Synthetic test slides are the
+//! `pathfed-synth` crate, which writes through [`tiff::writer`] and [`jpeg`].
 
 pub mod deepzoom;
+pub mod dicom;
 pub mod error;
+pub mod j2k;
 pub mod jpeg;
 #[cfg(feature = "openslide")]
 pub mod openslide;
@@ -33,6 +36,9 @@ pub enum Detected {
     FastPath(tiff::TiffKind),
     /// Read through OpenSlide; the vendor as far as the bytes tell.
     OpenSlide(String),
+    /// A DICOM whole-slide image, read by [`dicom`]: a folder holding the series' instances,
+    /// or one instance (whose siblings in its folder complete the series).
+    Dicom,
 }
 
 /// Decides how to read `path` from its content.
@@ -40,6 +46,7 @@ pub fn detect(path: &Path, limits: &SlideLimits) -> Result<Detected> {
     Ok(match sniff(path, limits)? {
         Sniffed::Tiff(_, kind) => Detected::FastPath(kind),
         Sniffed::OpenSlide(vendor) => Detected::OpenSlide(vendor),
+        Sniffed::Dicom => Detected::Dicom,
     })
 }
 
@@ -47,9 +54,18 @@ pub fn detect(path: &Path, limits: &SlideLimits) -> Result<Detected> {
 enum Sniffed {
     Tiff(Box<tiff::file::TiffFile>, tiff::TiffKind),
     OpenSlide(String),
+    Dicom,
 }
 
 fn sniff(path: &Path, limits: &SlideLimits) -> Result<Sniffed> {
+    // A folder is a DICOM series (an unpacked upload): no other format is one.
+    if path.is_dir() {
+        return if dicom::is_dicom(path, limits)? {
+            Ok(Sniffed::Dicom)
+        } else {
+            Err(SlideError::NotASlide("a folder without DICOM files".into()))
+        };
+    }
     let mut head = [0u8; 512];
     let n = std::fs::File::open(path)
         .and_then(|mut f| read_up_to(&mut f, &mut head))
@@ -60,6 +76,10 @@ fn sniff(path: &Path, limits: &SlideLimits) -> Result<Sniffed> {
     let head = &head[..n];
     if n == 0 {
         return Err(SlideError::NotASlide("empty file".into()));
+    }
+    // Checked before TIFF: a dual-personality DICOM-TIFF file is read as the DICOM it also is.
+    if dicom::is_dicom_magic(head) {
+        return Ok(Sniffed::Dicom);
     }
     if tiff::file::is_tiff_magic(head) {
         let file = tiff::file::TiffFile::open(path, limits)?;
@@ -121,6 +141,11 @@ pub fn open(path: &Path, limits: &SlideLimits) -> Result<Box<dyn SlideReader>> {
             tiff::DEFAULT_TILE_CACHE_BYTES,
         )?)),
         Sniffed::OpenSlide(vendor) => open_with_openslide(path, limits, &vendor),
+        Sniffed::Dicom => Ok(Box::new(dicom::DicomSlide::open(
+            path,
+            limits,
+            tiff::DEFAULT_TILE_CACHE_BYTES,
+        )?)),
     }
 }
 

@@ -49,7 +49,7 @@ pub struct AssociatedImage {
 pub struct SlideProperties {
     /// Format / vendor name as OpenSlide spells it ("aperio", "generic-tiff", "hamamatsu", ...).
     pub vendor: String,
-    /// Which backend reads it ("tiff" fast path or "openslide").
+    /// Which backend reads it ("tiff" fast path, "dicom" reader or "openslide").
     pub backend: &'static str,
     /// Pyramid levels, largest first.
     pub levels: Vec<Level>,

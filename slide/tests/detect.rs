@@ -40,7 +40,7 @@ fn content_decides_not_the_extension() {
 }
 
 #[test]
-fn vendor_tiffs_and_jpeg_2000_go_to_openslide() {
+fn vendor_tiffs_go_to_openslide_and_aperio_jpeg_2000_to_the_fast_path() {
     let dir = tempfile::tempdir().unwrap();
     let limits = SlideLimits::default();
     let jp2k = dir.path().join("jp2k.svs");
@@ -55,7 +55,7 @@ fn vendor_tiffs_and_jpeg_2000_go_to_openslide() {
     });
     assert_eq!(
         detect(&jp2k, &limits).unwrap(),
-        Detected::OpenSlide("aperio".into())
+        Detected::FastPath(TiffKind::Aperio)
     );
     let ndpi = dir.path().join("x.tif");
     common::one_tile_tiff(&ndpi, |d| {

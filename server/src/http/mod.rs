@@ -4,6 +4,7 @@
 mod admin;
 mod ai;
 mod audit;
+mod iiif;
 mod metrics;
 mod openapi;
 mod session;
@@ -106,6 +107,7 @@ pub fn routes() -> Routes<AppState> {
         .merge(admin::router())
         .merge(audit::router())
         .merge(slides::router())
+        .merge(iiif::router())
         .merge(ai::router())
         .merge(pathfed_ingest::router())
         .merge(pathfed_consult::router())

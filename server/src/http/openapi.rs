@@ -30,6 +30,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::admin::Api::openapi(),
         super::audit::Api::openapi(),
         super::slides::Api::openapi(),
+        super::iiif::Api::openapi(),
         super::ai::Api::openapi(),
         pathfed_ingest::tus::Api::openapi(),
         pathfed_consult::api::Api::openapi(),

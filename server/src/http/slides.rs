@@ -55,7 +55,7 @@ pub struct Api;
 /// A slide ready for tiles: its files pinned in the cache, its reader and Deep Zoom view.
 pub struct OpenedSlide {
     _files: Arc<CachedSlide>,
-    reader: Arc<dyn SlideReader>,
+    pub(super) reader: Arc<dyn SlideReader>,
     pub(super) deepzoom: DeepZoom,
 }
 

@@ -29,6 +29,7 @@ mod clinical;
 mod consent;
 mod consult;
 mod i18n;
+mod iiif;
 mod inference;
 mod inference_slides;
 mod jobs;

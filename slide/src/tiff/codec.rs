@@ -1,15 +1,24 @@
-//! Decoding one tile or strip to RGB: JPEG (with shared tables), LZW, deflate or raw samples,
-//! with the TIFF horizontal predictor. Output sizes are fixed before decoding so a corrupt
-//! stream can never make a buffer grow.
+//! Decoding one tile or strip to RGB: JPEG (with shared tables), JPEG 2000 (Aperio's raw
+//! codestreams, through [`crate::j2k`]), LZW, deflate or raw samples, with the TIFF horizontal
+//! predictor. Output sizes are fixed before decoding so a corrupt stream can never make a
+//! buffer grow.
 
 use std::io::Read;
 
+use pathfed_core::SlideLimits;
+
 use super::image::{Compression, Photometric, TiffImage};
 use crate::error::{Result, SlideError};
-use crate::jpeg;
+use crate::{j2k, jpeg};
 
-/// Decodes chunk `index` (given its compressed `data`) to RGB, `chunk_width × chunk_height`.
-pub fn decode_chunk(image: &TiffImage, index: usize, data: &[u8]) -> Result<Vec<u8>> {
+/// Decodes chunk `index` (given its compressed `data`) to RGB, `chunk_width × chunk_height`,
+/// within `limits`.
+pub fn decode_chunk(
+    image: &TiffImage,
+    index: usize,
+    data: &[u8],
+    limits: &SlideLimits,
+) -> Result<Vec<u8>> {
     let fail = |message: String| SlideError::Decode {
         image: image.index,
         index,
@@ -64,9 +73,27 @@ pub fn decode_chunk(image: &TiffImage, index: usize, data: &[u8]) -> Result<Vec<
             }
             Ok(to_rgb(raw, samples, image.photometric))
         }
-        Compression::Jpeg2000 => Err(SlideError::Unsupported(
-            "JPEG 2000 tiles (read through OpenSlide)".into(),
-        )),
+        Compression::Jpeg2000(colour) => {
+            // A codestream holds exactly its chunk: whole tiles (as OpenSlide requires), or a
+            // strip cropped to the image at the bottom edge.
+            let rows = if image.tiled {
+                image.chunk_height
+            } else {
+                image.chunk_extent(0, index as u64).1
+            };
+            let pixels = j2k::decode_rgb(data, image.chunk_width, rows, colour, limits).map_err(
+                |e| match e {
+                    SlideError::Jpeg2000(message) => fail(format!("JPEG 2000: {message}")),
+                    other => other,
+                },
+            )?;
+            if rows == image.chunk_height {
+                return Ok(pixels);
+            }
+            let mut out = vec![255u8; cw * ch * 3];
+            out[..pixels.len()].copy_from_slice(&pixels);
+            Ok(out)
+        }
         Compression::Other(code) => {
             Err(SlideError::Unsupported(format!("TIFF compression {code}")))
         }

@@ -5,6 +5,7 @@ use pathfed_core::SlideLimits;
 
 use super::file::{Ifd, TiffFile, tag};
 use crate::error::{Result, SlideError};
+use crate::j2k::J2kColour;
 
 /// Compression schemes the fast path reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +18,9 @@ pub enum Compression {
     Jpeg,
     /// Deflate / zlib (8 or 32946).
     Deflate,
-    /// JPEG 2000 as Aperio writes it (33003, 33005): left to OpenSlide.
-    Jpeg2000,
+    /// Raw JPEG 2000 codestreams as Aperio writes them: 33003 holds Y, Cb, Cr components the
+    /// reader converts to RGB, 33005 holds RGB.
+    Jpeg2000(J2kColour),
     /// Anything else, by number.
     Other(u16),
 }
@@ -30,7 +32,8 @@ impl Compression {
             5 => Self::Lzw,
             7 => Self::Jpeg,
             8 | 32946 => Self::Deflate,
-            33003 | 33005 => Self::Jpeg2000,
+            33003 => Self::Jpeg2000(J2kColour::YCbCr),
+            33005 => Self::Jpeg2000(J2kColour::Rgb),
             other => Self::Other(u16::try_from(other).unwrap_or(u16::MAX)),
         }
     }
@@ -45,7 +48,7 @@ pub enum Photometric {
     MinIsBlack,
     /// 2: RGB.
     Rgb,
-    /// 6: YCbCr (JPEG only).
+    /// 6: YCbCr (JPEG only; JPEG 2000 colour follows the compression code, not this tag).
     YCbCr,
 }
 

@@ -1,4 +1,5 @@
-//! The pure-Rust TIFF fast path: Aperio SVS and generic tiled pyramidal TIFF (classic or BigTIFF).
+//! The pure-Rust TIFF fast path: Aperio SVS (JPEG, JPEG 2000, LZW or raw tiles) and generic
+//! tiled pyramidal TIFF (classic or BigTIFF).
 //!
 //! Tiles are located from the directory's offset arrays and decoded directly; decoded tiles are
 //! kept in a small LRU so neighbouring reads (Deep Zoom, region reads across borders) decode
@@ -28,7 +29,7 @@ pub const DEFAULT_TILE_CACHE_BYTES: usize = 64 << 20;
 /// What a TIFF-structured file is, judged from its directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TiffKind {
-    /// Aperio SVS with JPEG / LZW / raw tiles: the fast path.
+    /// Aperio SVS with JPEG / JPEG 2000 / LZW / raw tiles: the fast path.
     Aperio,
     /// A generic tiled TIFF pyramid: the fast path.
     Generic,
@@ -49,12 +50,7 @@ pub fn classify(tiff: &TiffFile) -> Result<TiffKind> {
         return other("hamamatsu");
     }
     if description.starts_with("Aperio") {
-        let compression = tiff.uint(first, tag::COMPRESSION)?.unwrap_or(1);
-        return if matches!(compression, 33003 | 33005) {
-            other("aperio")
-        } else {
-            Ok(TiffKind::Aperio)
-        };
+        return Ok(TiffKind::Aperio);
     }
     if description.contains("DPUfsImport") {
         return other("philips");
@@ -138,11 +134,8 @@ impl TiffSlide {
         if vendor == "generic-tiff" {
             levels.sort_by_key(|image| std::cmp::Reverse(image.width));
         }
-        let Some(base) = levels.first() else {
+        if levels.is_empty() {
             return Err(SlideError::NotASlide("no tiled pyramid level".into()));
-        };
-        if base.compression == Compression::Jpeg2000 {
-            return Err(SlideError::NeedsOpenSlide("JPEG 2000".into()));
         }
         let properties = describe(&tiff, vendor, &levels, &associated)?;
         Ok(Self {
@@ -202,7 +195,12 @@ impl TiffSlide {
             return Ok(Arc::clone(hit));
         }
         let data = self.read_chunk_bytes(image, index)?;
-        let pixels = Arc::new(codec::decode_chunk(image, index, &data)?);
+        let pixels = Arc::new(codec::decode_chunk(
+            image,
+            index,
+            &data,
+            self.tiff.limits(),
+        )?);
         if let Ok(mut cache) = self.cache.lock()
             && pixels.len() <= cache.capacity
         {
@@ -255,7 +253,12 @@ impl TiffSlide {
                     self.decoded_chunk(image, index)?
                 } else {
                     let data = self.read_chunk_bytes(image, index)?;
-                    Arc::new(codec::decode_chunk(image, index, &data)?)
+                    Arc::new(codec::decode_chunk(
+                        image,
+                        index,
+                        &data,
+                        self.tiff.limits(),
+                    )?)
                 };
                 // Intersection of this chunk with the requested rectangle, in image pixels.
                 let (cx0, cy0) = (col * cw, row * ch);
