@@ -1,5 +1,6 @@
 //! Turning a complete upload into a registered slide: digest check, unzip (and the upload
-//! quota checked again against what the zip unpacks to), validation in a child process,
+//! quota checked again against what the zip unpacks to; a zip of DICOM instances is one
+//! series, opened from its largest instance), validation in a child process,
 //! storage in the clinical tier, the slide row (its size: the bytes stored), the audit entry.
 //!
 //! Identical bytes from the same hospital register once: a second upload returns the first
@@ -18,7 +19,7 @@ use pathfed_core::store::{adopt_file, delete_prefix, put_file};
 
 use crate::names::sanitise;
 use crate::slides::{self, Slide, slide_prefix, thumbnail_key};
-use crate::unzip::{is_zip, main_file, unpack};
+use crate::unzip::{dicom_main_file, has_dicom_magic, is_zip, main_file, unpack};
 use crate::upload::UploadRow;
 use crate::validate::validate_in_child;
 use crate::{Ingest, keyed_lock};
@@ -97,14 +98,23 @@ async fn build(
             unpacked.clone(),
             config.ingest.clone(),
         );
-        let files = tokio::task::spawn_blocking(move || unpack(&zip, &dest, &limits))
-            .await
-            .map_err(ApiError::internal)??;
-        let main = main_file(&files).ok_or_else(|| {
+        let (files, main) = tokio::task::spawn_blocking(move || {
+            let files = unpack(&zip, &dest, &limits)?;
+            // Slide files by name first; DICOM instances have no telling name, so by content.
+            let main = match main_file(&files) {
+                Some(main) => Some(main),
+                None => dicom_main_file(&dest, &files).map_err(ApiError::internal)?,
+            };
+            Ok::<_, ApiError>((files, main))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        let main = main.ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "not_a_slide",
-                "the zip holds no slide file (.mrxs, .vms, .svs, .tif, .ndpi, …)",
+                "the zip holds no slide file (.mrxs, .vms, .svs, .tif, .ndpi, …) \
+                 or DICOM instances",
             )
         })?;
         // The unpacked files are what is stored, up to `zip_max_ratio` times the zip's size:
@@ -126,6 +136,16 @@ async fn build(
         .await?;
         (files, main)
     } else {
+        // One DICOM instance is one level or image of a series, and nothing in it says whether
+        // the series has others: read alone it would register as whatever part it is.
+        if has_dicom_magic(staged).map_err(ApiError::internal)? {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_a_slide",
+                "a DICOM whole-slide image is a series of instances (its levels, label and \
+                 overview); upload them together as one zip of all the series' files",
+            ));
+        }
         // A link, not a move: if a later step fails on our side the staged bytes remain.
         let name = sanitise(&upload.filename);
         tokio::fs::hard_link(staged, unpacked.join(&name))

@@ -1,5 +1,6 @@
-//! Zip uploads (multi-file formats such as MRXS and VMS), unpacked with limits: entry count,
-//! total size, per-entry compression ratio, and no entry may leave the target folder.
+//! Zip uploads (multi-file formats such as MRXS and VMS, and DICOM series: one file per
+//! instance), unpacked with limits: entry count, total size, per-entry compression ratio, and no
+//! entry may leave the target folder.
 
 use std::io::{Read, Write};
 use std::path::{Component, Path};
@@ -136,6 +137,46 @@ pub fn main_file(files: &[String]) -> Option<String> {
             .cloned()
     };
     by(INDEX).or_else(|| by(SINGLE))
+}
+
+/// The file to open a DICOM series from, among unpacked files that have no slide file by name:
+/// the largest file with the DICOM magic (instances may be called anything, `.dcm` or nothing).
+/// The largest is the full-resolution level of any real series; the reader completes the slide
+/// from its siblings of the same Series Instance UID, so every DICOM file stays with it.
+pub fn dicom_main_file(dir: &Path, files: &[String]) -> std::io::Result<Option<String>> {
+    let mut best: Option<(u64, &String)> = None;
+    for relative in files {
+        let path = dir.join(relative);
+        if !has_dicom_magic(&path)? {
+            continue;
+        }
+        let size = std::fs::metadata(&path)?.len();
+        // Ties go to the first name in order, so the choice does not depend on the zip's order.
+        let better = match best {
+            None => true,
+            Some((best_size, best_name)) => {
+                size > best_size || (size == best_size && relative < best_name)
+            }
+        };
+        if better {
+            best = Some((size, relative));
+        }
+    }
+    Ok(best.map(|(_, name)| name.clone()))
+}
+
+/// True when the file starts like a DICOM Part 10 file (preamble and `DICM` at byte 128).
+pub fn has_dicom_magic(path: &Path) -> std::io::Result<bool> {
+    let mut head = [0u8; 132];
+    let mut file = std::fs::File::open(path)?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..])? {
+            0 => return Ok(false),
+            n => filled += n,
+        }
+    }
+    Ok(pathfed_slide::dicom::is_dicom_magic(&head))
 }
 
 /// `/x`, `\x`, `C:\x`, `C:/x` or `C:x`: a name that means a place outside the archive on some

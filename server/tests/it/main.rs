@@ -28,6 +28,7 @@ mod cli_slide;
 mod clinical;
 mod consent;
 mod consult;
+mod dicom_intake;
 mod i18n;
 mod iiif;
 mod inference;
