@@ -19,7 +19,7 @@ use pathfed_ingest::client::{ClientError, Phase, UploadClient};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::support::{As, BACKENDS, TestServer};
+use crate::support::{As, BACKENDS, TestServer, tools_python};
 
 /// Converts SOURCE to a DICOM series in JPEG_DIR (JPEG baseline frames passed through from the
 /// SVS), and writes the same instances with the transfer syntax rewritten to RLE Lossless in
@@ -41,25 +41,6 @@ for name in sorted(os.listdir(jpeg)):
 
 fn real_slide() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/fixtures/CMU-1-Small-Region.svs")
-}
-
-/// `PATHFED_TEST_PYTHON`, else the tools venv's interpreter (`scripts/setup.sh` installs
-/// wsidicomizer and pydicom there) in the nearest directory above this crate.
-fn tools_python() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATHFED_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .ancestors()
-        .map(|dir| dir.join(".tools/venv/bin/python"))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "no .tools/venv/bin/python above {}; run scripts/setup.sh",
-                manifest_dir.display()
-            )
-        })
 }
 
 /// The instance files of a folder, sorted by name.

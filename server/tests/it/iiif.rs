@@ -18,7 +18,7 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use image::RgbImage;
@@ -27,7 +27,9 @@ use pathfed_ingest::client::{Phase, UploadClient};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 
-use crate::support::{BACKENDS, Backend, TestServer, client, submit_case, synth_slide};
+use crate::support::{
+    BACKENDS, Backend, TestServer, client, submit_case, synth_slide, tools_python,
+};
 
 /// Writes the validator's test image: 100-pixel squares in the colours its checks expect
 /// (`colorInfo[x][y]` at column `x`, row `y`), as a tiled, deflated TIFF with 2× reduced
@@ -67,25 +69,6 @@ script = os.path.join(os.path.dirname(sys.executable), "iiif-validate.py")
 sys.argv = [script] + sys.argv[1:]
 runpy.run_path(script, run_name="__main__")
 "#;
-
-/// `PATHFED_TEST_PYTHON`, else the tools venv's interpreter (`scripts/setup.sh` installs
-/// tifffile and the IIIF validator there) in the nearest directory above this crate.
-fn tools_python() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATHFED_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .ancestors()
-        .map(|dir| dir.join(".tools/venv/bin/python"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no .tools/venv/bin/python above {}; run scripts/setup.sh",
-                manifest_dir.display()
-            )
-        })
-}
 
 /// Uploads `file` as the owner of `token`; returns the slide id.
 async fn upload(server: &TestServer, token: &str, file: &Path) -> String {

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -20,7 +19,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::support::people::{read, wait_for};
-use crate::support::{As, BACKENDS, Reaped, TestServer, client, submit_case, synth_slide};
+use crate::support::{
+    As, BACKENDS, Reaped, TestServer, client, submit_case, synth_slide, tools_python,
+};
 
 /// The patient and the clinical text of the case: none of it may appear in an e-mail.
 const PATIENT: &str = "MRN-NOTIFY-4471";
@@ -94,25 +95,6 @@ print("ready", flush=True)
 sys.stdin.read()
 controller.stop()
 "#;
-
-/// `PATHFED_TEST_PYTHON`, else the tools venv's interpreter (`scripts/setup.sh` installs
-/// aiosmtpd there) in the nearest directory above this crate that has one.
-fn tools_python() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATHFED_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .ancestors()
-        .map(|dir| dir.join(".tools/venv/bin/python"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no .tools/venv/bin/python above {}; run scripts/setup.sh",
-                manifest_dir.display()
-            )
-        })
-}
 
 /// A real SMTP server on a free loopback port, saving what it receives.
 struct MailServer {
