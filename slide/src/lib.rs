@@ -19,6 +19,7 @@ pub mod reader;
 pub mod resize;
 pub mod thumbnail;
 pub mod tiff;
+mod tile_cache;
 pub mod tissue;
 
 use std::io::Read;

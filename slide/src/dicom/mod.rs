@@ -31,7 +31,7 @@ mod series;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dicom_core::VR;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
@@ -44,6 +44,7 @@ use self::frames::Codec;
 use self::series::{Instance, Kind, Layout};
 use crate::error::{Result, SlideError};
 use crate::reader::{AssociatedImage, Level, RawTile, SlideProperties, SlideReader};
+use crate::tile_cache::TileCache;
 
 pub use self::dataset::is_dicom_magic;
 
@@ -103,15 +104,6 @@ impl Image {
     }
 }
 
-type FrameKey = (usize, usize);
-
-/// Decoded frames by (instance, frame), evicted by total bytes.
-struct FrameCache {
-    entries: lru::LruCache<FrameKey, Arc<Vec<u8>>>,
-    bytes: usize,
-    capacity: usize,
-}
-
 /// A DICOM whole-slide image read by pathfed's own reader.
 pub struct DicomSlide {
     instances: Vec<Instance>,
@@ -119,7 +111,8 @@ pub struct DicomSlide {
     associated: Vec<(String, Image)>,
     properties: SlideProperties,
     limits: SlideLimits,
-    cache: Mutex<FrameCache>,
+    /// Decoded frames by (instance, frame).
+    cache: TileCache,
 }
 
 /// What the first bytes of an arriving file say about it as part of a DICOM slide.
@@ -293,11 +286,7 @@ impl DicomSlide {
             associated,
             properties,
             limits: limits.clone(),
-            cache: Mutex::new(FrameCache {
-                entries: lru::LruCache::unbounded(),
-                bytes: 0,
-                capacity: cache_bytes,
-            }),
+            cache: TileCache::new(cache_bytes),
         })
     }
 
@@ -358,28 +347,9 @@ impl DicomSlide {
 
     /// The decoded frame, from the cache when possible.
     fn cached_frame(&self, image: &Image, instance: usize, frame: usize) -> Result<Arc<Vec<u8>>> {
-        let key = (instance, frame);
-        if let Ok(mut cache) = self.cache.lock()
-            && let Some(hit) = cache.entries.get(&key)
-        {
-            return Ok(Arc::clone(hit));
-        }
-        let pixels = Arc::new(self.decode_frame(image, instance, frame)?);
-        if let Ok(mut cache) = self.cache.lock()
-            && pixels.len() <= cache.capacity
-        {
-            cache.bytes += pixels.len();
-            if let Some(old) = cache.entries.put(key, Arc::clone(&pixels)) {
-                cache.bytes -= old.len();
-            }
-            while cache.bytes > cache.capacity {
-                match cache.entries.pop_lru() {
-                    Some((_, evicted)) => cache.bytes -= evicted.len(),
-                    None => break,
-                }
-            }
-        }
-        Ok(pixels)
+        self.cache.get_or_decode((instance, frame), || {
+            self.decode_frame(image, instance, frame)
+        })
     }
 
     /// Composes `w × h` pixels of `image` at (`x`, `y`); missing tiles and the outside are white.

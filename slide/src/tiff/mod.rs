@@ -13,7 +13,7 @@ pub mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ::image::RgbImage;
 use pathfed_core::SlideLimits;
@@ -22,6 +22,7 @@ use self::file::{TiffFile, tag};
 use self::image::{Compression, Photometric, TiffImage};
 use crate::error::{Result, SlideError};
 use crate::reader::{AssociatedImage, Level, RawTile, SlideProperties, SlideReader};
+use crate::tile_cache::TileCache;
 
 /// Default capacity of the decoded-tile cache of one open slide.
 pub const DEFAULT_TILE_CACHE_BYTES: usize = 64 << 20;
@@ -74,22 +75,14 @@ pub fn classify(tiff: &TiffFile) -> Result<TiffKind> {
     Ok(TiffKind::Generic)
 }
 
-type ChunkKey = (usize, usize);
-
-/// Decoded chunks by (directory, chunk index), evicted by total bytes.
-struct TileCache {
-    entries: lru::LruCache<ChunkKey, Arc<Vec<u8>>>,
-    bytes: usize,
-    capacity: usize,
-}
-
 /// An Aperio or generic TIFF slide read by the fast path.
 pub struct TiffSlide {
     tiff: TiffFile,
     levels: Vec<TiffImage>,
     associated: Vec<(String, TiffImage)>,
     properties: SlideProperties,
-    cache: Mutex<TileCache>,
+    /// Decoded chunks by (directory, chunk index).
+    cache: TileCache,
 }
 
 impl TiffSlide {
@@ -143,11 +136,7 @@ impl TiffSlide {
             levels,
             associated,
             properties,
-            cache: Mutex::new(TileCache {
-                entries: lru::LruCache::unbounded(),
-                bytes: 0,
-                capacity: cache_bytes,
-            }),
+            cache: TileCache::new(cache_bytes),
         })
     }
 
@@ -188,34 +177,10 @@ impl TiffSlide {
 
     /// The decoded chunk `index` of `image`, from the cache when possible.
     fn decoded_chunk(&self, image: &TiffImage, index: usize) -> Result<Arc<Vec<u8>>> {
-        let key = (image.index, index);
-        if let Ok(mut cache) = self.cache.lock()
-            && let Some(hit) = cache.entries.get(&key)
-        {
-            return Ok(Arc::clone(hit));
-        }
-        let data = self.read_chunk_bytes(image, index)?;
-        let pixels = Arc::new(codec::decode_chunk(
-            image,
-            index,
-            &data,
-            self.tiff.limits(),
-        )?);
-        if let Ok(mut cache) = self.cache.lock()
-            && pixels.len() <= cache.capacity
-        {
-            cache.bytes += pixels.len();
-            if let Some(old) = cache.entries.put(key, Arc::clone(&pixels)) {
-                cache.bytes -= old.len();
-            }
-            while cache.bytes > cache.capacity {
-                match cache.entries.pop_lru() {
-                    Some((_, evicted)) => cache.bytes -= evicted.len(),
-                    None => break,
-                }
-            }
-        }
-        Ok(pixels)
+        self.cache.get_or_decode((image.index, index), || {
+            let data = self.read_chunk_bytes(image, index)?;
+            codec::decode_chunk(image, index, &data, self.tiff.limits())
+        })
     }
 
     /// Composes `w × h` pixels of `image` at (`x`, `y`), decoding the chunks it overlaps.
