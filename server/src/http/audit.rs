@@ -533,40 +533,52 @@ async fn search_by_body(
     run_search(state, user, from_body(body)).await
 }
 
-/// A search, however its filters came.
-async fn run_search(
-    state: AppState,
-    user: Principal,
+/// The rows the filters match, newest first, at most the filters' limit (its default and most
+/// in `bounds`), and that limit; the use is audited as `action`, a refused filter too.
+async fn matching_rows(
+    state: &AppState,
+    user: &Principal,
+    action: &str,
     filters: Result<Filters, ApiError>,
-) -> Result<Response, ApiError> {
-    const ACTION: &str = "audit.search";
-    let prepared = match prepare(&state, &user, filters).await {
+    bounds: (i64, i64),
+) -> Result<(Vec<AuditRecord>, i64), ApiError> {
+    let prepared = match prepare(state, user, filters).await {
         Ok(p) => p,
-        Err(e) => return Err(refused(&state, &user, ACTION, LOG_TARGET, e).await),
+        Err(e) => return Err(refused(state, user, action, LOG_TARGET, e).await),
     };
-    let limit = match limit(prepared.limit, PAGE) {
+    let limit = match limit(prepared.limit, bounds) {
         Ok(n) => n,
-        Err(e) => return Err(refused(&state, &user, ACTION, LOG_TARGET, e).await),
+        Err(e) => return Err(refused(state, user, action, LOG_TARGET, e).await),
     };
     let order = Order::NewestFirst {
         before: prepared.before,
     };
     let rows = audit::search(&state.platform.db, &prepared.search, order, limit).await?;
-    let next_before = if rows.len() as i64 == limit {
-        rows.last().map(|r| r.seq)
-    } else {
-        None
-    };
     let _ = state
         .platform
         .audit(
-            AuditEvent::by(&user, ACTION, LOG_TARGET, "ok").detail(format!(
+            AuditEvent::by(user, action, LOG_TARGET, "ok").detail(format!(
                 "{} ({} rows)",
                 prepared.description,
                 rows.len()
             )),
         )
         .await;
+    Ok((rows, limit))
+}
+
+/// A search, however its filters came.
+async fn run_search(
+    state: AppState,
+    user: Principal,
+    filters: Result<Filters, ApiError>,
+) -> Result<Response, ApiError> {
+    let (rows, limit) = matching_rows(&state, &user, "audit.search", filters, PAGE).await?;
+    let next_before = if rows.len() as i64 == limit {
+        rows.last().map(|r| r.seq)
+    } else {
+        None
+    };
     Ok(axum::Json(SearchBody {
         rows: rows.into_iter().map(Row::from).collect(),
         next_before,
@@ -688,29 +700,7 @@ async fn run_export(
     user: Principal,
     filters: Result<Filters, ApiError>,
 ) -> Result<Response, ApiError> {
-    const ACTION: &str = "audit.export";
-    let prepared = match prepare(&state, &user, filters).await {
-        Ok(p) => p,
-        Err(e) => return Err(refused(&state, &user, ACTION, LOG_TARGET, e).await),
-    };
-    let limit = match limit(prepared.limit, EXPORT) {
-        Ok(n) => n,
-        Err(e) => return Err(refused(&state, &user, ACTION, LOG_TARGET, e).await),
-    };
-    let order = Order::NewestFirst {
-        before: prepared.before,
-    };
-    let rows = audit::search(&state.platform.db, &prepared.search, order, limit).await?;
-    let _ = state
-        .platform
-        .audit(
-            AuditEvent::by(&user, ACTION, LOG_TARGET, "ok").detail(format!(
-                "{} ({} rows)",
-                prepared.description,
-                rows.len()
-            )),
-        )
-        .await;
+    let (rows, limit) = matching_rows(&state, &user, "audit.export", filters, EXPORT).await?;
     let stamp: String = iso_time(pathfed_core::clock::now())
         .chars()
         .filter(|c| *c != '-' && *c != ':')
