@@ -74,6 +74,14 @@ pub fn bin() -> PathBuf {
 impl TestServer {
     /// Starts a server on `backend` with extra `PATHFED_*` settings.
     pub fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        let mut server = Self::configured(backend, "pathfed", extra);
+        server.launch();
+        server
+    }
+
+    /// A fresh platform on `backend` (its own data folder, and on [`Backend::Remote`] its own
+    /// database and bucket, named after `name`) with extra `PATHFED_*` settings, not started.
+    pub(crate) fn configured(backend: Backend, name: &str, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env: Vec<(String, String)> = vec![
             (
@@ -100,7 +108,7 @@ impl TestServer {
             Backend::Remote => {
                 let pg = services::Postgres::shared();
                 let s3_server = services::S3Server::shared();
-                let bucket = s3_server.create_bucket("pathfed");
+                let bucket = s3_server.create_bucket(name);
                 s3 = S3Config {
                     endpoint: Some(s3_server.endpoint()),
                     region: Some("us-east-1".into()),
@@ -115,10 +123,7 @@ impl TestServer {
                     ("PATHFED_S3_SECRET_ACCESS_KEY".into(), "testing".into()),
                     ("PATHFED_S3_ALLOW_HTTP".into(), "true".into()),
                 ]);
-                (
-                    pg.create_database("pathfed"),
-                    format!("s3://{bucket}/objects"),
-                )
+                (pg.create_database(name), format!("s3://{bucket}/objects"))
             }
         };
         env.push(("PATHFED_DATABASE_URL".into(), database_url.clone()));
@@ -134,7 +139,7 @@ impl TestServer {
         for (k, v) in extra {
             env.push((k.to_string(), v.to_string()));
         }
-        let mut server = Self {
+        Self {
             url: String::new(),
             backend,
             dir,
@@ -143,9 +148,7 @@ impl TestServer {
             s3,
             object_store_url,
             database_url,
-        };
-        server.launch();
-        server
+        }
     }
 
     /// Starts a server on `backend` with default settings.
