@@ -74,10 +74,11 @@ fi
 
 # Other tools' writers and readers, the oracles of the slide-format tests: tifffile and
 # imagecodecs write Aperio JPEG 2000 fixtures, wsidicomizer converts a slide to a DICOM WSI
-# series (wsidicom reads it back), and the IIIF Image API validator checks the IIIF endpoint.
-if ! "$venv/bin/python" -c 'import tifffile, imagecodecs, wsidicomizer, wsidicom, iiif_validator' 2>/dev/null; then
-  echo "setup: installing tifffile, imagecodecs, wsidicomizer and iiif-validator into $venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check tifffile imagecodecs wsidicomizer iiif-validator
+# series (wsidicom reads it back), the IIIF Image API validator checks the IIIF endpoint, and
+# dicomweb-client (with wsidicom's DICOMweb source) reads slides through the DICOMweb endpoint.
+if ! "$venv/bin/python" -c 'import tifffile, imagecodecs, wsidicomizer, wsidicom, iiif_validator, dicomweb_client' 2>/dev/null; then
+  echo "setup: installing tifffile, imagecodecs, wsidicomizer, iiif-validator and dicomweb-client into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check tifffile imagecodecs wsidicomizer iiif-validator dicomweb-client
 fi
 
 # The web client's dependencies, once it exists. Reinstall when the lock file is newer than

@@ -7,7 +7,10 @@
 //! 2. Tile serving: a fixed random sample of Deep Zoom tiles fetched by 1, 8 and 64 concurrent
 //!    clients, cold (server tile cache cleared) and warm, against openslide-rs's
 //!    `DeepZoomGenerator` plus the same JPEG encoder on 1 and 2 threads.
-//! 3. Tiles while a training job runs: the same sample fetched cold by 64 clients while a
+//! 3. WADO-RS frames: as many frames of the same slide's DICOMweb instances (its stored JPEG
+//!    tiles, passed through), sampled the same way from its finest levels, fetched by the same
+//!    numbers of clients, against the Deep Zoom tiles of the same pass.
+//! 4. Tiles while a training job runs: the same sample fetched cold by 64 clients while a
 //!    `train` job runs in a worker process started as `pathfed serve` starts its own, against
 //!    the same pass with the workers idle, measured just before (target: p99 at most 2× idle).
 //!
@@ -749,6 +752,8 @@ struct TileRun {
     sample: Vec<TileId>,
     /// (clients, cold pass, warm pass).
     passes: Vec<(usize, Pass, Pass)>,
+    /// WADO-RS frames: (clients, cold pass, warm pass), as many requests as `sample`.
+    frames: Vec<(usize, Pass, Pass)>,
 }
 
 async fn serve_tiles(
@@ -782,9 +787,22 @@ async fn serve_tiles(
     for &clients in &args.concurrency {
         eprintln!("fetching {} tiles with {clients} clients", urls.len());
         (server.clear_tiles)();
-        let cold = fetch_pass(http, &server.token, &urls, clients).await?;
-        let warm = fetch_pass(http, &server.token, &urls, clients).await?;
+        let cold = fetch_pass(http, &server.token, &urls, clients, None).await?;
+        let warm = fetch_pass(http, &server.token, &urls, clients, None).await?;
         passes.push((clients, cold, warm));
+    }
+    let frame_urls = frame_urls(server, http, &upload.slide_id, sample.len()).await?;
+    let mut frames = Vec::new();
+    for &clients in &args.concurrency {
+        eprintln!(
+            "fetching {} WADO-RS frames with {clients} clients",
+            frame_urls.len()
+        );
+        (server.clear_tiles)();
+        let accept = Some(FRAME_ACCEPT);
+        let cold = fetch_pass(http, &server.token, &frame_urls, clients, accept).await?;
+        let warm = fetch_pass(http, &server.token, &frame_urls, clients, accept).await?;
+        frames.push((clients, cold, warm));
     }
     Ok(TileRun {
         upload,
@@ -792,7 +810,77 @@ async fn serve_tiles(
         dzi,
         sample,
         passes,
+        frames,
     })
+}
+
+/// What a DICOMweb viewer asks frames as: the stored JPEG, one part per frame.
+const FRAME_ACCEPT: &str = "multipart/related; type=\"image/jpeg\"";
+
+/// `count` WADO-RS frame URLs of the slide (one frame each), drawn with the tile sample's seed
+/// from the frames of its finest `TOP_LEVELS` instances (one instance per pyramid level).
+async fn frame_urls(
+    server: &BenchServer,
+    http: &reqwest::Client,
+    slide_id: &str,
+    count: usize,
+) -> anyhow::Result<Arc<Vec<String>>> {
+    // A slide's study is `2.25.` and its id (a UUID) as a decimal integer; its one series adds `.1`.
+    let uuid = uuid::Uuid::parse_str(slide_id).context("the slide id is not a UUID")?;
+    let series_path = format!(
+        "/dicomweb/studies/2.25.{0}/series/2.25.{0}.1",
+        uuid.as_u128()
+    );
+    let metadata: serde_json::Value = server
+        .get(http, &format!("{series_path}/metadata"))
+        .header(reqwest::header::ACCEPT, "application/dicom+json")
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("fetching the series' WADO-RS metadata")?
+        .json()
+        .await
+        .context("reading the series' WADO-RS metadata")?;
+    let value = |instance: &serde_json::Value, tag: &str| instance[tag]["Value"][0].clone();
+    let mut instances: Vec<(String, u64)> = metadata
+        .as_array()
+        .context("the series metadata is not a JSON array")?
+        .iter()
+        .filter_map(|instance| {
+            let uid = value(instance, "00080018").as_str()?.to_string();
+            let frames = value(instance, "00280008");
+            // IS values may come as numbers or as strings.
+            let frames = frames
+                .as_u64()
+                .or_else(|| frames.as_str().and_then(|s| s.trim().parse().ok()))?;
+            Some((uid, frames))
+        })
+        .collect();
+    anyhow::ensure!(
+        !instances.is_empty(),
+        "the series has no instance with frames"
+    );
+    instances.sort_by_key(|(_, frames)| std::cmp::Reverse(*frames));
+    instances.truncate(TOP_LEVELS);
+    let total: u64 = instances.iter().map(|(_, frames)| frames).sum();
+    let mut rng = SplitMix(SAMPLE_SEED);
+    let urls = (0..count)
+        .filter_map(|_| {
+            let mut rest = rng.next() % total;
+            for (uid, frames) in &instances {
+                if rest < *frames {
+                    return Some(format!(
+                        "{}{series_path}/instances/{uid}/frames/{}",
+                        server.base,
+                        rest + 1
+                    ));
+                }
+                rest -= frames;
+            }
+            None
+        })
+        .collect();
+    Ok(Arc::new(urls))
 }
 
 /// The sample's tile URLs on the server.
@@ -838,7 +926,7 @@ async fn tiles_while_training(
         urls.len()
     );
     (server.clear_tiles)();
-    let idle = fetch_pass(http, &server.token, &urls, LOADED_CLIENTS).await?;
+    let idle = fetch_pass(http, &server.token, &urls, LOADED_CLIENTS, None).await?;
 
     eprintln!("generating a texture dataset to train on");
     let research = pathfed_datasets::Research::new(server.platform.clone())
@@ -909,7 +997,7 @@ async fn tiles_while_training(
         urls.len()
     );
     (server.clear_tiles)();
-    let training = fetch_pass(http, &server.token, &urls, LOADED_CLIENTS).await?;
+    let training = fetch_pass(http, &server.token, &urls, LOADED_CLIENTS, None).await?;
     let state = runs::state(&research, &server.researcher, &run.id).await?;
     anyhow::ensure!(
         state.status == "running",
@@ -961,6 +1049,7 @@ async fn fetch_pass(
     token: &str,
     urls: &Arc<Vec<String>>,
     clients: usize,
+    accept: Option<&'static str>,
 ) -> anyhow::Result<Pass> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -973,9 +1062,11 @@ async fn fetch_pass(
             let mut bytes = 0u64;
             while let Some(url) = urls.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let sent = Instant::now();
-                let body = http
-                    .get(url)
-                    .bearer_auth(&token)
+                let mut request = http.get(url).bearer_auth(&token);
+                if let Some(accept) = accept {
+                    request = request.header(reqwest::header::ACCEPT, accept);
+                }
+                let body = request
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
@@ -1151,6 +1242,37 @@ fn report_tiles(path: &Path, run: &TileRun, reference: Option<&[(usize, f64)]>, 
             warm.rate(),
             warm.percentile_ms(50.0),
             warm.percentile_ms(99.0),
+        );
+    }
+    println!(
+        "   WADO-RS frames (one per request, stored JPEG tiles passed through), {} sampled from the finest {TOP_LEVELS} instances:",
+        run.sample.len()
+    );
+    println!(
+        "   {:>7} | {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>22}",
+        "clients",
+        "cold f/s",
+        "p50 ms",
+        "p99 ms",
+        "warm f/s",
+        "p50 ms",
+        "p99 ms",
+        "vs Deep Zoom cold/warm"
+    );
+    for ((clients, cold, warm), (_, tiles_cold, tiles_warm)) in run.frames.iter().zip(&run.passes) {
+        println!(
+            "   {clients:>7} | {:>9.0} {:>8.2} {:>8.2} | {:>9.0} {:>8.2} {:>8.2} | {:>22}",
+            cold.rate(),
+            cold.percentile_ms(50.0),
+            cold.percentile_ms(99.0),
+            warm.rate(),
+            warm.percentile_ms(50.0),
+            warm.percentile_ms(99.0),
+            format!(
+                "{:.2}x / {:.2}x",
+                cold.rate() / tiles_cold.rate(),
+                warm.rate() / tiles_warm.rate()
+            ),
         );
     }
     if let Some((_, cold, _)) = run.passes.first()

@@ -1,7 +1,13 @@
-//! `pathfed bench slide`: the TIFF fast path against OpenSlide, measured in the same run on a
-//! generated ~40,000 × 30,000 px slide, on a real slide, and on Aperio JPEG 2000 versions of the
+//! `pathfed bench slide`: pathfed's readers against OpenSlide, measured in the same run on a
+//! generated ~40,000 × 30,000 px slide, on a real slide, on Aperio JPEG 2000 versions of the
 //! real slide (written by the JPEG 2000 test's fixture script, `slide/tests/fixtures/
-//! aperio_jp2k.py`, with the tools venv's tifffile and imagecodecs).
+//! aperio_jp2k.py`, with the tools venv's tifffile and imagecodecs), and on DICOM WSI versions of
+//! the generated and the real slide (written by wsidicomizer, which passes the SVS's JPEG tiles
+//! through as frames unchanged).
+//!
+//! The DICOM reader is measured against OpenSlide reading the SVS the series was converted from:
+//! the same compressed tiles, so the same decoding work, and OpenSlide before 4.0 (Debian 12 ships
+//! 3.4) cannot open DICOM at all.
 //!
 //! 1. Aligned 256 px level-0 region reads per second, with 1 and 2 threads.
 //! 2. Deep Zoom tiles per second over a whole pyramid (tiles rendered and JPEG-encoded in
@@ -53,8 +59,11 @@ pub struct SlideBenchArgs {
     /// Region reads per measurement on the JPEG 2000 slides (each tile costs far more to decode).
     #[arg(long, default_value_t = 1000)]
     jpeg2000_reads: usize,
-    /// The Python that writes the JPEG 2000 slides (needs tifffile and imagecodecs; default: the
-    /// repository's .tools/venv, else python3).
+    /// Measure DICOM versions of the generated and the real slide (written once with wsidicomizer).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    dicom: bool,
+    /// The Python that writes the JPEG 2000 slides and the DICOM series (needs tifffile,
+    /// imagecodecs and wsidicomizer; default: the repository's .tools/venv, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
 }
@@ -95,7 +104,12 @@ pub fn run(_args: &SlideBenchArgs, _config: &Config) -> anyhow::Result<()> {
 #[cfg(feature = "openslide")]
 pub fn run(args: &SlideBenchArgs, config: &Config) -> anyhow::Result<()> {
     let synthetic = ensure_synthetic(args)?;
-    let mut slides = vec![("synthetic".to_string(), synthetic, args.reads, JPEG_TARGETS)];
+    let mut slides = vec![Measured::tiff(
+        "synthetic",
+        &synthetic,
+        args.reads,
+        JPEG_TARGETS,
+    )];
     let default_real = PathBuf::from("slide/tests/fixtures/CMU-1-Small-Region.svs");
     let real = match &args.real {
         Some(real) => Some(real.clone()),
@@ -103,7 +117,7 @@ pub fn run(args: &SlideBenchArgs, config: &Config) -> anyhow::Result<()> {
         None => None,
     };
     match &real {
-        Some(real) => slides.push(("real".into(), real.clone(), args.reads, JPEG_TARGETS)),
+        Some(real) => slides.push(Measured::tiff("real", real, args.reads, JPEG_TARGETS)),
         None => println!(
             "(no real slide given and no fixture found; measuring the synthetic slide only)"
         ),
@@ -115,14 +129,31 @@ pub fn run(args: &SlideBenchArgs, config: &Config) -> anyhow::Result<()> {
         (Some(real), false) => {
             for variant in variants {
                 match ensure_jpeg2000(args, real, variant) {
-                    Ok(path) => slides.push((
-                        format!("JPEG 2000 {variant} (from the real slide)"),
-                        path,
+                    Ok(path) => slides.push(Measured::tiff(
+                        &format!("JPEG 2000 {variant} (from the real slide)"),
+                        &path,
                         args.jpeg2000_reads,
                         JPEG2000_TARGETS,
                     )),
                     Err(e) => println!("(skipping JPEG 2000 {variant}: {e:#})"),
                 }
+            }
+        }
+    }
+    if args.dicom {
+        let sources = std::iter::once(("synthetic", synthetic.as_path()))
+            .chain(real.as_deref().map(|real| ("real", real)));
+        for (kind, source) in sources {
+            match ensure_dicom(args, source) {
+                Ok(series) => slides.push(Measured {
+                    kind: format!("DICOM WSI, JPEG frames (from the {kind} slide)"),
+                    ours: series,
+                    reference: source.to_path_buf(),
+                    reader: Reader::Dicom,
+                    reads: args.reads,
+                    targets: JPEG_TARGETS,
+                }),
+                Err(e) => println!("(skipping DICOM from the {kind} slide: {e:#})"),
             }
         }
     }
@@ -132,10 +163,110 @@ pub fn run(args: &SlideBenchArgs, config: &Config) -> anyhow::Result<()> {
         .filter(|g| !g.is_empty())
         .map(|g| parse_geometry(g))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for (kind, path, reads, targets) in &slides {
-        measure::slide(kind, path, args, *reads, *targets, &geometries, config)?;
+    for slide in &slides {
+        measure::slide(slide, args, &geometries, config)?;
     }
     Ok(())
+}
+
+/// Which of pathfed's readers a measurement opens.
+#[cfg(feature = "openslide")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The TIFF fast path.
+    Tiff,
+    /// The DICOM WSI reader, on a folder holding the series.
+    Dicom,
+}
+
+/// One slide to measure: what pathfed reads, and what OpenSlide reads as the reference (the
+/// same file, or the SVS a DICOM series was converted from).
+#[cfg(feature = "openslide")]
+#[derive(Debug)]
+struct Measured {
+    kind: String,
+    ours: PathBuf,
+    reference: PathBuf,
+    reader: Reader,
+    reads: usize,
+    targets: Targets,
+}
+
+#[cfg(feature = "openslide")]
+impl Measured {
+    /// A TIFF both sides read.
+    fn tiff(kind: &str, path: &Path, reads: usize, targets: Targets) -> Self {
+        Self {
+            kind: kind.to_string(),
+            ours: path.to_path_buf(),
+            reference: path.to_path_buf(),
+            reader: Reader::Tiff,
+            reads,
+            targets,
+        }
+    }
+}
+
+/// The Python with the fixture writers: `--python`, else the repository's tools venv, else
+/// `python3`.
+#[cfg(feature = "openslide")]
+fn tools_python(args: &SlideBenchArgs) -> PathBuf {
+    let venv = PathBuf::from(".tools/venv/bin/python");
+    match &args.python {
+        Some(p) => p.clone(),
+        None if venv.is_file() => venv,
+        None => PathBuf::from("python3"),
+    }
+}
+
+/// `work_dir/{source's stem}-dicom/`: the DICOM WSI series wsidicomizer writes from `source`,
+/// unless it is already there and newer than the source.
+#[cfg(feature = "openslide")]
+fn ensure_dicom(args: &SlideBenchArgs, source: &Path) -> anyhow::Result<PathBuf> {
+    let stem = source
+        .file_stem()
+        .map_or_else(|| "slide".into(), |s| s.to_string_lossy().into_owned());
+    let out = args.work_dir.join(format!("{stem}-dicom"));
+    // The marker is written last, so a conversion stopped half-way is redone.
+    let done_marker = args.work_dir.join(format!("{stem}-dicom.complete"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(made), Some(s)) = (modified(&done_marker), modified(source))
+        && made > s
+    {
+        println!("using {} (written earlier)", out.display());
+        return Ok(out);
+    }
+    let _ = std::fs::remove_file(&done_marker);
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    let python = tools_python(args);
+    eprintln!(
+        "writing {} with wsidicomizer ({})...",
+        out.display(),
+        python.display()
+    );
+    let done = Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import sys\nfrom wsidicomizer import WsiDicomizer\n\
+             WsiDicomizer.convert(sys.argv[1], output_path=sys.argv[2], \
+             add_missing_levels=True, workers=2)",
+        )
+        .arg(source)
+        .arg(&out)
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    anyhow::ensure!(
+        done.status.success(),
+        "wsidicomizer failed: {}",
+        String::from_utf8_lossy(&done.stderr).trim()
+    );
+    std::fs::write(&done_marker, b"")
+        .with_context(|| format!("writing {}", done_marker.display()))?;
+    Ok(out)
 }
 
 /// `work_dir/{real's stem}-j2k-{variant}.svs`, written by the JPEG 2000 fixture script unless it
@@ -162,12 +293,7 @@ fn ensure_jpeg2000(args: &SlideBenchArgs, real: &Path, variant: &str) -> anyhow:
         println!("using {} (written earlier)", out.display());
         return Ok(out);
     }
-    let venv = PathBuf::from(".tools/venv/bin/python");
-    let python = match &args.python {
-        Some(p) => p.clone(),
-        None if venv.is_file() => venv,
-        None => PathBuf::from("python3"),
-    };
+    let python = tools_python(args);
     eprintln!("writing {} with {}...", out.display(), python.display());
     let done = Command::new(&python)
         .arg(script)
@@ -214,7 +340,6 @@ fn ensure_synthetic(args: &SlideBenchArgs) -> anyhow::Result<PathBuf> {
 
 #[cfg(feature = "openslide")]
 mod measure {
-    use std::path::Path;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -224,31 +349,51 @@ mod measure {
     use pathfed_core::Config;
     use pathfed_core::config::TilesConfig;
     use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
+    use pathfed_slide::dicom::DicomSlide;
     use pathfed_slide::openslide::OpenSlideReader;
     use pathfed_slide::tiff::TiffSlide;
     use pathfed_slide::{SlideReader, jpeg};
 
+    /// Opens pathfed's reader of the measured slide, with a decoded-tile cache of `cache` bytes.
+    fn open_ours(
+        slide: &super::Measured,
+        limits: &pathfed_core::SlideLimits,
+        cache: usize,
+    ) -> anyhow::Result<Arc<dyn SlideReader>> {
+        Ok(match slide.reader {
+            super::Reader::Tiff => Arc::new(TiffSlide::open(&slide.ours, limits, cache)?),
+            super::Reader::Dicom => Arc::new(DicomSlide::open(&slide.ours, limits, cache)?),
+        })
+    }
+
     /// Runs both measurements on one slide (about `reads` region reads) and prints them.
     pub fn slide(
-        kind: &str,
-        path: &Path,
+        slide: &super::Measured,
         args: &super::SlideBenchArgs,
-        reads: usize,
-        targets: super::Targets,
         geometries: &[(u32, u32)],
         config: &Config,
     ) -> anyhow::Result<()> {
+        let (kind, reads, targets) = (&slide.kind, slide.reads, slide.targets);
+        let reference = slide.reference.as_path();
         let limits = &config.slide;
         let cache = args.tile_cache_mb << 20;
-        let fast = TiffSlide::open(path, limits, cache)
-            .with_context(|| format!("{} is not readable by the fast path", path.display()))?;
-        let (w, h) = fast.properties().dimensions();
+        let ours = open_ours(slide, limits, cache).with_context(|| {
+            format!(
+                "{} is not readable by pathfed's reader",
+                slide.ours.display()
+            )
+        })?;
+        let (w, h) = ours.properties().dimensions();
         println!(
-            "\n== {kind} slide: {} ({w} × {h} px, {} levels)",
-            path.display(),
-            fast.properties().levels.len()
+            "\n== {kind} slide: {} ({w} × {h} px, {} levels, pathfed's {} reader)",
+            slide.ours.display(),
+            ours.properties().levels.len(),
+            ours.properties().backend,
         );
-        drop(fast);
+        if slide.ours != slide.reference {
+            println!("   OpenSlide reads {}", reference.display());
+        }
+        drop(ours);
 
         let positions = aligned_positions(w, h, reads);
         // A small slide has few distinct regions: repeat the pass with fresh readers (so no pass
@@ -259,15 +404,16 @@ mod measure {
             positions.len()
         );
         // Untimed pass so both backends find the file's pages in the page cache.
+        rate(1, &positions, 1, || open_ours(slide, limits, cache))?;
         rate(1, &positions, 1, || {
-            Ok(Arc::new(TiffSlide::open(path, limits, cache)?) as Arc<dyn SlideReader>)
+            Ok(Arc::new(OpenSlideReader::open(reference, limits)?) as Arc<dyn SlideReader>)
         })?;
         for threads in [1usize, 2] {
             let fast_rate = rate(rounds, &positions, threads, || {
-                Ok(Arc::new(TiffSlide::open(path, limits, cache)?) as Arc<dyn SlideReader>)
+                open_ours(slide, limits, cache)
             })?;
             let os_rate = rate(rounds, &positions, threads, || {
-                Ok(Arc::new(OpenSlideReader::open(path, limits)?) as Arc<dyn SlideReader>)
+                Ok(Arc::new(OpenSlideReader::open(reference, limits)?) as Arc<dyn SlideReader>)
             })?;
             println!(
                 "   {threads} thread{}: pathfed {fast_rate:>8.0} reads/s | OpenSlide {os_rate:>8.0} reads/s | ratio {:.2}x (target >= {}x)",
@@ -278,7 +424,7 @@ mod measure {
         }
 
         for &(size, overlap) in geometries {
-            let fast: Arc<dyn SlideReader> = Arc::new(TiffSlide::open(path, limits, cache)?);
+            let fast = open_ours(slide, limits, cache)?;
             let tiles = TilesConfig {
                 tile_size: size,
                 overlap,
@@ -299,9 +445,10 @@ mod measure {
             }
             let ours = dz.tile_count() as f64 / started.elapsed().as_secs_f64();
 
-            let slide = OpenSlide::new(path).map_err(|e| anyhow::anyhow!("OpenSlide: {e}"))?;
+            let openslide =
+                OpenSlide::new(reference).map_err(|e| anyhow::anyhow!("OpenSlide: {e}"))?;
             let generator = DeepZoomGenerator::new(
-                &slide,
+                &openslide,
                 OsDzOptions::new(options.tile_size).with_overlap(options.overlap),
             )
             .map_err(|e| anyhow::anyhow!("OpenSlide Deep Zoom: {e}"))?;

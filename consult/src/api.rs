@@ -688,24 +688,48 @@ async fn attach(
     Path(id): Path<String>,
     JsonBody(form): JsonBody<AttachForm>,
 ) -> Result<Response, ApiError> {
-    let (case, _) = open_case(&consult, &user, &id, "case.attach").await?;
-    let done = cases::attach_slide(
-        &consult.platform.db,
-        &user,
-        &case,
-        &form.slide_id,
-        form.label.as_deref(),
-    )
-    .await;
-    audited(
-        &consult.platform,
-        &user,
-        "case.attach",
-        &target(&case),
-        done,
-    )
-    .await?;
+    attach_slide(&consult, &user, &id, &form.slide_id, form.label.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Attaches one of the user's hospital's slides to draft case `case_id` as
+/// `POST /api/v1/cases/{id}/slides` does (the case opened for the user, the outcome audited as
+/// `case.attach`): also for slides that arrive naming a case, such as a STOW-RS push.
+pub async fn attach_slide(
+    consult: &Consult,
+    user: &Principal,
+    case_id: &str,
+    slide_id: &str,
+    label: Option<&str>,
+) -> Result<(), ApiError> {
+    let (case, _) = open_case(consult, user, case_id, "case.attach").await?;
+    let done = cases::attach_slide(&consult.platform.db, user, &case, slide_id, label).await;
+    audited(&consult.platform, user, "case.attach", &target(&case), done).await
+}
+
+/// Refuses, before any slide arrives, what [`attach_slide`] would refuse whatever the slide: a
+/// case the user may not see (404) or not attach to (403), one that is no longer a draft (409);
+/// refusals are audited as `case.attach`. A push naming a case is checked so before its body
+/// is read.
+pub async fn check_attachable(
+    consult: &Consult,
+    user: &Principal,
+    case_id: &str,
+) -> Result<(), ApiError> {
+    let (case, _) = open_case(consult, user, case_id, "case.attach").await?;
+    match cases::check_attach(user, &case) {
+        Ok(()) => Ok(()),
+        Err(refused) => {
+            audited(
+                &consult.platform,
+                user,
+                "case.attach",
+                &target(&case),
+                Err::<(), _>(refused),
+            )
+            .await
+        }
+    }
 }
 
 /// Detach a slide from a draft

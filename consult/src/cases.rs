@@ -403,6 +403,13 @@ pub fn check_slide_label(label: &str) -> ConsultResult<Option<String>> {
     Ok((!label.is_empty()).then(|| label.to_string()))
 }
 
+/// Refuses what [`attach_slide`] refuses before it looks at the slide: a user outside the
+/// case's spoke (or a researcher), a case that is no longer a draft.
+pub fn check_attach(user: &Principal, case: &Case) -> ConsultResult<()> {
+    require_spoke(user, case)?;
+    require_status(case, &[Status::Draft], "attach slides")
+}
+
 /// Attaches one of the spoke's slides to a draft, with its label if one is given (attaching
 /// an attached slide again with a label relabels it).
 pub async fn attach_slide(
@@ -412,8 +419,7 @@ pub async fn attach_slide(
     slide_id: &str,
     label: Option<&str>,
 ) -> ConsultResult<()> {
-    require_spoke(user, case)?;
-    require_status(case, &[Status::Draft], "attach slides")?;
+    check_attach(user, case)?;
     let label = match label {
         Some(label) => check_slide_label(label)?,
         None => None,

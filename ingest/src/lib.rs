@@ -7,6 +7,9 @@
 //! chunk triggers [`register`]: digest check, unzip if needed, validation, storage, the slide
 //! row and the audit entry. Any failure leaves no row, no object and no staging file.
 //!
+//! DICOM series may also arrive instance by instance over STOW-RS ([`stow`], routed by the
+//! server): each series is registered through the same steps as a zip of its instances.
+//!
 //! The staging folder (`ingest.staging_dir`) may be shared by several replicas: a request that
 //! writes to an upload holds a lock on its staging file, so one upload is written by one
 //! request at a time whichever replica takes it, and the offset is read from the shared file.
@@ -15,6 +18,7 @@ pub mod client;
 pub mod names;
 pub mod register;
 pub mod slides;
+pub mod stow;
 pub mod tus;
 pub mod unzip;
 mod upload;
@@ -25,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pathfed_core::Platform;
+use pathfed_core::accounts::Role;
 use sha2::Sha256;
 
 pub use tus::router;
@@ -81,6 +86,14 @@ impl Ingest {
     pub fn staging_dir(&self) -> &Path {
         &self.inner.staging
     }
+}
+
+/// Whether a role may upload slides (over tus or STOW-RS): clinical staff and admins.
+pub fn can_upload(role: Role) -> bool {
+    matches!(
+        role,
+        Role::Submitter | Role::Pathologist | Role::Admin | Role::PlatformAdmin
+    )
 }
 
 fn keyed_lock<K: std::hash::Hash + Eq + Clone>(map: &Mutex<HashMap<K, Gate>>, key: &K) -> Gate {

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
 use pathfed_core::Platform;
-use pathfed_core::accounts::{Principal, Role};
+use pathfed_core::accounts::Principal;
 use pathfed_core::audit::AuditEvent;
 use pathfed_core::db::{new_id, now};
 use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
@@ -130,6 +130,7 @@ impl Ingest {
         // The folder is listed before the rows are read, and `create` writes an upload's row
         // before its staging file: a listed file without a row belongs to an upload that ended,
         // never to one that another replica (sharing the folder) is creating right now.
+        let expiry_s = self.platform().config.ingest.upload_expiry_s;
         let names: Vec<String> = match std::fs::read_dir(&self.inner.staging) {
             Ok(entries) => entries
                 .flatten()
@@ -157,8 +158,16 @@ impl Ingest {
             if id.is_empty() {
                 continue;
             }
-            if !live.contains(id) {
-                let path = self.inner.staging.join(&name);
+            let path = self.inner.staging.join(&name);
+            let ended = if id.starts_with(crate::stow::WORK_PREFIX) {
+                // A STOW-RS request's work folder has no upload row: it goes once it is older
+                // than an upload may live (what a crash left behind), never while its request
+                // may still run.
+                older_than(&path, Duration::from_secs(expiry_s))
+            } else {
+                !live.contains(id)
+            };
+            if ended {
                 let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
                 removed += 1;
             }
@@ -227,6 +236,15 @@ impl Ingest {
         }
         Ok(upload)
     }
+}
+
+/// Whether the file or folder at `path` was last modified more than `age` ago.
+fn older_than(path: &std::path::Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_some_and(|elapsed| elapsed > age)
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -347,10 +365,7 @@ async fn create(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_version(&headers)?;
-    if !matches!(
-        user.role,
-        Role::Submitter | Role::Pathologist | Role::Admin | Role::PlatformAdmin
-    ) {
+    if !crate::can_upload(user.role) {
         let _ = ingest
             .platform()
             .audit(AuditEvent::by(&user, "upload.create", "uploads", "denied"))
@@ -642,7 +657,9 @@ fn parse_checksum(headers: &HeaderMap) -> Result<Option<ChunkChecksum>, ApiError
 /// tus chunk at Upload-Offset (optional Upload-Checksum: sha256 or sha1); the last chunk registers the slide and answers Pathfed-Slide-Id
 ///
 /// The body is `application/offset+octet-stream`. A chunk whose checksum fails (460) or that
-/// overruns the declared length is discarded whole. The last chunk runs registration (digest,
+/// overruns the declared length is discarded whole. While the first 64 KiB arrive, a DICOM
+/// file whose transfer syntax the reader does not decode is refused at once (422), its upload
+/// discarded. The last chunk runs registration (digest,
 /// unzip, validation, storage): a refused file (4xx) is discarded, a server-side failure (5xx)
 /// keeps the bytes so the client can repeat the last request.
 #[utoipa::path(
@@ -666,7 +683,7 @@ fn parse_checksum(headers: &HeaderMap) -> Result<Option<ChunkChecksum>, ApiError
         (status = 412, description = "Tus-Resumable is not 1.0.0", body = ErrorBody),
         (status = 413, description = "more bytes than declared (`past_length`), or the finished upload no longer fits the hospital's upload quota (`quota_exceeded`; the upload is discarded)", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/offset+octet-stream", body = ErrorBody),
-        (status = 422, description = "the finished file is not a valid slide (or zip of one)", body = ErrorBody),
+        (status = 422, description = "the finished file is not a valid slide (or zip of one); or, as soon as its first bytes arrive, a DICOM file whose transfer syntax the reader does not decode (`unsupported_transfer_syntax`, the message names it) or whose file meta group cannot be read (`invalid_dicom`): the upload is discarded", body = ErrorBody),
         (status = 423, description = "another request is writing to this upload", body = ErrorBody),
         (status = 460, description = "the chunk's Upload-Checksum does not match", body = ErrorBody),
         (status = 500, description = "server-side failure; the bytes are kept", body = ErrorBody),
@@ -709,6 +726,24 @@ async fn append(
         ));
     }
     let new_offset = write_chunk(&ingest, &upload, &staged, current, checksum, body).await?;
+    // While the first bytes arrive: a DICOM file the reader cannot decode (its transfer syntax
+    // is in the file meta group) is refused now, not after the rest of it has come.
+    // A failure on our side to read the head is logged (`ApiError::internal`) and not the
+    // client's: the chunk stands, and completion judges the whole file anyway.
+    if current < HEAD_LEN
+        && let Err(error) = judge_staged(&ingest, &upload, new_offset).await
+        && error.status.is_client_error()
+    {
+        let _ = ingest
+            .platform()
+            .audit(
+                AuditEvent::by(&user, "slide.upload", &format!("upload:{id}"), "refused")
+                    .detail(format!("{}: {}", upload.filename, error.message)),
+            )
+            .await;
+        ingest.discard(&id).await;
+        return Err(error);
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if new_offset == upload.length {
         let digest = {
@@ -753,6 +788,39 @@ async fn append(
         .headers_mut()
         .insert("upload-offset", HeaderValue::from(new_offset));
     Ok(response)
+}
+
+/// How much of an upload's beginning is judged as it arrives ([`judge_staged`]).
+const HEAD_LEN: u64 = crate::stow::HEAD_BYTES as u64;
+
+/// Judges the first bytes of a staged upload that is `staged_len` bytes long so far: refused
+/// (422, see `stow::judge_head`) when they are a DICOM file meta group naming a transfer syntax
+/// the reader does not decode, or one that cannot be read; accepted when the file is not DICOM,
+/// is readable, or its meta group has not all arrived yet. A readable lone instance is refused
+/// at completion, which says to zip the series.
+async fn judge_staged(
+    ingest: &Ingest,
+    upload: &UploadRow,
+    staged_len: u64,
+) -> Result<(), ApiError> {
+    let path = ingest.staged_path(&upload.id);
+    let limit = staged_len.min(HEAD_LEN);
+    let head = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(&path)?
+            .take(limit)
+            .read_to_end(&mut head)?;
+        Ok(head)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    if !pathfed_slide::dicom::is_dicom_magic(&head) {
+        return Ok(());
+    }
+    crate::stow::judge_head(&head, staged_len == upload.length, &upload.filename)?;
+    Ok(())
 }
 
 /// Appends the request body at `current`; returns the new offset. A chunk whose checksum fails,

@@ -2,6 +2,12 @@
 // assembled file), then send it with the tus resumable protocol. Uses the
 // globals `hashwasm` and `tus` from the vendor scripts loaded by upload.html.
 //
+// DICOM instances picked or dropped together are one upload per series: a zip
+// packed in the browser while it is hashed (dicom-group.js). A series the
+// server could not read (a whole-slide instance in a transfer syntax it does
+// not decode), or one instance alone, is refused in its row before any byte is
+// sent; files that are not DICOM go up one by one beside it.
+//
 // A lost connection does not end an upload: its row waits for the connection
 // and resumes where it stopped, after a growing pause or at once when the
 // browser says it is back online. Only an answer of the server can end one.
@@ -20,6 +26,7 @@ import {
   t,
   viewerUrl,
 } from "/static/app.js";
+import { groupDicom, planZip, unreadableSyntaxes, writeZip, zipName } from "/static/dicom-group.js";
 
 const TUS_ENDPOINT = "/api/v1/uploads";
 const MAX_PARALLEL = 2;
@@ -93,11 +100,16 @@ function isNetworkError(err) {
   return !err.originalResponse || err.originalResponse.getStatus() === 0;
 }
 
-/** One file's row in the list and its state. */
+/**
+ * One upload's row in the list and its state. `series` ({ plan, count }) makes
+ * it a DICOM series: `file` is then only its zip's name and size until the zip
+ * is packed (see zipSeries).
+ */
 class UploadItem {
-  constructor(file) {
+  constructor(file, series = null) {
     rowCount += 1;
     this.file = file;
+    this.series = series;
     this.phase = "queued";
     this.cancelled = false;
     this.upload = null;
@@ -143,6 +155,7 @@ class UploadItem {
       "li",
       { class: "upload-row" },
       el("span", { class: "upload-name", text: file.name }),
+      series ? el("p", { class: "upload-note upload-series", text: t("upload.dicom.series_note", { count: series.count }) }) : null,
       this.phaseEl,
       el("div", { class: "upload-progress" }, this.progressEl, this.percentEl),
       this.bytesEl,
@@ -211,6 +224,12 @@ class UploadItem {
     this.setPhase("error");
     // Replace the indeterminate "processing" bar with how far it got.
     this.setProgress(this.lastDone);
+  }
+
+  /** Refused before anything was read or sent: no byte count to show. */
+  refuse(message) {
+    this.fail(message, false);
+    this.bytesEl.textContent = "";
   }
 
   /**
@@ -322,6 +341,26 @@ async function hashFile(item) {
     hasher.update(new Uint8Array(buffer));
     item.setProgress(end);
   }
+  return hasher.digest("hex");
+}
+
+/**
+ * Packs a DICOM series into its zip and returns the zip's SHA-256: one pass
+ * over every instance computes their CRC-32s and the hash together. The row's
+ * file becomes the zip, so a retry or resume later hashes that as any file.
+ */
+async function zipSeries(item) {
+  const hasher = await hashwasm.createSHA256();
+  hasher.init();
+  item.file = await writeZip(item.series.plan, {
+    sink: (bytes) => hasher.update(bytes),
+    progress: (done) => {
+      if (item.cancelled) throw new CancelledError();
+      item.setProgress(done);
+    },
+    sliceSize: HASH_SLICE,
+  });
+  item.series.packed = true;
   return hasher.digest("hex");
 }
 
@@ -473,7 +512,7 @@ async function runItem(item) {
       item.setProgress(0);
       // Always hash, even when resuming: if the server has expired the earlier
       // upload, the new one must be created with the checksum again.
-      const sha256 = await hashFile(item);
+      const sha256 = item.series && !item.series.packed ? await zipSeries(item) : await hashFile(item);
       if (item.cancelled) throw new CancelledError();
       item.setPhase("uploading");
       item.setProgress(0);
@@ -514,18 +553,55 @@ function pump() {
   }
 }
 
+/** Puts a row at the top of the list; `queued` rows wait for their turn to upload. */
+function show(item, queued = true) {
+  items.push(item);
+  listEl.prepend(item.row);
+  if (queued) waiting.push(item);
+}
+
+/** The refusal of a series whose whole-slide instances use transfer syntaxes the server cannot decode. */
+function syntaxRefusal(refused, total) {
+  const syntax = refused
+    .map(({ uid, name }) => {
+      const shown = name || t("upload.dicom.unknown_syntax");
+      return uid ? `${shown} (${uid})` : shown;
+    })
+    .join(", ");
+  const count = refused.reduce((sum, entry) => sum + entry.count, 0);
+  return t("upload.dicom.syntax_refused", { syntax, count, total });
+}
+
+/** One DICOM series: refused in its row when the server could not read it, else queued as one zip. */
+function addSeries(group) {
+  const count = group.instances.length;
+  if (count === 1) {
+    // The server refuses a lone instance too, but only once it has all its bytes.
+    const item = new UploadItem(group.instances[0].file);
+    show(item, false);
+    item.refuse(t("upload.dicom.lone", { name: item.file.name }));
+    return;
+  }
+  const plan = planZip(
+    group.instances.map((instance) => instance.file),
+    zipName(group),
+  );
+  const item = new UploadItem({ name: plan.name, size: plan.size }, { plan, count, packed: false });
+  const refused = unreadableSyntaxes(group);
+  show(item, refused.length === 0);
+  if (refused.length) item.refuse(syntaxRefusal(refused, count));
+}
+
 async function addFiles(files) {
   const list = Array.from(files);
   if (list.length === 0) return;
   showError("");
   const session = await sessionReady;
   if (!session) return;
-  for (const file of list) {
-    const item = new UploadItem(file);
-    items.push(item);
-    waiting.push(item);
-    listEl.prepend(item.row);
-  }
+  // Reads the start of each file: DICOM ones are grouped by series, the rest go up alone.
+  const { others, groups } = await groupDicom(list);
+  for (const file of others) show(new UploadItem(file));
+  for (const group of groups) addSeries(group);
   pump();
 }
 

@@ -13,8 +13,15 @@
 // as an annotation. Then the user picks 日本語 in the nav's language switch: the page reloads in
 // Japanese, stays so after a reload, and a fresh English-speaking browser gets Japanese after
 // signing in, because the choice is kept on the server; switching back gives English again.
+// Last, on the upload page, the instances of a DICOM whole-slide series chosen together make one
+// upload row, one upload and one slide of format `dicom`; the same instances labelled RLE
+// Lossless are refused in their row, naming the transfer syntax, without an upload being created;
+// and OpenSeadragon, given the DICOM slide's IIIF Image API 3 `info.json`, draws its tiles, all
+// fetched from `/iiif/3/`.
 //
-// Environment: see web/tests/harness.mjs.
+// Environment: see web/tests/harness.mjs, and two more that server/tests/it/browser.rs sets:
+//   PATHFED_DICOM_SERIES      the DICOM series' instance files, joined by the path-list separator
+//   PATHFED_DICOM_RLE_SERIES  the same instances labelled RLE Lossless, joined alike
 
 import path from "node:path";
 import {
@@ -34,6 +41,7 @@ import {
   screenshot,
   setLang,
   signIn,
+  sleep,
   startServerAndBrowser,
   step,
   tmpDir,
@@ -52,8 +60,19 @@ const DRAG_PX = 400;
 /** A measurement may differ from DRAG_PX × MPP by this fraction. */
 const TOLERANCE = 0.01;
 
+/** The DICOM instance files server/tests/it/browser.rs wrote: the series, and its RLE twin. */
+function dicomInputs() {
+  const list = (name) => {
+    const value = process.env[name] || "";
+    check(value, `${name} is not set: this walk is run by server/tests/it/browser.rs, which writes the DICOM series`);
+    return value.split(path.delimiter).filter(Boolean);
+  };
+  return { series: list("PATHFED_DICOM_SERIES"), rle: list("PATHFED_DICOM_RLE_SERIES") };
+}
+
 async function main() {
   setLang("en");
+  const dicom = dicomInputs();
   const env = await makeDataDir();
   const [, adminFile] = await passwordFile("admin");
   await run(["admin", "init", "--hospital", "Test Hub", "--kind", "hub", "--user", "admin", "--password-file", adminFile], env);
@@ -137,6 +156,8 @@ async function main() {
   await ruler(slideId);
 
   await languageSwitch(base, caseId, password);
+  const dicomSlide = await dicomSeries(base, dicom);
+  await iiifInOpenSeadragon(base, dicomSlide);
 }
 
 // ---- The ruler ---------------------------------------------------------------------------------
@@ -315,6 +336,140 @@ async function languageSwitch(base, caseId, password) {
   await waitForStatus("draft");
   await screenshot("en-switched-back");
   step("language switch: to Japanese, kept on the server, and back to English");
+}
+
+// ---- A DICOM series, and IIIF ---------------------------------------------------------------------
+
+/** The instances of a DICOM series chosen together are one upload and one slide; the same series
+ * in a transfer syntax the server cannot decode is refused, named, before any upload. Returns
+ * the DICOM slide's id. */
+async function dicomSeries(base, { series, rle }) {
+  step(`a DICOM series: ${series.length} instance files chosen together on the upload page`);
+  await page.goto(`${base}/upload`);
+  await page.locator("#app-nav .user-name").waitFor({ timeout: 10_000 });
+  await checkLanguage("upload");
+  const created = [];
+  const watchUploads = (request) => {
+    if (request.method() === "POST" && new URL(request.url()).pathname === "/api/v1/uploads") created.push(request.url());
+  };
+  page.on("request", watchUploads);
+  try {
+    const slideId = await uploadThroughPage(series);
+    const rows = await page.locator(".upload-row").count();
+    check(rows === 1, `${series.length} DICOM instances made ${rows} upload rows, not one`);
+    check(created.length === 1, `${series.length} DICOM instances created ${created.length} uploads, not one`);
+    const note = ((await page.textContent(".upload-row .upload-series")) || "").trim();
+    check(note === T("upload.dicom.series_note", { count: series.length }), `the series row says "${note}"`);
+    const slide = await page.evaluate(async (id) => (await fetch(`/api/v1/slides/${encodeURIComponent(id)}`)).json(), slideId);
+    check(slide.format === "dicom", `the series registered as ${JSON.stringify(slide.format)}, not dicom: ${JSON.stringify(slide)}`);
+    check(/\.zip$/.test(slide.filename || ""), `the series' upload is named ${JSON.stringify(slide.filename)}, not a zip`);
+    step(`  one upload, one slide: ${slideId} (${slide.filename}, ${slide.width} × ${slide.height}, format dicom)`);
+    await screenshot("en-upload-dicom");
+
+    step(`the same ${rle.length} instances labelled RLE Lossless: refused before any upload`);
+    await page.setInputFiles("#file-input", rle);
+    const refusedRow = page.locator('.upload-row[data-phase="error"]');
+    await refusedRow.waitFor({ timeout: 15_000 });
+    const refusal = ((await refusedRow.locator(".upload-error").textContent()) || "").trim();
+    const expected = T("upload.dicom.syntax_refused", { syntax: "RLE Lossless (1.2.840.10008.1.2.5)", count: rle.length, total: rle.length });
+    check(refusal === expected, `the RLE series' refusal reads "${refusal}", expected "${expected}"`);
+    check((await refusedRow.locator("button").count()) === 0, "a refused series offers a retry that could not succeed");
+    // Nothing was queued: a request would follow within moments of the row appearing.
+    await sleep(1_000);
+    check(created.length === 1, `the refused series created an upload: ${created.slice(1).join(", ")}`);
+    check((await page.locator(".upload-row").count()) === 2, "the refused series is not one row beside the first");
+    step(`  refused in its row: "${refusal}"`);
+    await checkLanguage("upload");
+    await screenshot("en-upload-dicom-refused");
+    return slideId;
+  } finally {
+    page.off("request", watchUploads);
+  }
+}
+
+/** OpenSeadragon (the viewer page's copy) opens a slide from its IIIF Image API 3 info.json, as
+ * a IIIF viewer on the same site does with the session's cookie, and draws its tiles. */
+async function iiifInOpenSeadragon(base, slideId) {
+  step("OpenSeadragon opens the DICOM slide from IIIF Image API 3");
+  await page.goto(`${base}/viewer?slide=${encodeURIComponent(slideId)}`);
+  // The viewer's own Deep Zoom view of the DICOM slide, first.
+  await waitInPage("the viewer's tiles of the DICOM slide", viewerSettled, 0, TILES_TIMEOUT_MS);
+  const requested = [];
+  const watchIiif = (request) => {
+    const url = new URL(request.url());
+    if (url.pathname.startsWith("/iiif/")) requested.push(url.pathname);
+  };
+  page.on("request", watchIiif);
+  try {
+    const info = `${base}/iiif/3/${encodeURIComponent(slideId)}/info.json`;
+    await page.evaluate((tileSources) => {
+      const element = document.createElement("div");
+      element.id = "iiif-viewer";
+      element.style.cssText = "position:fixed;left:0;top:0;width:512px;height:384px;z-index:1000;background:#fff";
+      document.body.append(element);
+      const state = { tiles: [], failed: null };
+      const viewer = window.OpenSeadragon({ element, tileSources, drawer: "canvas", showNavigationControl: false });
+      viewer.addHandler("open-failed", (event) => {
+        state.failed = `open failed: ${event.message}`;
+      });
+      viewer.addHandler("tile-load-failed", (event) => {
+        state.failed = `tile failed: ${event.message} ${event.tile && event.tile.getUrl()}`;
+      });
+      viewer.addHandler("tile-loaded", (event) => state.tiles.push(event.tile.getUrl()));
+      window.pathfedIiif = { viewer, state };
+    }, info);
+    await waitInPage(
+      "OpenSeadragon to draw the IIIF tiles",
+      () => {
+        const { viewer, state } = window.pathfedIiif;
+        const item = viewer.world.getItemAt(0);
+        return Boolean(state.failed) || (state.tiles.length > 0 && item && item.getFullyLoaded());
+      },
+      null,
+      TILES_TIMEOUT_MS,
+    );
+    const seen = await page.evaluate(async (id) => {
+      const { viewer, state } = window.pathfedIiif;
+      const item = viewer.world.getItemAt(0);
+      const slide = await (await fetch(`/api/v1/slides/${encodeURIComponent(id)}`)).json();
+      // The drawn canvas: opaque pixels and their luminance spread (tissue, not a blank frame).
+      const canvas = viewer.drawer.canvas;
+      const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+      let opaque = 0;
+      let sum = 0;
+      let squares = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i + 3] < 250) continue;
+        const lum = 0.2126 * data[i] + 0.7152 * data[i + 1] + 0.0722 * data[i + 2];
+        opaque += 1;
+        sum += lum;
+        squares += lum * lum;
+      }
+      const mean = opaque ? sum / opaque : 0;
+      return {
+        failed: state.failed,
+        tiles: state.tiles,
+        iiif: item.source instanceof window.OpenSeadragon.IIIFTileSource,
+        version: item.source.version,
+        size: [item.source.dimensions.x, item.source.dimensions.y],
+        slideSize: [slide.width, slide.height],
+        opaque,
+        std: opaque ? Math.sqrt(Math.max(0, squares / opaque - mean * mean)) : 0,
+      };
+    }, slideId);
+    check(!seen.failed, `OpenSeadragon could not show the IIIF image: ${seen.failed}`);
+    check(seen.iiif && seen.version === 3, `OpenSeadragon did not read an IIIF Image API 3 service (version ${seen.version})`);
+    check(seen.size.join("×") === seen.slideSize.join("×"), `IIIF says the image is ${seen.size.join("×")}, the slide is ${seen.slideSize.join("×")}`);
+    const prefix = `${base}/iiif/3/${encodeURIComponent(slideId)}/`;
+    const elsewhere = seen.tiles.filter((url) => !url.startsWith(prefix) || !url.endsWith("/default.jpg"));
+    check(seen.tiles.length > 0 && elsewhere.length === 0, `tiles not from the IIIF service: ${elsewhere.slice(0, 3).join(", ")}`);
+    check(requested.includes(`/iiif/3/${encodeURIComponent(slideId)}/info.json`), `OpenSeadragon did not ask for info.json: ${requested.slice(0, 3).join(", ")}`);
+    check(seen.opaque > 1000 && seen.std > 5, `the IIIF view looks blank (${seen.opaque} opaque pixels, luminance std ${seen.std.toFixed(2)})`);
+    step(`  ${seen.tiles.length} IIIF tiles drawn (e.g. ${seen.tiles[0].slice(base.length)}), luminance std ${seen.std.toFixed(1)}`);
+    await screenshot("en-iiif-openseadragon");
+  } finally {
+    page.off("request", watchIiif);
+  }
 }
 
 await runTest("en", main);

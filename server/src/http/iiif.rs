@@ -40,7 +40,7 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
+
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage, imageops};
@@ -54,6 +54,7 @@ use pathfed_slide::{Level, SlideError, SlideProperties, SlideReader};
 use serde::Serialize;
 
 use super::AppState;
+use super::cors::{allow_any_origin, preflight};
 use super::slides::{Need, etag_matches, visible_slide};
 
 /// Where the image services live: `/iiif/3/{slide}` is a slide's base URI.
@@ -98,47 +99,6 @@ pub fn router() -> Routes<AppState> {
         authenticate with an API token"))
 )]
 pub struct Api;
-
-/// Adds the CORS headers to every answer of a route, errors included, so that a viewer on
-/// another origin can read what went wrong too.
-fn allow_any_origin(methods: MethodRouter<AppState>) -> MethodRouter<AppState> {
-    methods.layer(axum::middleware::map_response(cors_headers))
-}
-
-async fn cors_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Link, ETag"),
-    );
-    response
-}
-
-/// A CORS preflight's answer: GET from anywhere, with an API token.
-fn preflight() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [
-            (
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, HEAD, OPTIONS"),
-            ),
-            (
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("Authorization, Accept"),
-            ),
-            (
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("600"),
-            ),
-        ],
-    )
-        .into_response()
-}
 
 /// CORS preflight of the base URI
 #[utoipa::path(
@@ -415,46 +375,13 @@ fn service_url(
     uri: &Uri,
     slide_id: &str,
 ) -> Result<String, ApiError> {
-    let configured = platform
-        .config
-        .notify
-        .base_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|url| !url.is_empty());
-    let origin = match configured {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .or_else(|| uri.authority().map(|a| a.as_str()))
-                .filter(|host| is_host(host))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "iiif_bad_host",
-                        "the request has no usable Host header, so the image service's URL \
-                         cannot be given",
-                    )
-                })?;
-            let scheme = if pathfed_core::request_context::is_https() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{host}")
-        }
-    };
+    let origin = super::public_origin(platform, headers, uri).ok_or_else(|| {
+        ApiError::bad_request(
+            "iiif_bad_host",
+            "the request has no usable Host header, so the image service's URL cannot be given",
+        )
+    })?;
     Ok(format!("{origin}{PREFIX}/{}", encode_segment(slide_id)))
-}
-
-/// A host name or address with an optional port, and nothing that could leave the URL.
-fn is_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
 }
 
 /// Percent-encodes everything but unreserved characters (slide ids are UUIDs, so in practice

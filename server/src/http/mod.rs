@@ -4,6 +4,8 @@
 mod admin;
 mod ai;
 mod audit;
+mod cors;
+mod dicomweb;
 mod iiif;
 mod metrics;
 mod openapi;
@@ -95,6 +97,48 @@ impl FromRef<AppState> for Ingest {
     }
 }
 
+/// This server's origin for absolute URLs in answers (IIIF `id`s, DICOMweb Retrieve URLs):
+/// `notify.base_url` where the operator set it (the address people open, one canonical name
+/// however the server is reached), else `https` or `http` (as the request came, through our TLS
+/// or a trusted proxy's) and the request's `Host`, or the request line's authority; `None` when
+/// neither is a plain host name.
+pub(crate) fn public_origin(
+    platform: &Platform,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Option<String> {
+    let configured = platform
+        .config
+        .notify
+        .base_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty());
+    if let Some(url) = configured {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .filter(|host| is_host(host))?;
+    let scheme = if pathfed_core::request_context::is_https() {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{host}"))
+}
+
+/// A host name or address with an optional port, and nothing that could leave the URL.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
 /// Every route of the application, registered through [`Routes`] so that they can be listed
 /// (`pathfed routes`); [`app`] serves exactly these. A route's documentation is the
 /// `#[utoipa::path]` on its handler and the handler's place in its service's `Api`.
@@ -108,6 +152,7 @@ pub fn routes() -> Routes<AppState> {
         .merge(audit::router())
         .merge(slides::router())
         .merge(iiif::router())
+        .merge(dicomweb::router())
         .merge(ai::router())
         .merge(pathfed_ingest::router())
         .merge(pathfed_consult::router())

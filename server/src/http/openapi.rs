@@ -31,6 +31,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::audit::Api::openapi(),
         super::slides::Api::openapi(),
         super::iiif::Api::openapi(),
+        super::dicomweb::Api::openapi(),
+        super::dicomweb::stow::Api::openapi(),
         super::ai::Api::openapi(),
         pathfed_ingest::tus::Api::openapi(),
         pathfed_consult::api::Api::openapi(),

@@ -11,18 +11,15 @@
 //! - a new case records an age band and a sex only when someone chose them: missing is refused
 //!   with a clear message, `unknown` is accepted and stored.
 
-use std::path::Path;
-
 use pathfed_core::jobs::Jobs;
 use pathfed_core::jobs::kinds::{Infer, JobKind as _};
-use pathfed_ingest::client::{Phase, UploadClient};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::inference::{finished_job, mostly_dense, register_texture_model};
 use crate::support::people::{read, staff};
-use crate::support::{As, BACKENDS, TestServer, submit_case, synth_slide};
+use crate::support::{As, BACKENDS, TestServer, submit_case, synth_slide, upload};
 
 /// The refusal code of every AI endpoint for users AI support is not for.
 const NOT_FOR_USER: &str = "ai_for_diagnosing_pathologists";
@@ -39,18 +36,6 @@ async fn refused_with(
     let (got, value) = user.call(method.clone(), path, body).await;
     assert_eq!(got.as_u16(), status, "{method} {path}: {value}");
     assert_eq!(value["error"]["code"], code, "{method} {path}: {value}");
-}
-
-/// Uploads `file` as the owner of `token`; returns the slide id.
-async fn upload(server: &TestServer, token: &str, file: &Path) -> String {
-    let name = file.file_name().unwrap().to_string_lossy();
-    let state = server.dir.path().join(format!("{name}.upload.json"));
-    UploadClient::new(&server.url, token, &state)
-        .unwrap()
-        .upload(file, &|_: Phase, _: u64, _: u64| {})
-        .await
-        .unwrap()
-        .slide_id
 }
 
 /// A draft case for `patient` in the stomach (where the model is deployed), with `slide`.

@@ -13,45 +13,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pathfed_ingest::client::{ClientError, Phase, UploadClient};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::support::{As, BACKENDS, TestServer, tools_python};
+use crate::support::dicom::DicomSeries;
+use crate::support::{As, BACKENDS, TestServer};
 
-/// Converts SOURCE to a DICOM series in JPEG_DIR (JPEG baseline frames passed through from the
-/// SVS), and writes the same instances with the transfer syntax rewritten to RLE Lossless in
-/// RLE_DIR.
-const CONVERT_SCRIPT: &str = r#"
-import os, sys
-import pydicom
-from pydicom.uid import RLELossless
-from wsidicomizer import WsiDicomizer
-
-source, jpeg, rle = sys.argv[1:4]
-WsiDicomizer.convert(source, output_path=jpeg, add_missing_levels=True, workers=1)
-os.makedirs(rle, exist_ok=True)
-for name in sorted(os.listdir(jpeg)):
-    ds = pydicom.dcmread(os.path.join(jpeg, name))
-    ds.file_meta.TransferSyntaxUID = RLELossless
-    ds.save_as(os.path.join(rle, name), enforce_file_format=True)
-"#;
+/// RLE Lossless, a transfer syntax the DICOM reader does not decode.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 fn real_slide() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/fixtures/CMU-1-Small-Region.svs")
-}
-
-/// The instance files of a folder, sorted by name.
-fn instances(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 5, "{}: {files:?}", dir.display());
-    files
 }
 
 /// A zip of `files` under `folder/`, named `instance-N` plus `extension`.
@@ -75,26 +49,14 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zipped_dicom_series_is_one_slide_and_rle_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (jpeg_dir, rle_dir) = (dir.path().join("jpeg"), dir.path().join("rle"));
-    let converted = Command::new(tools_python())
-        .arg("-c")
-        .arg(CONVERT_SCRIPT)
-        .arg(real_slide())
-        .arg(&jpeg_dir)
-        .arg(&rle_dir)
-        .output()
-        .unwrap();
-    assert!(
-        converted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&converted.stderr)
-    );
-    let jpeg_files = instances(&jpeg_dir);
+    let series = DicomSeries::convert(&real_slide(), &dir.path().join("jpeg"), &json!({}));
+    let rle = series.relabelled(&dir.path().join("rle"), RLE_LOSSLESS);
+    let jpeg_files = series.instances;
     let jpeg_zip = dir.path().join("series.zip");
     // No extension: instances are recognised by content, as scanners name them anyhow.
     zip_instances(&jpeg_zip, "DICOM series", &jpeg_files, "");
     let rle_zip = dir.path().join("rle.zip");
-    zip_instances(&rle_zip, "rle", &instances(&rle_dir), ".dcm");
+    zip_instances(&rle_zip, "rle", &rle.instances, ".dcm");
 
     for backend in BACKENDS {
         let server = TestServer::start(backend);

@@ -18,17 +18,15 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
-use std::path::Path;
 use std::process::Command;
 
 use image::RgbImage;
 use pathfed_core::audit::recent;
-use pathfed_ingest::client::{Phase, UploadClient};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 
 use crate::support::{
-    BACKENDS, Backend, TestServer, client, submit_case, synth_slide, tools_python,
+    BACKENDS, Backend, TestServer, client, submit_case, synth_slide, tools_python, upload,
 };
 
 /// Writes the validator's test image: 100-pixel squares in the colours its checks expect
@@ -69,18 +67,6 @@ script = os.path.join(os.path.dirname(sys.executable), "iiif-validate.py")
 sys.argv = [script] + sys.argv[1:]
 runpy.run_path(script, run_name="__main__")
 "#;
-
-/// Uploads `file` as the owner of `token`; returns the slide id.
-async fn upload(server: &TestServer, token: &str, file: &Path) -> String {
-    let name = file.file_name().unwrap().to_string_lossy();
-    let state = server.dir.path().join(format!("{name}.upload.json"));
-    UploadClient::new(&server.url, token, &state)
-        .unwrap()
-        .upload(file, &|_: Phase, _: u64, _: u64| {})
-        .await
-        .unwrap()
-        .slide_id
-}
 
 /// GET `path` with `token` (none: anonymous) and extra headers.
 async fn get(

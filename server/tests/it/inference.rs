@@ -10,9 +10,14 @@
 //!   of a discordant slide carries the flag;
 //! - bad requests, a missing model and a corrupt slide fail clearly, with no retries where
 //!   retrying cannot help, and the server stays up; a queued run can be cancelled;
-//! - `pathfed infer` runs a model on the server's slide and offline on a local file;
+//! - `pathfed infer` runs a model on the server's slide and offline on a local slide;
 //! - deleting a hub's own slide (AI support on it is for that hub's pathologists) stops its
 //!   runs and removes its results.
+//!
+//! DICOM: the case's slide is a DICOM series (the generated slide converted by wsidicomizer at
+//! test time, uploaded as a zip), so the `infer` job, its heatmap and overlay tiles, the Deep
+//! Zoom tiles they line up with, curation at sign-out and the offline CLI (on the folder of
+//! instances) all run on a DICOM slide; the slide deleted at the end is an SVS.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
@@ -28,6 +33,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::support::dicom::dicom_zip;
 use crate::support::people::{read, staff, wait_for};
 use crate::support::{As, BACKENDS, TestServer, bin, one_at_a_time, submit_case};
 
@@ -166,6 +172,10 @@ fn dzi_size(xml: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ai_support_from_deployment_to_feedback() {
+    // The case's slide, as a zipped DICOM series written once for both backends.
+    let fixtures = tempfile::tempdir().unwrap();
+    let svs = mostly_dense(fixtures.path(), "ai.svs", 12);
+    let (dicom, file) = dicom_zip(&svs, fixtures.path(), "ai-dicom");
     for backend in BACKENDS {
         let server = TestServer::start(backend);
         let staff = staff(&server);
@@ -196,8 +206,12 @@ async fn ai_support_from_deployment_to_feedback() {
 
         // The spoke submits a case; its slide gets the deployed model's run by itself. The run
         // is for the hub: the spoke is refused it (`clinical.rs` has every endpoint).
-        let file = mostly_dense(server.dir.path(), "ai.svs", 12);
         let (case, slide) = submit_case(&server, &staff.spoke.token, &file, "AI-1");
+        let shown = staff
+            .spoke
+            .ok(Method::GET, &format!("/api/v1/slides/{slide}"), None)
+            .await;
+        assert_eq!(shown["format"], "dicom", "{backend:?}: {shown}");
         let ai = format!("/api/v1/slides/{slide}/ai");
         staff.spoke.refused(Method::GET, &ai, None, 403).await;
         let first = &staff.first;
@@ -429,9 +443,11 @@ async fn ai_support_from_deployment_to_feedback() {
         assert_eq!(rerun["status"], "succeeded", "{rerun}");
 
         // A slide whose bytes went bad on disk fails with the reader's error, once. Every
-        // process (the server, its inference worker) has its own cached copy: all go bad.
-        let cached = find_files(&server.dir.path().join("data/cache"), "ai.svs");
-        assert!(!cached.is_empty(), "ai.svs not in the slide cache");
+        // process (the server, its inference worker) has its own cached copy of the level-0
+        // instance, which the slide is opened from: all go bad.
+        let main = dicom.main_name();
+        let cached = find_files(&server.dir.path().join("data/cache"), &main);
+        assert!(!cached.is_empty(), "{main} not in the slide cache");
         let bytes = std::fs::read(&cached[0]).unwrap();
         for copy in &cached {
             std::fs::write(copy, &bytes[..bytes.len() / 3]).unwrap();
@@ -447,7 +463,8 @@ async fn ai_support_from_deployment_to_feedback() {
         let (status, _) = staff.spoke.call(Method::GET, "/healthz", None).await;
         assert_eq!(status.as_u16(), 200);
 
-        // The CLI: on the server's slide, and offline on a local file.
+        // The CLI: on the server's slide, and offline on a local DICOM slide (its folder of
+        // instances).
         for copy in &cached {
             std::fs::write(copy, &bytes).unwrap();
         }
@@ -455,9 +472,10 @@ async fn ai_support_from_deployment_to_feedback() {
         assert!(out.contains("textures@1: GAS-G1 score"), "{out}");
         assert!(out.contains("Decision support only"), "{out}");
         let offline = server.dir.path().join("offline");
+        let local = dicom.folder.to_str().unwrap();
         let out = server.cli_ok(&[
             "infer",
-            file.to_str().unwrap(),
+            local,
             "--model",
             folder.to_str().unwrap(),
             "--out",
@@ -468,19 +486,13 @@ async fn ai_support_from_deployment_to_feedback() {
             serde_json::from_slice(&std::fs::read(offline.join("result.json")).unwrap()).unwrap();
         assert_eq!(written["predicted"], "GAS-G1");
         assert!(offline.join("heatmap.png").exists());
-        let refused = server.cli(&[
-            "infer",
-            file.to_str().unwrap(),
-            "--out",
-            offline.to_str().unwrap(),
-        ]);
+        let refused = server.cli(&["infer", local, "--out", offline.to_str().unwrap()]);
         assert!(!refused.status.success());
         assert!(String::from_utf8_lossy(&refused.stderr).contains("--model"));
 
         // Deleting a slide stops its runs still queued or running and removes its results. The
         // slide is the hub's own, in no case: AI support on it is for the hub's pathologists,
-        // and deleting it for its submitters. Another seed: the same bytes would be the case's
-        // slide again.
+        // and deleting it for its submitters. It is an SVS, as uploads of one file are.
         let hub_submitter = As {
             server: &server,
             token: server.user("Hub H", "hub", "sub_h", "submitter"),

@@ -4,6 +4,15 @@
 //! slide, with audit entries; only the patient's hospital may record one. Dataset versions cut
 //! patches, split by patient, reuse shards of unchanged parameters, and leave out (and delete
 //! the patches of) a patient who opts out while a version is being built.
+//!
+//! DICOM: one of the canary slides is a DICOM series (converted at test time by wsidicomizer,
+//! uploaded as a zip) with an identifying string in every attribute that can hold one (patient,
+//! accession, dates, institution, operator, device serial, specimen, a private block, the label's
+//! own text and barcode) and a label and overview of a colour no tissue has. After sign-out and
+//! curation, no byte of the research tier (every object under `research/`, every
+//! `research_slides` row, the dataset API's answers) holds any of them, its UIDs, or the
+//! clinical ids, in ASCII of either case or UTF-16; the research TIFF has the pyramid's pages
+//! only, none of the label's pixels, and the allow-listed facts (size, MPP, objective power).
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed step should panic with its cause.
 
@@ -18,8 +27,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::support::dicom::DicomSeries;
 use crate::support::people::{Staff, sign_out_with, staff, tombstone, wait_for};
-use crate::support::{self, As, BACKENDS, Reaped, TestServer, bin, submit_case};
+use crate::support::{self, As, BACKENDS, Reaped, TestServer, bin, submit_case, tools_python};
 
 const CANARY: &str = "CANARY";
 
@@ -66,6 +76,394 @@ fn contains(bytes: &[u8], needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// Where a DICOM canary is planted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum In {
+    /// An attribute of every instance.
+    Every,
+    /// An attribute of the first Specimen Description item of every instance.
+    Specimen,
+    /// The string of a private block (group 0009) in every instance.
+    Private,
+    /// An attribute of the LABEL instance only.
+    Label,
+}
+
+/// The DICOM canary slide's identifying attributes: (where, keyword, value), every value unique.
+/// Dates must be dates (their VR says so), so they are distinctive dates instead.
+const DICOM_CANARIES: [(In, &str, &str); 21] = [
+    (In::Every, "PatientName", "DCMCANARY-01"),
+    (In::Every, "PatientID", "DCMCANARY-02"),
+    (In::Every, "AccessionNumber", "DCMCANARY-03"),
+    (In::Every, "InstitutionName", "DCMCANARY-04"),
+    (In::Every, "InstitutionAddress", "DCMCANARY-05"),
+    (In::Every, "OperatorsName", "DCMCANARY-06"),
+    (In::Every, "ReferringPhysicianName", "DCMCANARY-07"),
+    (In::Every, "DeviceSerialNumber", "DCMCANARY-08"),
+    (In::Every, "StudyID", "DCMCANARY-09"),
+    (In::Every, "ContainerIdentifier", "DCMCANARY-10"),
+    (In::Every, "StudyDescription", "DCMCANARY-11"),
+    (In::Every, "SeriesDescription", "DCMCANARY-12"),
+    (In::Every, "StudyDate", "19020304"),
+    (In::Every, "SeriesDate", "19030405"),
+    (In::Every, "ContentDate", "19040506"),
+    (In::Every, "AcquisitionDateTime", "19050607080910"),
+    (In::Every, "PatientBirthDate", "19060708"),
+    (In::Specimen, "SpecimenIdentifier", "DCMCANARY-13"),
+    (In::Specimen, "SpecimenShortDescription", "DCMCANARY-14"),
+    (In::Private, "a private block", "DCMCANARY-15"),
+    (In::Label, "LabelText", "DCMCANARY-16"),
+];
+/// The label's barcode, on the LABEL instance only.
+const DICOM_BARCODE: &str = "DCMCANARY-17";
+/// The folder the instances are zipped in, as an export names it.
+const DICOM_FOLDER: &str = "DCMCANARY-18 export";
+/// The name of the uploaded zip.
+const DICOM_ZIP: &str = "DCMCANARY-19.zip";
+/// The label's and the overview's one colour: pure green, which no stained tissue has.
+const CANARY_GREEN: [u8; 3] = [0, 255, 0];
+
+/// The DICOM canary slide: the series and the zip uploaded.
+struct DicomCanary {
+    series: DicomSeries,
+    zip: PathBuf,
+}
+
+/// A generated slide converted to a DICOM series with every canary of [`DICOM_CANARIES`] (and
+/// the barcode) planted, solid green label and overview, and an objective power of 20 (an
+/// allow-listed fact), zipped in a folder and under a name that are canaries too. Checks that
+/// every canary is in the files uploaded, so the test of the research tier can fail.
+fn dicom_canary_slide(dir: &Path) -> DicomCanary {
+    let source = support::synth_slide(dir, "dicom-canary.svs", 1536, 1024, 23);
+    let of = |place: In| -> serde_json::Map<String, Value> {
+        DICOM_CANARIES
+            .iter()
+            .filter(|(p, _, _)| *p == place)
+            .map(|(_, keyword, value)| ((*keyword).to_string(), json!(value)))
+            .collect()
+    };
+    let mut label = of(In::Label);
+    label.insert("BarcodeValue".into(), json!(DICOM_BARCODE));
+    let private = DICOM_CANARIES
+        .iter()
+        .find(|(p, _, _)| *p == In::Private)
+        .map(|(_, _, value)| *value)
+        .unwrap();
+    let edits = json!({
+        "attributes": of(In::Every),
+        "specimen": of(In::Specimen),
+        "private": private,
+        "label_attributes": label,
+        "associated_rgb": CANARY_GREEN,
+        "objective_power": 20,
+    });
+    let series = DicomSeries::convert(&source, &dir.join("dicom-canary"), &edits);
+    let files: Vec<Vec<u8>> = series
+        .instances
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    let planted =
+        DICOM_CANARIES
+            .iter()
+            .copied()
+            .chain([(In::Label, "BarcodeValue", DICOM_BARCODE)]);
+    for (place, keyword, value) in planted {
+        let found = files.iter().filter(|f| contains(f, value)).count();
+        let want = if place == In::Label {
+            found >= 1
+        } else {
+            found == files.len()
+        };
+        assert!(
+            want,
+            "{keyword} = {value} is in {found} of {} instances",
+            files.len()
+        );
+    }
+    let zip = series.zip(&dir.join(DICOM_ZIP), DICOM_FOLDER);
+    DicomCanary { series, zip }
+}
+
+/// What must not reach the research tier from the DICOM canary slide, as (what, text): every
+/// planted value (dates also as ISO and TIFF write them), the zip's and its folder's names and
+/// every UID of the series.
+fn dicom_needles(canary: &DicomCanary) -> Vec<(String, String)> {
+    let mut needles = Vec::new();
+    for (_, keyword, value) in DICOM_CANARIES {
+        needles.push((keyword.to_string(), value.to_string()));
+        if value.bytes().all(|b| b.is_ascii_digit()) {
+            let (y, m, d) = (&value[..4], &value[4..6], &value[6..8]);
+            needles.push((format!("{keyword} as ISO"), format!("{y}-{m}-{d}")));
+            needles.push((format!("{keyword} as TIFF"), format!("{y}:{m}:{d}")));
+        }
+    }
+    needles.push(("BarcodeValue".into(), DICOM_BARCODE.into()));
+    let stem = DICOM_ZIP.trim_end_matches(".zip");
+    needles.push(("the zip's name".into(), stem.into()));
+    let folder = DICOM_FOLDER.split(' ').next().unwrap();
+    needles.push(("the export folder's name".into(), folder.into()));
+    needles.extend(
+        canary
+            .series
+            .uids
+            .iter()
+            .map(|uid| (format!("UID {uid}"), uid.clone())),
+    );
+    needles
+}
+
+/// The needles (what, text) found in `bytes`: as ASCII in either case, or as UTF-16 in either
+/// byte order, as a copy through another encoder (EXIF, XMP, a database) would write them.
+fn leaked<'a>(bytes: &[u8], needles: &'a [(String, String)]) -> Vec<&'a str> {
+    let haystack = bytes.to_ascii_lowercase();
+    needles
+        .iter()
+        .filter(|(_, text)| {
+            let text = text.to_ascii_lowercase();
+            let utf16 = |big_endian: bool| -> Vec<u8> {
+                text.encode_utf16()
+                    .flat_map(|unit| {
+                        if big_endian {
+                            unit.to_be_bytes()
+                        } else {
+                            unit.to_le_bytes()
+                        }
+                    })
+                    .collect()
+            };
+            [text.as_bytes().to_vec(), utf16(false), utf16(true)]
+                .iter()
+                .any(|form| {
+                    haystack
+                        .windows(form.len())
+                        .any(|w| w[0] == form[0] && w == form.as_slice())
+                })
+        })
+        .map(|(what, _)| what.as_str())
+        .collect()
+}
+
+/// Counts, with tifffile and PIL, the canary-green pixels (green above 200, red and blue under
+/// 80) of every page of each image file: `[{"pages": [{"width", "height", "green",
+/// "description"}]}]`, one entry per file (a `.png` is one page).
+const CENSUS_SCRIPT: &str = r#"
+import json, sys
+import numpy as np
+import tifffile
+from PIL import Image
+
+def green(pixels):
+    pixels = pixels.astype(int)
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return int(((g > 200) & (r < 80) & (b < 80)).sum())
+
+report = []
+for path in sys.argv[1:]:
+    if path.endswith(".png"):
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        pages = [{"width": pixels.shape[1], "height": pixels.shape[0], "green": green(pixels),
+                  "description": ""}]
+    else:
+        with tifffile.TiffFile(path) as tiff:
+            pages = [{"width": page.imagewidth, "height": page.imagelength,
+                      "green": green(page.asarray()), "description": page.description}
+                     for page in tiff.pages]
+    report.append({"pages": pages})
+print(json.dumps(report))
+"#;
+
+fn colour_census(files: &[&Path]) -> Value {
+    let out = Command::new(tools_python())
+        .arg("-c")
+        .arg(CENSUS_SCRIPT)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// (width, height) of every level `slide info --json` reports for `path`.
+fn level_sizes(info: &Value) -> Vec<(u64, u64)> {
+    info["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["width"].as_u64().unwrap(), l["height"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Once the DICOM canary slide (`slide`, of `case`, patient MRN-1003) is the only live research
+/// slide: its clinical label is the canary green (so the pixel check can fail); a dataset
+/// version is cut, so a manifest and the dataset API join the research tier; then nothing of the
+/// tier holds a canary, UID or clinical id, and the research TIFF is the pyramid with the
+/// allow-listed facts and nothing of the label or overview.
+async fn dicom_canaries_stay_out(
+    server: &TestServer,
+    spoke: &As<'_>,
+    researcher: &As<'_>,
+    canary: &DicomCanary,
+    (case, slide): (&str, &str),
+) {
+    let backend = server.backend;
+    let db = server.db().await;
+    let store = server.store();
+
+    // The clinical tier holds the series as uploaded, label included.
+    let shown = spoke
+        .ok(Method::GET, &format!("/api/v1/slides/{slide}"), None)
+        .await;
+    assert_eq!(shown["format"], "dicom", "{backend:?}: {shown}");
+    assert_eq!(shown["has_label"], true, "{backend:?}: {shown}");
+    let (status, label) = spoke.raw(&format!("/api/v1/slides/{slide}/label")).await;
+    assert_eq!(status.as_u16(), 200, "{backend:?}");
+    let label_png = server.dir.path().join("dicom-label.png");
+    std::fs::write(&label_png, &label).unwrap();
+
+    // The research slide and a dataset version of it.
+    let row = sqlx::query(
+        "SELECT object_key, width, height, vendor, pixel_path FROM research_slides \
+         WHERE deleted_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (row.get::<i64, _>("width"), row.get::<i64, _>("height")),
+        (1536, 1024),
+        "{backend:?}"
+    );
+    assert_eq!(row.get::<String, _>("vendor"), "dicom", "{backend:?}");
+    assert_eq!(
+        row.get::<String, _>("pixel_path"),
+        "re-encoded",
+        "{backend:?}"
+    );
+    let out = server.cli_ok(&[
+        "dataset",
+        "create",
+        "dicom-privacy",
+        "--server",
+        &server.url,
+        "--token",
+        &researcher.token,
+        "--labels",
+        "gastric-group",
+        "--min-cell-size",
+        "1",
+        "--no-patches",
+    ]);
+    assert!(out.contains("dicom-privacy@1"), "{backend:?}: {out}");
+
+    // Every byte of the research tier: objects, rows, and the dataset API's answers.
+    let mut tier: Vec<(String, Vec<u8>)> = Vec::new();
+    let keys = pathfed_core::store::list_keys(&store, "research/")
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.starts_with("research/slides/"))
+            && keys.iter().any(|k| k.starts_with("research/datasets/")),
+        "{backend:?}: {keys:?}"
+    );
+    for key in keys {
+        let bytes = get_bytes(&store, &key).await.unwrap();
+        tier.push((key, bytes));
+    }
+    for each in sqlx::query("SELECT * FROM research_slides")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+    {
+        // Every text column; numbers cannot hold a name.
+        let text: Vec<String> = (0..each.len())
+            .filter_map(|i| each.try_get::<Option<String>, _>(i).ok().flatten())
+            .collect();
+        tier.push((
+            format!("research_slides row {}", each.get::<String, _>("id")),
+            text.join("\n").into_bytes(),
+        ));
+    }
+    for path in [
+        "/api/v1/datasets",
+        "/api/v1/datasets/dicom-privacy/versions/1",
+    ] {
+        let answer = researcher.ok(Method::GET, path, None).await;
+        tier.push((path.to_string(), answer.to_string().into_bytes()));
+    }
+    let mut needles = dicom_needles(canary);
+    needles.extend([
+        ("the clinical slide id".to_string(), slide.to_string()),
+        ("the case id".to_string(), case.to_string()),
+        ("a patient id".to_string(), "MRN-100".to_string()),
+        ("any canary".to_string(), CANARY.to_string()),
+    ]);
+    for (what, bytes) in &tier {
+        let found = leaked(bytes, &needles);
+        assert!(
+            found.is_empty(),
+            "{backend:?}: {found:?} reached the research tier in {what}"
+        );
+    }
+
+    // The research TIFF: the source's pyramid page for page, none of the label's or overview's
+    // pixels, and the allow-listed facts (MPP, objective power, vendor) in its own tags.
+    let key: String = row.get("object_key");
+    let research_tiff = server.dir.path().join("dicom-research.tiff");
+    std::fs::write(&research_tiff, get_bytes(&store, &key).await.unwrap()).unwrap();
+    let census = colour_census(&[&label_png, &research_tiff]);
+    let label_page = &census[0]["pages"][0];
+    let label_pixels =
+        label_page["width"].as_u64().unwrap() * label_page["height"].as_u64().unwrap();
+    assert!(
+        label_page["green"].as_u64().unwrap() * 10 >= label_pixels * 9,
+        "{backend:?}: the clinical label is not the canary green: {label_page}"
+    );
+    let source: Value = serde_json::from_str(&server.cli_ok(&[
+        "slide",
+        "info",
+        "--json",
+        canary.series.folder.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let pages = census[1]["pages"].as_array().unwrap();
+    let page_sizes: Vec<(u64, u64)> = pages
+        .iter()
+        .map(|p| (p["width"].as_u64().unwrap(), p["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        page_sizes,
+        level_sizes(&source),
+        "{backend:?}: a research TIFF page that is no pyramid level"
+    );
+    assert!(
+        pages.iter().all(|p| p["green"] == 0),
+        "{backend:?}: label or overview pixels in the research TIFF: {pages:?}"
+    );
+    assert_eq!(
+        pages[0]["description"],
+        "pathfed research slide|vendor=dicom|objective-power=20|mpp-x=0.499|mpp-y=0.499",
+        "{backend:?}"
+    );
+    let info: Value = serde_json::from_str(&server.cli_ok(&[
+        "slide",
+        "info",
+        "--json",
+        research_tiff.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(info["associated_images"], json!([]), "{backend:?}: {info}");
+    assert_eq!(level_sizes(&info), level_sizes(&source), "{backend:?}");
+    assert!(
+        (info["mpp_x"].as_f64().unwrap() - 0.499).abs() < 1e-3,
+        "{backend:?}: {info}"
+    );
+}
+
 /// First read, concordant blind double-check, sign-out with GAS-G3.
 async fn sign_out(first: &As<'_>, second: &As<'_>, case: &str, slide: &str) {
     sign_out_with(first, second, case, slide, "GAS-G3").await;
@@ -88,8 +486,11 @@ async fn signed_out_case(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
+    let fixtures = tempfile::tempdir().unwrap();
+    let dicom = dicom_canary_slide(fixtures.path());
     for backend in BACKENDS {
-        let server = TestServer::start(backend);
+        // Small cells: the DICOM check cuts a dataset version of one slide.
+        let server = TestServer::start_with(backend, &[SMALL_CELLS]);
         let Staff {
             spoke,
             first,
@@ -216,9 +617,9 @@ async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
         let file = canary_slide(server.dir.path(), "second.svs", 22);
         let (case2, slide2) = submit_case(&server, &spoke.token, &file, "MRN-1002");
         sign_out(&first, &second, &case2, &slide2).await;
-        // A third patient's case, signed out after, proves the worker is running meanwhile.
-        let file = canary_slide(server.dir.path(), "third.svs", 23);
-        let (case3, slide3) = submit_case(&server, &spoke.token, &file, "MRN-1003");
+        // A third patient's case, signed out after, proves the worker is running meanwhile. Its
+        // slide is the DICOM canary series, uploaded as a zip.
+        let (case3, slide3) = submit_case(&server, &spoke.token, &dicom.zip, "MRN-1003");
         sign_out(&first, &second, &case3, &slide3).await;
         wait_for(
             "the third patient's research slide",
@@ -251,6 +652,9 @@ async fn sign_out_curates_without_canaries_and_opt_outs_remove_research_data() {
             "{backend:?}: opted-out slide enqueued"
         );
         assert_eq!(curate_jobs.len(), 2);
+
+        // Nothing of the DICOM series but the allow-listed facts is in the research tier.
+        dicom_canaries_stay_out(&server, &spoke, &researcher, &dicom, (&case3, &slide3)).await;
     }
 }
 

@@ -4,6 +4,12 @@
 //! researcher reads; the deployed model reloads and predicts what the run evaluated; a run
 //! cancelled mid-way resumes from its checkpoint; bad requests are refused with nothing
 //! registered; clinical staff see none of it.
+//!
+//! DICOM: one patient's slide is a DICOM series (the generated SVS converted by wsidicomizer at
+//! test time, uploaded as a zip), so a DICOM slide goes through the whole flow: its Deep Zoom
+//! tiles are served, its case is read, double-checked and signed out, curation re-encodes it
+//! into a research slide, and the dataset version the runs train and evaluate on holds its
+//! patches.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its cause.
 
@@ -14,11 +20,36 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::support::dicom::dicom_zip;
 use crate::support::people::{sign_out_with, staff, wait_for};
 use crate::support::{self, As, BACKENDS, TestServer, submit_case};
 
 /// Six patients, three per diagnosis, so a 1:1:1 split per diagnosis fills every split.
 const CODES: [&str; 6] = ["GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3", "GAS-G1", "GAS-G3"];
+/// The patient whose slide is uploaded as DICOM (a zip of its series).
+const DICOM_PATIENT: usize = 0;
+
+/// The viewer's view of a DICOM slide: registered as `dicom`, its Deep Zoom descriptor and a
+/// full-resolution tile served.
+async fn dicom_slide_is_viewable(owner: &As<'_>, slide: &str) {
+    let shown = owner
+        .ok(Method::GET, &format!("/api/v1/slides/{slide}"), None)
+        .await;
+    assert_eq!(shown["format"], "dicom", "{shown}");
+    let (status, dzi) = owner
+        .raw(&format!("/api/v1/slides/{slide}/slide.dzi"))
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    let dzi = String::from_utf8(dzi).unwrap();
+    assert!(dzi.contains("Width=\"2400\""), "{dzi}");
+    // 2400 px wide: Deep Zoom level 12 is full resolution.
+    let (status, tile) = owner
+        .raw(&format!("/api/v1/slides/{slide}/slide_files/12/0_0.jpeg"))
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    let tile = image::load_from_memory_with_format(&tile, image::ImageFormat::Jpeg).unwrap();
+    assert!(tile.width() > 0 && tile.height() > 0);
+}
 
 async fn count(db: &pathfed_core::Db, table: &str) -> i64 {
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -32,6 +63,24 @@ async fn count(db: &pathfed_core::Db, table: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn train_register_deploy_reload_cancel_and_resume() {
+    // The slides, written once for both backends; one of them as a zipped DICOM series.
+    let fixtures = tempfile::tempdir().unwrap();
+    let files: Vec<std::path::PathBuf> = (0..CODES.len())
+        .map(|i| {
+            let svs = support::synth_slide(
+                fixtures.path(),
+                &format!("t{i}.svs"),
+                2400,
+                1800,
+                60 + i as u32,
+            );
+            if i == DICOM_PATIENT {
+                dicom_zip(&svs, fixtures.path(), &format!("t{i}-dicom")).1
+            } else {
+                svs
+            }
+        })
+        .collect();
     for backend in BACKENDS {
         // A tiny platform: its operator lowers the small-cell floor to 1.
         let server = TestServer::start_with(backend, &[("PATHFED_RESEARCH_MIN_CELL_SIZE", "1")]);
@@ -44,14 +93,11 @@ async fn train_register_deploy_reload_cancel_and_resume() {
         };
         let db = server.db().await;
         for (i, code) in CODES.iter().enumerate() {
-            let file = support::synth_slide(
-                server.dir.path(),
-                &format!("t{i}.svs"),
-                2400,
-                1800,
-                60 + i as u32,
-            );
-            let (case, slide) = submit_case(&server, &staff.spoke.token, &file, &format!("T-{i}"));
+            let (case, slide) =
+                submit_case(&server, &staff.spoke.token, &files[i], &format!("T-{i}"));
+            if i == DICOM_PATIENT {
+                dicom_slide_is_viewable(&staff.spoke, &slide).await;
+            }
             sign_out_with(&staff.first, &staff.second, &case, &slide, code).await;
         }
         wait_for("six research slides", Duration::from_secs(180), || {
@@ -98,6 +144,27 @@ async fn train_register_deploy_reload_cancel_and_resume() {
             "--patch-mpp",
             "2",
         ]);
+        // The DICOM slide's research copy (re-encoded: curation writes canonical TIFFs only)
+        // is in the version with patches of its own.
+        let dicom: Vec<String> =
+            sqlx::query("SELECT id FROM research_slides WHERE vendor = $1 AND pixel_path = $2")
+                .bind("dicom")
+                .bind("re-encoded")
+                .fetch_all(db.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get("id"))
+                .collect();
+        assert_eq!(dicom.len(), 1, "{backend:?}: {dicom:?}");
+        let version = researcher
+            .ok(Method::GET, "/api/v1/datasets/stomach/versions/1", None)
+            .await;
+        let qc = &version["content"]["extraction"]["slides"][&dicom[0]]["qc"];
+        assert!(
+            qc["patches"].as_u64().is_some_and(|n| n > 0),
+            "{backend:?}: no patches of the DICOM slide: {version}"
+        );
 
         // Pretrained weights as an administrator would place them (written by numpy, named as
         // torchvision names them): one with a 1000-class head, one with a wrong kernel.

@@ -142,6 +142,61 @@ pub fn check_head(head: &[u8]) -> Result<HeadVerdict> {
     Ok(HeadVerdict::Readable)
 }
 
+/// The SOP Class and SOP Instance UIDs of a DICOM file, from its file meta group: what a store
+/// transaction (STOW-RS) reports for each instance it received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SopIds {
+    /// SOP Class UID (Media Storage SOP Class UID, 0002,0002).
+    pub class: String,
+    /// SOP Instance UID (Media Storage SOP Instance UID, 0002,0003).
+    pub instance: String,
+}
+
+/// Reads [`SopIds`] from a file's first bytes, as [`check_head`] reads them (same errors), and
+/// [`SlideError::InvalidDicom`] when the meta group lacks either UID.
+pub fn sop_ids(head: &[u8]) -> Result<SopIds> {
+    let meta = dataset::meta_of_head(head)?;
+    let class = meta
+        .sop_class()
+        .ok_or_else(|| SlideError::InvalidDicom("no Media Storage SOP Class UID".into()))?;
+    let instance = meta
+        .meta
+        .string(tags::MEDIA_STORAGE_SOP_INSTANCE_UID)
+        .ok_or_else(|| SlideError::InvalidDicom("no Media Storage SOP Instance UID".into()))?;
+    Ok(SopIds { class, instance })
+}
+
+/// The study and series a DICOM image instance belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesIds {
+    /// Study Instance UID (0020,000D), where the data set has one.
+    pub study: Option<String>,
+    /// Series Instance UID (0020,000E).
+    pub series: String,
+}
+
+/// Reads the Study and Series Instance UIDs of the image instance at `path` with the reader's
+/// bounded header parser (the data set up to the pixel data; no frame is read): how instances
+/// that arrive one by one are grouped into slides.
+pub fn series_ids(path: &Path, limits: &SlideLimits) -> Result<SeriesIds> {
+    let io = |source| SlideError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let meta = dataset::read_meta(&file, file_len, path)?;
+    let body = dataset::read_body(path, meta.dataset_start, file_len, limits)?;
+    let series = body
+        .data
+        .string(tags::SERIES_INSTANCE_UID)
+        .ok_or_else(|| SlideError::InvalidDicom("no Series Instance UID".into()))?;
+    Ok(SeriesIds {
+        study: body.data.string(tags::STUDY_INSTANCE_UID),
+        series,
+    })
+}
+
 /// Whether `path` holds DICOM: a file with the DICOM magic, or a folder with at least one.
 pub fn is_dicom(path: &Path, limits: &SlideLimits) -> Result<bool> {
     if path.is_dir() {

@@ -5,6 +5,7 @@
 //! started by [`services`]. Every behaviour test runs on both.
 #![allow(dead_code)] // Not every helper is used by today's tests (e.g. `TestServer::backend`).
 
+pub mod dicom;
 pub mod people;
 pub mod restore;
 pub mod services;
@@ -423,7 +424,27 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows the end of what the server logged: the cause of a 500 is only
+        // there, and the log goes with the temporary folder.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- end of the server log ---\n{}", tail.join("\n"));
+        }
     }
+}
+
+/// Uploads `file` as the owner of `token` with the platform's tus client; returns the slide id.
+pub async fn upload(server: &TestServer, token: &str, file: &Path) -> String {
+    let name = file.file_name().expect("a file name").to_string_lossy();
+    let state = server.dir.path().join(format!("{name}.upload.json"));
+    pathfed_ingest::client::UploadClient::new(&server.url, token, &state)
+        .expect("upload client")
+        .upload(file, &|_: pathfed_ingest::client::Phase, _: u64, _: u64| {})
+        .await
+        .expect("upload")
+        .slide_id
 }
 
 /// The password the harness gives `username`.
