@@ -53,32 +53,25 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   exit 1
 fi
 
-# moto_server, the S3 stand-in for tests. Debian's interpreter explicitly, not whatever python3
-# is first on PATH (a pyenv shim, say), so every machine builds the same venv.
+# The Python tools the tests use as stand-ins, writers and oracles, in one venv built with
+# Debian's interpreter explicitly (not whatever python3 is first on PATH, a pyenv shim, say), so
+# every machine builds the same venv. One pip run installs whatever is missing (one dependency
+# resolution, not one per tool):
+# - moto_server, the S3 stand-in;
+# - numpy and safetensors, which write the reference weights and logits of the weight import;
+# - aiosmtpd, the mail server the notification test mails its notices to;
+# - tifffile and imagecodecs, which write Aperio JPEG 2000 fixtures; wsidicomizer, which converts
+#   a slide to a DICOM WSI series (wsidicom reads it back); the IIIF Image API validator; and
+#   dicomweb-client (with wsidicom's DICOMweb client), which read slides through DICOMweb.
 venv=.tools/venv
-if [ ! -x "$venv/bin/moto_server" ]; then
-  echo "setup: installing moto into $venv"
+python_tools=("moto[server]==5.*" numpy safetensors "aiosmtpd==1.*" tifffile imagecodecs
+  wsidicomizer iiif-validator dicomweb-client)
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c \
+  'import numpy, safetensors, aiosmtpd, tifffile, imagecodecs, wsidicomizer, wsidicom, iiif_validator, dicomweb_client' \
+  2>/dev/null; then
+  echo "setup: installing the Python test tools into $venv"
   [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==5.*"
-fi
-# numpy and safetensors, which write the reference weights and logits for the weight-import test.
-if ! "$venv/bin/python" -c 'import numpy, safetensors' 2>/dev/null; then
-  echo "setup: installing numpy and safetensors into $venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check numpy safetensors
-fi
-# aiosmtpd, the mail server the notification test mails its notices to.
-if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
-  echo "setup: installing aiosmtpd into $venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "aiosmtpd==1.*"
-fi
-
-# Other tools' writers and readers, the oracles of the slide-format tests: tifffile and
-# imagecodecs write Aperio JPEG 2000 fixtures, wsidicomizer converts a slide to a DICOM WSI
-# series (wsidicom reads it back), the IIIF Image API validator checks the IIIF endpoint, and
-# dicomweb-client (with wsidicom's DICOMweb source) reads slides through the DICOMweb endpoint.
-if ! "$venv/bin/python" -c 'import tifffile, imagecodecs, wsidicomizer, wsidicom, iiif_validator, dicomweb_client' 2>/dev/null; then
-  echo "setup: installing tifffile, imagecodecs, wsidicomizer, iiif-validator and dicomweb-client into $venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check tifffile imagecodecs wsidicomizer iiif-validator dicomweb-client
+  "$venv/bin/pip" install -q --disable-pip-version-check "${python_tools[@]}"
 fi
 
 # The web client's dependencies, once it exists. Reinstall when the lock file is newer than

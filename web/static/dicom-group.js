@@ -21,7 +21,7 @@
 //   classic fields. Everything but the CRCs is laid out in advance (`planZip`), so the zip's
 //   size is known before any byte is read, and `writeZip` reads every byte once, handing each
 //   piece of the zip in order to a sink (the SHA-256 the upload announces) while it computes
-//   the CRCs.
+//   the CRCs with the hasher it is given (hash-wasm's CRC-32 on the upload page).
 //
 // No DOM here: the upload page's strings and rows are in upload.js.
 
@@ -243,47 +243,6 @@ export function zipName(group) {
   return `${first.replace(/\.(dcm|dicom)$/i, "") || "dicom"}.zip`;
 }
 
-// ---- CRC-32 ------------------------------------------------------------------------------------
-
-// Slicing-by-8 tables of the zip CRC (reflected polynomial 0xEDB88320): eight bytes per step.
-const CRC_TABLES = (() => {
-  const tables = new Int32Array(8 * 256);
-  for (let n = 0; n < 256; n += 1) {
-    let c = n;
-    for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    tables[n] = c;
-  }
-  for (let n = 0; n < 256; n += 1) {
-    for (let t = 1; t < 8; t += 1) {
-      const previous = tables[(t - 1) * 256 + n];
-      tables[t * 256 + n] = tables[previous & 0xff] ^ (previous >>> 8);
-    }
-  }
-  return tables;
-})();
-
-/** The running CRC-32 `crc` (0 to start) extended by `bytes`. */
-export function crc32(bytes, crc = 0) {
-  const T = CRC_TABLES;
-  let c = ~crc;
-  let i = 0;
-  const fast = bytes.length - (bytes.length % 8);
-  for (; i < fast; i += 8) {
-    const a = c ^ (bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24));
-    c =
-      T[1792 + (a & 0xff)] ^
-      T[1536 + ((a >>> 8) & 0xff)] ^
-      T[1280 + ((a >>> 16) & 0xff)] ^
-      T[1024 + (a >>> 24)] ^
-      T[768 + bytes[i + 4]] ^
-      T[512 + bytes[i + 5]] ^
-      T[256 + bytes[i + 6]] ^
-      T[bytes[i + 7]];
-  }
-  for (; i < bytes.length; i += 1) c = T[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return ~c >>> 0;
-}
-
 // ---- The zip -----------------------------------------------------------------------------------
 
 const MAX16 = 0xffff;
@@ -480,9 +439,10 @@ function centralDirectory(plan) {
  * Reads every instance of `plan` once, `sliceSize` bytes at a time, and returns the zip as a
  * File (made of the instances' File objects and the headers, not a copy). Every piece of the
  * zip goes to `sink(bytes)` in order as it becomes known; `progress(done)` is called with the
- * bytes of the zip passed so far before each read (it may throw to stop).
+ * bytes of the zip passed so far before each read (it may throw to stop). `createCrc32()`
+ * resolves to a CRC-32 hasher with hash-wasm's interface (`init`, `update`, `digest("hex")`).
  */
-export async function writeZip(plan, { sink = () => {}, progress = () => {}, sliceSize = 16 * 1024 * 1024 } = {}) {
+export async function writeZip(plan, { createCrc32, sink = () => {}, progress = () => {}, sliceSize = 16 * 1024 * 1024 }) {
   const parts = [];
   let done = 0;
   const emit = (bytes) => {
@@ -492,7 +452,8 @@ export async function writeZip(plan, { sink = () => {}, progress = () => {}, sli
   for (const entry of plan.entries) {
     emit(entry.localHeader);
     parts.push(entry.localHeader, entry.file);
-    let crc = 0;
+    const crc = await createCrc32();
+    crc.init();
     let read = 0;
     while (read < entry.size) {
       progress(done);
@@ -500,11 +461,11 @@ export async function writeZip(plan, { sink = () => {}, progress = () => {}, sli
       const bytes = new Uint8Array(await entry.file.slice(read, end).arrayBuffer());
       // A file changed on disk since it was chosen would make a zip that lies.
       if (bytes.length !== end - read) throw new Error(`${entry.file.name} changed while it was read`);
-      crc = crc32(bytes, crc);
+      crc.update(bytes);
       emit(bytes);
       read = end;
     }
-    entry.crc = crc;
+    entry.crc = Number.parseInt(crc.digest("hex"), 16);
     const descriptor = dataDescriptor(entry);
     emit(descriptor);
     parts.push(descriptor);

@@ -353,6 +353,7 @@ async function zipSeries(item) {
   const hasher = await hashwasm.createSHA256();
   hasher.init();
   item.file = await writeZip(item.series.plan, {
+    createCrc32: () => hashwasm.createCRC32(),
     sink: (bytes) => hasher.update(bytes),
     progress: (done) => {
       if (item.cancelled) throw new CancelledError();

@@ -4,7 +4,7 @@
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pathfed_core::http::ErrorBody;
+use pathfed_core::http::{ApiError, ErrorBody};
 use pathfed_core::routes::{Routes, get};
 use rust_embed::Embed;
 
@@ -17,6 +17,7 @@ use super::AppState;
 #[include = "node_modules/openseadragon/build/openseadragon/images/*"]
 #[include = "node_modules/tus-js-client/dist/tus.min.js"]
 #[include = "node_modules/hash-wasm/dist/sha256.umd.min.js"]
+#[include = "node_modules/hash-wasm/dist/crc32.umd.min.js"]
 struct Assets;
 
 /// The web UI's routes.
@@ -38,7 +39,7 @@ pub fn router() -> Routes<AppState> {
         .route("/static/{*path}", get(static_file))
         .route("/vendor/openseadragon/{*path}", get(openseadragon))
         .route("/vendor/tus-js-client/tus.min.js", get(tus_client))
-        .route("/vendor/hash-wasm/sha256.umd.min.js", get(sha256_wasm))
+        .route("/vendor/hash-wasm/{file}", get(hash_wasm))
         .route(pathfed_consult::render::REPORT_FONT_PATH, get(report_font))
 }
 
@@ -62,7 +63,7 @@ pub fn router() -> Routes<AppState> {
         static_file,
         openseadragon,
         tus_client,
-        sha256_wasm,
+        hash_wasm,
         report_font,
     ),
     tags((name = "web", description = "The browser UI: HTML pages (they sign in through the \
@@ -300,19 +301,26 @@ async fn report_font() -> Response {
     response
 }
 
-/// The SHA-256 library (WebAssembly) the upload page hashes files with
+/// The hash library (WebAssembly) the upload page uses: SHA-256 of every upload, CRC-32 of the
+/// DICOM instances it zips
 #[utoipa::path(
     get,
-    path = "/vendor/hash-wasm/sha256.umd.min.js",
+    path = "/vendor/hash-wasm/{file}",
     tag = "web",
     security(()),
+    params(("file" = String, Path, description = "`sha256.umd.min.js` or `crc32.umd.min.js`")),
     responses(
         (status = 200, description = "JavaScript", content_type = "text/javascript"),
-        (status = 404, description = "the npm libraries were not installed", body = ErrorBody),
+        (status = 404, description = "another file, or the npm libraries were not installed", body = ErrorBody),
     ),
 )]
-async fn sha256_wasm() -> Response {
-    asset("node_modules/hash-wasm/dist/sha256.umd.min.js".into()).await
+async fn hash_wasm(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "sha256.umd.min.js" | "crc32.umd.min.js" => {
+            asset(format!("node_modules/hash-wasm/dist/{file}")).await
+        }
+        _ => ApiError::not_found("file").into_response(),
+    }
 }
 
 async fn page(name: &'static str) -> Response {
