@@ -45,8 +45,6 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage, imageops};
 use pathfed_core::Platform;
-use pathfed_core::accounts::Principal;
-use pathfed_core::audit::AuditEvent;
 use pathfed_core::http::{ApiError, Authenticated, ErrorBody};
 use pathfed_core::routes::{Routes, get};
 use pathfed_slide::resize::{Rect, read_scaled, resample};
@@ -55,7 +53,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::cors::{allow_any_origin, preflight};
-use super::slides::{Need, etag_matches, visible_slide};
+use super::slides::{Need, audit_viewing, etag_matches, private_cache, visible_slide};
 
 /// Where the image services live: `/iiif/3/{slide}` is a slide's base URI.
 const PREFIX: &str = "/iiif/3";
@@ -200,7 +198,7 @@ async fn info(
     let slide = visible_slide(platform, &user, &id, ACTION, Need::Read).await?;
     let id = service_url(platform, &headers, &uri, &slide.id)?;
     let opened = state.slides.opened(platform, &slide).await?;
-    audit_viewing(&state, &user, &slide.id).await;
+    audit_viewing(&state, &user, &slide.id, "iiif", ACTION).await;
     let body = describe(
         opened.reader.properties(),
         id,
@@ -282,7 +280,7 @@ async fn image_request(
         let canonical = request.canonical(area, (width, height), (out_w, out_h));
         (plan, canonical)
     };
-    audit_viewing(&state, &user, &slide.id).await;
+    audit_viewing(&state, &user, &slide.id, "iiif", ACTION).await;
     let jpeg_quality = platform.config.tiles.jpeg_quality;
     let digest = slide.sha256.get(..16).unwrap_or(slide.sha256.as_str());
     // The canonical request holds commas, which separate the tags of `If-None-Match`: the tag
@@ -324,31 +322,6 @@ async fn image_request(
     .await
     .map_err(ApiError::internal)??;
     Ok((answer_headers, bytes).into_response())
-}
-
-/// Records a user's IIIF viewing of a slide once per hour, as tile viewing is (kept apart from
-/// Deep Zoom viewing, so the log tells which way the slide was seen).
-async fn audit_viewing(state: &AppState, user: &Principal, slide_id: &str) {
-    if state
-        .slides
-        .starts_tile_session(user, &format!("iiif:{slide_id}"))
-    {
-        let _ = state
-            .platform
-            .audit(AuditEvent::by(
-                user,
-                ACTION,
-                &format!("slide:{slide_id}"),
-                "ok",
-            ))
-            .await;
-    }
-}
-
-/// How long the browser may keep an answer privately, or `no-store` where the operator turned
-/// `tiles.browser_cache` off.
-fn private_cache(browser_cache: bool, value: &'static str) -> HeaderValue {
-    HeaderValue::from_static(if browser_cache { value } else { "no-store" })
 }
 
 /// `application/ld+json` with the Image API profile unless the client asks for plain JSON only,

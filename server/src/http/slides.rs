@@ -431,9 +431,35 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Records a user's viewing of a slide through `service` (`iiif`, `dicomweb`) as `action`, once
+/// per user, slide and hour as tile viewing is, each service apart from Deep Zoom's, so the log
+/// tells which way the slide was seen.
+pub(super) async fn audit_viewing(
+    state: &AppState,
+    user: &Principal,
+    slide_id: &str,
+    service: &str,
+    action: &str,
+) {
+    if state
+        .slides
+        .starts_tile_session(user, &format!("{service}:{slide_id}"))
+    {
+        let _ = state
+            .platform
+            .audit(AuditEvent::by(
+                user,
+                action,
+                &format!("slide:{slide_id}"),
+                "ok",
+            ))
+            .await;
+    }
+}
+
 /// How long the browser may keep a tile-like answer privately, or `no-store` where the
 /// operator turned `tiles.browser_cache` off.
-fn private_cache(browser_cache: bool, value: &'static str) -> HeaderValue {
+pub(super) fn private_cache(browser_cache: bool, value: &'static str) -> HeaderValue {
     HeaderValue::from_static(if browser_cache { value } else { "no-store" })
 }
 

@@ -65,7 +65,7 @@ use self::json::{DataSet, JPEG_BASELINE};
 use self::query::Query;
 use super::AppState;
 use super::cors::{allow_any_origin, preflight};
-use super::slides::{Need, OpenedSlide, etag_matches, visible_slide};
+use super::slides::{Need, OpenedSlide, audit_viewing, etag_matches, private_cache, visible_slide};
 
 /// The audit action of DICOMweb access and of its refusals.
 const ACTION: &str = "slide.dicomweb";
@@ -392,7 +392,7 @@ async fn search_series(
     accept::json(&headers)?;
     let query = Query::parse(query.as_deref())?;
     let (slide, study) = visible_study(&state.platform, &user, &study).await?;
-    audit_viewing(&state, &user, &slide.id).await;
+    audit_viewing(&state, &user, &slide.id, "dicomweb", ACTION).await;
     let matching = if query.matches(&study, None, json::stored_levels(&slide)) {
         vec![json::series_result(&slide, &study)]
     } else {
@@ -502,7 +502,7 @@ async fn study_metadata(
     accept::json(&headers)?;
     let (slide, study) = visible_study(&state.platform, &user, &study).await?;
     let opened = state.slides.opened(&state.platform, &slide).await?;
-    audit_viewing(&state, &user, &slide.id).await;
+    audit_viewing(&state, &user, &slide.id, "dicomweb", ACTION).await;
     metadata_answer(&state, slide, study, opened, None, &headers).await
 }
 
@@ -536,7 +536,7 @@ async fn series_metadata(
     accept::json(&headers)?;
     let (slide, study) = visible_series(&state.platform, &user, &study, &series).await?;
     let opened = state.slides.opened(&state.platform, &slide).await?;
-    audit_viewing(&state, &user, &slide.id).await;
+    audit_viewing(&state, &user, &slide.id, "dicomweb", ACTION).await;
     metadata_answer(&state, slide, study, opened, None, &headers).await
 }
 
@@ -571,7 +571,7 @@ async fn instance_metadata(
 ) -> Result<Response, ApiError> {
     accept::json(&headers)?;
     let found = visible_instance(&state, &user, &study, &series, &instance).await?;
-    audit_viewing(&state, &user, &found.slide.id).await;
+    audit_viewing(&state, &user, &found.slide.id, "dicomweb", ACTION).await;
     let level = found.tiling.level;
     metadata_answer(
         &state,
@@ -643,7 +643,7 @@ async fn retrieve_frames(
             ),
         ));
     }
-    audit_viewing(&state, &user, &found.slide.id).await;
+    audit_viewing(&state, &user, &found.slide.id, "dicomweb", ACTION).await;
     let quality = platform.config.tiles.jpeg_quality;
     let etag = image_etag(&found.slide, quality, &tiling, &format!("frames-{list}"));
     let cache = private_cache(
@@ -742,7 +742,7 @@ async fn rendered_instance(
             ),
         ));
     };
-    audit_viewing(&state, &user, &found.slide.id).await;
+    audit_viewing(&state, &user, &found.slide.id, "dicomweb", ACTION).await;
     let opened = found.opened;
     rendered_answer(
         &state,
@@ -793,7 +793,7 @@ async fn rendered_frame(
     if number > tiling.count() {
         return Err(no_such_frame(number, &tiling));
     }
-    audit_viewing(&state, &user, &found.slide.id).await;
+    audit_viewing(&state, &user, &found.slide.id, "dicomweb", ACTION).await;
     let opened = found.opened;
     let what = format!("frame-{number}");
     rendered_answer(
@@ -994,7 +994,7 @@ async fn instance_search(
     query: &Query,
 ) -> Result<Response, ApiError> {
     let opened = state.slides.opened(&state.platform, &slide).await?;
-    audit_viewing(state, user, &slide.id).await;
+    audit_viewing(state, user, &slide.id, "dicomweb", ACTION).await;
     let properties = opened.reader.properties();
     let levels = properties.levels.len();
     let matching: Vec<Tiling> = (0..levels)
@@ -1131,31 +1131,6 @@ fn clip(text: &str, max: usize) -> &str {
         Some((at, _)) => &text[..at],
         None => text,
     }
-}
-
-/// Records a user's DICOMweb access to a slide once per hour, as tile viewing is (kept apart
-/// from Deep Zoom and IIIF viewing, so the log tells which way the slide was seen).
-async fn audit_viewing(state: &AppState, user: &Principal, slide_id: &str) {
-    if state
-        .slides
-        .starts_tile_session(user, &format!("dicomweb:{slide_id}"))
-    {
-        let _ = state
-            .platform
-            .audit(AuditEvent::by(
-                user,
-                ACTION,
-                &format!("slide:{slide_id}"),
-                "ok",
-            ))
-            .await;
-    }
-}
-
-/// How long the browser may keep an answer privately, or `no-store` where the operator turned
-/// `tiles.browser_cache` off.
-fn private_cache(browser_cache: bool, value: &'static str) -> HeaderValue {
-    HeaderValue::from_static(if browser_cache { value } else { "no-store" })
 }
 
 #[cfg(test)]
