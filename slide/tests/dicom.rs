@@ -68,25 +68,6 @@ fn peak_heap<T>(f: impl FnOnce() -> T) -> (T, u64) {
     (out, PEAK.with(Cell::get).max(0) as u64)
 }
 
-/// `PATHFED_TEST_PYTHON`, else the tools venv's interpreter (`scripts/setup.sh` installs
-/// wsidicomizer, wsidicom and pydicom there) in the nearest directory above this crate.
-fn tools_python() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATHFED_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .ancestors()
-        .map(|dir| dir.join(".tools/venv/bin/python"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no .tools/venv/bin/python above {}; run scripts/setup.sh",
-                manifest_dir.display()
-            )
-        })
-}
-
 /// The series the fixture script writes, made once per test run.
 fn fixtures() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
@@ -95,7 +76,7 @@ fn fixtures() -> &'static Path {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom_wsi.py");
-        let output = Command::new(tools_python())
+        let output = Command::new(common::tools_python())
             .arg(&script)
             .arg(common::real_slide())
             .arg(&root)

@@ -17,29 +17,10 @@ use pathfed_slide::tiff::writer::{Directory, TiffWriter, Value};
 use pathfed_slide::tiff::{DEFAULT_TILE_CACHE_BYTES, TiffSlide};
 use pathfed_slide::{SlideError, SlideLimits, SlideReader};
 
-/// `PATHFED_TEST_PYTHON`, else the tools venv's interpreter (`scripts/setup.sh` installs
-/// tifffile and imagecodecs there) in the nearest directory above this crate that has one.
-fn tools_python() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATHFED_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .ancestors()
-        .map(|dir| dir.join(".tools/venv/bin/python"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no .tools/venv/bin/python above {}; run scripts/setup.sh",
-                manifest_dir.display()
-            )
-        })
-}
-
 /// Writes `dir/{variant}.svs` for each variant (see the script's header), all at once.
 fn write_fixtures(dir: &Path, variants: &[&str]) -> Vec<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aperio_jp2k.py");
-    let python = tools_python();
+    let python = common::tools_python();
     let children: Vec<_> = variants
         .iter()
         .map(|variant| {

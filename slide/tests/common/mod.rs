@@ -51,3 +51,23 @@ pub fn one_tile_tiff(path: &Path, edit: impl FnOnce(&mut Directory)) {
     edit(&mut d);
     w.finish(&[d]).unwrap();
 }
+
+/// `PATHFED_TEST_PYTHON`, else the tools venv's interpreter in the nearest directory above this
+/// crate (`scripts/setup.sh` installs there the fixture writers and oracles: tifffile,
+/// imagecodecs, wsidicomizer, wsidicom, pydicom).
+pub fn tools_python() -> PathBuf {
+    if let Some(path) = std::env::var_os("PATHFED_TEST_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .map(|dir| dir.join(".tools/venv/bin/python"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no .tools/venv/bin/python above {}; run scripts/setup.sh",
+                manifest_dir.display()
+            )
+        })
+}
