@@ -46,13 +46,13 @@ pub struct ImportReport {
 
 /// The container, told by the file name's extension.
 #[derive(Debug, Clone, Copy)]
-enum Format {
+pub(crate) enum Format {
     Safetensors,
     Pytorch,
 }
 
 impl Format {
-    fn of(path: &Path) -> ModelResult<Self> {
+    pub(crate) fn of(path: &Path) -> ModelResult<Self> {
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -68,7 +68,7 @@ impl Format {
         }
     }
 
-    fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::Safetensors => "safetensors file",
             Self::Pytorch => "PyTorch checkpoint",
@@ -91,7 +91,7 @@ pub fn load_pretrained(
     options: &ImportOptions,
 ) -> ModelResult<(ResNet, ImportReport)> {
     let format = Format::of(path)?;
-    check_file(path)?;
+    check_file(path, MAX_FILE_BYTES, "ResNet weights")?;
     let tensors = read_tensors(path, format)?;
     if tensors.is_empty() {
         return Err(ModelError::Invalid(format!(
@@ -182,9 +182,9 @@ pub fn load_pretrained(
     Ok((model, report))
 }
 
-/// Refuses what is not a regular file of a plausible size before a store maps or parses it:
-/// the path may come from a researcher's upload.
-fn check_file(path: &Path) -> ModelResult<()> {
+/// Refuses what is not a regular file of a plausible size (at most `limit` bytes of `what`)
+/// before a store maps or parses it: the path may come from a researcher's upload.
+pub(crate) fn check_file(path: &Path, limit: u64, what: &str) -> ModelResult<()> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -201,19 +201,35 @@ fn check_file(path: &Path) -> ModelResult<()> {
             path.display()
         )));
     }
-    if meta.len() > MAX_FILE_BYTES {
+    if meta.len() > limit {
         return Err(ModelError::Invalid(format!(
-            "{} is {} MiB, more than the {} MiB accepted for ResNet weights",
+            "{} is {} MiB, more than the {} MiB accepted for {what}",
             path.display(),
             meta.len() >> 20,
-            MAX_FILE_BYTES >> 20
+            limit >> 20
         )));
     }
     Ok(())
 }
 
-/// The file's tensors (lazily: only the header is read here), renamed to our layout.
+/// torchvision wraps a projection shortcut in a Sequential (`downsample.0`/`.1`); ours names
+/// its two layers.
+const RESNET_RENAMES: [(&str, &str); 2] = [
+    (r"\.downsample\.0\.", ".downsample.conv."),
+    (r"\.downsample\.1\.", ".downsample.bn."),
+];
+
 fn read_tensors(path: &Path, format: Format) -> ModelResult<Vec<PackTensor>> {
+    read_renamed(path, format, &RESNET_RENAMES)
+}
+
+/// The file's tensors (lazily: only the header is read here), renamed by the `(pattern,
+/// replacement)` pairs to our layout.
+pub(crate) fn read_renamed(
+    path: &Path,
+    format: Format,
+    renames: &[(&str, &str)],
+) -> ModelResult<Vec<PackTensor>> {
     let unreadable = |e: &dyn std::fmt::Display| {
         ModelError::Invalid(format!(
             "{} is not a readable {}: {e}",
@@ -221,16 +237,10 @@ fn read_tensors(path: &Path, format: Format) -> ModelResult<Vec<PackTensor>> {
             format.describe()
         ))
     };
-    // torchvision wraps a projection shortcut in a Sequential (`downsample.0`/`.1`); ours names
-    // its two layers.
-    const RENAMES: [(&str, &str); 2] = [
-        (r"\.downsample\.0\.", ".downsample.conv."),
-        (r"\.downsample\.1\.", ".downsample.bn."),
-    ];
     match format {
         Format::Safetensors => {
             let mut store = SafetensorsStore::from_file(path);
-            for (from, to) in RENAMES {
+            for &(from, to) in renames {
                 store = store.with_key_remapping(from, to);
             }
             let tensors = store.get_all_tensors().map_err(|e| unreadable(&e))?;
@@ -238,9 +248,9 @@ fn read_tensors(path: &Path, format: Format) -> ModelResult<Vec<PackTensor>> {
         }
         Format::Pytorch => {
             // Renumbering layer indices would silently shift `layer1.1` into a missing
-            // `layer1.0`; a ResNet's indices are contiguous already.
+            // `layer1.0`; the layouts we load number their layers contiguously already.
             let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-            for (from, to) in RENAMES {
+            for &(from, to) in renames {
                 store = store.with_key_remapping(from, to);
             }
             let tensors = store.get_all_tensors().map_err(|e| unreadable(&e))?;
@@ -273,7 +283,7 @@ fn torchvision_name(path: &str) -> String {
 }
 
 /// The first few names, and how many more.
-fn listing(names: &[String]) -> String {
+pub(crate) fn listing(names: &[String]) -> String {
     let mut out = names
         .iter()
         .take(LISTED)
@@ -310,37 +320,20 @@ fn tensor_errors(errors: &[ApplyError], applied: usize, arch: &str) -> String {
     let mut head = None;
     let described: Vec<String> = errors
         .iter()
-        .map(|e| match e {
-            ApplyError::ShapeMismatch {
+        .map(|e| {
+            if let ApplyError::ShapeMismatch {
                 path,
                 expected,
                 found,
-            } => {
-                if let (Some(file), Some(model)) = (
+            } = e
+                && let (Some(file), Some(model)) = (
                     head_classes(path, found.as_slice()),
                     head_classes(path, expected.as_slice()),
-                ) {
-                    head = Some((file, model));
-                }
-                format!(
-                    "{} is {:?} in the file but {:?} in the model",
-                    torchvision_name(path),
-                    torch_shape(path, found.as_slice()),
-                    torch_shape(path, expected.as_slice())
                 )
+            {
+                head = Some((file, model));
             }
-            ApplyError::DTypeMismatch {
-                path,
-                expected,
-                found,
-            } => format!(
-                "{} holds {found:?} values where the model takes {expected:?}",
-                torchvision_name(path)
-            ),
-            ApplyError::AdapterError { path, message }
-            | ApplyError::LoadError { path, message } => {
-                format!("{} could not be read: {message}", torchvision_name(path))
-            }
+            describe_error(e, torchvision_name, torch_shape, "model")
         })
         .collect();
     let mut out = format!(
@@ -360,6 +353,39 @@ fn tensor_errors(errors: &[ApplyError], applied: usize, arch: &str) -> String {
         ));
     }
     out
+}
+
+/// One tensor that was found but could not be used, in the file's own names (`name`) and
+/// PyTorch's shapes (`shape`), against the `holder` it was meant for.
+pub(crate) fn describe_error(
+    error: &ApplyError,
+    name: fn(&str) -> String,
+    shape: fn(&str, &[usize]) -> Vec<usize>,
+    holder: &str,
+) -> String {
+    match error {
+        ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "{} is {:?} in the file but {:?} in the {holder}",
+            name(path),
+            shape(path, found.as_slice()),
+            shape(path, expected.as_slice())
+        ),
+        ApplyError::DTypeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "{} holds {found:?} values where the {holder} takes {expected:?}",
+            name(path)
+        ),
+        ApplyError::AdapterError { path, message } | ApplyError::LoadError { path, message } => {
+            format!("{} could not be read: {message}", name(path))
+        }
+    }
 }
 
 #[cfg(test)]

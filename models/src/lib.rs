@@ -12,5 +12,6 @@ pub mod mil;
 pub mod model;
 pub mod registry;
 pub mod step;
+pub mod vit;
 
 pub use error::{ModelError, ModelResult};

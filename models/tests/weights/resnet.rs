@@ -3,12 +3,9 @@
 //! missing tensors, another network's file and files that are no checkpoint at all are refused
 //! with messages naming what does not fit; extra tensors are reported, not loaded.
 //!
-//! The reference files come from `tests/python/resnet_weights.py`, run with `PATHFED_PYTHON` or
-//! else the repository's `.tools/venv` (which `scripts/setup.sh` creates with numpy and
-//! safetensors).
+//! The reference files come from `tests/python/resnet_weights.py`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, bridge};
@@ -16,41 +13,8 @@ use pathfed_models::import::{ImportOptions, ImportReport, load_pretrained};
 use pathfed_models::model::{Architecture, ModelConfig, ResNet};
 use tempfile::TempDir;
 
-/// The Python that writes the reference files.
-fn python() -> PathBuf {
-    match std::env::var_os("PATHFED_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python"),
-    }
-}
-
-/// A directory holding the reference weights, their variants and `expected.json`.
 fn fixtures() -> TempDir {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/resnet_weights.py");
-    let py = python();
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e}; run scripts/setup.sh to create it, or point PATHFED_PYTHON \
-                 at a Python with numpy and safetensors",
-                py.display()
-            )
-        });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // The script exits with 3 when an import fails; this must fail the test, not skip it.
-    if out.status.code() == Some(3) {
-        panic!(
-            "{} lacks a package ({}): run scripts/setup.sh",
-            py.display(),
-            stderr.trim()
-        );
-    }
-    assert!(out.status.success(), "resnet_weights.py failed: {stderr}");
-    dir
+    super::fixtures("resnet_weights.py")
 }
 
 /// What numpy computed.
