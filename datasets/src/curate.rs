@@ -315,7 +315,8 @@ pub async fn forget(research: &Research, research_patient: &str) -> DatasetResul
     Ok(json!({ "deleted": deleted }))
 }
 
-/// Deletes live research slides' objects, patch shards and cached copies, then tombstones
+/// Deletes live research slides' objects, patch shards, stored encoder embeddings and cached
+/// copies, then tombstones
 /// (with `reason`) and audits each. Returns the ids removed.
 async fn remove_slides(
     research: &Research,
@@ -324,7 +325,10 @@ async fn remove_slides(
     detail: &str,
 ) -> DatasetResult<Vec<String>> {
     let platform = &research.platform;
-    let patch_sets = list_keys(&platform.store, "research/patches/").await?;
+    // Patch shards and the embeddings computed from them (training's embedding store) are
+    // named after the research slide.
+    let mut derived = list_keys(&platform.store, "research/patches/").await?;
+    derived.extend(list_keys(&platform.store, "research/embeddings/").await?);
     let mut removed = Vec::new();
     for id in ids {
         let Some(row) = sqlx::query(
@@ -338,8 +342,8 @@ async fn remove_slides(
         };
         let key: String = row.try_get("object_key")?;
         delete_object(research, &key).await?;
-        for shard in patch_sets.iter().filter(|k| k.contains(&format!("/{id}."))) {
-            delete_object(research, shard).await?;
+        for object in derived.iter().filter(|k| k.contains(&format!("/{id}."))) {
+            delete_object(research, object).await?;
         }
         // An extraction on this node may have cached the slide (keyed by its research id), in
         // any process's folder: all copies go now, after the object, so none is fetched again.

@@ -17,6 +17,43 @@ use crate::error::{ModelError, ModelResult};
 /// Patches a bag keeps at most (evenly sampled), so memory stays bounded on large slides.
 pub const MAX_BAG: usize = 512;
 
+/// How a head pools a bag's embeddings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooling {
+    /// Attention weights from `tanh(V x)` (Ilse et al.'s plain attention).
+    #[default]
+    Attention,
+    /// Gated attention, `tanh(V x) ⊙ sigmoid(U x)`: ABMIL as slide-level pipelines use it.
+    GatedAttention,
+    /// The plain mean of the bag, then the linear classifier: the baseline heads are judged
+    /// against.
+    Mean,
+}
+
+impl Pooling {
+    /// Parses the CLI name: `abmil`, `attention` or `mean`.
+    pub fn parse(name: &str) -> ModelResult<Self> {
+        match name {
+            "abmil" => Ok(Self::GatedAttention),
+            "attention" => Ok(Self::Attention),
+            "mean" => Ok(Self::Mean),
+            other => Err(ModelError::Invalid(format!(
+                "unknown head {other:?}: use abmil (gated attention), attention or mean"
+            ))),
+        }
+    }
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GatedAttention => "abmil",
+            Self::Attention => "attention",
+            Self::Mean => "mean",
+        }
+    }
+}
+
 /// The attention head's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MilConfig {
@@ -26,14 +63,19 @@ pub struct MilConfig {
     pub hidden: usize,
     /// Classes.
     pub classes: usize,
+    /// Pooling; heads registered before it existed used plain attention.
+    #[serde(default)]
+    pub pooling: Pooling,
 }
 
 /// Attention pooling over a bag of embeddings, then a linear classifier.
 #[derive(Module, Debug)]
 pub struct AttentionMil {
     attention_v: Linear,
+    attention_u: Option<Linear>,
     attention_w: Linear,
     classifier: Linear,
+    mean: bool,
 }
 
 impl AttentionMil {
@@ -41,18 +83,27 @@ impl AttentionMil {
     pub fn new(config: &MilConfig, device: &Device) -> Self {
         Self {
             attention_v: LinearConfig::new(config.features, config.hidden).init(device),
+            attention_u: (config.pooling == Pooling::GatedAttention)
+                .then(|| LinearConfig::new(config.features, config.hidden).init(device)),
             attention_w: LinearConfig::new(config.hidden, 1).init(device),
             classifier: LinearConfig::new(config.features, config.classes).init(device),
+            mean: config.pooling == Pooling::Mean,
         }
     }
 
-    /// Slide logits `[1, classes]` and patch attention `[n]` for a bag `[n, features]`.
+    /// Slide logits `[1, classes]` and patch attention `[n]` for a bag `[n, features]` (uniform
+    /// for the mean-pooling baseline).
     pub fn forward(&self, bag: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
         let n = bag.dims()[0];
-        let scores = self
-            .attention_w
-            .forward(self.attention_v.forward(bag.clone()).tanh());
-        let weights = softmax(scores.reshape([1, n]), 1);
+        let weights = if self.mean {
+            Tensor::<2>::ones([1, n], &bag.device()) / n as f64
+        } else {
+            let mut hidden = self.attention_v.forward(bag.clone()).tanh();
+            if let Some(gate) = &self.attention_u {
+                hidden = hidden * burn::tensor::activation::sigmoid(gate.forward(bag.clone()));
+            }
+            softmax(self.attention_w.forward(hidden).reshape([1, n]), 1)
+        };
         let pooled = weights.clone().matmul(bag);
         (self.classifier.forward(pooled), weights.reshape([n]))
     }

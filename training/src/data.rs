@@ -190,6 +190,22 @@ impl PatchSet {
         }
     }
 
+    /// The control for slide-level heads: the training split's slide labels permuted among its
+    /// slides (each slide's patches follow their slide), so a head can learn nothing real.
+    pub fn shuffle_train_slide_labels(&mut self, seed: u64) {
+        let train: Vec<usize> = (0..self.slides.len())
+            .filter(|&s| self.slides[s].split == "train")
+            .collect();
+        let mut labels: Vec<usize> = train.iter().map(|&s| self.slides[s].label).collect();
+        labels.shuffle(&mut StdRng::seed_from_u64(seed));
+        for (&s, &label) in train.iter().zip(&labels) {
+            self.slides[s].label = label;
+        }
+        for patch in &mut self.patches {
+            patch.label = self.slides[patch.slide as usize].label as u32;
+        }
+    }
+
     /// The JPEG bytes of patch `i`.
     pub fn jpeg(&self, i: usize) -> TrainResult<Vec<u8>> {
         let p = self

@@ -1,6 +1,8 @@
 //! Training on the research tier: the data pipeline from a dataset version's patch shards (with
 //! augmentation), training runs with checkpoints and resume, slide-level evaluation (mean,
-//! top-k or attention MIL), model cards and plots, and registering finished runs. The models
+//! top-k or attention MIL), the embedding store of frozen foundation-model encoders and the
+//! slide-level heads trained on it (with cross-validation by patient), model cards and plots,
+//! and registering finished runs. The models
 //! themselves, weight import, metrics, devices and the registry are `pathfed-models`, which
 //! inference shares. This crate never links OpenSlide: it reads patch shards only, so its
 //! binaries run on a bare GPU node.
@@ -10,7 +12,9 @@ pub mod augment;
 pub mod batch;
 pub mod card;
 pub mod data;
+pub mod embed;
 pub mod error;
+pub mod heads;
 pub mod job;
 pub mod mil;
 pub mod plots;

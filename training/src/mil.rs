@@ -83,7 +83,9 @@ pub fn embed_split(
 }
 
 /// Trains a head on `train` bags for at most `epochs`, keeping the weights of the epoch with the
-/// lowest validation loss (slides are few, so the head overfits quickly without this).
+/// lowest validation loss (slides are few, so the head overfits quickly without this). Each
+/// slide's loss is weighted by the inverse frequency of its class among the training slides,
+/// so a rare class counts as much as a common one.
 pub fn fit(
     train: &[Bag],
     valid: &[Bag],
@@ -104,6 +106,15 @@ pub fn fit(
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(1e-4)))
         .init();
+    let mut counts = vec![0usize; config.classes];
+    for bag in train {
+        counts[labels[bag.slide]] += 1;
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+    let weight: Vec<f64> = counts
+        .iter()
+        .map(|&c| train.len() as f64 / (present * c.max(1)) as f64)
+        .collect();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut best = (f64::INFINITY, head.valid());
@@ -112,7 +123,8 @@ pub fn fit(
         for &i in &order {
             let bag = &train[i];
             let (logits, _) = head.forward(bag.tensor(config.features, &autodiff));
-            let loss = nll(logits, labels[bag.slide], config.classes, &autodiff);
+            let label = labels[bag.slide];
+            let loss = nll(logits, label, config.classes, &autodiff) * weight[label];
             let grads = GradientsParams::from_grads(loss.backward(), &head);
             head = optim.step(1e-3, head, grads);
         }

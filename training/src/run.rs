@@ -401,6 +401,7 @@ fn fit_attention(
         features,
         hidden: 64,
         classes: set.classes.len(),
+        pooling: pathfed_models::mil::Pooling::Attention,
     };
     let head = mil::fit(
         &train,
@@ -446,7 +447,7 @@ pub fn evaluate_attention(
 }
 
 /// Index of class `positive` in `set`.
-fn class_index(set: &PatchSet, positive: &str) -> TrainResult<usize> {
+pub(crate) fn class_index(set: &PatchSet, positive: &str) -> TrainResult<usize> {
     set.classes
         .iter()
         .position(|c| c == positive)
@@ -454,7 +455,7 @@ fn class_index(set: &PatchSet, positive: &str) -> TrainResult<usize> {
 }
 
 /// The evaluation and per-slide scores from (slide index, score, patches) of each scored slide.
-fn slide_evaluation(
+pub(crate) fn slide_evaluation(
     set: &PatchSet,
     slides: impl Iterator<Item = (usize, f64, usize)>,
     positive_index: usize,

@@ -114,6 +114,7 @@ async fn learns_textures_from_pixels_and_not_from_shuffled_labels() {
         features,
         hidden: 64,
         classes: 2,
+        pooling: pathfed_models::mil::Pooling::Attention,
     };
     let head = mil::fit(&train_bags, &valid_bags, &labels, &config, 40, 5, &device).unwrap();
     let aggregator = Aggregator { config, head };
@@ -316,5 +317,158 @@ async fn prefetched_batches_are_the_batches_a_plain_read_gives() {
     assert_ne!(
         in_batches[..n].iter().map(|i| i.patch).collect::<Vec<_>>(),
         in_batches[n..].iter().map(|i| i.patch).collect::<Vec<_>>()
+    );
+}
+
+/// A small random ViT written to a pretrained folder as a researcher would place one: class
+/// token and patch-token mean, 64 px input so the texture patches go in unresized. Without
+/// `weights` only its description is written.
+fn tiny_encoder(pretrained: &std::path::Path, name: &str, mean: f32, weights: bool) {
+    use pathfed_models::vit::{EncoderSpec, Mlp, Pool, Preprocess, Vit, VitConfig};
+    let spec = EncoderSpec {
+        vit: VitConfig {
+            patch: 8,
+            dim: 32,
+            depth: 2,
+            heads: 4,
+            mlp: Mlp::Gelu,
+            mlp_hidden: 64,
+            registers: 0,
+            pos_embed_prefix: true,
+            layer_scale: false,
+            pool: Pool::ClassAndMean,
+            grid: 8,
+            norm_eps: 1e-6,
+        },
+        preprocess: Preprocess {
+            input_px: 64,
+            mean: [mean; 3],
+            std: [0.25; 3],
+            mpp: 1.0,
+        },
+    };
+    std::fs::create_dir_all(pretrained).unwrap();
+    std::fs::write(
+        pretrained.join(format!("{name}.json")),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    if !weights {
+        return;
+    }
+    let device = Device::flex();
+    device.seed(3);
+    let model = Vit::new(&spec.vit, &device);
+    pathfed_models::vit::import::save_timm(&model, &pretrained.join(format!("{name}.safetensors")))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_encoder_and_abmil_learn_textures_with_stored_embeddings() {
+    use pathfed_training::embed::{Encoder, bags, extract};
+    use pathfed_training::heads::{HeadParams, train_head};
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(
+        &format!("file://{}", dir.path().join("objects").display()),
+        &S3Config::default(),
+    )
+    .unwrap();
+    let work = dir.path().join("slides");
+    std::fs::create_dir_all(&work).unwrap();
+    let manifest = texture_dataset(&store, &work, "textures", &TextureSpec::default())
+        .await
+        .unwrap();
+    let hash = manifest.content.extraction.as_ref().unwrap()["params_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let set = PatchSet::fetch(&store, &manifest, &dir.path().join("cache"), |_, _| {})
+        .await
+        .unwrap();
+    let pretrained = dir.path().join("pretrained");
+    tiny_encoder(&pretrained, "tiny", 0.5, true);
+    let device = Device::flex();
+    let encoder = Encoder::open(&pretrained, "tiny", &device).unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    let never = AtomicBool::new(false);
+    let embed = |encoder: &Encoder| {
+        tokio::task::block_in_place(|| {
+            extract(
+                &runtime,
+                &store,
+                &set,
+                &hash,
+                encoder,
+                32,
+                &|_, _| {},
+                &never,
+            )
+            .unwrap()
+        })
+    };
+    let first = embed(&encoder);
+    assert_eq!((first.computed, first.reused), (24, 0), "{first:?}");
+    assert_eq!(first.encoded, set.patches.len());
+    // A second run finds every slide stored: the encoder runs on nothing.
+    let again = embed(&encoder);
+    assert_eq!((again.computed, again.reused, again.encoded), (0, 24, 0));
+    assert_eq!(again.key, first.key);
+    // The same weights with other preprocessing are other embeddings.
+    std::fs::copy(
+        pretrained.join("tiny.safetensors"),
+        pretrained.join("tiny-other.safetensors"),
+    )
+    .unwrap();
+    tiny_encoder(&pretrained, "tiny-other", 0.4, false);
+    let other = Encoder::open(&pretrained, "tiny-other", &device).unwrap();
+    let changed = embed(&other);
+    assert_eq!((changed.computed, changed.reused), (24, 0));
+    assert_ne!(changed.key, first.key);
+
+    let (slide_bags, features) =
+        tokio::task::block_in_place(|| bags(&runtime, &store, &set, &first.key)).unwrap();
+    assert_eq!(features, 64);
+    let params = HeadParams {
+        folds: 5,
+        ..HeadParams::default()
+    };
+    let run = train_head(&set, &slide_bags, features, &params, &device).unwrap();
+    let ba = run.evaluation.balanced_accuracy.unwrap().value;
+    assert!(
+        ba >= 0.95,
+        "ABMIL on frozen embeddings: balanced accuracy {ba}, {:?}",
+        run.slides
+    );
+    let cv = run.cross_validation.unwrap();
+    assert_eq!(cv.per_fold.len(), 5);
+    let cv_ba = cv.summary["balanced_accuracy"];
+    eprintln!(
+        "test BA {ba}; 5-fold CV BA {:.3} ± {:.3}",
+        cv_ba.mean, cv_ba.sd
+    );
+    assert!(cv_ba.mean >= 0.9, "{cv:?}");
+    assert_eq!(
+        cv.pooled.cases, 16,
+        "every training and validation slide scored once"
+    );
+
+    // The control: shuffled training labels leave the head at chance on the test split.
+    let mut shuffled = set.clone();
+    shuffled.shuffle_train_slide_labels(7);
+    let control = train_head(
+        &shuffled,
+        &slide_bags,
+        features,
+        &HeadParams { folds: 0, ..params },
+        &device,
+    )
+    .unwrap();
+    let ba = control.evaluation.balanced_accuracy.unwrap().value;
+    assert!(
+        ba <= 0.75,
+        "shuffled labels still learnt: BA {ba}, {:?}",
+        control.slides
     );
 }

@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter};
+use burn::store::{
+    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore,
+};
 use burn::tensor::DType;
 
 use super::{EncoderSpec, Vit};
@@ -104,6 +107,15 @@ pub fn load(spec: &EncoderSpec, path: &Path, device: &Device) -> ModelResult<(Vi
         "imported encoder weights"
     );
     Ok((model, report))
+}
+
+/// Writes `model` to `path` as a safetensors file under timm's names and PyTorch's layouts, as
+/// [`load`] reads it: for benchmarks and tests, which have no published weights to use.
+pub fn save_timm(model: &Vit, path: &Path) -> ModelResult<()> {
+    let mut store = SafetensorsStore::from_file(path).with_to_adapter(BurnToPyTorchAdapter);
+    model
+        .save_into(&mut store)
+        .map_err(|e| ModelError::Invalid(format!("writing {}: {e}", path.display())))
 }
 
 /// A model path as timm names it: LayerNorms' `gamma`/`beta` are `weight`/`bias` there, while

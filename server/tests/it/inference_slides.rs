@@ -300,6 +300,7 @@ async fn attention_models_pool_embeddings_into_slide_probabilities() {
         features: 128,
         hidden: 16,
         classes: 2,
+        pooling: pathfed_models::mil::Pooling::Attention,
     };
     let model = PatchModel {
         config: InferenceConfig {
