@@ -16,6 +16,7 @@ use pathfed_datasets::versions::require_researcher;
 use pathfed_models::registry::{self, Deployment, ModelRecord};
 use serde::{Deserialize, Serialize};
 
+use crate::embeddings::{self, EmbedRequest, EmbedState};
 use crate::error::{TrainError, TrainResult};
 use crate::runs::{self, RunState, TrainRequest};
 
@@ -46,6 +47,10 @@ where
             post(retire),
         )
         .route("/api/v1/deployments", get(deployments))
+        .route("/api/v1/encoders", get(list_encoders))
+        .route("/api/v1/embeddings", post(start_embedding))
+        .route("/api/v1/embeddings/{job}", get(show_embedding))
+        .route("/api/v1/embeddings/{job}/cancel", post(cancel_embedding))
 }
 
 /// The training API's OpenAPI description, merged into `/openapi.json` by the server.
@@ -63,6 +68,10 @@ where
         deploy,
         retire,
         deployments,
+        list_encoders,
+        start_embedding,
+        show_embedding,
+        cancel_embedding,
     ),
     tags((name = "training", description = "Training runs, the model registry and \
         deployments; researchers and the platform admin only, deploying and retiring the \
@@ -540,4 +549,134 @@ async fn deployments(
     )
     .await?;
     Ok(axum::Json(list).into_response())
+}
+
+/// Encoders a researcher can choose: the presets and the ViTs described in the pretrained
+/// folder, each with whether its weights are installed
+#[utoipa::path(
+    get,
+    path = "/api/v1/encoders",
+    tag = "training",
+    responses(
+        (status = 200, description = "encoders", body = Vec<pathfed_models::vit::EncoderEntry>),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn list_encoders(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+) -> Result<Response, ApiError> {
+    let result = embeddings::encoders(&research, &user);
+    let list = audited(
+        &research.platform,
+        &user,
+        "encoder.list",
+        "encoders",
+        result,
+    )
+    .await?;
+    Ok(axum::Json(list).into_response())
+}
+
+/// Embed a dataset version's patches with an encoder into the embedding store (body: dataset
+/// NAME@N, encoder, device flex|cuda|wgpu); slides already embedded with the same weights,
+/// preprocessing and patches are reused. A request for work still running returns that job
+#[utoipa::path(
+    post,
+    path = "/api/v1/embeddings",
+    tag = "training",
+    request_body = EmbedRequest,
+    responses(
+        (status = 202, description = "the queued or running extraction", body = EmbedState),
+        (status = 400, description = "a bad parameter, an unknown encoder or missing weights", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
+        (status = 404, description = "no such dataset version", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "the JSON does not match the schema", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn start_embedding(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+    JsonBody(request): JsonBody<EmbedRequest>,
+) -> Result<Response, ApiError> {
+    let target = format!("dataset:{}", request.dataset);
+    let result = embeddings::start(&research, &user, request).await;
+    let state = audited(
+        &research.platform,
+        &user,
+        "embedding.start",
+        &target,
+        result,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(state)).into_response())
+}
+
+/// An extraction: status, progress, and once done how many slides were embedded and reused
+#[utoipa::path(
+    get,
+    path = "/api/v1/embeddings/{job}",
+    tag = "training",
+    params(("job" = String, Path, description = "the extraction's job id")),
+    responses(
+        (status = 200, description = "extraction", body = EmbedState),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
+        (status = 404, description = "no such extraction", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn show_embedding(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+    Path(job): Path<String>,
+) -> Result<Response, ApiError> {
+    // Followed by polling: only refusals are audited, not every poll.
+    match embeddings::state(&research, &user, &job).await {
+        Ok(state) => Ok(axum::Json(state).into_response()),
+        Err(e) => {
+            let target = format!("embedding-job:{job}");
+            let state: EmbedState =
+                audited(&research.platform, &user, "embedding.view", &target, Err(e)).await?;
+            Ok(axum::Json(state).into_response())
+        }
+    }
+}
+
+/// Stop an extraction; the slides embedded so far are kept and reused by the next request
+#[utoipa::path(
+    post,
+    path = "/api/v1/embeddings/{job}/cancel",
+    tag = "training",
+    params(("job" = String, Path, description = "the extraction's job id")),
+    responses(
+        (status = 200, description = "extraction", body = EmbedState),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "training and the registry are for researchers and the platform admin", body = ErrorBody),
+        (status = 404, description = "no such extraction", body = ErrorBody),
+        (status = 409, description = "the extraction has ended", body = ErrorBody),
+        (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
+    )
+)]
+async fn cancel_embedding(
+    State(research): State<Research>,
+    Authenticated(user): Authenticated,
+    Path(job): Path<String>,
+) -> Result<Response, ApiError> {
+    let result = embeddings::cancel(&research, &user, &job).await;
+    let target = format!("embedding-job:{job}");
+    let state = audited(
+        &research.platform,
+        &user,
+        "embedding.cancel",
+        &target,
+        result,
+    )
+    .await?;
+    Ok(axum::Json(state).into_response())
 }

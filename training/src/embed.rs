@@ -18,7 +18,7 @@ use pathfed_core::store::{Store, get_bytes, put_bytes};
 use pathfed_models::mil::{Bag, MAX_BAG};
 use pathfed_models::vit::{self, EncoderSpec, Vit};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -111,7 +111,7 @@ fn decode(bytes: &[u8], what: &str) -> TrainResult<(usize, usize, Vec<f32>)> {
 }
 
 /// What an extraction did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExtractReport {
     /// The store key the embeddings are under.
     pub key: String,
@@ -174,7 +174,7 @@ pub fn extract(
     let batch = batch.max(1);
     for (slide, patches) in pending {
         if cancel.load(Ordering::Relaxed) {
-            return Err(TrainError::Invalid("extraction cancelled".into()));
+            return Err(TrainError::Cancelled);
         }
         let features = report.features;
         let mut rows = vec![0f32; patches.len() * features];

@@ -26,7 +26,7 @@ use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
 use crate::plots::{self, Series};
 use crate::run::{EpochMetric, Progress, SeedResult, TrainParams, train};
-use crate::runs::{CheckedRequest, HistoryPoint, TrainRequest, check_request};
+use crate::runs::{CheckedRequest, HistoryPoint, TrainRequest, check_request, fetch_patches};
 
 /// The code that trained a model: crate version and the commit it was built from.
 pub const CODE_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("PATHFED_COMMIT"));
@@ -85,26 +85,7 @@ async fn train_run(
     let created_by: String = row.try_get("created_by")?;
     let checked = check_request(research, request).await?;
     let device = device::open(&checked.request.device)?;
-    let _ = job.progress(0.0, "fetching patches");
-    let cache = research
-        .platform
-        .config
-        .data_dir
-        .join("training")
-        .join("cache");
-    let progress_job = job.clone();
-    let set = PatchSet::fetch(
-        &research.platform.store,
-        &checked.manifest,
-        &cache,
-        |done, total| {
-            let _ = progress_job.progress(
-                0.05 * done as f64 / total.max(1) as f64,
-                format!("fetching patches: slide {done} of {total}"),
-            );
-        },
-    )
-    .await?;
+    let set = fetch_patches(research, &checked.manifest, job, 0.05).await?;
     let set = Arc::new(set);
     job.check_cancel().map_err(|_| TrainError::Cancelled)?;
 

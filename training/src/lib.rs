@@ -13,6 +13,7 @@ pub mod batch;
 pub mod card;
 pub mod data;
 pub mod embed;
+pub mod embeddings;
 pub mod error;
 pub mod heads;
 pub mod job;

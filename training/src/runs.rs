@@ -184,6 +184,69 @@ fn check_pretrained(
     Ok((path, hex::encode(sha2::Sha256::digest(&bytes))))
 }
 
+/// A published version's manifest, refusing one that is missing or has no patches.
+pub(crate) async fn manifest_with_patches(
+    research: &Research,
+    dataset: &str,
+    version: i64,
+) -> TrainResult<pathfed_datasets::manifest::Manifest> {
+    let manifest = published_manifest(research, dataset, version)
+        .await
+        .map_err(|e| match e {
+            pathfed_datasets::DatasetError::NotFound(_) => {
+                TrainError::NotFound(format!("published dataset version {dataset}@{version}"))
+            }
+            other => other.into(),
+        })?;
+    if manifest.content.extraction.is_none() {
+        return Err(TrainError::Invalid(format!(
+            "{dataset}@{version} has no patches (built with --no-patches): build a version with \
+             patches"
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Fetches a version's patch shards into this node's cache, reporting them as the first
+/// `share` of `job`'s progress.
+pub(crate) async fn fetch_patches(
+    research: &Research,
+    manifest: &pathfed_datasets::manifest::Manifest,
+    job: &pathfed_core::worker::RunningJob,
+    share: f64,
+) -> TrainResult<crate::data::PatchSet> {
+    let _ = job.progress(0.0, "fetching patches");
+    let cache = research
+        .platform
+        .config
+        .data_dir
+        .join("training")
+        .join("cache");
+    crate::data::PatchSet::fetch(&research.platform.store, manifest, &cache, |done, total| {
+        let _ = job.progress(
+            share * done as f64 / total.max(1) as f64,
+            format!("fetching patches: slide {done} of {total}"),
+        );
+    })
+    .await
+}
+
+/// Refuses a device that is no device, or that no worker of this platform has.
+pub(crate) fn check_device(research: &Research, name: &str) -> TrainResult<()> {
+    device::check_name(name)?;
+    let devices = research.platform.config.training.device_list();
+    if !devices.iter().any(|d| d == name) {
+        return Err(TrainError::Device {
+            device: name.to_string(),
+            reason: format!(
+                "no worker of this platform trains on it (configured: {}); start a worker built with that backend and add it to [training] devices",
+                devices.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Checks what can be checked before a job exists: parameters, the device, and the dataset
 /// version (published, with patches, every split non-empty, two classes, batch ≤ train split).
 pub async fn check_request(
@@ -193,17 +256,7 @@ pub async fn check_request(
     let (dataset, version) = parse_reference(&request.dataset)?;
     let architecture = Architecture::parse(&request.model)?;
     let aggregation = Aggregation::parse(&request.aggregation)?;
-    device::check_name(&request.device)?;
-    let devices = research.platform.config.training.device_list();
-    if !devices.contains(&request.device) {
-        return Err(TrainError::Device {
-            device: request.device.clone(),
-            reason: format!(
-                "no worker of this platform trains on it (configured: {}); start a worker built with that backend and add it to [training] devices",
-                devices.join(", ")
-            ),
-        });
-    }
+    check_device(research, &request.device)?;
     if request.epochs == 0 || request.epochs > 1000 {
         return Err(TrainError::Invalid("epochs must be 1–1000".into()));
     }
@@ -231,19 +284,12 @@ pub async fn check_request(
         .unwrap_or_else(|| format!("{dataset}-{}", architecture.name()));
     registry::check_name(&name)?;
 
-    let manifest = published_manifest(research, &dataset, version)
-        .await
-        .map_err(|e| match e {
-            pathfed_datasets::DatasetError::NotFound(_) => {
-                TrainError::NotFound(format!("published dataset version {dataset}@{version}"))
-            }
-            other => other.into(),
-        })?;
-    let extraction = manifest.content.extraction.as_ref().ok_or_else(|| {
-        TrainError::Invalid(format!(
-            "{dataset}@{version} has no patches (built with --no-patches): build a version with patches"
-        ))
-    })?;
+    let manifest = manifest_with_patches(research, &dataset, version).await?;
+    let extraction = manifest
+        .content
+        .extraction
+        .as_ref()
+        .ok_or_else(|| TrainError::Invalid(format!("{dataset}@{version} has no patches")))?;
     let patch_px = extraction["params"]["patch_px"].as_u64().unwrap_or(0) as u32;
     let input_px = request.input_px.unwrap_or(match architecture {
         Architecture::Resnet18 => 224,

@@ -169,6 +169,50 @@ impl JobKind for Train {
     }
 }
 
+/// Embeds a dataset version's patches with a frozen encoder into the embedding store.
+#[derive(Debug, Clone, Copy)]
+pub struct Embed;
+
+/// The version, the encoder and the device.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeDerive, Deserialize)]
+pub struct EmbedPayload {
+    /// Dataset name.
+    pub dataset: String,
+    /// Version number.
+    pub version: i64,
+    /// Encoder name in the pretrained folder.
+    pub encoder: String,
+    /// The device it runs on (`flex`, `cuda`, `wgpu`).
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+impl Embed {
+    /// The stored kind of embedding on `device`, as [`Train::kind_for_device`].
+    pub fn kind_for_device(device: &str) -> String {
+        if device == CPU_DEVICE {
+            Self::NAME.to_string()
+        } else {
+            format!("{}-{device}", Self::NAME)
+        }
+    }
+}
+
+impl JobKind for Embed {
+    const NAME: &'static str = "embed";
+    // The device's pool: an encoder competes with training for the same GPU.
+    const POOL: PoolKind = PoolKind::Training;
+    // A retry resumes at the first slide not yet stored.
+    const MAX_ATTEMPTS: i64 = 3;
+    // No key: asked again after it finished, it runs again and reports what it reused; the
+    // API returns a job of the same work that is still active instead of queueing another.
+    type Payload = EmbedPayload;
+
+    fn stored_kind(p: &EmbedPayload) -> String {
+        Self::kind_for_device(&p.device)
+    }
+}
+
 /// Runs a deployed model version on a clinical slide.
 #[derive(Debug, Clone, Copy)]
 pub struct Infer;

@@ -59,6 +59,9 @@ enum Command {
     OptOut(research::OptOutArgs),
     /// Train a model on a dataset version (or resume a run) and follow it.
     Train(train::TrainArgs),
+    /// Embed a dataset version's patches with a foundation-model encoder from the pretrained
+    /// folder, reusing what is stored, and follow it.
+    Embed(train::EmbedArgs),
     /// The model registry: list, show, deploy and retire model versions.
     #[command(subcommand)]
     Model(train::ModelCommand),
@@ -123,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(cmd) => runtime()?.block_on(research::dataset(cmd)),
         Command::OptOut(args) => runtime()?.block_on(research::opt_out(args)),
         Command::Train(args) => runtime()?.block_on(train::train(args)),
+        Command::Embed(args) => runtime()?.block_on(train::embed(args)),
         Command::Model(cmd) => runtime()?.block_on(train::model(cmd)),
         Command::Infer(args) => runtime()?.block_on(infer::run(args, &config)),
         Command::Upload(args) => runtime()?.block_on(upload::run(args)),

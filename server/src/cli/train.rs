@@ -1,5 +1,6 @@
-//! `pathfed train` (start or resume a run on a server and follow it) and `pathfed model …`
-//! (the registry: list, show, deploy, retire). Both go through the server's API, so runs
+//! `pathfed train` (start or resume a run on a server and follow it), `pathfed embed` (fill the
+//! embedding store for a version with an encoder) and `pathfed model …` (the registry: list,
+//! show, deploy, retire). Both go through the server's API, so runs
 //! started here appear in the web UI and the other way round.
 
 use std::time::Duration;
@@ -374,4 +375,88 @@ pub async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `pathfed embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Dataset version with patches, NAME@N.
+    reference: String,
+    /// Encoder: a preset (uni, uni2-h, virchow2, h-optimus-0, h-optimus-1, prov-gigapath) or a
+    /// ViT described by NAME.json, its weights in the platform's pretrained folder.
+    #[arg(long)]
+    encoder: String,
+    /// Device: flex (CPU), cuda or wgpu.
+    #[arg(long, default_value = "flex")]
+    device: String,
+    /// Queue it and return without following it.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// Queues an extraction and follows it: a progress bar, then what was embedded and reused;
+/// Ctrl-C cancels it (what is stored so far is kept).
+pub async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.server.server, &args.server.token)?;
+    let state = api
+        .post(
+            "/api/v1/embeddings",
+            &json!({
+                "dataset": args.reference,
+                "encoder": args.encoder,
+                "device": args.device,
+            }),
+        )
+        .await
+        .context("requesting the extraction")?;
+    let id = state["job_id"].as_str().unwrap_or_default().to_string();
+    if args.no_wait {
+        println!("{id}");
+        return Ok(());
+    }
+    let label = format!("{} with {}", args.reference, args.encoder);
+    let bar = super::progress::bar(&label, "‰");
+    bar.set_length(1000);
+    let mut follow = Follow::new(
+        &api,
+        format!("/api/v1/embeddings/{id}"),
+        Duration::from_millis(500),
+    );
+    let state = loop {
+        let Some(state) = follow.next().await? else {
+            bar.abandon();
+            api.post(&format!("/api/v1/embeddings/{id}/cancel"), &json!({}))
+                .await?;
+            bail!("cancel requested; the slides embedded so far are kept and reused next time");
+        };
+        bar.set_position((state["progress"].as_f64().unwrap_or_default() * 1000.0) as u64);
+        bar.set_message(state["note"].as_str().unwrap_or_default().to_string());
+        match state["status"].as_str() {
+            Some("queued" | "running") => {}
+            _ => break state,
+        }
+    };
+    bar.finish_and_clear();
+    let result = &state["result"];
+    match state["status"].as_str() {
+        Some("succeeded") => {
+            println!(
+                "{label}: {} slides embedded ({} patches), {} reused from the store; {} \
+                 features per patch (key {})",
+                result["computed"],
+                result["encoded"],
+                result["reused"],
+                result["features"],
+                result["key"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }
+        Some("cancelled") => bail!("the extraction was cancelled; run it again to resume"),
+        _ => bail!(
+            "the extraction failed: {}",
+            state["error"].as_str().unwrap_or("no reason recorded")
+        ),
+    }
 }

@@ -7,15 +7,15 @@ pub mod supervise;
 
 use anyhow::bail;
 use pathfed_core::jobs::kinds::{
-    Curate, Extract, ForgetPatient, Infer, JobKind, NotifyEmail, PoolKind, Train,
+    Curate, Embed, Extract, ForgetPatient, Infer, JobKind, NotifyEmail, PoolKind, Train,
 };
 use pathfed_core::jobs::{Jobs, QueuePolicy};
 use pathfed_core::worker::WorkerPool;
 use pathfed_datasets::Research;
 use pathfed_inference::Inference;
 
-/// Every stored job kind this binary can run, with its pool: the research tier's, training on
-/// each device this build has, and inference.
+/// Every stored job kind this binary can run, with its pool: the research tier's, training and
+/// embedding on each device this build has, and inference.
 fn runnable() -> Vec<(String, PoolKind)> {
     let mut kinds: Vec<(String, PoolKind)> = [
         (Curate::NAME, Curate::POOL),
@@ -27,11 +27,10 @@ fn runnable() -> Vec<(String, PoolKind)> {
     .into_iter()
     .map(|(name, pool)| (name.to_string(), pool))
     .collect();
-    kinds.extend(
-        pathfed_models::device::compiled()
-            .into_iter()
-            .map(|device| (Train::kind_for_device(device), Train::POOL)),
-    );
+    for device in pathfed_models::device::compiled() {
+        kinds.push((Train::kind_for_device(device), Train::POOL));
+        kinds.push((Embed::kind_for_device(device), Embed::POOL));
+    }
     kinds
 }
 
@@ -127,6 +126,10 @@ fn register(pool: &mut WorkerPool, research: &Research, kind: &str) {
                 pathfed_inference::job::run_infer(inference.clone(), payload, job)
             })
         }
+        k if k.starts_with(Embed::NAME) => pool
+            .handle_stored::<Embed, _, _>(k.to_string(), move |payload, job| {
+                pathfed_training::embeddings::run_embed(r.clone(), payload, job)
+            }),
         // What is left is training on one of this build's devices (`runnable` lists no other).
         stored => pool.handle_stored::<Train, _, _>(stored.to_string(), move |payload, job| {
             pathfed_training::job::run_train(r.clone(), payload, job)

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::support::dicom::dicom_zip;
-use crate::support::people::{sign_out_with, staff, wait_for};
+use crate::support::people::{Staff, sign_out_with, staff, wait_for};
 use crate::support::{self, As, BACKENDS, TestServer, submit_case};
 
 /// Six patients, three per diagnosis, so a 1:1:1 split per diagnosis fills every split.
@@ -174,16 +174,21 @@ async fn train_register_deploy_reload_cancel_and_resume() {
         let python = std::env::var("PATHFED_PYTHON")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|_| root.join(".tools/venv/bin/python"));
-        let written = std::process::Command::new(&python)
-            .arg(root.join("training/tests/python/resnet_weights.py"))
-            .arg(&pretrained)
-            .output()
-            .expect("the Python interpreter of scripts/setup.sh");
-        assert!(
-            written.status.success(),
-            "writing pretrained weights (run scripts/setup.sh): {}",
-            String::from_utf8_lossy(&written.stderr)
-        );
+        // Small ViTs in timm's layout beside them, each described by its NAME.json.
+        for script in ["resnet_weights.py", "vit_weights.py"] {
+            let written = std::process::Command::new(&python)
+                .arg(root.join("models/tests/python").join(script))
+                .arg(&pretrained)
+                .output()
+                .expect("the Python interpreter of scripts/setup.sh");
+            assert!(
+                written.status.success(),
+                "{script} (run scripts/setup.sh): {}",
+                String::from_utf8_lossy(&written.stderr)
+            );
+        }
+        embeddings_are_stored_reused_and_refused_clearly(&server, researcher, &staff, &cli_ok)
+            .await;
 
         // Refused before anything is queued: nothing in the runs table or the registry.
         let start = |body: Value| async move {
@@ -557,5 +562,102 @@ async fn train_register_deploy_reload_cancel_and_resume() {
                 "{backend:?}: no {action} in the audit log"
             );
         }
+
+        // A patient's opt-out deletes their slide's embeddings (by both encoders) with the rest
+        // of its research data; the other patients' stay.
+        let before = embedding_objects(&server).await;
+        let (status, body) = staff
+            .spoke
+            .call(
+                Method::POST,
+                "/api/v1/opt-outs",
+                Some(json!({ "patient_id": "T-0" })),
+            )
+            .await;
+        assert_eq!(status.as_u16(), 201, "{body}");
+        let gone: String = wait_for("the opted-out slide", Duration::from_secs(60), || {
+            let db = db.clone();
+            async move {
+                sqlx::query("SELECT id FROM research_slides WHERE deleted_reason = 'opt-out'")
+                    .fetch_optional(db.pool())
+                    .await
+                    .unwrap()
+                    .map(|row| row.get::<String, _>("id"))
+            }
+        })
+        .await;
+        let after = embedding_objects(&server).await;
+        assert!(
+            before.iter().any(|k| k.contains(&gone)),
+            "{backend:?}: {before:?}"
+        );
+        assert!(
+            !after.iter().any(|k| k.contains(&gone)) && after.len() == before.len() - 2,
+            "{backend:?}: {gone} still embedded: {after:?}"
+        );
     }
+}
+
+/// Object keys of the embedding store.
+async fn embedding_objects(server: &TestServer) -> Vec<String> {
+    pathfed_core::store::list_keys(&server.store(), "research/embeddings/")
+        .await
+        .unwrap()
+}
+
+/// `pathfed embed` fills the store once and reuses it; requests that cannot work are refused
+/// before anything is queued, saying what is missing.
+async fn embeddings_are_stored_reused_and_refused_clearly(
+    server: &TestServer,
+    researcher: &As<'_>,
+    staff: &Staff<'_>,
+    cli_ok: &dyn Fn(&[&str]) -> String,
+) {
+    let encoders = researcher.ok(Method::GET, "/api/v1/encoders", None).await;
+    let entry = |name: &str| {
+        encoders
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no encoder {name}: {encoders}"))
+    };
+    assert_eq!(entry("vit_gelu")["installed"], true, "{encoders}");
+    assert_eq!(entry("vit_reg_prefix")["features"], 64, "{encoders}");
+    assert_eq!(entry("uni2-h")["installed"], false, "{encoders}");
+    let refused = |body: Value, status: u16| async move {
+        researcher
+            .refused(Method::POST, "/api/v1/embeddings", Some(body), status)
+            .await
+    };
+    let message = refused(json!({"dataset": "stomach@1", "encoder": "uni"}), 400).await;
+    assert!(message.contains("uni/pytorch_model.bin"), "{message}");
+    let message = refused(json!({"dataset": "stomach@1", "encoder": "resnet"}), 400).await;
+    assert!(message.contains("unknown encoder"), "{message}");
+    refused(json!({"dataset": "stomach@9", "encoder": "vit_gelu"}), 404).await;
+    staff
+        .first
+        .refused(
+            Method::POST,
+            "/api/v1/embeddings",
+            Some(json!({"dataset": "stomach@1", "encoder": "vit_gelu"})),
+            403,
+        )
+        .await;
+    assert!(embedding_objects(server).await.is_empty());
+
+    let first = cli_ok(&["embed", "stomach@1", "--encoder", "vit_gelu"]);
+    assert!(
+        first.contains("6 slides embedded") && first.contains("0 reused"),
+        "{first}"
+    );
+    let again = cli_ok(&["embed", "stomach@1", "--encoder", "vit_gelu"]);
+    assert!(
+        again.contains("0 slides embedded (0 patches), 6 reused"),
+        "{again}"
+    );
+    let other = cli_ok(&["embed", "stomach@1", "--encoder", "vit_reg_prefix"]);
+    assert!(other.contains("6 slides embedded"), "{other}");
+    assert_eq!(embedding_objects(server).await.len(), 12);
 }
