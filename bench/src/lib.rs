@@ -2,8 +2,9 @@
 //! same run, so it says something whatever the machine: slide reading and Deep Zoom tiling
 //! against OpenSlide ([`slide`]), upload and tile serving over HTTP against `sha256sum` and
 //! OpenSlide ([`serve`]), patch extraction against OpenSlide ([`extract`]), training throughput
-//! against ndarray and PyTorch ([`train`], timed by [`throughput`]) and slide inference against
-//! the model's pure compute ([`infer`]). Targets live in the README, never in tests.
+//! against ndarray and PyTorch ([`train`], timed by [`throughput`]), slide inference against
+//! the model's pure compute ([`infer`]) and embedding extraction against the encoder's compute
+//! ([`embed`]). Targets live in the README, never in tests.
 //!
 //! The `pathfed` binary keeps the `pathfed bench …` command: it parses each module's arguments
 //! and calls its `run`, handing `bench serve` the HTTP application, which lives in the binary.
@@ -11,6 +12,7 @@
 //! `ndarray-reference` (Burn's ndarray backend, the CPU reference of `bench train`; the slowest
 //! crate to compile, so only `make bench` builds it).
 
+pub mod embed;
 pub mod extract;
 pub mod infer;
 pub mod progress;

@@ -247,8 +247,8 @@ fn encoder_device(model: &Vit) -> Device {
         .unwrap_or_else(Device::flex)
 }
 
-/// HWC RGB in [0, 1] to CHW normalised by the encoder's constants.
-fn normalise(rgb: &[f32], side: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+/// HWC RGB in [0, 1] to CHW normalised by an encoder's constants.
+pub fn normalise(rgb: &[f32], side: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let plane = side * side;
     let mut out = vec![0f32; 3 * plane];
     for (p, px) in rgb.chunks_exact(3).enumerate() {

@@ -1,7 +1,8 @@
 // Researchers' dataset catalogue: published versions, and for the chosen one its
 // parameters, class balance per split (slides and patches), extraction QC and
-// sample patches. Everything shown comes from the research tier.
-import { api, el, formatDate, requireSession, showError, t } from "/static/app.js";
+// sample patches; and a form that creates the next version of a dataset. Everything shown
+// comes from the research tier.
+import { api, el, formatDate, lang, requireSession, showError, t } from "/static/app.js";
 
 const SPLITS = ["train", "val", "test"];
 const listHost = document.getElementById("version-list");
@@ -133,9 +134,8 @@ async function show(name, version) {
   }
 }
 
-async function main() {
-  const session = await requireSession({ active: "datasets", areas: ["datasets"] });
-  if (!session) return;
+/** Lists the published versions and shows the one the address names (else the newest). */
+async function loadVersions() {
   try {
     const versions = await api("/api/v1/datasets");
     loading.hidden = true;
@@ -148,6 +148,7 @@ async function main() {
           el("p", {}, el("code", { text: "pathfed dataset create NAME --labels TAXONOMY" })),
         ),
       );
+      document.getElementById("create-panel").open = true;
       return;
     }
     const headings = [
@@ -177,5 +178,85 @@ async function main() {
     showError(err);
   }
 }
+
+async function main() {
+  const session = await requireSession({ active: "datasets", areas: ["datasets"] });
+  if (!session) return;
+  fillChoices().catch(showError);
+  await loadVersions();
+}
+// ---- Creating a version from the catalogue, as `pathfed dataset create` does ----------------
+
+const createForm = document.getElementById("create-form");
+const createProgress = document.getElementById("ds-progress");
+
+/** Fills the taxonomy and organ choices from the platform's reference data. */
+async function fillChoices() {
+  const [taxonomies, { organs }] = await Promise.all([api("/api/v1/taxonomies"), api("/api/v1/organs")]);
+  const labels = document.getElementById("ds-labels");
+  const name = (tax) => (lang() === "ja" ? tax.name_ja : tax.name_en) || tax.name || tax.id;
+  labels.replaceChildren(
+    ...Object.values(taxonomies.taxonomies).map((tax) => el("option", { value: tax.id, text: `${name(tax)} (${tax.id})` })),
+  );
+  const organ = document.getElementById("ds-organ");
+  organ.append(...organs.map((o) => el("option", { value: o.code, text: lang() === "ja" ? o.ja : o.en })));
+}
+
+/** The request body the form describes. */
+function createRequest() {
+  const value = (id) => document.getElementById(id).value.trim();
+  const fractions = value("ds-split").split(",").map(Number);
+  const minCell = value("ds-min-cell");
+  const patches = document.getElementById("ds-patches").checked;
+  return {
+    name: value("ds-name"),
+    params: {
+      organ: value("ds-organ") || null,
+      labels: value("ds-labels"),
+      seed: Number(value("ds-seed") || 1),
+      fractions,
+      min_cell_size: minCell ? Number(minCell) : null,
+      extraction: patches
+        ? { grid: { patch_px: Number(value("ds-patch-px")), patch_mpp: Number(value("ds-patch-mpp")), min_tissue: 0.5 } }
+        : null,
+    },
+  };
+}
+
+/** Follows a building version until it is published (or fails), showing its progress. */
+async function followBuild(name, version) {
+  const path = `/api/v1/datasets/${encodeURIComponent(name)}/versions/${version}/status`;
+  for (;;) {
+    const state = await api(path);
+    if (state.status === "published") return;
+    if (state.status !== "building") {
+      throw new Error(t("datasets.create.failed", { ref: `${name}@${version}`, error: state.error || "" }));
+    }
+    const percentDone = Math.round(100 * (state.progress || 0));
+    createProgress.textContent = t("datasets.create.building", { ref: `${name}@${version}`, percent: percentDone });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+createForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const button = document.getElementById("ds-create");
+  button.disabled = true;
+  createProgress.hidden = false;
+  createProgress.textContent = t("datasets.create.sending");
+  try {
+    const request = createRequest();
+    const state = await api("/api/v1/datasets", { method: "POST", json: request });
+    if (state.status === "building") await followBuild(request.name, state.version);
+    createProgress.textContent = t("datasets.create.published", { ref: `${request.name}@${state.version}` });
+    window.location.hash = `${request.name}@${state.version}`;
+    await loadVersions();
+  } catch (err) {
+    createProgress.hidden = true;
+    showError(err);
+  } finally {
+    button.disabled = false;
+  }
+});
 
 main();

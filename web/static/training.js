@@ -22,7 +22,7 @@ const runBadge = (status) => el("span", { class: `status status-${status}`, text
 const percent = (fraction) => `${Math.round(fraction * 100)} %`;
 
 /** An SVG line chart of one metric per split over epochs (seed by seed, in order). */
-function chart(title, points) {
+function chart(title, points, ceiling) {
   const W = 420, H = 220, L = 48, B = 28, T = 22, R = 10;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -44,7 +44,8 @@ function chart(title, points) {
   const xs = points.map((p) => p.x);
   const ys = points.map((p) => p.value);
   const [x0, x1] = [Math.min(...xs), Math.max(Math.max(...xs), Math.min(...xs) + 1)];
-  const [y0, y1] = [Math.min(0, ...ys), Math.max(...ys) * 1.05 || 1];
+  // Percentages run to 100, never past it; a loss gets headroom above its highest point.
+  const [y0, y1] = [Math.min(0, ...ys), ceiling ?? (Math.max(...ys) * 1.05 || 1)];
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - B - T);
   add("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" });
@@ -177,8 +178,8 @@ function renderRun(run) {
       "div",
       { class: "curves", id: "run-curves" },
       chart(t("training.chart.loss"), series(run.history, "Loss")),
-      chart(t("training.chart.accuracy"), series(run.history, "Accuracy")),
-      chart(t("training.chart.auroc"), series(run.history, "AUROC")),
+      chart(t("training.chart.accuracy"), series(run.history, "Accuracy"), 100),
+      chart(t("training.chart.auroc"), series(run.history, "AUROC"), 100),
     ),
     run.model
       ? el("p", {}, el("a", { href: `/models#${run.model}`, id: "run-model-link", class: "button", text: t("training.open_model", { model: run.model }) }))

@@ -545,6 +545,22 @@ async function researchCatalogue(base, env) {
   check(!shown.includes("MRN-BROWSER-1"), "the catalogue shows a clinical patient id");
   await screenshot("datasets", { fullPage: true });
   step("research catalogue shows the version, its class balance and sample patches");
+
+  // The next version from the catalogue's form, as `pathfed dataset create` would build it.
+  await page.click("#create-panel summary");
+  await page.locator('#ds-labels option[value="gastric-group"]').waitFor({ state: "attached", timeout: 10_000 });
+  await checkLanguage("datasets");
+  await page.fill("#ds-name", "gastric");
+  await page.selectOption("#ds-labels", "gastric-group");
+  await page.fill("#ds-min-cell", "1");
+  await page.fill("#ds-patch-px", "128");
+  await page.fill("#ds-patch-mpp", "1");
+  await page.click("#ds-create");
+  await waitForText("the form's version to be published", "ds-progress", textPattern("datasets.create.published", { ref: "gastric@2" }), 120_000);
+  await page.locator('#versions tr[data-version="gastric@2"]').waitFor({ timeout: 10_000 });
+  await waitInPage("the new version's details", () => /128/.test(document.getElementById("version-detail")?.textContent || ""), null, 20_000);
+  await checkLanguage("datasets");
+  step("a version created from the catalogue's form was built with patches and is shown");
   return { token, password };
 }
 
@@ -667,6 +683,9 @@ async function trainingAndModels(base, env, researcher, admin) {
   const epochs = textPattern("training.chart.epoch", { n: /[2-4]/ });
   await waitInPage("curves of two epochs", ({ source }) => document.querySelectorAll('#run-curves polyline[data-split="valid"]').length === 3 && new RegExp(source).test(document.getElementById("run-curves")?.textContent || ""), { source: epochs.source }, 120_000);
   await waitInPage("the run to register its model", () => /textures-small@1/.test(document.getElementById("run-detail")?.textContent || ""), null, 180_000);
+  // Accuracy and AUROC are percentages: their axes end at 100, not above it.
+  const tops = await page.evaluate(() => [...document.querySelectorAll("#run-curves svg.curve")].map((svg) => svg.querySelectorAll("text")[1]?.textContent));
+  check(tops.length === 3 && tops[1] === "100.00" && tops[2] === "100.00", `the accuracy and AUROC axes end at ${tops.slice(1)}, not 100`);
   await checkLanguage("training");
   await screenshot("training", { fullPage: true });
   step("the run's curves drew as it trained and it registered textures-small@1");

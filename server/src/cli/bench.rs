@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use pathfed_bench::serve::Application;
-use pathfed_bench::{extract, infer, serve, slide, train};
+use pathfed_bench::{embed, extract, infer, serve, slide, train};
 use pathfed_core::{Config, Platform};
 
 use crate::http::{AppState, app};
@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Train(train::TrainBenchArgs),
     /// Slide inference end to end vs the model's pure compute on the same patches.
     Infer(infer::InferBenchArgs),
+    /// Embedding extraction end to end vs the encoder's pure compute on the same patches.
+    Embed(embed::EmbedBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
@@ -29,6 +31,7 @@ pub fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Extract(args) => extract::run(&args, config),
         BenchCommand::Train(args) => train::run(&args),
         BenchCommand::Infer(args) => infer::run(&args, config),
+        BenchCommand::Embed(args) => embed::run(&args),
     }
 }
 
