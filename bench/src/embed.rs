@@ -200,6 +200,7 @@ pub fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         },
+        &|_| true,
         &AtomicBool::new(false),
     )?;
     let end_to_end = started.elapsed().as_secs_f64();

@@ -135,7 +135,8 @@ struct Decoded {
 
 /// Embeds every patch of every slide of `set` whose embeddings are not yet stored under the
 /// encoder's key for `patches_hash`, in batches of `batch`. `progress` gets (slides done,
-/// slides); `cancel` stops between slides, keeping what was stored (a rerun resumes there).
+/// slides); a slide for which `live` answers false (withdrawn meanwhile) is not stored;
+/// `cancel` stops between batches, keeping the slides stored (a rerun resumes there).
 /// Runs on a blocking thread; `runtime` serves the store.
 #[allow(clippy::too_many_arguments)]
 pub fn extract(
@@ -146,6 +147,7 @@ pub fn extract(
     encoder: &Encoder,
     batch: usize,
     progress: &(dyn Fn(usize, usize) + Sync),
+    live: &(dyn Fn(&str) -> bool + Sync),
     cancel: &AtomicBool,
 ) -> TrainResult<ExtractReport> {
     let key = encoder.store_key(patches_hash);
@@ -202,6 +204,9 @@ pub fn extract(
             });
             let mut done = 0;
             for decoded in receive {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(TrainError::Cancelled);
+                }
                 let decoded = decoded?;
                 let n = decoded.patches.len();
                 let device = encoder_device(&encoder.model);
@@ -218,7 +223,12 @@ pub fn extract(
             }
             Ok(())
         })?;
-        let object = object_key(&key, &set.slides[slide].id);
+        let id = &set.slides[slide].id;
+        if !live(id) {
+            tracing::info!(research_slide = %id, "withdrawn while embedding: not stored");
+            continue;
+        }
+        let object = object_key(&key, id);
         runtime.block_on(put_bytes(
             store,
             &object,
@@ -280,6 +290,11 @@ pub fn bags(
         let (rows, features, values) = decode(&bytes, &object)?;
         if rows == 0 {
             continue;
+        }
+        if features == 0 || (width != 0 && features != width) {
+            return Err(TrainError::Invalid(format!(
+                "embedding object {object} is {features} wide where the others are {width}"
+            )));
         }
         width = features;
         let keep: Vec<usize> = if rows > MAX_BAG {

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use object_store::ObjectStoreExt as _;
+use object_store::path::Path as ObjectPath;
 use pathfed_core::accounts::Principal;
 use pathfed_core::jobs::kinds::{Embed, EmbedPayload, JobKind as _};
 use pathfed_core::jobs::{Job, NewJob};
@@ -16,7 +18,7 @@ use pathfed_models::{device, vit};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::embed::{Encoder, ExtractReport, extract};
+use crate::embed::{Encoder, ExtractReport, extract, object_key};
 use crate::error::{TrainError, TrainResult};
 use crate::runs::{check_device, fetch_patches, manifest_with_patches, pretrained_dir};
 
@@ -93,8 +95,9 @@ pub async fn start(
     require_researcher(user)?;
     let (dataset, version) = parse_reference(&request.dataset)?;
     check_device(research, &request.device)?;
-    vit::resolve(&pretrained_dir(research), &request.encoder)?;
-    manifest_with_patches(research, &dataset, version).await?;
+    let encoder = vit::resolve(&pretrained_dir(research), &request.encoder)?;
+    let manifest = manifest_with_patches(research, &dataset, version).await?;
+    check_resolution(&encoder.spec, &manifest)?;
     let payload = EmbedPayload {
         dataset,
         version,
@@ -124,11 +127,10 @@ pub async fn start(
 /// An extraction job's state.
 pub async fn state(research: &Research, user: &Principal, id: &str) -> TrainResult<EmbedState> {
     require_researcher(user)?;
-    let job = research
-        .jobs
-        .get(id)
-        .await
-        .map_err(|_| TrainError::NotFound(format!("embedding job {id}")))?;
+    let job = research.jobs.get(id).await.map_err(|e| match e {
+        pathfed_core::CoreError::NotFound(_) => TrainError::NotFound(format!("embedding job {id}")),
+        other => other.into(),
+    })?;
     if !job.kind.starts_with(Embed::NAME) {
         return Err(TrainError::NotFound(format!("embedding job {id}")));
     }
@@ -137,7 +139,13 @@ pub async fn state(research: &Research, user: &Principal, id: &str) -> TrainResu
 
 /// Asks an extraction to stop; slides stored so far are kept and reused by the next one.
 pub async fn cancel(research: &Research, user: &Principal, id: &str) -> TrainResult<EmbedState> {
-    state(research, user, id).await?;
+    let current = state(research, user, id).await?;
+    if !matches!(current.status.as_str(), "queued" | "running") {
+        return Err(TrainError::Conflict(format!(
+            "embedding job {id} is {}: nothing to cancel",
+            current.status
+        )));
+    }
     let job = research.jobs.cancel(id).await?;
     state_of(&job)
 }
@@ -178,6 +186,8 @@ async fn embed_version(
         .ok_or_else(|| TrainError::Invalid("the version's patches have no parameter hash".into()))?
         .to_string();
     let device = device::open(&payload.device)?;
+    let found = vit::resolve(&pretrained_dir(research), &payload.encoder)?;
+    check_resolution(&found.spec, &manifest)?;
     let set = fetch_patches(research, &manifest, job, 0.1).await?;
     job.check_cancel().map_err(|_| TrainError::Cancelled)?;
     let _ = job.progress(0.1, format!("loading encoder {}", payload.encoder));
@@ -193,7 +203,16 @@ async fn embed_version(
     let cancel = job.cancel_flag();
     let progress_job = job.clone();
     let set = Arc::new(set);
-    tokio::task::spawn_blocking(move || {
+    let swept = set.clone();
+    let db = research.platform.db.clone();
+    let live_runtime = runtime.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        // A slide withdrawn (opt-out) while the job ran is not stored.
+        let live = |slide: &str| {
+            live_runtime
+                .block_on(still_live(&db, slide))
+                .unwrap_or(true)
+        };
         extract(
             &runtime,
             &store,
@@ -207,9 +226,68 @@ async fn embed_version(
                     format!("embedding: slide {done} of {total}"),
                 );
             },
+            &live,
             &cancel,
         )
     })
     .await
-    .map_err(|e| TrainError::Invalid(format!("embedding: {e}")))?
+    .map_err(|e| TrainError::Invalid(format!("embedding: {e}")))??;
+    // A withdrawal between that check and the store, or during the whole job, listed the
+    // embedding objects before this one existed: sweep what the job stored for such slides.
+    for slide in &swept.slides {
+        if !still_live(&research.platform.db, &slide.id).await? {
+            let object = ObjectPath::from(object_key(&report.key, &slide.id));
+            match research.platform.store.delete(&object).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(pathfed_core::CoreError::from(e).into()),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Whether a research slide is still in the research tier (not withdrawn or opted out).
+async fn still_live(db: &pathfed_core::db::Db, slide: &str) -> TrainResult<bool> {
+    let row = sqlx::query("SELECT id FROM research_slides WHERE id = $1 AND deleted_at IS NULL")
+        .bind(slide)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_some())
+}
+
+/// How far the resolution an encoder sees may be from the one it was trained at.
+const RESOLUTION_TOLERANCE: f64 = 0.1;
+
+/// Refuses a version whose patches, resized to the encoder's input, would show the encoder
+/// another magnification than it was trained at (a 1 µm/px version to a 20× model, say):
+/// the embeddings would be computed, stored and reused, and silently wrong.
+fn check_resolution(
+    spec: &vit::EncoderSpec,
+    manifest: &pathfed_datasets::manifest::Manifest,
+) -> TrainResult<()> {
+    let grid = manifest
+        .content
+        .extraction
+        .as_ref()
+        .map(|x| &x["params"]["grid"]);
+    let (patch_px, patch_mpp) = match grid {
+        Some(g) => (g["patch_px"].as_f64(), g["patch_mpp"].as_f64()),
+        None => (None, None),
+    };
+    let (Some(patch_px), Some(patch_mpp)) = (patch_px, patch_mpp) else {
+        return Err(TrainError::Invalid(
+            "the version's patch size and resolution are not recorded".into(),
+        ));
+    };
+    let seen = patch_mpp * patch_px / f64::from(spec.preprocess.input_px);
+    let wanted = spec.preprocess.mpp;
+    if (seen / wanted - 1.0).abs() > RESOLUTION_TOLERANCE {
+        return Err(TrainError::Invalid(format!(
+            "the encoder reads {} px at {wanted} µm/px, but this version's {patch_px} px patches \
+             at {patch_mpp} µm/px would reach it at {seen:.3} µm/px; build a version with \
+             patches of {} px at {wanted} µm/px",
+            spec.preprocess.input_px, spec.preprocess.input_px
+        )));
+    }
+    Ok(())
 }

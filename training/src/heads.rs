@@ -216,7 +216,7 @@ pub fn train_head(
             let held = part(&|f| f == fold);
             let stop = part(&|f| f == early);
             let rest = part(&|f| f != fold && f != early);
-            let head = fit(&rest, &stop, params.seed + fold as u64)?;
+            let head = fit(&rest, &stop, params.seed.wrapping_add(fold as u64))?;
             let scores = score(&head, &held, features, positive_index, device)?;
             let scored: Vec<Scored> = held
                 .iter()

@@ -132,7 +132,9 @@ pub fn fit(
         let mut total = 0.0;
         for bag in valid {
             let (logits, _) = frozen.forward(bag.tensor(config.features, device));
-            total += scalar(nll(logits, labels[bag.slide], config.classes, device))?;
+            let label = labels[bag.slide];
+            // Weighted as training is, so the kept epoch is not chosen for the majority class.
+            total += weight[label] * scalar(nll(logits, label, config.classes, device))?;
         }
         let loss = total / valid.len() as f64;
         if loss < best.0 {

@@ -403,6 +403,7 @@ async fn a_frozen_encoder_and_abmil_learn_textures_with_stored_embeddings() {
                 encoder,
                 32,
                 &|_, _| {},
+                &|_| true,
                 &never,
             )
             .unwrap()

@@ -93,8 +93,25 @@ pub fn load(spec: &EncoderSpec, path: &Path, device: &Device) -> ModelResult<(Vi
             problems.join("; ")
         )));
     }
+    // A classification head or DINOv2's mask token is expected in a checkpoint and not needed;
+    // anything else unused means the description lacks a part the model has (registers,
+    // LayerScale, a norm), and the embeddings would be wrong.
     let mut unused = result.unused;
     unused.sort();
+    let unexpected: Vec<String> = unused
+        .iter()
+        .filter(|n| !n.starts_with("head.") && n.as_str() != "mask_token")
+        .cloned()
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "cannot load {} as this ViT: the file has {} tensor(s) it has no place for: {}; \
+             the description probably lacks registers, LayerScale or a norm the model has",
+            path.display(),
+            unexpected.len(),
+            listing(&unexpected)
+        )));
+    }
     let report = ImportReport {
         loaded: result.applied.len(),
         skipped: Vec::new(),

@@ -108,9 +108,19 @@ impl VitConfig {
                 self.mlp_hidden
             ));
         }
-        // Far above ViT-g (1,536 wide, 40 deep): a typo, not a model.
-        if self.dim > 8192 || self.depth > 128 || self.mlp_hidden > 65_536 || self.grid > 256 {
-            problems.push("dim ≤ 8192, depth ≤ 128, mlp_hidden ≤ 65536 and grid ≤ 256".into());
+        // Far above ViT-g (1,536 wide, 40 deep, 8 registers): a typo, not a model.
+        if self.dim > 8192
+            || self.depth > 128
+            || self.mlp_hidden > 65_536
+            || self.grid > 256
+            || self.patch > 64
+            || self.registers > 64
+        {
+            problems.push(
+                "dim ≤ 8192, depth ≤ 128, mlp_hidden ≤ 65536, grid ≤ 256, patch ≤ 64 and \
+                 registers ≤ 64"
+                    .into(),
+            );
         }
         if problems.is_empty() {
             Ok(())
@@ -345,9 +355,17 @@ pub fn resolve(dir: &Path, name: &str) -> ModelResult<ResolvedEncoder> {
         )));
     }
     let sidecar = dir.join(format!("{name}.json"));
-    let spec = match std::fs::read(&sidecar) {
-        Ok(bytes) if bytes.len() <= 64 << 10 => serde_json::from_slice::<EncoderSpec>(&bytes)
-            .map_err(|e| {
+    // The size first: the description is read whole.
+    let read = std::fs::metadata(&sidecar).and_then(|meta| {
+        if meta.len() > 64 << 10 {
+            Ok(Vec::new())
+        } else {
+            std::fs::read(&sidecar)
+        }
+    });
+    let spec = match read {
+        Ok(bytes) if !bytes.is_empty() => {
+            serde_json::from_slice::<EncoderSpec>(&bytes).map_err(|e| {
                 ModelError::Invalid(format!(
                     "{name}.json in the pretrained folder is not an encoder description: {e}; \
                      it needs {{\"vit\": {{\"patch\", \"dim\", \"depth\", \"heads\", \"mlp\": \
@@ -355,10 +373,11 @@ pub fn resolve(dir: &Path, name: &str) -> ModelResult<ResolvedEncoder> {
                      \"layer_scale\", \"pool\": \"class\"|\"class+mean\", \"grid\"}}, \
                      \"preprocess\": {{\"input_px\", \"mean\", \"std\", \"mpp\"}}}}"
                 ))
-            })?,
+            })?
+        }
         Ok(_) => {
             return Err(ModelError::Invalid(format!(
-                "{name}.json in the pretrained folder is larger than 64 KiB"
+                "{name}.json in the pretrained folder is empty or larger than 64 KiB"
             )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => match preset(name) {
@@ -374,12 +393,28 @@ pub fn resolve(dir: &Path, name: &str) -> ModelResult<ResolvedEncoder> {
         Err(e) => return Err(ModelError::io(format!("reading {}", sidecar.display()), e)),
     };
     spec.vit.check()?;
-    if !(spec.preprocess.input_px as usize).is_multiple_of(spec.vit.patch)
-        || spec.preprocess.input_px == 0
+    let pre = &spec.preprocess;
+    if !(pre.input_px as usize).is_multiple_of(spec.vit.patch)
+        || !(16..=2048).contains(&pre.input_px)
     {
         return Err(ModelError::Invalid(format!(
-            "encoder {name}: input_px {} is not a multiple of the patch size {}",
-            spec.preprocess.input_px, spec.vit.patch
+            "encoder {name}: input_px {} must be 16–2048 and a multiple of the patch size {}",
+            pre.input_px, spec.vit.patch
+        )));
+    }
+    let sane = pre.std.iter().all(|s| s.is_finite() && *s > 0.0)
+        && pre.mean.iter().all(|m| m.is_finite())
+        && pre.mpp.is_finite()
+        && pre.mpp > 0.0;
+    if !sane {
+        return Err(ModelError::Invalid(format!(
+            "encoder {name}: std must be positive, mean finite and mpp a positive number"
+        )));
+    }
+    // A preset's name stands for that model: a description under it would replace it unseen.
+    if preset(name).is_some() && sidecar.exists() {
+        return Err(ModelError::Invalid(format!(
+            "{name}.json in the pretrained folder would replace the {name} preset: rename it"
         )));
     }
     let candidates = weight_candidates(dir, name);

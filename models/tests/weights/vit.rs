@@ -140,6 +140,21 @@ fn vit_refuses_mis_shaped_missing_and_foreign_tensors_by_name() {
         "{foreign}"
     );
     assert!(foreign.contains("patch_embed.proj.weight"), "{foreign}");
+    // A description without the registers (or LayerScale) the file has: refused, not loaded
+    // into a model that would ignore them.
+    let mut lacking = spec(dir.path(), "vit_reg_swiglu");
+    lacking.vit.registers = 0;
+    lacking.vit.layer_scale = false;
+    let e = vit::import::load(
+        &lacking,
+        &dir.path().join("vit_reg_swiglu.safetensors"),
+        &Device::flex(),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("no place for") && e.contains("reg_token"), "{e}");
+    assert!(e.contains("blocks.0.ls1.gamma"), "{e}");
     // The same weights under a preset of another shape: every block differs.
     let other = vit::preset("uni").expect("the uni preset");
     let e = vit::import::load(

@@ -187,6 +187,14 @@ async fn train_register_deploy_reload_cancel_and_resume() {
                 String::from_utf8_lossy(&written.stderr)
             );
         }
+        // The version's 64 px patches at 2 µm/px reach these ViTs' 32 and 24 px inputs at 4 and
+        // 5.33 µm/px: their descriptions say so, as a researcher's would for such a model.
+        for (name, mpp) in [("vit_gelu", 4.0), ("vit_reg_prefix", 64.0 * 2.0 / 24.0)] {
+            let file = pretrained.join(format!("{name}.json"));
+            let mut spec: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+            spec["preprocess"]["mpp"] = json!(mpp);
+            std::fs::write(&file, spec.to_string()).unwrap();
+        }
         embeddings_are_stored_reused_and_refused_clearly(&server, researcher, &staff, &cli_ok)
             .await;
 
@@ -636,6 +644,16 @@ async fn embeddings_are_stored_reused_and_refused_clearly(
     let message = refused(json!({"dataset": "stomach@1", "encoder": "resnet"}), 400).await;
     assert!(message.contains("unknown encoder"), "{message}");
     refused(json!({"dataset": "stomach@9", "encoder": "vit_gelu"}), 404).await;
+    // 28 px at 0.5 µm/px is not what 64 px patches at 2 µm/px become.
+    let message = refused(
+        json!({"dataset": "stomach@1", "encoder": "vit_reg_swiglu"}),
+        400,
+    )
+    .await;
+    assert!(
+        message.contains("patches of 28 px at 0.5 µm/px"),
+        "{message}"
+    );
     staff
         .first
         .refused(
