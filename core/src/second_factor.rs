@@ -469,11 +469,17 @@ pub async fn policy(db: &Db, hospital_id: &str) -> CoreResult<Policy> {
 /// once: each meets the enrolment at their next sign-in.
 pub async fn set_policy(db: &Db, hospital_id: &str, wanted: Policy) -> CoreResult<()> {
     let mut tx = db.pool().begin().await?;
-    let required_before: Option<i64> =
-        sqlx::query_scalar("SELECT require_second_factor FROM hospitals WHERE id = $1")
-            .bind(hospital_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    // The first statement writes (an identity update that returns the old value), so the
+    // transaction holds SQLite's write lock from the start. Read first, its update would fail
+    // with "database is locked" whenever another connection wrote in between, as a worker
+    // curating a case signed out a moment before does.
+    let required_before: Option<i64> = sqlx::query_scalar(
+        "UPDATE hospitals SET require_second_factor = require_second_factor WHERE id = $1 \
+         RETURNING require_second_factor",
+    )
+    .bind(hospital_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(required_before) = required_before else {
         return Err(CoreError::NotFound(format!("hospital {hospital_id:?}")));
     };
