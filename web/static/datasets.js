@@ -223,10 +223,11 @@ function createRequest() {
   };
 }
 
-/** Follows a building version until it is published (or fails), showing its progress. */
+/** Follows a building version until it is published (or fails), showing its progress. Polls
+ * back off from 1 to 10 seconds: every poll is an audited read, and builds can take an hour. */
 async function followBuild(name, version) {
   const path = `/api/v1/datasets/${encodeURIComponent(name)}/versions/${version}/status`;
-  for (;;) {
+  for (let wait = 1000; ; wait = Math.min(wait * 1.5, 10_000)) {
     const state = await api(path);
     if (state.status === "published") return;
     if (state.status !== "building") {
@@ -234,7 +235,7 @@ async function followBuild(name, version) {
     }
     const percentDone = Math.round(100 * (state.progress || 0));
     createProgress.textContent = t("datasets.create.building", { ref: `${name}@${version}`, percent: percentDone });
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await new Promise((resolve) => setTimeout(resolve, wait));
   }
 }
 
