@@ -171,9 +171,7 @@ async fn train_register_deploy_reload_cancel_and_resume() {
         let pretrained = server.dir.path().join("data/pretrained");
         std::fs::create_dir_all(&pretrained).unwrap();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let python = std::env::var("PATHFED_PYTHON")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| root.join(".tools/venv/bin/python"));
+        let python = support::tools_python();
         // Small ViTs in timm's layout beside them, each described by its NAME.json.
         for script in ["resnet_weights.py", "vit_weights.py"] {
             let written = std::process::Command::new(&python)
