@@ -22,7 +22,7 @@ use pathfed_inference::pipeline::{
 };
 use pathfed_models::aggregate::Aggregation;
 use pathfed_models::model::{Architecture, ModelConfig, ResNet};
-use pathfed_models::registry::InferenceConfig;
+use pathfed_models::registry::{Backbone, InferenceConfig};
 use pathfed_synth::SynthSpec;
 
 /// Options of `pathfed bench infer`.
@@ -82,7 +82,8 @@ pub fn run(args: &InferBenchArgs, config: &Config) -> anyhow::Result<()> {
     device.seed(7);
     let model = PatchModel {
         config: InferenceConfig {
-            model: model_config.clone(),
+            model: Some(model_config.clone()),
+            encoder: None,
             classes: vec!["A".into(), "B".into()],
             positive: "B".into(),
             aggregation: Aggregation::Mean,
@@ -91,7 +92,7 @@ pub fn run(args: &InferBenchArgs, config: &Config) -> anyhow::Result<()> {
             patch_px: args.patch_px,
             patch_mpp: args.patch_mpp,
         },
-        model: ResNet::new(&model_config, &device),
+        model: Backbone::Cnn(Box::new(ResNet::new(&model_config, &device))),
         aggregator: None,
         device,
     };

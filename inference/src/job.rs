@@ -185,11 +185,15 @@ pub fn model_ref(record: &registry::ModelRecord, model: &PatchModel) -> ModelRef
 }
 
 /// A model outside the registry (a folder of its files), for offline runs; named after its
-/// folder, version 0.
-pub fn local_model(dir: &std::path::Path, device: Device) -> InferResult<(PatchModel, ModelRef)> {
+/// folder, version 0. An encoder + head model finds its encoder in `pretrained`.
+pub fn local_model(
+    dir: &std::path::Path,
+    pretrained: &std::path::Path,
+    device: Device,
+) -> InferResult<(PatchModel, ModelRef)> {
     let files = ModelFiles::read_dir(dir)?;
     let weights_sha256 = hex::encode(Sha256::digest(&files.weights));
-    let model = PatchModel::from_files(files, &dir.display().to_string(), device)?;
+    let model = PatchModel::from_files(files, &dir.display().to_string(), pretrained, device)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -15,8 +15,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use pathfed_models::aggregate::{Aggregation, Aggregator};
 use pathfed_models::mil::MAX_BAG;
-use pathfed_models::model::{MEAN, ResNet, STD};
-use pathfed_models::registry::{InferenceConfig, ModelFiles};
+use pathfed_models::registry::{Backbone, InferenceConfig, ModelFiles};
 use pathfed_slide::SlideReader;
 use pathfed_slide::resize::{Rect, read_scaled};
 use pathfed_slide::tissue::{self, Grid, GridCell, GridParams, TissueParams};
@@ -28,18 +27,24 @@ use crate::heatmap::ScoreMap;
 pub struct PatchModel {
     /// Classes, aggregation, threshold and patch geometry.
     pub config: InferenceConfig,
-    /// The patch classifier.
-    pub model: ResNet,
-    /// The attention head, when the model aggregates by attention.
+    /// The patch network: a CNN classifier or a frozen encoder.
+    pub model: Backbone,
+    /// The attention head, when the model aggregates by attention (an encoder's head).
     pub aggregator: Option<Aggregator>,
     /// Where it runs.
     pub device: Device,
 }
 
 impl PatchModel {
-    /// Builds the model from its files on `device`; `what` names it in errors.
-    pub fn from_files(files: ModelFiles, what: &str, device: Device) -> InferResult<Self> {
-        let (config, model, aggregator) = files.build(what, &device)?;
+    /// Builds the model from its files on `device`, an encoder's weights from `pretrained`;
+    /// `what` names it in errors.
+    pub fn from_files(
+        files: ModelFiles,
+        what: &str,
+        pretrained: &std::path::Path,
+        device: Device,
+    ) -> InferResult<Self> {
+        let (config, model, aggregator) = files.build(what, pretrained, &device)?;
         Ok(Self {
             config,
             model,
@@ -55,6 +60,27 @@ impl PatchModel {
             .iter()
             .position(|c| *c == self.config.positive)
             .unwrap_or(0)
+    }
+
+    /// Per-patch class probabilities of a normalised batch `[n, 3, side, side]`, and the
+    /// embeddings the attention head pools when there is one. An encoder's patches are scored
+    /// by its head, each patch as a bag of its own.
+    fn run_batch(&self, images: Tensor<4>) -> InferResult<(Vec<f32>, Option<Vec<f32>>)> {
+        match (&self.model, &self.aggregator) {
+            (Backbone::Cnn(cnn), Some(_)) => {
+                let (embedded, probs) = cnn.embed_and_classify(images);
+                Ok((floats(probs)?, Some(floats(embedded)?)))
+            }
+            (Backbone::Cnn(cnn), None) => Ok((floats(cnn.probabilities(images))?, None)),
+            (Backbone::Encoder(vit), Some(head)) => {
+                let embedded = vit.embed(images);
+                let probs = head.head.instance_probabilities(embedded.clone());
+                Ok((floats(probs)?, Some(floats(embedded)?)))
+            }
+            (Backbone::Encoder(_), None) => Err(InferError::Invalid(
+                "an encoder model without its head cannot score patches".into(),
+            )),
+        }
     }
 }
 
@@ -130,7 +156,8 @@ pub fn predict_slide(
     let (tissue_fraction, grid) = plan(reader, config, options)?;
     let cells = grid.cells.len();
     let classes = config.classes.len();
-    let side = config.model.input_px as usize;
+    let side = config.input_px() as usize;
+    let (mean, std) = config.normalisation();
     // Attention pools at most MAX_BAG embeddings, evenly sampled, as in training.
     let bag: Vec<Option<usize>> = bag_slots(cells, model.aggregator.is_some());
     let mut probabilities = vec![0f32; cells * classes];
@@ -179,7 +206,7 @@ pub fn predict_slide(
             });
         }
         drop(patch_tx);
-        scope.spawn(move || batcher(patch_rx, batch_tx, batch_size, side));
+        scope.spawn(move || batcher(patch_rx, batch_tx, batch_size, side, (mean, std)));
 
         let mut done = 0;
         while let Ok(batch) = batch_rx.recv() {
@@ -192,12 +219,7 @@ pub fn predict_slide(
                 TensorData::new(batch.pixels, [n, 3, side, side]),
                 &model.device,
             );
-            let run = if model.aggregator.is_some() {
-                let (embedded, probs) = model.model.embed_and_classify(images);
-                floats(probs).and_then(|p| floats(embedded).map(|e| (p, Some(e))))
-            } else {
-                floats(model.model.probabilities(images)).map(|p| (p, None))
-            };
+            let run = model.run_batch(images);
             model_seconds += clock.elapsed().as_secs_f64();
             let (probs, embedded) = match run {
                 Ok(out) if out.0.iter().all(|p| p.is_finite()) => out,
@@ -314,9 +336,15 @@ fn bag_slots(cells: usize, attention: bool) -> Vec<Option<usize>> {
     slots
 }
 
-/// Collects decoded patches into normalised batches (the layout and ImageNet statistics the
-/// training batcher uses).
-fn batcher(patches: Receiver<(usize, Vec<u8>)>, out: SyncSender<Batch>, size: usize, side: usize) {
+/// Collects decoded patches into normalised batches (the layout and statistics the network was
+/// trained with: ImageNet's for a CNN, the encoder's own for an encoder).
+fn batcher(
+    patches: Receiver<(usize, Vec<u8>)>,
+    out: SyncSender<Batch>,
+    size: usize,
+    side: usize,
+    (mean, std): ([f32; 3], [f32; 3]),
+) {
     let plane = side * side;
     let fresh = || Batch {
         cells: Vec::with_capacity(size),
@@ -324,7 +352,7 @@ fn batcher(patches: Receiver<(usize, Vec<u8>)>, out: SyncSender<Batch>, size: us
     };
     let mut batch = fresh();
     for (cell, rgb) in patches {
-        normalise(&rgb, plane, &mut batch.pixels);
+        normalise(&rgb, plane, (mean, std), &mut batch.pixels);
         batch.cells.push(cell);
         if batch.cells.len() == size && out.send(std::mem::replace(&mut batch, fresh())).is_err() {
             return;
@@ -335,14 +363,14 @@ fn batcher(patches: Receiver<(usize, Vec<u8>)>, out: SyncSender<Batch>, size: us
     }
 }
 
-/// Appends interleaved RGB `rgb` of `plane` pixels as three normalised planes.
-fn normalise(rgb: &[u8], plane: usize, out: &mut Vec<f32>) {
+/// Appends interleaved RGB `rgb` of `plane` pixels as three planes normalised by `mean`, `std`.
+fn normalise(rgb: &[u8], plane: usize, (mean, std): ([f32; 3], [f32; 3]), out: &mut Vec<f32>) {
     let start = out.len();
     out.resize(start + 3 * plane, 0.0);
     let planes = &mut out[start..];
     for (p, px) in rgb.chunks_exact(3).enumerate().take(plane) {
         for c in 0..3 {
-            planes[c * plane + p] = (f32::from(px[c]) / 255.0 - MEAN[c]) / STD[c];
+            planes[c * plane + p] = (f32::from(px[c]) / 255.0 - mean[c]) / std[c];
         }
     }
 }
@@ -367,7 +395,7 @@ fn read_patch(
     };
     let side = config.patch_px;
     let image = read_scaled(reader, grid.level, rect, side, side)?;
-    let input = config.model.input_px;
+    let input = config.input_px();
     let image = if input == side {
         image
     } else {
@@ -458,19 +486,20 @@ fn score_map(
 /// infer` compares the end-to-end run with. `patches` are `side`×`side` RGB; returns the
 /// seconds spent in the model.
 pub fn compute_only(model: &PatchModel, patches: &[Vec<u8>], batch: usize) -> InferResult<f64> {
-    let side = model.config.model.input_px as usize;
+    let side = model.config.input_px() as usize;
+    let statistics = model.config.normalisation();
     let mut seconds = 0.0;
     for chunk in patches.chunks(batch.max(1)) {
         let mut pixels = Vec::with_capacity(chunk.len() * 3 * side * side);
         for rgb in chunk {
-            normalise(rgb, side * side, &mut pixels);
+            normalise(rgb, side * side, statistics, &mut pixels);
         }
         let clock = Instant::now();
         let images = Tensor::<4>::from_data(
             TensorData::new(pixels, [chunk.len(), 3, side, side]),
             &model.device,
         );
-        floats(model.model.probabilities(images))?;
+        model.run_batch(images)?;
         seconds += clock.elapsed().as_secs_f64();
     }
     Ok(seconds)

@@ -56,7 +56,7 @@ impl ModelRef {
         Self {
             name: name.to_string(),
             version,
-            architecture: config.model.architecture.name().to_string(),
+            architecture: config.architecture(),
             classes: config.classes.clone(),
             positive: config.positive.clone(),
             threshold: config.threshold,

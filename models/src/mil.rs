@@ -112,6 +112,12 @@ impl AttentionMil {
     pub fn probabilities(&self, bag: Tensor<2>) -> Tensor<2> {
         softmax(self.forward(bag).0, 1)
     }
+
+    /// Class probabilities `[n, classes]` of each embedding of `[n, features]` as a bag of its
+    /// own: the per-patch scores a heatmap shows (pooling one embedding returns it unchanged).
+    pub fn instance_probabilities(&self, embeddings: Tensor<2>) -> Tensor<2> {
+        softmax(self.classifier.forward(embeddings), 1)
+    }
 }
 
 /// One slide's embeddings, row-major `[patches, features]`.

@@ -23,6 +23,7 @@ use crate::error::{ModelError, ModelResult};
 use crate::metrics::{CHANCE_BALANCED_ACCURACY, Interval, above_chance};
 use crate::mil::{AttentionMil, MilConfig};
 use crate::model::{ModelConfig, ResNet};
+use crate::vit::{EncoderSpec, Vit};
 
 /// Files a model version may have; nothing else is served from its folder.
 pub const MODEL_FILES: [&str; 7] = [
@@ -35,11 +36,28 @@ pub const MODEL_FILES: [&str; 7] = [
     "loss.png",
 ];
 
+/// The frozen encoder an encoder + head model reads patches with. Its weights stay in the
+/// pretrained folder (they are the hospital's licensed copy, often gigabytes); the registry
+/// records their hash, and loading refuses any other file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderRef {
+    /// Its name in the pretrained folder.
+    pub name: String,
+    /// SHA-256 of the weights file it was trained with.
+    pub weights_sha256: String,
+    /// Architecture and preprocessing, as trained.
+    pub spec: EncoderSpec,
+}
+
 /// What inference needs besides the weights: saved as `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InferenceConfig {
-    /// The patch model's shape.
-    pub model: ModelConfig,
+    /// The patch classifier's shape (a CNN model; absent for an encoder + head model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelConfig>,
+    /// The frozen encoder (an encoder + head model, whose `model.bpk` is the head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderRef>,
     /// Class codes, index order.
     pub classes: Vec<String>,
     /// The class whose probability scores a slide.
@@ -54,6 +72,43 @@ pub struct InferenceConfig {
     pub patch_px: u32,
     /// Patch resolution in µm per pixel as extracted for training.
     pub patch_mpp: f64,
+}
+
+impl InferenceConfig {
+    /// Side in pixels of what the network reads.
+    pub fn input_px(&self) -> u32 {
+        match (&self.encoder, &self.model) {
+            (Some(encoder), _) => encoder.spec.preprocess.input_px,
+            (None, Some(model)) => model.input_px,
+            (None, None) => self.patch_px,
+        }
+    }
+
+    /// Per-channel mean and deviation the network's input is normalised with.
+    pub fn normalisation(&self) -> ([f32; 3], [f32; 3]) {
+        match &self.encoder {
+            Some(encoder) => (encoder.spec.preprocess.mean, encoder.spec.preprocess.std),
+            None => (crate::model::MEAN, crate::model::STD),
+        }
+    }
+
+    /// What the registry lists as the architecture: `resnet18`, or `ENCODER+HEAD`.
+    pub fn architecture(&self) -> String {
+        match (&self.encoder, &self.model, &self.attention) {
+            (Some(encoder), _, Some(head)) => format!("{}+{}", encoder.name, head.pooling.name()),
+            (Some(encoder), _, None) => encoder.name.clone(),
+            (None, Some(model), _) => model.architecture.name().to_string(),
+            (None, None, _) => "unknown".into(),
+        }
+    }
+}
+
+/// The network that turns patches into what the head or classifier reads.
+pub enum Backbone {
+    /// A CNN patch classifier (its embeddings feed an attention head, when there is one).
+    Cnn(Box<ResNet>),
+    /// A frozen foundation-model encoder; the head scores its embeddings.
+    Encoder(Box<Vit>),
 }
 
 /// A model version as listed.
@@ -221,7 +276,7 @@ pub struct Registration {
     pub taxonomy: String,
     /// Organ, if the dataset is limited to one.
     pub organ: Option<String>,
-    /// Inference configuration (classes, positive class, aggregation).
+    /// Inference configuration (classes, positive class, aggregation, encoder).
     pub config: InferenceConfig,
     /// Code version.
     pub code_version: String,
@@ -624,13 +679,20 @@ pub struct LoadedModel {
     pub record: ModelRecord,
     /// Classes, aggregation, threshold, patch geometry.
     pub config: InferenceConfig,
-    /// The patch model.
-    pub model: ResNet,
-    /// The attention head, when it aggregates by attention.
+    /// The patch network.
+    pub model: Backbone,
+    /// The attention head, when it aggregates by attention (always, for an encoder + head).
     pub aggregator: Option<Aggregator>,
 }
 
-/// Loads `name@version` onto `device`, checking the weights against their recorded SHA-256.
+/// The folder pretrained weights are taken from: an administrator places them there, since
+/// nothing is downloaded anywhere.
+pub fn pretrained_dir(platform: &Platform) -> std::path::PathBuf {
+    platform.config.data_dir.join("pretrained")
+}
+
+/// Loads `name@version` onto `device`, checking the weights (and an encoder's, in the pretrained
+/// folder) against their recorded SHA-256.
 pub async fn load(
     platform: &Platform,
     name: &str,
@@ -644,7 +706,8 @@ pub async fn load(
     }
     let config = file(platform, name, version, "config.json").await?;
     let head = match serde_json::from_slice::<InferenceConfig>(&config) {
-        Ok(c) if c.attention.is_some() => {
+        // An encoder + head model's head is its model.bpk.
+        Ok(c) if c.attention.is_some() && c.encoder.is_none() => {
             Some(file(platform, name, version, "aggregator.bpk").await?)
         }
         _ => None,
@@ -654,7 +717,16 @@ pub async fn load(
         weights,
         aggregator: head,
     };
-    let (config, model, aggregator) = files.build(&format!("{name}@{version}"), device)?;
+    let (what, pretrained, device) = (
+        format!("{name}@{version}"),
+        pretrained_dir(platform),
+        device.clone(),
+    );
+    // Hashing and reading an encoder's weights is seconds of blocking I/O.
+    let (config, model, aggregator) =
+        tokio::task::spawn_blocking(move || files.build(&what, &pretrained, &device))
+            .await
+            .map_err(|e| ModelError::Invalid(format!("loading the model: {e}")))??;
     Ok(LoadedModel {
         record,
         config,
@@ -695,13 +767,14 @@ impl ModelFiles {
         })
     }
 
-    /// The configuration, patch model and attention head (when configured) on `device`;
-    /// `what` names the model in errors.
+    /// The configuration, patch network and attention head (when configured) on `device`;
+    /// an encoder's weights are taken from `pretrained`. `what` names the model in errors.
     pub fn build(
         self,
         what: &str,
+        pretrained: &std::path::Path,
         device: &Device,
-    ) -> ModelResult<(InferenceConfig, ResNet, Option<Aggregator>)> {
+    ) -> ModelResult<(InferenceConfig, Backbone, Option<Aggregator>)> {
         let config: InferenceConfig = serde_json::from_slice(&self.config)
             .map_err(|e| ModelError::Invalid(format!("config of {what}: {e}")))?;
         if !(config.patch_px > 0 && config.patch_mpp > 0.0 && config.patch_mpp.is_finite()) {
@@ -710,12 +783,20 @@ impl ModelFiles {
                 config.patch_px, config.patch_mpp
             )));
         }
-        if config.classes.len() != config.model.classes
-            || !config.classes.contains(&config.positive)
-        {
+        if let Some(encoder) = &config.encoder {
+            let (backbone, head) =
+                build_encoder_model(what, &config, encoder, self.weights, pretrained, device)?;
+            return Ok((config, backbone, Some(head)));
+        }
+        let Some(shape) = &config.model else {
+            return Err(ModelError::Invalid(format!(
+                "config of {what}: neither a patch model nor an encoder"
+            )));
+        };
+        if config.classes.len() != shape.classes || !config.classes.contains(&config.positive) {
             return Err(ModelError::Invalid(format!(
                 "config of {what}: classes {:?} do not fit a {}-class model with positive class {:?}",
-                config.classes, config.model.classes, config.positive
+                config.classes, shape.classes, config.positive
             )));
         }
         if let Some(mil) = &config.attention
@@ -727,7 +808,11 @@ impl ModelFiles {
                 config.classes.len()
             )));
         }
-        let model = load_into(ResNet::new(&config.model, device), self.weights, what)?;
+        let model = Backbone::Cnn(Box::new(load_into(
+            ResNet::new(shape, device),
+            self.weights,
+            what,
+        )?));
         let aggregator = match &config.attention {
             Some(mil) => {
                 let bytes = self.aggregator.ok_or_else(|| {
@@ -745,4 +830,63 @@ impl ModelFiles {
         };
         Ok((config, model, aggregator))
     }
+}
+
+/// An encoder + head model: the head from `head_bytes`, the encoder from the pretrained folder,
+/// refused unless its weights are the ones the head was trained on.
+fn build_encoder_model(
+    what: &str,
+    config: &InferenceConfig,
+    encoder: &EncoderRef,
+    head_bytes: Vec<u8>,
+    pretrained: &std::path::Path,
+    device: &Device,
+) -> ModelResult<(Backbone, Aggregator)> {
+    let Some(mil) = &config.attention else {
+        return Err(ModelError::Invalid(format!(
+            "config of {what}: an encoder without a head"
+        )));
+    };
+    if mil.classes != config.classes.len()
+        || !config.classes.contains(&config.positive)
+        || mil.features != encoder.spec.vit.features()
+    {
+        return Err(ModelError::Invalid(format!(
+            "config of {what}: a {}-class head on {} features does not fit classes {:?} (positive \
+             {:?}) and encoder {}'s {} features",
+            mil.classes,
+            mil.features,
+            config.classes,
+            config.positive,
+            encoder.name,
+            encoder.spec.vit.features()
+        )));
+    }
+    let head = load_into(AttentionMil::new(mil, device), head_bytes, "the head")?;
+    let found = crate::vit::resolve(pretrained, &encoder.name).map_err(|e| {
+        ModelError::NotFound(format!(
+            "encoder {} that {what} reads patches with (SHA-256 {}): {e}; place the same \
+             weights file in the pretrained folder",
+            encoder.name, encoder.weights_sha256
+        ))
+    })?;
+    let sha256 = pathfed_core::digest::sha256_file(&found.weights, |_| {})
+        .map_err(|e| ModelError::io(format!("reading {}", found.weights.display()), e))?;
+    if sha256 != encoder.weights_sha256 {
+        return Err(ModelError::Conflict(format!(
+            "{what} was trained on encoder {} with weights SHA-256 {}, but {} has {sha256}: \
+             restore the weights it was trained with, or train a new version",
+            encoder.name,
+            encoder.weights_sha256,
+            found.weights.display()
+        )));
+    }
+    let (vit, _) = crate::vit::import::load(&encoder.spec, &found.weights, device)?;
+    Ok((
+        Backbone::Encoder(Box::new(vit)),
+        Aggregator {
+            config: mil.clone(),
+            head,
+        },
+    ))
 }

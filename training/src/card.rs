@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use pathfed_models::registry::EncoderRef;
+
 use crate::data::PatchSet;
 use crate::run::SeedResult;
 use crate::runs::CheckedRequest;
@@ -24,6 +26,7 @@ pub fn model_card(
     summary: &Value,
     positive: &str,
     results: &[SeedResult],
+    encoder: Option<&EncoderRef>,
     code_version: &str,
 ) -> Value {
     let manifest = &checked.manifest;
@@ -48,11 +51,21 @@ pub fn model_card(
         })
     };
     let test_slides = summary["test_slides"].as_u64().unwrap_or(0) as usize;
-    let mut limitations = vec![
-        format!(
+    let labels = match encoder {
+        None => format!(
             "Labels are slide-level sign-out diagnoses: every patch inherits its slide's label, so \
              patches without the lesion are labelled {positive} during training."
         ),
+        Some(e) => format!(
+            "Labels are slide-level sign-out diagnoses and the head learns from them alone: its \
+             heatmap scores each patch as if it were the whole slide, which shows where the \
+             model sees {positive} but is no outline of a lesion. The encoder {} is frozen, \
+             trained by its publishers on their own data under their licence.",
+            e.name
+        ),
+    };
+    let mut limitations = vec![
+        labels,
         "Evaluated on a patient-level split of the same hospitals' slides: an internal \
          validation, not an external or prospective one."
             .to_string(),
@@ -84,11 +97,19 @@ pub fn model_card(
             set.classes.join(", ")
         ),
         "model": {
-            "architecture": checked.architecture.name(),
+            "architecture": checked.architecture_name(),
             "input_px": checked.input_px,
             "classes": set.classes,
             "positive": positive,
-            "aggregation": checked.aggregation.name(),
+            "aggregation": if encoder.is_some() { "attention".to_string() } else { checked.aggregation.name() },
+            "encoder": encoder.map(|e| json!({
+                "name": e.name,
+                "weights_sha256": e.weights_sha256,
+                "features": e.spec.vit.features(),
+                "input_px": e.spec.preprocess.input_px,
+                "mpp": e.spec.preprocess.mpp,
+            })),
+            "head": checked.encoder.as_ref().map(|plan| plan.pooling.name()),
         },
         "training_data": {
             "dataset": checked.dataset,

@@ -178,13 +178,7 @@ async fn embed_version(
     job: &RunningJob,
 ) -> TrainResult<ExtractReport> {
     let manifest = manifest_with_patches(research, &payload.dataset, payload.version).await?;
-    let hash = manifest
-        .content
-        .extraction
-        .as_ref()
-        .and_then(|x| x["params_hash"].as_str())
-        .ok_or_else(|| TrainError::Invalid("the version's patches have no parameter hash".into()))?
-        .to_string();
+    let hash = patches_hash(&manifest)?;
     let device = device::open(&payload.device)?;
     let found = vit::resolve(&pretrained_dir(research), &payload.encoder)?;
     check_resolution(&found.spec, &manifest)?;
@@ -198,11 +192,34 @@ async fn embed_version(
         tokio::task::spawn_blocking(move || Encoder::open(&pretrained, &name, &open_device))
             .await
             .map_err(|e| TrainError::Invalid(format!("loading the encoder: {e}")))??;
+    embed_set(
+        research,
+        job,
+        Arc::new(set),
+        hash,
+        encoder,
+        BATCH,
+        (0.1, 0.9),
+    )
+    .await
+}
+
+/// Fills the embedding store for `set` (patches extracted with `patches_hash`) with
+/// `encoder`, reporting progress over `(start, share)` of `job`; slides withdrawn meanwhile are
+/// neither stored nor left behind.
+pub(crate) async fn embed_set(
+    research: &Research,
+    job: &RunningJob,
+    set: Arc<crate::data::PatchSet>,
+    patches_hash: String,
+    encoder: Encoder,
+    batch: usize,
+    (start, share): (f64, f64),
+) -> TrainResult<ExtractReport> {
     let runtime = tokio::runtime::Handle::current();
     let store = research.platform.store.clone();
     let cancel = job.cancel_flag();
     let progress_job = job.clone();
-    let set = Arc::new(set);
     let swept = set.clone();
     let db = research.platform.db.clone();
     let live_runtime = runtime.clone();
@@ -217,12 +234,12 @@ async fn embed_version(
             &runtime,
             &store,
             &set,
-            &hash,
+            &patches_hash,
             &encoder,
-            BATCH,
+            batch,
             &|done, total| {
                 let _ = progress_job.progress(
-                    0.1 + 0.9 * done as f64 / total.max(1) as f64,
+                    start + share * done as f64 / total.max(1) as f64,
                     format!("embedding: slide {done} of {total}"),
                 );
             },
@@ -246,6 +263,17 @@ async fn embed_version(
     Ok(report)
 }
 
+/// The hash of the parameters a version's patches were cut with: part of its embeddings' key.
+pub(crate) fn patches_hash(manifest: &pathfed_datasets::manifest::Manifest) -> TrainResult<String> {
+    manifest
+        .content
+        .extraction
+        .as_ref()
+        .and_then(|x| x["params_hash"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| TrainError::Invalid("the version's patches have no parameter hash".into()))
+}
+
 /// Whether a research slide is still in the research tier (not withdrawn or opted out).
 async fn still_live(db: &pathfed_core::db::Db, slide: &str) -> TrainResult<bool> {
     let row = sqlx::query("SELECT id FROM research_slides WHERE id = $1 AND deleted_at IS NULL")
@@ -261,7 +289,7 @@ const RESOLUTION_TOLERANCE: f64 = 0.1;
 /// Refuses a version whose patches, resized to the encoder's input, would show the encoder
 /// another magnification than it was trained at (a 1 µm/px version to a 20× model, say):
 /// the embeddings would be computed, stored and reused, and silently wrong.
-fn check_resolution(
+pub(crate) fn check_resolution(
     spec: &vit::EncoderSpec,
     manifest: &pathfed_datasets::manifest::Manifest,
 ) -> TrainResult<()> {

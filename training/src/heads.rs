@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
 use crate::mil;
-use crate::run::{SlideScore, class_index, slide_evaluation};
+use crate::run::{EpochMetric, SlideScore, class_index, slide_evaluation};
 
 /// How a head is trained and judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,8 @@ pub struct HeadParams {
     pub hidden: usize,
     /// Epochs at most (the best validation epoch is kept).
     pub epochs: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
     /// Cross-validation folds (0: none; otherwise at least 3).
     pub folds: usize,
     /// Seed of weights, order and folds.
@@ -45,6 +47,7 @@ impl Default for HeadParams {
             pooling: Pooling::GatedAttention,
             hidden: 128,
             epochs: 40,
+            lr: 1e-3,
             folds: 5,
             seed: 1,
             positive: None,
@@ -91,6 +94,8 @@ pub struct HeadRun {
     pub slides: Vec<SlideScore>,
     /// Cross-validation, when asked for.
     pub cross_validation: Option<CrossValidation>,
+    /// Each epoch's training and validation loss of the head trained on the training split.
+    pub history: Vec<EpochMetric>,
 }
 
 /// Fold of each slide of `set` in `candidates` (indices into `set.slides`): patients are
@@ -178,9 +183,14 @@ pub fn train_head(
         ));
     }
     let fit = |train: &[Bag], valid: &[Bag], seed: u64| {
-        mil::fit(train, valid, &labels, &config, params.epochs, seed, device)
+        let options = mil::FitOptions {
+            epochs: params.epochs,
+            lr: params.lr,
+            seed,
+        };
+        mil::fit(train, valid, &labels, &config, options, device)
     };
-    let head = fit(&train, &valid, params.seed)?;
+    let (head, history) = fit(&train, &valid, params.seed)?;
     let scores = score(&head, &test, features, positive_index, device)?;
     let (evaluation, slides) = slide_evaluation(
         set,
@@ -216,7 +226,7 @@ pub fn train_head(
             let held = part(&|f| f == fold);
             let stop = part(&|f| f == early);
             let rest = part(&|f| f != fold && f != early);
-            let head = fit(&rest, &stop, params.seed.wrapping_add(fold as u64))?;
+            let (head, _) = fit(&rest, &stop, params.seed.wrapping_add(fold as u64))?;
             let scores = score(&head, &held, features, positive_index, device)?;
             let scored: Vec<Scored> = held
                 .iter()
@@ -261,5 +271,6 @@ pub fn train_head(
         evaluation,
         slides,
         cross_validation,
+        history,
     })
 }

@@ -24,6 +24,7 @@ use crate::augment::Augment;
 use crate::card;
 use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
+use crate::heads::CrossValidation;
 use crate::plots::{self, Series};
 use crate::run::{EpochMetric, Progress, SeedResult, TrainParams, train};
 use crate::runs::{CheckedRequest, HistoryPoint, TrainRequest, check_request, fetch_patches};
@@ -103,6 +104,71 @@ async fn train_run(
     let seeds: Vec<u64> = (0..checked.request.seeds as u64)
         .map(|i| checked.request.seed + i)
         .collect();
+    let (results, trained) = match &checked.encoder {
+        Some(plan) => {
+            let (results, trained) =
+                crate::head_run::train(research, job, &checked, plan, set.clone(), &seeds).await?;
+            // A head trains in seconds: its curves are recorded once it is done.
+            let history: Vec<HistoryPoint> = results
+                .iter()
+                .flat_map(|r| {
+                    r.history.iter().map(|m| HistoryPoint {
+                        seed: r.seed,
+                        epoch: m.epoch,
+                        split: m.split.clone(),
+                        name: m.name.clone(),
+                        value: m.value,
+                    })
+                })
+                .collect();
+            save_history(research, run, &history).await;
+            (results, trained)
+        }
+        None => {
+            train_seeds(
+                research,
+                job,
+                run,
+                &checked,
+                &set,
+                &device,
+                (&seeds, &dir),
+                resume,
+                &mut history,
+            )
+            .await?
+        }
+    };
+    let done = register_run(
+        research,
+        job,
+        run,
+        &checked,
+        &set,
+        &results,
+        trained,
+        &created_by,
+    )
+    .await?;
+    // Checkpoints are only for resuming; the registry holds what lasts.
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(done)
+}
+
+/// Trains a CNN run's seeds, skipping those a resumed run finished before; their results and
+/// the first seed's files.
+#[allow(clippy::too_many_arguments)]
+async fn train_seeds(
+    research: &Research,
+    job: &RunningJob,
+    run: &str,
+    checked: &CheckedRequest,
+    set: &Arc<PatchSet>,
+    device: &Device,
+    (seeds, dir): (&[u64], &Path),
+    resume: bool,
+    history: &mut Vec<HistoryPoint>,
+) -> TrainResult<(Vec<SeedResult>, TrainedFiles)> {
     let mut results = Vec::new();
     for (index, &seed) in seeds.iter().enumerate() {
         let seed_dir = dir.join(format!("seed-{seed}"));
@@ -115,34 +181,38 @@ async fn train_run(
         }
         let span = (index as f64, seeds.len() as f64);
         let result = train_seed(
-            research,
-            job,
-            run,
-            &checked,
-            &set,
-            &device,
-            seed,
-            &seed_dir,
-            resume,
-            span,
-            &mut history,
+            research, job, run, checked, set, device, seed, &seed_dir, resume, span, history,
         )
         .await?;
         results.push(result);
     }
 
-    let _ = job.progress(0.97, "registering the model");
     let first_dir = dir.join(format!("seed-{}", seeds[0]));
-    let registration = registration(&checked, &set, &results, &first_dir, run, &created_by)?;
+    let trained = cnn_files(checked, set, &first_dir)?;
+    Ok((results, trained))
+}
+
+/// Registers what a run trained and links the run to the model version.
+#[allow(clippy::too_many_arguments)]
+async fn register_run(
+    research: &Research,
+    job: &RunningJob,
+    run: &str,
+    checked: &CheckedRequest,
+    set: &PatchSet,
+    results: &[SeedResult],
+    trained: TrainedFiles,
+    created_by: &str,
+) -> TrainResult<Value> {
+    let _ = job.progress(0.97, "registering the model");
+    let registration = registration(checked, set, results, trained, run, created_by)?;
+    let summary = registration.summary.clone();
     let (name, version) = registry::register(&research.platform, registration).await?;
     sqlx::query("UPDATE training_runs SET model_version = $1 WHERE id = $2")
         .bind(version)
         .bind(run)
-        .execute(db)
+        .execute(research.platform.db.pool())
         .await?;
-    // Checkpoints are only for resuming; the registry holds what lasts.
-    let _ = std::fs::remove_dir_all(&dir);
-    let summary = summary(&results);
     Ok(json!({ "model": name, "version": version, "summary": summary }))
 }
 
@@ -317,7 +387,7 @@ async fn train_seed(
     Ok(result)
 }
 
-async fn save_history(research: &Research, run: &str, history: &[HistoryPoint]) {
+pub(crate) async fn save_history(research: &Research, run: &str, history: &[HistoryPoint]) {
     let text = serde_json::to_string(history).unwrap_or_else(|_| "[]".into());
     if let Err(e) = sqlx::query("UPDATE training_runs SET history = $1 WHERE id = $2")
         .bind(text)
@@ -379,14 +449,41 @@ pub fn summary(results: &[SeedResult]) -> Value {
     })
 }
 
-fn registration(
+/// What a run trained, ready to register: the inference configuration, the weights
+/// (`model.bpk`: the CNN, or an encoder run's head), the CNN's attention head, and
+/// cross-validation when the run did it.
+pub(crate) struct TrainedFiles {
+    /// `config.json`.
+    pub config: InferenceConfig,
+    /// `model.bpk`.
+    pub weights: Vec<u8>,
+    /// `aggregator.bpk`.
+    pub aggregator: Option<Vec<u8>>,
+    /// Cross-validation by patient.
+    pub cross_validation: Option<CrossValidation>,
+}
+
+/// The patch size and resolution the version's patches were cut at, which inference cuts
+/// slides at too.
+pub(crate) fn patch_geometry(checked: &CheckedRequest) -> TrainResult<(u32, f64)> {
+    let extraction = checked
+        .manifest
+        .content
+        .extraction
+        .clone()
+        .unwrap_or(Value::Null);
+    let patches: pathfed_datasets::patches::ExtractParams =
+        serde_json::from_value(extraction["params"].clone())
+            .map_err(|e| TrainError::Invalid(format!("extraction parameters: {e}")))?;
+    Ok((patches.grid.patch_px, patches.grid.patch_mpp))
+}
+
+/// A CNN run's files, from its first seed's folder.
+fn cnn_files(
     checked: &CheckedRequest,
     set: &PatchSet,
-    results: &[SeedResult],
     first_dir: &Path,
-    run: &str,
-    created_by: &str,
-) -> TrainResult<Registration> {
+) -> TrainResult<TrainedFiles> {
     let read = |name: &str| {
         let path = first_dir.join(name);
         std::fs::read(&path).map_err(|e| TrainError::io(format!("reading {}", path.display()), e))
@@ -402,36 +499,77 @@ fn registration(
     } else {
         None
     };
-    let extraction = checked
-        .manifest
-        .content
-        .extraction
-        .clone()
-        .unwrap_or(Value::Null);
-    // Inference cuts patches as the research tier cut these: the same size and resolution.
-    let patches: pathfed_datasets::patches::ExtractParams =
-        serde_json::from_value(extraction["params"].clone())
-            .map_err(|e| TrainError::Invalid(format!("extraction parameters: {e}")))?;
+    let (patch_px, patch_mpp) = patch_geometry(checked)?;
     let config = InferenceConfig {
-        model: pathfed_models::model::ModelConfig {
+        model: Some(pathfed_models::model::ModelConfig {
             architecture: checked.architecture,
             classes: set.classes.len(),
             input_px: checked.input_px,
-        },
+        }),
+        encoder: None,
         classes: set.classes.clone(),
-        positive: positive.clone(),
+        positive,
         aggregation: checked.aggregation,
         attention,
         threshold: checked.request.threshold,
-        patch_px: patches.grid.patch_px,
-        patch_mpp: patches.grid.patch_mpp,
+        patch_px,
+        patch_mpp,
     };
-    let summary = summary(results);
+    let aggregator = if config.attention.is_some() {
+        Some(read("aggregator.bpk")?)
+    } else {
+        None
+    };
+    Ok(TrainedFiles {
+        config,
+        weights: read("model.bpk")?,
+        aggregator,
+        cross_validation: None,
+    })
+}
+
+/// Cross-validation as the summary shows it: mean ± sd over folds and the pooled out-of-fold
+/// estimate with its bootstrap intervals.
+fn cross_validation_summary(cv: &CrossValidation) -> Value {
+    json!({
+        "folds": cv.folds,
+        "patients": cv.patients,
+        "over_folds": cv.summary,
+        "pooled": {
+            "slides": cv.pooled.cases,
+            "auc": cv.pooled.auc,
+            "balanced_accuracy": cv.pooled.balanced_accuracy,
+            "sensitivity": cv.pooled.sensitivity,
+            "specificity": cv.pooled.specificity,
+        },
+    })
+}
+
+fn registration(
+    checked: &CheckedRequest,
+    set: &PatchSet,
+    results: &[SeedResult],
+    trained: TrainedFiles,
+    run: &str,
+    created_by: &str,
+) -> TrainResult<Registration> {
+    let TrainedFiles {
+        config,
+        weights,
+        aggregator,
+        cross_validation,
+    } = trained;
+    let positive = config.positive.clone();
+    let mut summary = summary(results);
+    if let Some(cv) = &cross_validation {
+        summary["cross_validation"] = cross_validation_summary(cv);
+    }
     let metrics = json!({
         "positive": positive,
-        "aggregation": checked.aggregation.name(),
+        "aggregation": config.aggregation.name(),
         "summary": summary,
         "seeds": results,
+        "cross_validation": cross_validation,
     });
     let mut loss = Vec::new();
     for r in results {
@@ -464,9 +602,17 @@ fn registration(
             points: r.evaluation.roc.clone(),
         })
         .collect();
-    let card = card::model_card(checked, set, &summary, &positive, results, CODE_VERSION);
+    let card = card::model_card(
+        checked,
+        set,
+        &summary,
+        &positive,
+        results,
+        config.encoder.as_ref(),
+        CODE_VERSION,
+    );
     let mut files = vec![
-        ("model.bpk".to_string(), read("model.bpk")?),
+        ("model.bpk".to_string(), weights),
         (
             "metrics.json".to_string(),
             serde_json::to_vec_pretty(&metrics).unwrap_or_default(),
@@ -478,13 +624,13 @@ fn registration(
         ("loss.png".to_string(), plots::loss_curves(&loss)?),
         ("roc.png".to_string(), plots::roc_curves(&roc)?),
     ];
-    if config.attention.is_some() {
-        files.push(("aggregator.bpk".to_string(), read("aggregator.bpk")?));
+    if let Some(bytes) = aggregator {
+        files.push(("aggregator.bpk".to_string(), bytes));
     }
     Ok(Registration {
         name: checked.name.clone(),
         run_id: run.to_string(),
-        architecture: checked.architecture.name().to_string(),
+        architecture: checked.architecture_name(),
         dataset: checked.dataset.clone(),
         dataset_version: checked.version,
         dataset_hash: checked.manifest.content_hash.clone(),

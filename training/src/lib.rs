@@ -15,6 +15,7 @@ pub mod data;
 pub mod embed;
 pub mod embeddings;
 pub mod error;
+pub mod head_run;
 pub mod heads;
 pub mod job;
 pub mod mil;

@@ -17,6 +17,7 @@ use crate::augment::Augment;
 use crate::batch::{PatchBatcher, SplitDataset};
 use crate::data::PatchSet;
 use crate::error::{TrainError, TrainResult};
+use crate::run::EpochMetric;
 
 /// Embeds up to [`MAX_BAG`] patches of every slide of `split` with the frozen `model`.
 pub fn embed_split(
@@ -82,19 +83,31 @@ pub fn embed_split(
     Ok((bags, features))
 }
 
-/// Trains a head on `train` bags for at most `epochs`, keeping the weights of the epoch with the
-/// lowest validation loss (slides are few, so the head overfits quickly without this). Each
-/// slide's loss is weighted by the inverse frequency of its class among the training slides,
-/// so a rare class counts as much as a common one.
+/// How long and how fast a head trains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitOptions {
+    /// Epochs at most.
+    pub epochs: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Seed of weights and order.
+    pub seed: u64,
+}
+
+/// Trains a head on `train` bags for at most `options.epochs`, keeping the weights of the epoch
+/// with the lowest validation loss (slides are few, so the head overfits quickly without this).
+/// Each slide's loss is weighted by the inverse frequency of its class among the training
+/// slides, so a rare class counts as much as a common one. Returns the head and each epoch's
+/// mean training and validation loss.
 pub fn fit(
     train: &[Bag],
     valid: &[Bag],
     labels: &[usize],
     config: &MilConfig,
-    epochs: usize,
-    seed: u64,
+    options: FitOptions,
     device: &Device,
-) -> TrainResult<AttentionMil> {
+) -> TrainResult<(AttentionMil, Vec<EpochMetric>)> {
+    let FitOptions { epochs, lr, seed } = options;
     if train.is_empty() || valid.is_empty() {
         return Err(TrainError::Invalid(
             "attention pooling needs training and validation slides".into(),
@@ -118,15 +131,18 @@ pub fn fit(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut best = (f64::INFINITY, head.valid());
-    for _ in 0..epochs {
+    let mut losses = Vec::with_capacity(2 * epochs);
+    for epoch in 1..=epochs {
         order.shuffle(&mut rng);
+        let mut train_total = 0.0;
         for &i in &order {
             let bag = &train[i];
             let (logits, _) = head.forward(bag.tensor(config.features, &autodiff));
             let label = labels[bag.slide];
             let loss = nll(logits, label, config.classes, &autodiff) * weight[label];
+            train_total += scalar(loss.clone())?;
             let grads = GradientsParams::from_grads(loss.backward(), &head);
-            head = optim.step(1e-3, head, grads);
+            head = optim.step(lr, head, grads);
         }
         let frozen = head.valid();
         let mut total = 0.0;
@@ -137,11 +153,19 @@ pub fn fit(
             total += weight[label] * scalar(nll(logits, label, config.classes, device))?;
         }
         let loss = total / valid.len() as f64;
+        for (split, value) in [("train", train_total / train.len() as f64), ("valid", loss)] {
+            losses.push(EpochMetric {
+                epoch,
+                split: split.into(),
+                name: "Loss".into(),
+                value,
+            });
+        }
         if loss < best.0 {
             best = (loss, frozen);
         }
     }
-    Ok(best.1)
+    Ok((best.1, losses))
 }
 
 fn nll(logits: Tensor<2>, target: usize, classes: usize, device: &Device) -> Tensor<1> {

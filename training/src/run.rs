@@ -403,13 +403,16 @@ fn fit_attention(
         classes: set.classes.len(),
         pooling: pathfed_models::mil::Pooling::Attention,
     };
-    let head = mil::fit(
+    let (head, _) = mil::fit(
         &train,
         &valid,
         &labels,
         &config,
-        ATTENTION_EPOCHS,
-        params.seed,
+        mil::FitOptions {
+            epochs: ATTENTION_EPOCHS,
+            lr: 1e-3,
+            seed: params.seed,
+        },
         device,
     )?;
     Ok(Aggregator { config, head })

@@ -85,6 +85,19 @@ pub struct TrainRequest {
     /// `pretrained/` folder, torchvision names; the classification head is always trained anew.
     #[serde(default)]
     pub pretrained: Option<String>,
+    /// A frozen encoder from the pretrained folder (a preset such as `uni`, or a ViT described
+    /// by `NAME.json`): the run embeds the version's patches with it, reusing stored
+    /// embeddings, and trains a slide-level head on them instead of a CNN. `model`,
+    /// `aggregation` and `augment` do not apply; `batch` is the encoder's batch.
+    #[serde(default)]
+    pub encoder: Option<String>,
+    /// The head of an encoder run: `abmil` (gated attention, the default), `attention` or
+    /// `mean` (mean pooling + linear, the baseline).
+    #[serde(default)]
+    pub head: Option<String>,
+    /// Cross-validation folds by patient of an encoder run (default 5; 0: none; 3–10).
+    #[serde(default)]
+    pub folds: Option<usize>,
 }
 
 fn default_model() -> String {
@@ -142,12 +155,38 @@ pub struct CheckedRequest {
     pub manifest: Manifest,
     /// Pretrained weights: the file and its SHA-256.
     pub pretrained: Option<(std::path::PathBuf, String)>,
+    /// The encoder and head, for an encoder run.
+    pub encoder: Option<EncoderPlan>,
+}
+
+/// What an encoder run will use.
+#[derive(Debug, Clone)]
+pub struct EncoderPlan {
+    /// The encoder in the pretrained folder.
+    pub found: pathfed_models::vit::ResolvedEncoder,
+    /// The head's pooling.
+    pub pooling: pathfed_models::mil::Pooling,
+    /// Cross-validation folds (0: none).
+    pub folds: usize,
+}
+
+/// Most cross-validation folds a run may ask for.
+pub const MAX_FOLDS: usize = 10;
+
+impl CheckedRequest {
+    /// The architecture as the registry lists it: `resnet18`, or `ENCODER+HEAD`.
+    pub fn architecture_name(&self) -> String {
+        match &self.encoder {
+            Some(plan) => format!("{}+{}", plan.found.name, plan.pooling.name()),
+            None => self.architecture.name().to_string(),
+        }
+    }
 }
 
 /// The folder pretrained weight files are taken from (no download happens anywhere: an
 /// administrator places them there).
 pub fn pretrained_dir(research: &Research) -> std::path::PathBuf {
-    research.platform.config.data_dir.join("pretrained")
+    registry::pretrained_dir(&research.platform)
 }
 
 /// Finds `name` in the pretrained folder and checks that it fits `config`'s layout.
@@ -247,6 +286,65 @@ pub(crate) fn check_device(research: &Research, name: &str) -> TrainResult<()> {
     Ok(())
 }
 
+/// The encoder and head of an encoder run, refusing options that belong to the other kind.
+fn check_encoder_choice(
+    research: &Research,
+    request: &TrainRequest,
+) -> TrainResult<Option<EncoderPlan>> {
+    let Some(name) = &request.encoder else {
+        if request.head.is_some() || request.folds.is_some() {
+            return Err(TrainError::Invalid(
+                "head and folds belong to encoder runs: name an encoder, or leave them out".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if request.pretrained.is_some() {
+        return Err(TrainError::Invalid(
+            "pretrained starts a CNN from weights; an encoder run names its encoder alone".into(),
+        ));
+    }
+    let found = pathfed_models::vit::resolve(&pretrained_dir(research), name)?;
+    let input = found.spec.preprocess.input_px;
+    if request.input_px.is_some_and(|px| px != input) {
+        return Err(TrainError::Invalid(format!(
+            "encoder {name} reads {input} px patches; leave input_px out"
+        )));
+    }
+    let pooling = pathfed_models::mil::Pooling::parse(request.head.as_deref().unwrap_or("abmil"))?;
+    let folds = request.folds.unwrap_or(5);
+    if folds != 0 && !(3..=MAX_FOLDS).contains(&folds) {
+        return Err(TrainError::Invalid(format!(
+            "folds must be 0 (no cross-validation) or 3–{MAX_FOLDS}, not {folds}"
+        )));
+    }
+    Ok(Some(EncoderPlan {
+        found,
+        pooling,
+        folds,
+    }))
+}
+
+/// Refuses cross-validation with fewer patients in the training and validation splits than
+/// folds.
+fn check_folds(manifest: &Manifest, folds: usize) -> TrainResult<()> {
+    let patients: std::collections::BTreeSet<&str> = manifest
+        .content
+        .slides
+        .iter()
+        .filter(|e| e.split != "test")
+        .map(|e| e.slide.patient.as_str())
+        .collect();
+    if folds > patients.len() {
+        return Err(TrainError::Invalid(format!(
+            "{folds}-fold cross-validation needs at least {folds} patients in the training and \
+             validation splits; this version has {}: ask for fewer folds, or 0",
+            patients.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks what can be checked before a job exists: parameters, the device, and the dataset
 /// version (published, with patches, every split non-empty, two classes, batch ≤ train split).
 pub async fn check_request(
@@ -278,23 +376,31 @@ pub async fn check_request(
             request.threshold
         )));
     }
-    let name = request
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{dataset}-{}", architecture.name()));
+    let encoder = check_encoder_choice(research, &request)?;
+    let name = request.name.clone().unwrap_or_else(|| match &encoder {
+        Some(plan) => format!("{dataset}-{}-{}", plan.found.name, plan.pooling.name()),
+        None => format!("{dataset}-{}", architecture.name()),
+    });
     registry::check_name(&name)?;
 
     let manifest = manifest_with_patches(research, &dataset, version).await?;
+    if let Some(plan) = &encoder {
+        crate::embeddings::check_resolution(&plan.found.spec, &manifest)?;
+        check_folds(&manifest, plan.folds)?;
+    }
     let extraction = manifest
         .content
         .extraction
         .as_ref()
         .ok_or_else(|| TrainError::Invalid(format!("{dataset}@{version} has no patches")))?;
     let patch_px = extraction["params"]["patch_px"].as_u64().unwrap_or(0) as u32;
-    let input_px = request.input_px.unwrap_or(match architecture {
-        Architecture::Resnet18 => 224,
-        Architecture::ResnetSmall => patch_px.max(16),
-    });
+    let input_px = match &encoder {
+        Some(plan) => plan.found.spec.preprocess.input_px,
+        None => request.input_px.unwrap_or(match architecture {
+            Architecture::Resnet18 => 224,
+            Architecture::ResnetSmall => patch_px.max(16),
+        }),
+    };
     if !(16..=1024).contains(&input_px) {
         return Err(TrainError::Invalid(format!(
             "input size {input_px} px is not in 16–1024"
@@ -350,6 +456,7 @@ pub async fn check_request(
         None => None,
     };
     Ok(CheckedRequest {
+        encoder,
         pretrained,
         request,
         dataset,

@@ -262,7 +262,8 @@ pub async fn texture_model(dir: &Path) -> TrainResult<ModelFiles> {
     .await
     .map_err(|e| TrainError::Invalid(format!("training stopped: {e}")))??;
     let config = InferenceConfig {
-        model: trained.config.clone(),
+        model: Some(trained.config.clone()),
+        encoder: None,
         classes: trained.classes.clone(),
         positive: trained.positive.clone(),
         aggregation: params.aggregation,

@@ -116,7 +116,20 @@ async fn learns_textures_from_pixels_and_not_from_shuffled_labels() {
         classes: 2,
         pooling: pathfed_models::mil::Pooling::Attention,
     };
-    let head = mil::fit(&train_bags, &valid_bags, &labels, &config, 40, 5, &device).unwrap();
+    let options = mil::FitOptions {
+        epochs: 40,
+        lr: 1e-3,
+        seed: 5,
+    };
+    let (head, losses) =
+        mil::fit(&train_bags, &valid_bags, &labels, &config, options, &device).unwrap();
+    // Each epoch reports its mean training and validation loss, for the run's curves.
+    assert_eq!(losses.len(), 80);
+    assert!(
+        losses
+            .iter()
+            .all(|m| m.name == "Loss" && m.value.is_finite())
+    );
     let aggregator = Aggregator { config, head };
     let (attention, _) = pathfed_training::run::evaluate_attention(
         &trained.model,

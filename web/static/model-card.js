@@ -1,5 +1,6 @@
 // A model's card for whoever meets its output (the AI panel links here): the decision-support
-// notice, intended use, what it was trained on, its test metrics with intervals, ROC curve,
+// notice, intended use, what it was trained on, its test metrics with intervals (and
+// cross-validation by patient when it was run), ROC curve,
 // where it is deployed and why (when its metrics do not show it beats chance), limitations,
 // and how often it has agreed with the pathologists' final diagnoses.
 import { api, el, requireSession, showError, t } from "/static/app.js";
@@ -38,6 +39,30 @@ export function chanceWarning(ba) {
   if (ba && ba.value > CHANCE && ba.low > CHANCE) return null;
   const figures = ba ? interval(ba) : t("models.not_measured");
   return el("p", { class: "alert", id: "card-chance", text: t("models.chance_warning", { figures, chance: CHANCE }) });
+}
+
+/** Cross-validation by patient: mean ± sd over folds and the pooled out-of-fold estimate. */
+export function crossValidationSection(cv, heading = "h2") {
+  if (!cv) return null;
+  const overFolds = (m) =>
+    m ? t("models.cv.mean_sd", { mean: m.mean.toFixed(3), sd: m.sd.toFixed(3) }) : t("common.not_available");
+  return el(
+    "div",
+    { id: "card-cv" },
+    el(heading, { text: t("models.section.cross_validation") }),
+    el("p", { class: "muted", text: t("models.cv.summary", { folds: cv.folds, patients: cv.patients, slides: cv.pooled.slides }) }),
+    el(
+      "dl",
+      { class: "facts", id: "card-cross-validation" },
+      ["auc", "balanced_accuracy", "sensitivity", "specificity"].flatMap((key) => [
+        el("dt", { text: t(`models.metric.${key}`) }),
+        el("dd", {
+          dataset: { metric: key },
+          text: t("models.cv.value", { folds: overFolds(cv.over_folds[key]), pooled: interval(cv.pooled[key]) }),
+        }),
+      ]),
+    ),
+  );
 }
 
 /** The concordance section, shared with the registry page. */
@@ -90,7 +115,8 @@ async function main() {
       patients: data.patients,
       hospitals: data.research_hospitals,
     };
-    section.replaceChildren(
+    // Sections that do not apply are null and left out.
+    const parts = [
       el("p", { class: "notice", id: "card-notice", text: card.notice }),
       el("p", {
         class: "muted",
@@ -116,6 +142,7 @@ async function main() {
         ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
       ),
       chanceWarning(s.balanced_accuracy),
+      crossValidationSection(s.cross_validation),
       el(
         "figure",
         {},
@@ -135,7 +162,8 @@ async function main() {
       el("p", { text: data.organ ? t("models.card.trained_on_organ", trainedOn) : t("models.card.trained_on", trainedOn) }),
       el("h2", { text: t("models.section.limitations") }),
       el("ul", { id: "card-limitations" }, (card.limitations || []).map((l) => el("li", { text: l }))),
-    );
+    ];
+    section.replaceChildren(...parts.filter(Boolean));
   } catch (err) {
     showError(err);
   }

@@ -3,7 +3,7 @@
 // loss plots, where it is deployed, and, for the platform admin, buttons to deploy it for an
 // organ or retire it. A version not shown to beat chance is deployed only with a written reason.
 import { ApiError, api, el, formatDate, requireSession, showError, t } from "/static/app.js";
-import { chanceWarning, concordanceSection, deploymentText, interval, modelStatusText } from "/static/model-card.js";
+import { chanceWarning, concordanceSection, crossValidationSection, deploymentText, interval, modelStatusText } from "/static/model-card.js";
 
 const listHost = document.getElementById("model-list");
 const detail = document.getElementById("model-detail");
@@ -189,7 +189,8 @@ async function show(name, version) {
           [t("models.metric.confusion"), `TP ${c.tp} · FP ${c.fp} · TN ${c.tn} · FN ${c.fn_}`],
         ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
       ),
-      chanceWarning(s.balanced_accuracy),
+      chanceWarning(s.balanced_accuracy) || "",
+      crossValidationSection(s.cross_validation, "h3") || "",
       el(
         "div",
         { class: "plots" },

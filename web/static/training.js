@@ -83,13 +83,16 @@ function series(history, metric) {
     .sort((a, b) => a.x - b.x);
 }
 
+/** What a run trains: its CNN, or its encoder and head. */
+const architecture = (request) => (request.encoder ? `${request.encoder}+${request.head || "abmil"}` : request.model);
+
 function runRow(run) {
   return el(
     "tr",
     { dataset: { run: run.id } },
     el("td", {}, el("a", { href: `#${run.id}`, class: "run-link", text: run.id.slice(0, 8), onclick: () => follow(run.id) })),
     el("td", { text: run.dataset }),
-    el("td", { text: `${run.request.model} · ${run.request.device}` }),
+    el("td", { text: `${architecture(run.request)} · ${run.request.device}` }),
     el("td", {}, runBadge(run.status)),
     el("td", { text: percent(run.progress) }),
     el("td", {}, run.model ? el("a", { href: `/models#${run.model}`, text: run.model }) : "—"),
@@ -157,14 +160,23 @@ function renderRun(run) {
         [
           "model",
           t("training.fact.model"),
-          t("training.model_summary", {
-            model: run.request.model,
-            epochs: run.request.epochs,
-            batch: run.request.batch,
-            lr: run.request.lr,
-            seeds: run.request.seeds,
-            aggregation: run.request.aggregation,
-          }),
+          run.request.encoder
+            ? t("training.encoder_summary", {
+                encoder: run.request.encoder,
+                head: run.request.head || "abmil",
+                epochs: run.request.epochs,
+                lr: run.request.lr,
+                seeds: run.request.seeds,
+                folds: run.request.folds ?? 5,
+              })
+            : t("training.model_summary", {
+                model: run.request.model,
+                epochs: run.request.epochs,
+                batch: run.request.batch,
+                lr: run.request.lr,
+                seeds: run.request.seeds,
+                aggregation: run.request.aggregation,
+              }),
         ],
         ["device", t("training.fact.device"), run.request.device],
         run.error ? ["error", t("training.fact.error"), run.error] : null,
@@ -221,14 +233,17 @@ form.addEventListener("submit", async (event) => {
   const value = (id) => document.getElementById(id).value;
   const request = {
     dataset: value("train-dataset"),
-    model: value("train-model"),
     epochs: Number(value("train-epochs")),
     batch: Number(value("train-batch")),
     lr: Number(value("train-lr")),
     seeds: Number(value("train-seeds")),
-    aggregation: value("train-aggregation"),
     device: value("train-device"),
   };
+  if (value("train-encoder")) {
+    Object.assign(request, { encoder: value("train-encoder"), head: value("train-head"), folds: Number(value("train-folds")) });
+  } else {
+    Object.assign(request, { model: value("train-model"), aggregation: value("train-aggregation") });
+  }
   if (value("train-name").trim()) request.name = value("train-name").trim();
   const button = document.getElementById("train-start");
   button.disabled = true;
@@ -244,10 +259,41 @@ form.addEventListener("submit", async (event) => {
   }
 });
 
+// Heads train in seconds and keep their best validation epoch, so they get more epochs than a
+// CNN by default; an edited value is left alone.
+const EPOCHS = { cnn: "10", encoder: "40" };
+
+/** Shows the fields of the kind of run chosen: a CNN, or an encoder with its head. */
+function showRunKind() {
+  const encoder = Boolean(document.getElementById("train-encoder").value);
+  for (const node of form.querySelectorAll(".encoder-only")) node.hidden = !encoder;
+  for (const node of form.querySelectorAll(".cnn-only")) node.hidden = encoder;
+  const epochs = document.getElementById("train-epochs");
+  if (epochs.value === (encoder ? EPOCHS.cnn : EPOCHS.encoder)) epochs.value = encoder ? EPOCHS.encoder : EPOCHS.cnn;
+}
+
+/** The encoder choices: installed ones to pick, the others shown but disabled. */
+async function loadEncoders() {
+  const encoders = await api("/api/v1/encoders");
+  const select = document.getElementById("train-encoder");
+  select.replaceChildren(
+    select.options[0],
+    ...encoders.map((e) =>
+      el("option", {
+        value: e.name,
+        disabled: !e.installed,
+        text: e.installed ? t("training.encoder.option", e) : t("training.encoder.missing", e),
+      }),
+    ),
+  );
+  select.addEventListener("change", showRunKind);
+}
+
 async function main() {
   const session = await requireSession({ active: "training", areas: ["training"] });
   if (!session) return;
   try {
+    await loadEncoders();
     const versions = await api("/api/v1/datasets");
     const select = document.getElementById("train-dataset");
     select.replaceChildren(...versions.map((v) => el("option", { value: `${v.dataset}@${v.version}`, text: `${v.dataset}@${v.version}` })));

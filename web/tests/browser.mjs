@@ -667,6 +667,12 @@ async function trainingAndModels(base, env, researcher, admin) {
   check(links.join(",") === researchLinks(), `a researcher's navigation: ${links}`);
   await page.locator(`#train-dataset option[value="textures@${version}"]`).waitFor({ state: "attached", timeout: 10_000 });
   await checkLanguage("training");
+  // Foundation-model encoders are offered; one whose weights were never placed in the
+  // pretrained folder is listed, in Japanese, but cannot be chosen.
+  const uni = page.locator('#train-encoder option[value="uni2-h"]');
+  check(await uni.isDisabled(), "an encoder without weights can be chosen");
+  check(((await uni.textContent()) || "").trim() === T("training.encoder.missing", { name: "uni2-h" }), `the missing encoder reads "${await uni.textContent()}"`);
+  check(await page.locator("#train-head").isHidden(), "a CNN run shows the encoder's head choice");
   await page.selectOption("#train-dataset", `textures@${version}`);
   // A batch larger than the train split is refused: the refusal in Japanese with the server's
   // detail, nothing queued.

@@ -177,7 +177,8 @@ async fn offline(args: InferArgs, config: &Config) -> anyhow::Result<()> {
     let device = pathfed_models::device::open(&args.device)?;
     let folder = Path::new(model_arg);
     let (model, model_ref): (PatchModel, ModelRef) = if folder.is_dir() {
-        local_model(folder, device).with_context(|| format!("loading the model in {model_arg}"))?
+        local_model(folder, &config.data_dir.join("pretrained"), device)
+            .with_context(|| format!("loading the model in {model_arg}"))?
     } else {
         let (name, version) = pathfed_models::registry::parse_reference(model_arg)
             .with_context(|| format!("--model {model_arg:?} is neither a folder nor NAME@V"))?;

@@ -66,6 +66,17 @@ pub struct TrainArgs {
     /// (safetensors or PyTorch, torchvision names); the head is trained anew.
     #[arg(long)]
     pretrained: Option<String>,
+    /// Train a slide-level head on a frozen encoder's embeddings instead of a CNN: a preset
+    /// (uni, uni2-h, virchow2, h-optimus-0, h-optimus-1, prov-gigapath) or a ViT described by
+    /// NAME.json, with its weights in the pretrained folder. Stored embeddings are reused.
+    #[arg(long, conflicts_with = "pretrained")]
+    encoder: Option<String>,
+    /// Head of an encoder run: abmil (gated attention), attention or mean (baseline).
+    #[arg(long, requires = "encoder")]
+    head: Option<String>,
+    /// Cross-validation folds by patient of an encoder run (default 5; 0: none).
+    #[arg(long, requires = "encoder")]
+    folds: Option<usize>,
     /// Resume a cancelled or failed run from its last checkpoint (RUN id).
     #[arg(long, conflicts_with = "dataset")]
     resume: Option<String>,
@@ -100,6 +111,9 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
                 "device": args.device,
                 "augment": !args.no_augment,
                 "pretrained": args.pretrained,
+                "encoder": args.encoder,
+                "head": args.head,
+                "folds": args.folds,
             });
             api.post("/api/v1/training/runs", &body)
                 .await
@@ -217,6 +231,27 @@ fn print_metrics(summary: &Value) {
         "  confusion          TP {} FP {} TN {} FN {}",
         c["tp"], c["fp"], c["tn"], c["fn_"]
     );
+    let cv = &summary["cross_validation"];
+    if cv.is_object() {
+        println!(
+            "{}-fold cross-validation by patient: {} patients, {} slides scored out of fold",
+            cv["folds"], cv["patients"], cv["pooled"]["slides"]
+        );
+        for (label, key) in [
+            ("AUC", "auc"),
+            ("balanced accuracy", "balanced_accuracy"),
+            ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"),
+        ] {
+            let fold = &cv["over_folds"][key];
+            println!(
+                "  {label:18} {:.3} ± {:.3} over folds; pooled {}",
+                fold["mean"].as_f64().unwrap_or(f64::NAN),
+                fold["sd"].as_f64().unwrap_or(f64::NAN),
+                interval(&cv["pooled"][key])
+            );
+        }
+    }
 }
 
 /// `pathfed model …`.

@@ -17,7 +17,7 @@ use pathfed_inference::pipeline::{PatchModel, RunOptions, SlidePrediction, predi
 use pathfed_models::aggregate::{Aggregation, Aggregator};
 use pathfed_models::mil::{AttentionMil, MilConfig};
 use pathfed_models::model::{Architecture, ModelConfig, ResNet};
-use pathfed_models::registry::{InferenceConfig, ModelFiles};
+use pathfed_models::registry::{Backbone, InferenceConfig, ModelFiles};
 use pathfed_slide::deepzoom::{DeepZoom, DeepZoomOptions};
 use pathfed_synth::{ClassLayout, SynthSpec, TissueClass, TissueField, generate};
 use pathfed_training::synthetic::{LABELS, texture_model};
@@ -31,7 +31,7 @@ fn model_dir() -> PathBuf {
 
 async fn trained() -> PatchModel {
     let files = one_at_a_time(texture_model(&model_dir())).await.unwrap();
-    PatchModel::from_files(files, "texture model", Device::flex()).unwrap()
+    PatchModel::from_files(files, "texture model", Path::new("."), Device::flex()).unwrap()
 }
 
 /// A 0.5 µm/px slide of `classes` in vertical bands, left to right.
@@ -280,7 +280,7 @@ async fn bad_slides_and_broken_models_fail_clearly_and_cancel_stops() {
         config: serde_json::to_vec(&config).unwrap(),
         ..files
     };
-    let e = PatchModel::from_files(broken, "broken", Device::flex())
+    let e = PatchModel::from_files(broken, "broken", Path::new("."), Device::flex())
         .err()
         .unwrap()
         .to_string();
@@ -304,7 +304,8 @@ async fn attention_models_pool_embeddings_into_slide_probabilities() {
     };
     let model = PatchModel {
         config: InferenceConfig {
-            model: shape.clone(),
+            model: Some(shape.clone()),
+            encoder: None,
             classes: vec!["A".into(), "B".into()],
             positive: "B".into(),
             aggregation: Aggregation::Attention,
@@ -313,7 +314,7 @@ async fn attention_models_pool_embeddings_into_slide_probabilities() {
             patch_px: 64,
             patch_mpp: 1.0,
         },
-        model: ResNet::new(&shape, &device),
+        model: Backbone::Cnn(Box::new(ResNet::new(&shape, &device))),
         aggregator: Some(Aggregator {
             head: AttentionMil::new(&head, &device),
             config: head,

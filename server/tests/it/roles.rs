@@ -62,11 +62,12 @@ async fn register_model(
             taxonomy: "gastric-group".into(),
             organ: Some("skin".into()),
             config: InferenceConfig {
-                model: ModelConfig {
+                model: Some(ModelConfig {
                     architecture: Architecture::ResnetSmall,
                     classes: 2,
                     input_px: 64,
-                },
+                }),
+                encoder: None,
                 classes: vec!["GAS-G1".into(), "GAS-G3".into()],
                 positive: "GAS-G1".into(),
                 aggregation: Aggregation::Mean,

@@ -354,19 +354,9 @@ async fn train_register_deploy_reload_cancel_and_resume() {
         assert_eq!(summary["seeds"], 2);
         assert_eq!(summary["over_seeds"]["auc"]["n"], 2, "{summary}");
         let store = server.store();
-        let mut keys = list_keys(&store, "models/stomach-small/1").await.unwrap();
-        keys.sort();
         assert_eq!(
-            keys,
-            [
-                "card.json",
-                "config.json",
-                "loss.png",
-                "metrics.json",
-                "model.bpk",
-                "roc.png"
-            ]
-            .map(|f| format!("models/stomach-small/1/{f}"))
+            model_files(&server, "stomach-small/1").await,
+            PLAIN_MODEL_FILES
         );
         let weights = get_bytes(&store, "models/stomach-small/1/model.bpk")
             .await
@@ -422,10 +412,13 @@ async fn train_register_deploy_reload_cancel_and_resume() {
                 .unwrap(),
         );
         let (_, slides) = pathfed_training::run::evaluate_slides(
-            &loaded.model,
+            match &loaded.model {
+                pathfed_models::registry::Backbone::Cnn(cnn) => cnn,
+                pathfed_models::registry::Backbone::Encoder(_) => panic!("a CNN run's model"),
+            },
             &set,
             "test",
-            loaded.config.model.input_px,
+            loaded.config.input_px(),
             16,
             &loaded.config.positive,
             loaded.config.aggregation,
@@ -569,6 +562,15 @@ async fn train_register_deploy_reload_cancel_and_resume() {
             );
         }
 
+        an_encoder_run_is_deployed_and_reads_a_new_slide(
+            &server,
+            &staff,
+            &operator,
+            &cli_ok,
+            fixtures.path(),
+        )
+        .await;
+
         // A patient's opt-out deletes their slide's embeddings (by both encoders) with the rest
         // of its research data; the other patients' stay.
         let before = embedding_objects(&server).await;
@@ -602,6 +604,196 @@ async fn train_register_deploy_reload_cancel_and_resume() {
             "{backend:?}: {gone} still embedded: {after:?}"
         );
     }
+}
+
+/// An encoder + ABMIL run from `pathfed train`: refused when it cannot work, trained on the
+/// stored embeddings (the encoder does not run again), registered with the encoder's weights
+/// hash and cross-validation by patient on its card, deployed, and run on a newly uploaded
+/// slide, whose AI result and heatmap the hub pathologist reads.
+async fn an_encoder_run_is_deployed_and_reads_a_new_slide(
+    server: &TestServer,
+    staff: &Staff<'_>,
+    operator: &As<'_>,
+    cli_ok: &dyn Fn(&[&str]) -> String,
+    fixtures: &std::path::Path,
+) {
+    let researcher = &staff.researcher;
+    let refused = |body: Value, status: u16| async move {
+        researcher
+            .refused(Method::POST, "/api/v1/training/runs", Some(body), status)
+            .await
+    };
+    let message = refused(json!({"dataset": "stomach@1", "head": "abmil"}), 400).await;
+    assert!(message.contains("encoder runs"), "{message}");
+    let message = refused(
+        json!({"dataset": "stomach@1", "encoder": "vit_gelu", "folds": 2}),
+        400,
+    )
+    .await;
+    assert!(message.contains("folds must be"), "{message}");
+    // Four patients in the training and validation splits: five folds cannot be dealt.
+    let message = refused(
+        json!({"dataset": "stomach@1", "encoder": "vit_gelu", "folds": 5}),
+        400,
+    )
+    .await;
+    assert!(message.contains("this version has 4"), "{message}");
+    let message = refused(
+        json!({"dataset": "stomach@1", "encoder": "vit_gelu", "input_px": 64}),
+        400,
+    )
+    .await;
+    assert!(message.contains("32 px"), "{message}");
+    let message = refused(json!({"dataset": "stomach@1", "encoder": "uni"}), 400).await;
+    assert!(message.contains("uni/pytorch_model.bin"), "{message}");
+    let message = refused(
+        json!({"dataset": "stomach@1", "encoder": "vit_gelu", "head": "transformer"}),
+        400,
+    )
+    .await;
+    assert!(message.contains("unknown head"), "{message}");
+
+    let stored = embedding_objects(server).await;
+    let out = cli_ok(&[
+        "train",
+        "--dataset",
+        "stomach@1",
+        "--encoder",
+        "vit_gelu",
+        "--folds",
+        "3",
+        "--epochs",
+        "15",
+        "--batch",
+        "16",
+        "--name",
+        "stomach-vit",
+    ]);
+    assert!(out.contains("registered stomach-vit@1"), "{out}");
+    assert!(
+        out.contains("3-fold cross-validation by patient: 4 patients, 4 slides"),
+        "{out}"
+    );
+    assert!(out.contains("seed 1 epoch 15 valid"), "{out}");
+    // Every slide was embedded by vit_gelu already: the run reused the store.
+    assert_eq!(embedding_objects(server).await, stored);
+
+    let shown = researcher
+        .ok(Method::GET, "/api/v1/models/stomach-vit/versions/1", None)
+        .await;
+    let model = &shown["model"];
+    assert_eq!(model["architecture"], "vit_gelu+abmil", "{model}");
+    let weights =
+        pathfed_models::vit::resolve(&server.dir.path().join("data/pretrained"), "vit_gelu")
+            .unwrap()
+            .weights;
+    let encoder = &shown["card"]["model"]["encoder"];
+    assert_eq!(
+        encoder["weights_sha256"].as_str(),
+        Some(support::sha256_hex(&std::fs::read(&weights).unwrap()).as_str()),
+        "{encoder}"
+    );
+    let cv = &model["summary"]["cross_validation"];
+    assert_eq!(
+        (cv["folds"].as_u64(), cv["patients"].as_u64()),
+        (Some(3), Some(4)),
+        "{cv}"
+    );
+    assert!(
+        cv["over_folds"]["balanced_accuracy"]["mean"].is_number(),
+        "{cv}"
+    );
+    assert!(cv["pooled"]["auc"]["value"].is_number(), "{cv}");
+    let card = researcher
+        .ok(
+            Method::GET,
+            "/api/v1/models/stomach-vit/versions/1/card",
+            None,
+        )
+        .await;
+    assert_eq!(
+        card["model"]["summary"]["cross_validation"]["folds"], 3,
+        "{card}"
+    );
+    // The head is model.bpk; the encoder's weights stay in the pretrained folder.
+    assert_eq!(
+        model_files(server, "stomach-vit/1").await,
+        PLAIN_MODEL_FILES
+    );
+
+    // Deployed, it runs on the next stomach slide a spoke uploads.
+    operator
+        .ok(
+            Method::POST,
+            "/api/v1/models/stomach-vit/versions/1/deploy",
+            Some(json!({"reason": "registry test: an encoder + head model on a new slide"})),
+        )
+        .await;
+    let file = support::synth_slide(fixtures, "new-after-encoder.svs", 2400, 1800, 97);
+    let (_, slide) = submit_case(server, &staff.spoke.token, &file, "T-new");
+    let ai = format!("/api/v1/slides/{slide}/ai");
+    let overview = staff.first.ok(Method::GET, &ai, None).await;
+    assert_eq!(overview["deployed"]["model"], "stomach-vit", "{overview}");
+    let job = overview["jobs"][0]["id"].as_str().unwrap().to_string();
+    let done = crate::inference::finished_job(&staff.first, &slide, &job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let overview = staff.first.ok(Method::GET, &ai, None).await;
+    let summary = overview["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "stomach-vit")
+        .cloned()
+        .unwrap_or_else(|| panic!("no result of stomach-vit: {overview}"));
+    assert!(
+        summary["score"]
+            .as_f64()
+            .is_some_and(|s| (0.0..=1.0).contains(&s)),
+        "{summary}"
+    );
+    let result = staff
+        .first
+        .ok(Method::GET, summary["result_url"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(
+        result["model"]["architecture"], "vit_gelu+abmil",
+        "{result}"
+    );
+    assert!(
+        result["patches"].as_u64().is_some_and(|n| n > 0),
+        "{result}"
+    );
+    let (status, png) = staff
+        .first
+        .raw(summary["heatmap_url"].as_str().unwrap())
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    let heatmap = image::load_from_memory(&png).unwrap();
+    assert!(heatmap.width() > 0 && heatmap.height() > 0);
+}
+
+/// A model version's files without a separate aggregator: a CNN scored by mean or top-k, or
+/// an encoder + head (the head is `model.bpk`).
+const PLAIN_MODEL_FILES: [&str; 6] = [
+    "card.json",
+    "config.json",
+    "loss.png",
+    "metrics.json",
+    "model.bpk",
+    "roc.png",
+];
+
+/// The file names of model version `NAME/V` in the registry, sorted.
+async fn model_files(server: &TestServer, version: &str) -> Vec<String> {
+    let prefix = format!("models/{version}/");
+    let mut names: Vec<String> = list_keys(&server.store(), &prefix)
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.trim_start_matches(&prefix).to_string())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Object keys of the embedding store.
