@@ -77,6 +77,12 @@ impl ExtractParams {
         if !(0.0..=1.0).contains(&g.min_tissue) || !(0.0..=1.0).contains(&g.max_pen) {
             return bad("tissue and pen shares are between 0 and 1".into());
         }
+        if !(0.0..=0.1).contains(&g.mpp_tolerance) {
+            return bad(format!(
+                "MPP tolerance {}: 0–0.1 (0.02 reads a 0.499 µm/px scan as 0.5)",
+                g.mpp_tolerance
+            ));
+        }
         if !(1..=100).contains(&self.jpeg_quality) {
             return bad(format!("JPEG quality {}: 1–100", self.jpeg_quality));
         }
@@ -387,8 +393,9 @@ mod tests {
     #[test]
     fn every_parameter_changes_the_hash() {
         let base = ExtractParams::default();
-        let changes: [fn(&mut ExtractParams); 11] = [
+        let changes: [fn(&mut ExtractParams); 12] = [
             |p| p.grid.patch_px = 224,
+            |p| p.grid.mpp_tolerance = 0.0,
             |p| p.grid.patch_mpp = 1.0,
             |p| p.grid.min_tissue = 0.4,
             |p| p.grid.max_pen = 0.2,

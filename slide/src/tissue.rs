@@ -263,6 +263,10 @@ pub struct GridParams {
     /// Share of a patch above which pen ink rejects it.
     #[schema(default = 0.05)]
     pub max_pen: f64,
+    /// Relative distance from `patch_mpp` within which a pyramid level's own resolution is
+    /// used as it is, without resampling (0.02: a 0.499 µm/px scan gives 0.5 µm/px patches).
+    #[schema(default = 0.02)]
+    pub mpp_tolerance: f64,
 }
 
 impl Default for GridParams {
@@ -272,6 +276,7 @@ impl Default for GridParams {
             patch_mpp: 0.5,
             min_tissue: 0.5,
             max_pen: 0.05,
+            mpp_tolerance: 0.02,
         }
     }
 }
@@ -327,18 +332,92 @@ pub fn grid(properties: &SlideProperties, mask: &TissueMask, params: &GridParams
             params.patch_px, params.patch_mpp
         )));
     }
+    if !(0.0..=0.1).contains(&params.mpp_tolerance) {
+        return Err(SlideError::OutOfRange(format!(
+            "MPP tolerance {} is not in 0–0.1",
+            params.mpp_tolerance
+        )));
+    }
+    if let Some(native) = native_level(properties, (mpp_x, mpp_y), params) {
+        return Ok(lay(properties, mask, params, native));
+    }
     let side = f64::from(params.patch_px) * params.patch_mpp;
     let footprint = (
         (side / mpp_x).round().max(1.0) as u64,
         (side / mpp_y).round().max(1.0) as u64,
     );
-    let (w0, h0) = properties.dimensions();
     let downsample = footprint.0 as f64 / f64::from(params.patch_px);
     let level = properties.best_level_for_downsample(downsample);
-    let level_ds = (
+    let level_ds = level_downsample(properties, level);
+    Ok(lay(
+        properties,
+        mask,
+        params,
+        Layout {
+            footprint,
+            level,
+            level_ds,
+            mpp: (mpp_x, mpp_y),
+        },
+    ))
+}
+
+/// Where a grid's patches come from: their level-0 side, the level read and its downsample,
+/// and the slide's level-0 resolution.
+struct Layout {
+    footprint: (u64, u64),
+    level: usize,
+    level_ds: (f64, f64),
+    mpp: (f64, f64),
+}
+
+/// Level-0 pixels per pixel of `level`, from the level sizes (which a pyramid rounds).
+fn level_downsample(properties: &SlideProperties, level: usize) -> (f64, f64) {
+    let (w0, h0) = properties.dimensions();
+    (
         w0 as f64 / properties.levels[level].width as f64,
         h0 as f64 / properties.levels[level].height as f64,
-    );
+    )
+}
+
+/// A level whose own resolution lies within the tolerance of the target, with a whole-number
+/// downsample (so patch corners fall on its pixels): its patches are its pixels, read as they
+/// are stored, where a grid at exactly `patch_mpp` would resample every one of them (257 → 256
+/// px for a 0.499 µm/px scan).
+fn native_level(
+    properties: &SlideProperties,
+    (mpp_x, mpp_y): (f64, f64),
+    params: &GridParams,
+) -> Option<Layout> {
+    let near = |mpp: f64| (mpp / params.patch_mpp - 1.0).abs() <= params.mpp_tolerance;
+    (0..properties.levels.len()).find_map(|level| {
+        let ds = level_downsample(properties, level);
+        let whole = ds.0 == ds.0.round() && ds.1 == ds.1.round();
+        (whole && near(mpp_x * ds.0) && near(mpp_y * ds.1)).then(|| Layout {
+            footprint: (
+                u64::from(params.patch_px) * ds.0 as u64,
+                u64::from(params.patch_px) * ds.1 as u64,
+            ),
+            level,
+            level_ds: ds,
+            mpp: (mpp_x, mpp_y),
+        })
+    })
+}
+
+/// The grid of `layout` over the slide, keeping the cells on tissue without too much ink.
+fn lay(
+    properties: &SlideProperties,
+    mask: &TissueMask,
+    params: &GridParams,
+    Layout {
+        footprint,
+        level,
+        level_ds,
+        mpp: (mpp_x, mpp_y),
+    }: Layout,
+) -> Grid {
+    let (w0, h0) = properties.dimensions();
     let mut cells = Vec::new();
     let mut rejected_pen = 0;
     for row in 0..h0 / footprint.1 {
@@ -360,7 +439,7 @@ pub fn grid(properties: &SlideProperties, mask: &TissueMask, params: &GridParams
             });
         }
     }
-    Ok(Grid {
+    Grid {
         footprint,
         level,
         level_downsample: level_ds,
@@ -374,7 +453,7 @@ pub fn grid(properties: &SlideProperties, mask: &TissueMask, params: &GridParams
         ),
         cells,
         rejected_pen,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -481,8 +560,45 @@ mod tests {
         }
         let no_mpp = SlideProperties {
             mpp_x: None,
-            ..properties
+            ..properties.clone()
         };
         assert!(super::grid(&no_mpp, &mask, &params).is_err());
+
+        // A scan at 0.499 µm/px is within 2% of 0.5 at level 0's own pixels: the patches are
+        // its pixels, read without resampling. At 0.48 it is not, and the grid resamples.
+        let at = |mpp: f64| SlideProperties {
+            mpp_x: Some(mpp),
+            mpp_y: Some(mpp),
+            ..properties.clone()
+        };
+        let wide = GridParams {
+            patch_px: 256,
+            ..params.clone()
+        };
+        let native = super::grid(&at(0.499), &mask, &wide).expect("grid");
+        assert_eq!((native.level, native.footprint), (0, (256, 256)));
+        assert_eq!(native.read_size, (256.0, 256.0));
+        assert_eq!(native.actual_mpp, (0.499, 0.499));
+        let resampled = super::grid(&at(0.48), &mask, &wide).expect("grid");
+        assert_eq!(resampled.footprint, (267, 267));
+        let exact = GridParams {
+            mpp_tolerance: 0.0,
+            ..wide
+        };
+        assert_eq!(
+            super::grid(&at(0.499), &mask, &exact)
+                .expect("grid")
+                .footprint,
+            (257, 257)
+        );
+        // Level 1 (downsample 2) of a 0.2505 µm/px scan is 0.501 µm/px: read there, as stored.
+        let level1 = super::grid(&at(0.2505), &mask, &params).expect("grid");
+        assert_eq!((level1.level, level1.footprint), (1, (128, 128)));
+        assert_eq!(level1.read_size, (64.0, 64.0));
+        let too_loose = GridParams {
+            mpp_tolerance: 0.5,
+            ..params
+        };
+        assert!(super::grid(&at(0.499), &mask, &too_loose).is_err());
     }
 }

@@ -115,6 +115,11 @@ pub enum DatasetCommand {
         /// Share of a patch that must be tissue.
         #[arg(long, default_value_t = 0.5)]
         min_tissue: f64,
+        /// A slide level within this relative distance of --patch-mpp is read as stored,
+        /// without resampling (0.02: a 0.499 µm/px scan gives 0.5 µm/px patches; 0: always
+        /// resample to exactly --patch-mpp).
+        #[arg(long, default_value_t = 0.02)]
+        mpp_tolerance: f64,
         /// A version of slides only: no patch extraction.
         #[arg(long)]
         no_patches: bool,
@@ -179,6 +184,7 @@ pub async fn dataset(cmd: DatasetCommand) -> anyhow::Result<()> {
             patch_size,
             patch_mpp,
             min_tissue,
+            mpp_tolerance,
             no_patches,
             no_wait,
         } => {
@@ -206,6 +212,7 @@ pub async fn dataset(cmd: DatasetCommand) -> anyhow::Result<()> {
                             "patch_px": patch_size,
                             "patch_mpp": patch_mpp,
                             "min_tissue": min_tissue,
+                            "mpp_tolerance": mpp_tolerance,
                         },
                     })),
                 },
