@@ -316,8 +316,7 @@ pub async fn forget(research: &Research, research_patient: &str) -> DatasetResul
 }
 
 /// Deletes live research slides' objects, patch shards, stored encoder embeddings and cached
-/// copies, then tombstones
-/// (with `reason`) and audits each. Returns the ids removed.
+/// copies, then audits and tombstones (with `reason`) each. Returns the ids removed.
 async fn remove_slides(
     research: &Research,
     ids: &[String],
@@ -351,6 +350,18 @@ async fn remove_slides(
         if copies > 0 {
             tracing::info!(research_slide = %id, copies, "removed cached copies");
         }
+        // Audited before the tombstone: whoever sees a slide withdrawn finds its deletion in
+        // the log (a retry after a failed update audits it again, never not at all).
+        platform
+            .audit(
+                AuditEvent::anonymous(
+                    "research_slide.delete",
+                    &format!("research_slide:{id}"),
+                    "ok",
+                )
+                .detail(detail),
+            )
+            .await?;
         // The tombstone says when and why, and keeps nothing of the patient: no label,
         // regions, quasi-identifiers, pseudonyms, hash or model disagreements.
         sqlx::query(
@@ -364,16 +375,6 @@ async fn remove_slides(
         .bind(id)
         .execute(platform.db.pool())
         .await?;
-        platform
-            .audit(
-                AuditEvent::anonymous(
-                    "research_slide.delete",
-                    &format!("research_slide:{id}"),
-                    "ok",
-                )
-                .detail(detail),
-            )
-            .await?;
         removed.push(id.clone());
     }
     // Published manifests that named them keep their ids only (also finishing a run of this

@@ -1,7 +1,8 @@
-//! Slide-level heads on stored embeddings (ABMIL, plain attention, mean pooling), evaluated on
-//! the version's fixed test split and by k-fold cross-validation by patient: the training and
-//! validation slides are dealt into k folds, stratified by class and seeded, with every slide of
-//! a patient in one fold, so no patient is both trained on and scored. Heads train in seconds,
+//! Slide-level heads on stored embeddings (ABMIL, TransMIL-style transformer, plain attention,
+//! mean pooling), evaluated on the version's fixed test split and by k-fold cross-validation by
+//! patient: the training and validation slides are dealt into k folds, stratified by class and
+//! seeded, with every slide of a patient in one fold, so no patient is both trained on and
+//! scored. Heads train in seconds,
 //! so the k extra fits cost little next to the embedding they reuse.
 
 use std::collections::BTreeMap;

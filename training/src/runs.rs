@@ -91,7 +91,8 @@ pub struct TrainRequest {
     /// `aggregation` and `augment` do not apply; `batch` is the encoder's batch.
     #[serde(default)]
     pub encoder: Option<String>,
-    /// The head of an encoder run: `abmil` (gated attention, the default), `attention` or
+    /// The head of an encoder run: `abmil` (gated attention, the default), `transmil`
+    /// (TransMIL-style transformer), `attention` or
     /// `mean` (mean pooling + linear, the baseline).
     #[serde(default)]
     pub head: Option<String>,

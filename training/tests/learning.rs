@@ -467,6 +467,20 @@ async fn a_frozen_encoder_and_abmil_learn_textures_with_stored_embeddings() {
         cv.pooled.cases, 16,
         "every training and validation slide scored once"
     );
+    // The TransMIL-style head learns the same slides from the same stored embeddings.
+    let transmil = HeadParams {
+        pooling: pathfed_models::mil::Pooling::Transformer,
+        folds: 0,
+        ..params.clone()
+    };
+    let run = train_head(&set, &slide_bags, features, &transmil, &device).unwrap();
+    let ba = run.evaluation.balanced_accuracy.unwrap().value;
+    eprintln!("TransMIL test BA {ba}");
+    assert!(
+        ba >= 0.95,
+        "TransMIL on frozen embeddings: balanced accuracy {ba}, {:?}",
+        run.slides
+    );
 
     // The control: shuffled training labels leave the head at chance on the test split.
     let mut shuffled = set.clone();

@@ -71,7 +71,8 @@ pub struct TrainArgs {
     /// NAME.json, with its weights in the pretrained folder. Stored embeddings are reused.
     #[arg(long, conflicts_with = "pretrained")]
     encoder: Option<String>,
-    /// Head of an encoder run: abmil (gated attention), attention or mean (baseline).
+    /// Head of an encoder run: abmil (gated attention), transmil (transformer), attention or
+    /// mean (baseline).
     #[arg(long, requires = "encoder")]
     head: Option<String>,
     /// Cross-validation folds by patient of an encoder run (default 5; 0: none).
