@@ -91,6 +91,7 @@ pub fn run(args: &InferBenchArgs, config: &Config) -> anyhow::Result<()> {
             threshold: 0.5,
             patch_px: args.patch_px,
             patch_mpp: args.patch_mpp,
+            mpp_tolerance: pathfed_slide::tissue::GridParams::default().mpp_tolerance,
         },
         model: Backbone::Cnn(Box::new(ResNet::new(&model_config, &device))),
         aggregator: None,

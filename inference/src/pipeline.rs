@@ -297,7 +297,7 @@ fn plan(
             patch_mpp: config.patch_mpp,
             min_tissue: options.min_tissue,
             max_pen: options.max_pen,
-            ..GridParams::default()
+            mpp_tolerance: config.mpp_tolerance,
         },
     )?;
     if grid.cells.is_empty() {

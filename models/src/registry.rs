@@ -72,6 +72,10 @@ pub struct InferenceConfig {
     pub patch_px: u32,
     /// Patch resolution in µm per pixel as extracted for training.
     pub patch_mpp: f64,
+    /// The grid's tolerance as extracted for training: a slide level this close to
+    /// `patch_mpp` is read as stored (models registered before it existed: 0, always resampled).
+    #[serde(default)]
+    pub mpp_tolerance: f64,
 }
 
 impl InferenceConfig {

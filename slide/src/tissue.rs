@@ -383,23 +383,28 @@ fn level_downsample(properties: &SlideProperties, level: usize) -> (f64, f64) {
 /// A level whose own resolution lies within the tolerance of the target, with a whole-number
 /// downsample (so patch corners fall on its pixels): its patches are its pixels, read as they
 /// are stored, where a grid at exactly `patch_mpp` would resample every one of them (257 → 256
-/// px for a 0.499 µm/px scan).
+/// px for a 0.499 µm/px scan). A pyramid that rounded a level's size (32,914 px over 8,229)
+/// still counts as whole: the rounding is less than one of that level's pixels.
 fn native_level(
     properties: &SlideProperties,
     (mpp_x, mpp_y): (f64, f64),
     params: &GridParams,
 ) -> Option<Layout> {
     let near = |mpp: f64| (mpp / params.patch_mpp - 1.0).abs() <= params.mpp_tolerance;
+    let (w0, h0) = properties.dimensions();
     (0..properties.levels.len()).find_map(|level| {
-        let ds = level_downsample(properties, level);
-        let whole = ds.0 == ds.0.round() && ds.1 == ds.1.round();
-        (whole && near(mpp_x * ds.0) && near(mpp_y * ds.1)).then(|| Layout {
+        let (ds_x, ds_y) = level_downsample(properties, level);
+        let k = ds_x.round().max(1.0);
+        let info = &properties.levels[level];
+        let rounds_to = |full: u64, size: u64| (full as f64 - size as f64 * k).abs() < k;
+        let whole = ds_y.round() == k && rounds_to(w0, info.width) && rounds_to(h0, info.height);
+        (whole && near(mpp_x * k) && near(mpp_y * k)).then(|| Layout {
             footprint: (
-                u64::from(params.patch_px) * ds.0 as u64,
-                u64::from(params.patch_px) * ds.1 as u64,
+                u64::from(params.patch_px) * k as u64,
+                u64::from(params.patch_px) * k as u64,
             ),
             level,
-            level_ds: ds,
+            level_ds: (k, k),
             mpp: (mpp_x, mpp_y),
         })
     })
@@ -594,6 +599,13 @@ mod tests {
         // Level 1 (downsample 2) of a 0.2505 µm/px scan is 0.501 µm/px: read there, as stored.
         let level1 = super::grid(&at(0.2505), &mask, &params).expect("grid");
         assert_eq!((level1.level, level1.footprint), (1, (128, 128)));
+        assert_eq!(level1.read_size, (64.0, 64.0));
+        // A pyramid that rounds up (1601 px over 801 at level 1) is still read there, as stored.
+        let mut rounded = at(0.2505);
+        rounded.levels[0].width = 1601;
+        rounded.levels[1].width = 801;
+        let level1 = super::grid(&rounded, &mask, &params).expect("grid");
+        assert_eq!((level1.level, level1.level_downsample), (1, (2.0, 2.0)));
         assert_eq!(level1.read_size, (64.0, 64.0));
         let too_loose = GridParams {
             mpp_tolerance: 0.5,

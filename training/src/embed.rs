@@ -270,16 +270,22 @@ pub fn normalise(rgb: &[f32], side: usize, mean: [f32; 3], std: [f32; 3]) -> Vec
 }
 
 /// The stored embeddings of every slide of `set` under `key` as bags of at most [`MAX_BAG`]
-/// patches (evenly sampled), and their width. Refuses a slide that was never extracted.
+/// patches (evenly sampled), and their width. Slides in `withdrawn` (opted out since the
+/// version was built, their embeddings deleted) are left out; any other slide that was never
+/// extracted is refused.
 pub fn bags(
     runtime: &tokio::runtime::Handle,
     store: &Store,
     set: &PatchSet,
     key: &str,
+    withdrawn: &std::collections::HashSet<String>,
 ) -> TrainResult<(Vec<Bag>, usize)> {
     let mut bags = Vec::with_capacity(set.slides.len());
     let mut width = 0;
     for (slide, entry) in set.slides.iter().enumerate() {
+        if withdrawn.contains(&entry.id) {
+            continue;
+        }
         let object = object_key(key, &entry.id);
         let bytes = runtime.block_on(get_bytes(store, &object)).map_err(|e| {
             TrainError::Invalid(format!(

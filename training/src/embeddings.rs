@@ -275,7 +275,7 @@ pub(crate) fn patches_hash(manifest: &pathfed_datasets::manifest::Manifest) -> T
 }
 
 /// Whether a research slide is still in the research tier (not withdrawn or opted out).
-async fn still_live(db: &pathfed_core::db::Db, slide: &str) -> TrainResult<bool> {
+pub(crate) async fn still_live(db: &pathfed_core::db::Db, slide: &str) -> TrainResult<bool> {
     let row = sqlx::query("SELECT id FROM research_slides WHERE id = $1 AND deleted_at IS NULL")
         .bind(slide)
         .fetch_optional(db.pool())

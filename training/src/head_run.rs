@@ -5,6 +5,7 @@
 //! cross-validation by patient. What it registers is one model version: the head's weights,
 //! and the encoder by name and weights hash.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use pathfed_core::store::Store;
@@ -16,7 +17,7 @@ use pathfed_models::registry::{self, EncoderRef, InferenceConfig};
 
 use crate::data::PatchSet;
 use crate::embed::{Encoder, bags};
-use crate::embeddings::embed_set;
+use crate::embeddings::{embed_set, still_live};
 use crate::error::{TrainError, TrainResult};
 use crate::heads::{HeadParams, train_head};
 use crate::job::{TrainedFiles, patch_geometry};
@@ -71,10 +72,18 @@ pub(crate) async fn train(
             report.reused
         ),
     );
+    // A patient who opted out while the encoder ran has no embeddings left: their slides drop
+    // out of the head's training, as they would from the next version.
+    let mut withdrawn = HashSet::new();
+    for slide in &set.slides {
+        if !still_live(&research.platform.db, &slide.id).await? {
+            withdrawn.insert(slide.id.clone());
+        }
+    }
     let (slide_bags, features) = {
         let (store, set, key): (Store, _, _) = (research.platform.store.clone(), set.clone(), key);
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || bags(&runtime, &store, &set, &key))
+        tokio::task::spawn_blocking(move || bags(&runtime, &store, &set, &key, &withdrawn))
             .await
             .map_err(|e| TrainError::Invalid(format!("reading embeddings: {e}")))??
     };
@@ -117,7 +126,7 @@ pub(crate) async fn train(
         }
     }
     let head = first.ok_or_else(|| TrainError::Invalid("a run needs at least one seed".into()))?;
-    let (patch_px, patch_mpp) = patch_geometry(checked)?;
+    let (patch_px, patch_mpp, mpp_tolerance) = patch_geometry(checked)?;
     let config = InferenceConfig {
         model: None,
         encoder: Some(reference),
@@ -128,6 +137,7 @@ pub(crate) async fn train(
         threshold: checked.request.threshold,
         patch_px,
         patch_mpp,
+        mpp_tolerance,
     };
     let trained = TrainedFiles {
         config,

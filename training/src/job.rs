@@ -463,9 +463,9 @@ pub(crate) struct TrainedFiles {
     pub cross_validation: Option<CrossValidation>,
 }
 
-/// The patch size and resolution the version's patches were cut at, which inference cuts
-/// slides at too.
-pub(crate) fn patch_geometry(checked: &CheckedRequest) -> TrainResult<(u32, f64)> {
+/// The patch size, resolution and resolution tolerance the version's patches were cut with,
+/// which inference cuts slides with too.
+pub(crate) fn patch_geometry(checked: &CheckedRequest) -> TrainResult<(u32, f64, f64)> {
     let extraction = checked
         .manifest
         .content
@@ -475,7 +475,11 @@ pub(crate) fn patch_geometry(checked: &CheckedRequest) -> TrainResult<(u32, f64)
     let patches: pathfed_datasets::patches::ExtractParams =
         serde_json::from_value(extraction["params"].clone())
             .map_err(|e| TrainError::Invalid(format!("extraction parameters: {e}")))?;
-    Ok((patches.grid.patch_px, patches.grid.patch_mpp))
+    Ok((
+        patches.grid.patch_px,
+        patches.grid.patch_mpp,
+        patches.grid.mpp_tolerance,
+    ))
 }
 
 /// A CNN run's files, from its first seed's folder.
@@ -499,7 +503,7 @@ fn cnn_files(
     } else {
         None
     };
-    let (patch_px, patch_mpp) = patch_geometry(checked)?;
+    let (patch_px, patch_mpp, mpp_tolerance) = patch_geometry(checked)?;
     let config = InferenceConfig {
         model: Some(pathfed_models::model::ModelConfig {
             architecture: checked.architecture,
@@ -514,6 +518,7 @@ fn cnn_files(
         threshold: checked.request.threshold,
         patch_px,
         patch_mpp,
+        mpp_tolerance,
     };
     let aggregator = if config.attention.is_some() {
         Some(read("aggregator.bpk")?)

@@ -326,14 +326,22 @@ fn check_encoder_choice(
     }))
 }
 
-/// Refuses cross-validation with fewer patients in the training and validation splits than
-/// folds.
+/// Refuses cross-validation with fewer patients (with patches) in the training and validation
+/// splits than folds.
 fn check_folds(manifest: &Manifest, folds: usize) -> TrainResult<()> {
+    // Only slides with patches have embeddings, and so a place in a fold.
+    let extracted = |id: &str| {
+        manifest.content.extraction.as_ref().is_some_and(|x| {
+            x["slides"][id]["qc"]["patches"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        })
+    };
     let patients: std::collections::BTreeSet<&str> = manifest
         .content
         .slides
         .iter()
-        .filter(|e| e.split != "test")
+        .filter(|e| e.split != "test" && extracted(&e.slide.id))
         .map(|e| e.slide.patient.as_str())
         .collect();
     if folds > patients.len() {
@@ -378,11 +386,26 @@ pub async fn check_request(
         )));
     }
     let encoder = check_encoder_choice(research, &request)?;
-    let name = request.name.clone().unwrap_or_else(|| match &encoder {
-        Some(plan) => format!("{dataset}-{}-{}", plan.found.name, plan.pooling.name()),
-        None => format!("{dataset}-{}", architecture.name()),
-    });
-    registry::check_name(&name)?;
+    let name = match &request.name {
+        Some(name) => {
+            registry::check_name(name)?;
+            name.clone()
+        }
+        None => {
+            // Model names are lower case; an encoder's may not be.
+            let name = match &encoder {
+                Some(plan) => format!("{dataset}-{}-{}", plan.found.name, plan.pooling.name()),
+                None => format!("{dataset}-{}", architecture.name()),
+            }
+            .to_lowercase();
+            registry::check_name(&name).map_err(|e| {
+                TrainError::Invalid(format!(
+                    "the default model name does not fit ({e}): give the run a name"
+                ))
+            })?;
+            name
+        }
+    };
 
     let manifest = manifest_with_patches(research, &dataset, version).await?;
     if let Some(plan) = &encoder {

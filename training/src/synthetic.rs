@@ -271,6 +271,7 @@ pub async fn texture_model(dir: &Path) -> TrainResult<ModelFiles> {
         threshold: params.threshold,
         patch_px: spec.patch_px,
         patch_mpp: spec.patch_mpp,
+        mpp_tolerance: pathfed_slide::tissue::GridParams::default().mpp_tolerance,
     };
     let files = ModelFiles {
         config: serde_json::to_vec_pretty(&config)

@@ -441,8 +441,10 @@ async fn a_frozen_encoder_and_abmil_learn_textures_with_stored_embeddings() {
     assert_eq!((changed.computed, changed.reused), (24, 0));
     assert_ne!(changed.key, first.key);
 
-    let (slide_bags, features) =
-        tokio::task::block_in_place(|| bags(&runtime, &store, &set, &first.key)).unwrap();
+    let (slide_bags, features) = tokio::task::block_in_place(|| {
+        bags(&runtime, &store, &set, &first.key, &Default::default())
+    })
+    .unwrap();
     assert_eq!(features, 64);
     let params = HeadParams {
         folds: 5,

@@ -161,7 +161,7 @@ function renderRun(run) {
           "model",
           t("training.fact.model"),
           run.request.encoder
-            ? t("training.encoder_summary", {
+            ? t(run.request.folds === 0 ? "training.encoder_summary_no_cv" : "training.encoder_summary", {
                 encoder: run.request.encoder,
                 head: run.request.head || "abmil",
                 epochs: run.request.epochs,
@@ -240,7 +240,9 @@ form.addEventListener("submit", async (event) => {
     device: value("train-device"),
   };
   if (value("train-encoder")) {
-    Object.assign(request, { encoder: value("train-encoder"), head: value("train-head"), folds: Number(value("train-folds")) });
+    // A cleared folds field means the default, not 0 (which turns cross-validation off).
+    const folds = value("train-folds").trim() === "" ? 5 : Number(value("train-folds"));
+    Object.assign(request, { encoder: value("train-encoder"), head: value("train-head"), folds });
   } else {
     Object.assign(request, { model: value("train-model"), aggregation: value("train-aggregation") });
   }

@@ -26,9 +26,10 @@ pub struct TrainArgs {
     /// Registry name (default: DATASET-MODEL).
     #[arg(long)]
     name: Option<String>,
-    /// Epochs at most (early stopping may end sooner).
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
+    /// Epochs at most (early stopping may end sooner; a head keeps its best validation epoch).
+    /// Default: 10 for a CNN, 40 for an encoder's head.
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Patches per batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -99,7 +100,8 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
                 "dataset": args.dataset,
                 "model": args.model,
                 "name": args.name,
-                "epochs": args.epochs,
+                // Heads train in seconds and keep their best epoch: they get more by default.
+                "epochs": args.epochs.unwrap_or(if args.encoder.is_some() { 40 } else { 10 }),
                 "batch": args.batch,
                 "lr": args.lr,
                 "seed": args.seed,

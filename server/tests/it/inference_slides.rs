@@ -313,6 +313,7 @@ async fn attention_models_pool_embeddings_into_slide_probabilities() {
             threshold: 0.5,
             patch_px: 64,
             patch_mpp: 1.0,
+            mpp_tolerance: 0.02,
         },
         model: Backbone::Cnn(Box::new(ResNet::new(&shape, &device))),
         aggregator: Some(Aggregator {

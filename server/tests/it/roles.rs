@@ -75,6 +75,7 @@ async fn register_model(
                 threshold: 0.5,
                 patch_px: 64,
                 patch_mpp: 2.0,
+                mpp_tolerance: 0.02,
             },
             code_version: "test".into(),
             summary,
