@@ -4,6 +4,7 @@
 //! and the `embed` job fills the embedding store ([`crate::embed`]), reporting progress per
 //! slide and how many slides it found stored already.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use object_store::ObjectStoreExt as _;
@@ -192,7 +193,7 @@ async fn embed_version(
         tokio::task::spawn_blocking(move || Encoder::open(&pretrained, &name, &open_device))
             .await
             .map_err(|e| TrainError::Invalid(format!("loading the encoder: {e}")))??;
-    embed_set(
+    let (report, _) = embed_set(
         research,
         job,
         Arc::new(set),
@@ -201,12 +202,13 @@ async fn embed_version(
         BATCH,
         (0.1, 0.9),
     )
-    .await
+    .await?;
+    Ok(report)
 }
 
 /// Fills the embedding store for `set` (patches extracted with `patches_hash`) with
 /// `encoder`, reporting progress over `(start, share)` of `job`; slides withdrawn meanwhile are
-/// neither stored nor left behind.
+/// neither stored nor left behind, and are returned.
 pub(crate) async fn embed_set(
     research: &Research,
     job: &RunningJob,
@@ -215,7 +217,7 @@ pub(crate) async fn embed_set(
     encoder: Encoder,
     batch: usize,
     (start, share): (f64, f64),
-) -> TrainResult<ExtractReport> {
+) -> TrainResult<(ExtractReport, HashSet<String>)> {
     let runtime = tokio::runtime::Handle::current();
     let store = research.platform.store.clone();
     let cancel = job.cancel_flag();
@@ -251,8 +253,10 @@ pub(crate) async fn embed_set(
     .map_err(|e| TrainError::Invalid(format!("embedding: {e}")))??;
     // A withdrawal between that check and the store, or during the whole job, listed the
     // embedding objects before this one existed: sweep what the job stored for such slides.
+    let mut withdrawn = HashSet::new();
     for slide in &swept.slides {
         if !still_live(&research.platform.db, &slide.id).await? {
+            withdrawn.insert(slide.id.clone());
             let object = ObjectPath::from(object_key(&report.key, &slide.id));
             match research.platform.store.delete(&object).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -260,7 +264,7 @@ pub(crate) async fn embed_set(
             }
         }
     }
-    Ok(report)
+    Ok((report, withdrawn))
 }
 
 /// The hash of the parameters a version's patches were cut with: part of its embeddings' key.
@@ -275,7 +279,7 @@ pub(crate) fn patches_hash(manifest: &pathfed_datasets::manifest::Manifest) -> T
 }
 
 /// Whether a research slide is still in the research tier (not withdrawn or opted out).
-pub(crate) async fn still_live(db: &pathfed_core::db::Db, slide: &str) -> TrainResult<bool> {
+async fn still_live(db: &pathfed_core::db::Db, slide: &str) -> TrainResult<bool> {
     let row = sqlx::query("SELECT id FROM research_slides WHERE id = $1 AND deleted_at IS NULL")
         .bind(slide)
         .fetch_optional(db.pool())

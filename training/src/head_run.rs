@@ -5,19 +5,18 @@
 //! cross-validation by patient. What it registers is one model version: the head's weights,
 //! and the encoder by name and weights hash.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
+use burn::prelude::Device;
 use pathfed_core::store::Store;
 use pathfed_core::worker::RunningJob;
 use pathfed_datasets::Research;
 use pathfed_models::aggregate::Aggregation;
-use pathfed_models::device;
 use pathfed_models::registry::{self, EncoderRef, InferenceConfig};
 
 use crate::data::PatchSet;
 use crate::embed::{Encoder, bags};
-use crate::embeddings::{embed_set, still_live};
+use crate::embeddings::embed_set;
 use crate::error::{TrainError, TrainResult};
 use crate::heads::{HeadParams, train_head};
 use crate::job::{TrainedFiles, patch_geometry};
@@ -33,11 +32,11 @@ pub(crate) async fn train(
     job: &RunningJob,
     checked: &CheckedRequest,
     plan: &EncoderPlan,
+    device: &Device,
     set: Arc<PatchSet>,
     seeds: &[u64],
 ) -> TrainResult<(Vec<SeedResult>, TrainedFiles)> {
     let patches_hash = crate::embeddings::patches_hash(&checked.manifest)?;
-    let device = device::open(&checked.request.device)?;
     let name = plan.found.name.clone();
     let _ = job.progress(0.05, format!("loading encoder {name}"));
     let encoder = {
@@ -52,7 +51,9 @@ pub(crate) async fn train(
         spec: encoder.spec.clone(),
     };
     let key = encoder.store_key(&patches_hash);
-    let report = embed_set(
+    // A patient who opted out while the encoder ran has no embeddings left: their slides drop
+    // out of the head's training, as they would from the next version.
+    let (report, withdrawn) = embed_set(
         research,
         job,
         set.clone(),
@@ -72,14 +73,6 @@ pub(crate) async fn train(
             report.reused
         ),
     );
-    // A patient who opted out while the encoder ran has no embeddings left: their slides drop
-    // out of the head's training, as they would from the next version.
-    let mut withdrawn = HashSet::new();
-    for slide in &set.slides {
-        if !still_live(&research.platform.db, &slide.id).await? {
-            withdrawn.insert(slide.id.clone());
-        }
-    }
     let (slide_bags, features) = {
         let (store, set, key): (Store, _, _) = (research.platform.store.clone(), set.clone(), key);
         let runtime = tokio::runtime::Handle::current();

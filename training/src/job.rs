@@ -107,18 +107,15 @@ async fn train_run(
     let (results, trained) = match &checked.encoder {
         Some(plan) => {
             let (results, trained) =
-                crate::head_run::train(research, job, &checked, plan, set.clone(), &seeds).await?;
+                crate::head_run::train(research, job, &checked, plan, &device, set.clone(), &seeds)
+                    .await?;
             // A head trains in seconds: its curves are recorded once it is done.
             let history: Vec<HistoryPoint> = results
                 .iter()
                 .flat_map(|r| {
-                    r.history.iter().map(|m| HistoryPoint {
-                        seed: r.seed,
-                        epoch: m.epoch,
-                        split: m.split.clone(),
-                        name: m.name.clone(),
-                        value: m.value,
-                    })
+                    r.history
+                        .iter()
+                        .map(|m| HistoryPoint::of(r.seed, m.clone()))
                 })
                 .collect();
             save_history(research, run, &history).await;
@@ -139,20 +136,18 @@ async fn train_run(
             .await?
         }
     };
-    let done = register_run(
-        research,
-        job,
-        run,
-        &checked,
-        &set,
-        &results,
-        trained,
-        &created_by,
-    )
-    .await?;
+    let _ = job.progress(0.97, "registering the model");
+    let registration = registration(&checked, &set, &results, trained, run, &created_by)?;
+    let summary = registration.summary.clone();
+    let (name, version) = registry::register(&research.platform, registration).await?;
+    sqlx::query("UPDATE training_runs SET model_version = $1 WHERE id = $2")
+        .bind(version)
+        .bind(run)
+        .execute(db)
+        .await?;
     // Checkpoints are only for resuming; the registry holds what lasts.
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(done)
+    Ok(json!({ "model": name, "version": version, "summary": summary }))
 }
 
 /// Trains a CNN run's seeds, skipping those a resumed run finished before; their results and
@@ -190,30 +185,6 @@ async fn train_seeds(
     let first_dir = dir.join(format!("seed-{}", seeds[0]));
     let trained = cnn_files(checked, set, &first_dir)?;
     Ok((results, trained))
-}
-
-/// Registers what a run trained and links the run to the model version.
-#[allow(clippy::too_many_arguments)]
-async fn register_run(
-    research: &Research,
-    job: &RunningJob,
-    run: &str,
-    checked: &CheckedRequest,
-    set: &PatchSet,
-    results: &[SeedResult],
-    trained: TrainedFiles,
-    created_by: &str,
-) -> TrainResult<Value> {
-    let _ = job.progress(0.97, "registering the model");
-    let registration = registration(checked, set, results, trained, run, created_by)?;
-    let summary = registration.summary.clone();
-    let (name, version) = registry::register(&research.platform, registration).await?;
-    sqlx::query("UPDATE training_runs SET model_version = $1 WHERE id = $2")
-        .bind(version)
-        .bind(run)
-        .execute(research.platform.db.pool())
-        .await?;
-    Ok(json!({ "model": name, "version": version, "summary": summary }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -327,13 +298,7 @@ async fn train_seed(
     let outcome = loop {
         tokio::select! {
             Some(metric) = receiver.recv() => {
-                history.push(HistoryPoint {
-                    seed,
-                    epoch: metric.epoch,
-                    split: metric.split,
-                    name: metric.name,
-                    value: metric.value,
-                });
+                history.push(HistoryPoint::of(seed, metric));
                 save_history(research, run, history).await;
             }
             joined = &mut training => break joined,
@@ -341,13 +306,7 @@ async fn train_seed(
     };
     watcher.abort();
     while let Ok(metric) = receiver.try_recv() {
-        history.push(HistoryPoint {
-            seed,
-            epoch: metric.epoch,
-            split: metric.split,
-            name: metric.name,
-            value: metric.value,
-        });
+        history.push(HistoryPoint::of(seed, metric));
     }
     save_history(research, run, history).await;
     let trained =
@@ -387,7 +346,7 @@ async fn train_seed(
     Ok(result)
 }
 
-pub(crate) async fn save_history(research: &Research, run: &str, history: &[HistoryPoint]) {
+async fn save_history(research: &Research, run: &str, history: &[HistoryPoint]) {
     let text = serde_json::to_string(history).unwrap_or_else(|_| "[]".into());
     if let Err(e) = sqlx::query("UPDATE training_runs SET history = $1 WHERE id = $2")
         .bind(text)

@@ -508,6 +508,19 @@ pub struct HistoryPoint {
     pub value: f64,
 }
 
+impl HistoryPoint {
+    /// Seed `seed`'s value of an epoch metric.
+    pub fn of(seed: u64, metric: crate::run::EpochMetric) -> Self {
+        Self {
+            seed,
+            epoch: metric.epoch,
+            split: metric.split,
+            name: metric.name,
+            value: metric.value,
+        }
+    }
+}
+
 /// A run as listed and followed.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunState {
