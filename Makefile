@@ -42,7 +42,8 @@ test: setup
 
 # Each compares against a reference measured in the same run (OpenSlide, sha256sum; ndarray
 # and PyTorch for training, PyTorch only when its Python has torch and torchvision; the
-# model's pure compute for inference).
+# model's pure compute for inference; the encoder's compute and PyTorch + timm, when present,
+# for embeddings).
 # The benchmark build adds Burn's ndarray backend, the CPU reference of `bench train`.
 bench: setup
 	$(CARGO) build --release -p pathfed --features ndarray-reference
@@ -51,3 +52,4 @@ bench: setup
 	target/release/pathfed bench extract
 	target/release/pathfed bench train
 	target/release/pathfed bench infer
+	target/release/pathfed bench embed

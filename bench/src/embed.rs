@@ -8,8 +8,13 @@
 //! learned): ViT-Ti/16 at 224 px by default, which a CPU runs in minutes, or any preset's
 //! architecture with `--preset` on a GPU. The patches are a generated two-texture dataset's,
 //! 224 px at 0.5 µm/px, so nothing is resampled on the way.
+//!
+//! Where the chosen Python has torch and timm, the same weights file is loaded into timm's own
+//! `VisionTransformer` and timed on the same normalised patches on the same kind of device
+//! (`scripts/bench_embed_torch.py`), which also reports how far its embeddings are from Burn's.
 
-use std::path::PathBuf;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -23,6 +28,14 @@ use pathfed_training::data::{PatchSet, decode_rgb};
 use pathfed_training::embed::{Encoder, extract, normalise};
 use pathfed_training::synthetic::{TextureSpec, texture_dataset};
 
+use crate::torch::{self, Reference};
+
+/// The PyTorch + timm reference, run by [`torch::run`].
+const TORCH_SCRIPT: &str = include_str!("../../scripts/bench_embed_torch.py");
+
+/// What Burn should reach on a GPU, as a fraction of PyTorch's patches/s.
+const GPU_TARGET: f64 = 0.8;
+
 /// Options of `pathfed bench embed`.
 #[derive(Debug, Args)]
 pub struct EmbedBenchArgs {
@@ -34,14 +47,21 @@ pub struct EmbedBenchArgs {
     slides: usize,
     /// A preset's architecture and preprocessing (uni, uni2-h, virchow2, h-optimus-0, …)
     /// instead of ViT-Ti/16; random weights all the same.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spec")]
     preset: Option<String>,
+    /// A ViT described as in the pretrained folder (`{"vit": …, "preprocess": …}`), instead of
+    /// ViT-Ti/16 or a preset; random weights all the same.
+    #[arg(long)]
+    spec: Option<PathBuf>,
     /// Patches per encoder call.
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Device: flex (CPU), cuda or wgpu.
     #[arg(long, default_value = "flex")]
     device: String,
+    /// Python with torch, timm and numpy, for the PyTorch reference.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
 }
 
 /// ViT-Ti/16 at 224 px: the smallest published ViT, so a CPU run takes minutes.
@@ -74,12 +94,20 @@ fn tiny_vit() -> EncoderSpec {
 pub fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let device = pathfed_models::device::open(&args.device)?;
-    let (name, spec) = match &args.preset {
-        Some(name) => (
+    let (name, spec) = match (&args.preset, &args.spec) {
+        (Some(name), _) => (
             name.clone(),
             vit::preset(name).with_context(|| format!("no preset {name:?}"))?,
         ),
-        None => ("vit-ti16".to_string(), tiny_vit()),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let spec: EncoderSpec = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not an encoder description", path.display()))?;
+            spec.vit.check()?;
+            ("custom".to_string(), spec)
+        }
+        (None, None) => ("vit-ti16".to_string(), tiny_vit()),
     };
     let side = spec.preprocess.input_px;
 
@@ -132,6 +160,7 @@ pub fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
     )?;
     drop(model);
     if args.preset.is_none() {
+        // Not a preset: described beside its weights, as a researcher's own ViT would be.
         std::fs::write(
             pretrained.path().join(format!("{name}.json")),
             serde_json::to_vec(&spec)?,
@@ -163,6 +192,10 @@ pub fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
             ))
         })
         .collect::<anyhow::Result<_>>()?;
+    // The same patches, for the PyTorch reference.
+    let reference_dir = tempfile::tempdir()?;
+    let images_path = reference_dir.path().join("images.f32");
+    write_f32(&images_path, images.iter().map(Vec::as_slice))?;
     let batches: Vec<Tensor<4>> = images
         .chunks(args.batch.max(1))
         .map(|chunk| {
@@ -175,17 +208,25 @@ pub fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
         })
         .collect();
     drop(images);
-    let sync = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().map(|v| v.len());
+    // Copying the embeddings back is part of the timing: it waits for the device.
+    let to_host = |t: Tensor<2>| {
+        t.into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("embeddings: {e:?}"))
+    };
     if let Some(first) = batches.first() {
-        sync(encoder.model.embed(first.clone())).ok();
+        to_host(encoder.model.embed(first.clone()))?;
     }
     let started = Instant::now();
+    let mut embeddings = Vec::with_capacity(batches.len());
     for batch in &batches {
-        sync(encoder.model.embed(batch.clone()))
-            .map_err(|e| anyhow::anyhow!("embeddings: {e:?}"))?;
+        embeddings.push(to_host(encoder.model.embed(batch.clone()))?);
     }
     let compute = started.elapsed().as_secs_f64();
     drop(batches);
+    let embeddings_path = reference_dir.path().join("embeddings.f32");
+    write_f32(&embeddings_path, embeddings.iter().map(Vec::as_slice))?;
+    drop(embeddings);
 
     let bar = crate::progress::bar("embedding", "slides");
     let started = Instant::now();
@@ -220,5 +261,65 @@ pub fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
         "ratio end to end / compute (patches/s): {:.2} (target ≥ 0.9)",
         (patches / end_to_end) / (set.patches.len() as f64 / compute)
     );
+
+    let gpu = args.device != "flex";
+    let torch_device = if gpu { "cuda" } else { "cpu" };
+    let spec_path = reference_dir.path().join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
+    let script_args = torch::flags([
+        ("--spec", spec_path.display().to_string()),
+        (
+            "--weights",
+            pretrained
+                .path()
+                .join(format!("{name}.safetensors"))
+                .display()
+                .to_string(),
+        ),
+        ("--images", images_path.display().to_string()),
+        ("--embeddings", embeddings_path.display().to_string()),
+        ("--count", set.patches.len().to_string()),
+        ("--batch", args.batch.max(1).to_string()),
+        ("--device", torch_device.to_string()),
+    ]);
+    match torch::run(&args.python, TORCH_SCRIPT, &script_args)? {
+        Reference::Measured(line) => {
+            let per_s = torch::number(&line, "patches_per_s")?;
+            println!(
+                "PyTorch {} + timm {} {torch_device} ({} threads), timm's VisionTransformer on Burn's weights file: {:.1} s for the same patches ({per_s:.1} patches/s); largest difference from Burn's embeddings {:.1e} (largest value {:.1})",
+                line["torch"].as_str().unwrap_or("?"),
+                line["timm"].as_str().unwrap_or("?"),
+                line["threads"].as_u64().unwrap_or(0),
+                torch::number(&line, "seconds")?,
+                torch::number(&line, "max_abs_diff")?,
+                torch::number(&line, "max_abs")?,
+            );
+            let target = if gpu {
+                format!(" (target ≥ {GPU_TARGET})")
+            } else {
+                String::new()
+            };
+            println!(
+                "ratio Burn {} / PyTorch {torch_device} (encoder alone, patches/s): {:.2}{target}",
+                args.device,
+                (set.patches.len() as f64 / compute) / per_s
+            );
+        }
+        absent => println!("PyTorch: {}", absent.absent().unwrap_or_default()),
+    }
     Ok(())
+}
+
+/// Writes float32 values, little-endian, one slice after another.
+fn write_f32<'a>(path: &Path, parts: impl Iterator<Item = &'a [f32]>) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    for part in parts {
+        for value in part {
+            out.write_all(&value.to_le_bytes())?;
+        }
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
 }

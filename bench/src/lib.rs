@@ -19,6 +19,7 @@ pub mod progress;
 pub mod serve;
 pub mod slide;
 pub mod throughput;
+pub mod torch;
 pub mod train;
 
 use std::path::{Path, PathBuf};

@@ -3,22 +3,17 @@
 //! the same run: on the CPU flex against PyTorch at the main batch and against ndarray at a
 //! small one (ndarray's convolution backward is too slow for more); on a GPU against PyTorch.
 
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use clap::Args;
 use pathfed_models::model::{Architecture, ModelConfig};
 
 use crate::throughput::{Backend, Step, Throughput, cpu_threads, train_throughput};
+use crate::torch::{self, Reference};
 
-/// The PyTorch reference, fed to the chosen Python on its standard input so the command works
-/// from any directory.
+/// The PyTorch reference, run by [`torch::run`].
 const TORCH_SCRIPT: &str = include_str!("../../scripts/bench_train_torch.py");
-
-/// The script's exit status when torch or torchvision cannot be imported.
-const TORCH_UNAVAILABLE: i32 = 3;
 
 /// Classes of the head: a binary patch classifier, as most pathology tasks are.
 const CLASSES: usize = 2;
@@ -110,12 +105,11 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
         warmup,
     };
     match torch_reference(args, &config, &params)? {
-        Torch::Measured {
-            samples_per_s,
-            median_step_s,
-            version,
-            threads,
-        } => {
+        Reference::Measured(line) => {
+            let samples_per_s = torch::number(&line, "samples_per_s")?;
+            let median_step_s = torch::number(&line, "median_step_s")?;
+            let version = line["torch"].as_str().unwrap_or("?");
+            let threads = line["threads"].as_u64().unwrap_or(0);
             println!(
                 "   {:<26}: {samples_per_s:>8.1} samples/s ({median_step_s:.3} s/step)",
                 format!("PyTorch {version} {torch_device} ({threads} threads)")
@@ -131,8 +125,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
                 backend.name()
             );
         }
-        Torch::Missing(why) => println!("   PyTorch: not installed ({why})"),
-        Torch::NotRun(why) => println!("   PyTorch: not run ({why})"),
+        absent => println!("   PyTorch: {}", absent.absent().unwrap_or_default()),
     }
 
     if !gpu {
@@ -170,20 +163,6 @@ fn report(what: &str, t: &Throughput) {
     );
 }
 
-/// What the PyTorch reference gave.
-enum Torch {
-    Measured {
-        samples_per_s: f64,
-        median_step_s: f64,
-        version: String,
-        threads: u64,
-    },
-    /// torch or torchvision is not importable.
-    Missing(String),
-    /// The Python interpreter could not be started.
-    NotRun(String),
-}
-
 /// How the PyTorch reference runs.
 struct TorchParams<'a> {
     device: &'a str,
@@ -196,63 +175,15 @@ fn torch_reference(
     args: &TrainBenchArgs,
     config: &ModelConfig,
     params: &TorchParams,
-) -> anyhow::Result<Torch> {
-    let python = args.python.display().to_string();
-    eprintln!("measuring PyTorch with {python}...");
-    let spawned = Command::new(&args.python)
-        .arg("-")
-        .args(["--device", params.device])
-        .args(["--model", config.architecture.name()])
-        .args(["--batch", &params.batch.to_string()])
-        .args(["--steps", &params.steps.to_string()])
-        .args(["--warmup", &params.warmup.to_string()])
-        .args(["--classes", &config.classes.to_string()])
-        .args(["--input-px", &config.input_px.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => return Ok(Torch::NotRun(format!("cannot start {python}: {e}"))),
-    };
-    // Dropping stdin after the write closes it, so Python starts running the script.
-    child
-        .stdin
-        .take()
-        .context("python's standard input")?
-        .write_all(TORCH_SCRIPT.as_bytes())
-        .with_context(|| format!("sending the reference script to {python}"))?;
-    let output = child
-        .wait_with_output()
-        .with_context(|| format!("waiting for {python}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(serde_json::Value::Null);
-    if output.status.code() == Some(TORCH_UNAVAILABLE) {
-        let why = line["unavailable"]
-            .as_str()
-            .unwrap_or("torch is not importable");
-        return Ok(Torch::Missing(why.to_string()));
-    }
-    anyhow::ensure!(
-        output.status.success(),
-        "the PyTorch reference failed ({}): {}",
-        output.status,
-        line["error"].as_str().unwrap_or("see its output above")
-    );
-    let number = |key: &str| {
-        line[key]
-            .as_f64()
-            .with_context(|| format!("the PyTorch reference printed no {key}: {stdout}"))
-    };
-    Ok(Torch::Measured {
-        samples_per_s: number("samples_per_s")?,
-        median_step_s: number("median_step_s")?,
-        version: line["torch"].as_str().unwrap_or("?").to_string(),
-        threads: line["threads"].as_u64().unwrap_or(0),
-    })
+) -> anyhow::Result<Reference> {
+    let script_args = torch::flags([
+        ("--device", params.device.to_string()),
+        ("--model", config.architecture.name().to_string()),
+        ("--batch", params.batch.to_string()),
+        ("--steps", params.steps.to_string()),
+        ("--warmup", params.warmup.to_string()),
+        ("--classes", config.classes.to_string()),
+        ("--input-px", config.input_px.to_string()),
+    ]);
+    torch::run(&args.python, TORCH_SCRIPT, &script_args)
 }

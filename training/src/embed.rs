@@ -4,8 +4,10 @@
 //! dataset version and run with the same encoder and patch parameters reuses it; opt-out
 //! deletes it with the slide's shards (`pathfed_datasets::curate`).
 //!
-//! Extraction overlaps decoding with the encoder: a thread decodes the next batches while the
-//! encoder runs on the current one, so the device does not wait on JPEG decoding or shard reads.
+//! Extraction overlaps decoding and storing with the encoder: one thread decodes the next
+//! batches while the encoder runs on the current one, another stores each finished slide, and
+//! batches run across slide boundaries, so the device waits neither on JPEG decoding or shard
+//! reads nor on the object store, and gets full batches.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,8 +131,71 @@ pub struct ExtractReport {
 struct Decoded {
     /// Normalised CHW values of each patch, concatenated.
     values: Vec<f32>,
-    /// Patch indices into the set.
-    patches: Vec<usize>,
+    /// How many patches.
+    patches: usize,
+}
+
+/// Cuts the encoder's output, which runs across slide boundaries, back into slides in the
+/// order their patches were queued.
+struct SlideRows<'a> {
+    /// (slide, its patches), in queue order.
+    pending: &'a [(usize, Vec<usize>)],
+    /// The slide being filled.
+    current: usize,
+    /// Its values so far.
+    rows: Vec<f32>,
+    features: usize,
+}
+
+impl<'a> SlideRows<'a> {
+    fn new(pending: &'a [(usize, Vec<usize>)], features: usize) -> Self {
+        let rows = Vec::with_capacity(pending.first().map_or(0, |(_, p)| p.len()) * features);
+        Self {
+            pending,
+            current: 0,
+            rows,
+            features,
+        }
+    }
+
+    /// Values the current slide still lacks.
+    fn missing(&self) -> usize {
+        self.pending
+            .get(self.current)
+            .map_or(0, |(_, p)| p.len() * self.features)
+            .saturating_sub(self.rows.len())
+    }
+
+    /// Takes what the current slide lacks from `values`; returns the rest.
+    fn fill<'v>(&mut self, values: &'v [f32]) -> TrainResult<&'v [f32]> {
+        if self.current >= self.pending.len() {
+            return Err(TrainError::Invalid(
+                "the encoder returned more embeddings than there are patches".into(),
+            ));
+        }
+        let (now, rest) = values.split_at(self.missing().min(values.len()));
+        self.rows.extend_from_slice(now);
+        Ok(rest)
+    }
+
+    /// Sends every complete slide to `finished` (slides without patches at once); false when
+    /// the receiver is gone.
+    fn hand_over(&mut self, finished: &mpsc::SyncSender<(usize, Vec<f32>)>) -> bool {
+        while self.current < self.pending.len() && self.missing() == 0 {
+            let slide = self.pending[self.current].0;
+            if finished
+                .send((slide, std::mem::take(&mut self.rows)))
+                .is_err()
+            {
+                return false;
+            }
+            self.current += 1;
+            if let Some((_, patches)) = self.pending.get(self.current) {
+                self.rows = Vec::with_capacity(patches.len() * self.features);
+            }
+        }
+        true
+    }
 }
 
 /// Embeds every patch of every slide of `set` whose embeddings are not yet stored under the
@@ -173,71 +238,100 @@ pub fn extract(
     progress(report.reused, total);
     let side = encoder.spec.preprocess.input_px;
     let (mean, std) = (encoder.spec.preprocess.mean, encoder.spec.preprocess.std);
-    let batch = batch.max(1);
-    for (slide, patches) in pending {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(TrainError::Cancelled);
-        }
-        let features = report.features;
-        let mut rows = vec![0f32; patches.len() * features];
+    let features = report.features;
+    // Batches run across slide boundaries, so every encoder call but the last is full.
+    let chunks: Vec<Vec<usize>> = pending
+        .iter()
+        .flat_map(|(_, patches)| patches.iter().copied())
+        .collect::<Vec<_>>()
+        .chunks(batch.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    let device = encoder_device(&encoder.model);
+    let reused = report.reused;
+    let (computed, encoded) = std::thread::scope(|scope| -> TrainResult<(usize, usize)> {
         // Decoding runs a batch or two ahead of the encoder on its own thread.
-        std::thread::scope(|scope| -> TrainResult<()> {
-            let (send, receive) = mpsc::sync_channel::<TrainResult<Decoded>>(2);
-            let chunks: Vec<Vec<usize>> = patches.chunks(batch).map(<[usize]>::to_vec).collect();
-            scope.spawn(move || {
-                for chunk in chunks {
-                    let decoded = chunk
-                        .par_iter()
-                        .map(|&i| {
-                            let rgb = decode_rgb(&set.jpeg(i)?, side)?;
-                            Ok(normalise(&rgb, side as usize, mean, std))
-                        })
-                        .collect::<TrainResult<Vec<Vec<f32>>>>()
-                        .map(|images| Decoded {
-                            values: images.concat(),
-                            patches: chunk,
-                        });
-                    if send.send(decoded).is_err() {
-                        return;
-                    }
+        let (send, receive) = mpsc::sync_channel::<TrainResult<Decoded>>(2);
+        scope.spawn(move || {
+            for chunk in chunks {
+                let decoded = chunk
+                    .par_iter()
+                    .map(|&i| {
+                        let rgb = decode_rgb(&set.jpeg(i)?, side)?;
+                        Ok(normalise(&rgb, side as usize, mean, std))
+                    })
+                    .collect::<TrainResult<Vec<Vec<f32>>>>()
+                    .map(|images| Decoded {
+                        values: images.concat(),
+                        patches: chunk.len(),
+                    });
+                if send.send(decoded).is_err() {
+                    return;
                 }
-            });
-            let mut done = 0;
+            }
+        });
+        // Finished slides are stored on a thread of their own, so the encoder does not wait on
+        // the object store either.
+        let (finished, to_store) = mpsc::sync_channel::<(usize, Vec<f32>)>(2);
+        let key = &key;
+        let writer = scope.spawn(move || -> TrainResult<(usize, usize)> {
+            let (mut computed, mut encoded) = (0, 0);
+            for (slide, rows) in to_store {
+                let id = &set.slides[slide].id;
+                if !live(id) {
+                    tracing::info!(research_slide = %id, "withdrawn while embedding: not stored");
+                    continue;
+                }
+                let patches = rows.len() / features.max(1);
+                runtime.block_on(put_bytes(
+                    store,
+                    &object_key(key, id),
+                    encode(patches, features, &rows),
+                ))?;
+                computed += 1;
+                encoded += patches;
+                progress(reused + computed, total);
+            }
+            Ok((computed, encoded))
+        });
+        let encoding = (|| -> TrainResult<()> {
+            let mut slides = SlideRows::new(&pending, features);
+            if !slides.hand_over(&finished) {
+                return Ok(());
+            }
             for decoded in receive {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(TrainError::Cancelled);
                 }
                 let decoded = decoded?;
-                let n = decoded.patches.len();
-                let device = encoder_device(&encoder.model);
                 let images = Tensor::<1>::from_floats(decoded.values.as_slice(), &device)
-                    .reshape([n, 3, side as usize, side as usize]);
+                    .reshape([decoded.patches, 3, side as usize, side as usize]);
                 let values: Vec<f32> = encoder
                     .model
                     .embed(images)
                     .into_data()
                     .try_into_vec::<f32>()
                     .map_err(|e| TrainError::Invalid(format!("embeddings: {e:?}")))?;
-                rows[done * features..(done + n) * features].copy_from_slice(&values);
-                done += n;
+                let mut values = values.as_slice();
+                while !values.is_empty() {
+                    values = slides.fill(values)?;
+                    if !slides.hand_over(&finished) {
+                        // The writer stopped; its error is the one to report.
+                        return Ok(());
+                    }
+                }
             }
             Ok(())
-        })?;
-        let id = &set.slides[slide].id;
-        if !live(id) {
-            tracing::info!(research_slide = %id, "withdrawn while embedding: not stored");
-            continue;
-        }
-        let object = object_key(&key, id);
-        runtime.block_on(put_bytes(
-            store,
-            &object,
-            encode(patches.len(), features, &rows),
-        ))?;
-        report.computed += 1;
-        report.encoded += patches.len();
-        progress(report.reused + report.computed, total);
-    }
+        })();
+        drop(finished);
+        let stored = writer
+            .join()
+            .map_err(|_| TrainError::Invalid("the embedding writer panicked".into()))?;
+        encoding?;
+        stored
+    })?;
+    report.computed = computed;
+    report.encoded = encoded;
     tracing::info!(
         key = %report.key,
         computed = report.computed,
@@ -337,5 +431,40 @@ mod tests {
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("does not match")));
         assert!(decode(b"not one", "x").is_err());
+    }
+
+    #[test]
+    fn batches_across_slides_come_back_as_each_slides_own_rows() {
+        // Slides of 3, 0, 2 and 0 patches, two features each, arriving in batches of 2.
+        let pending = vec![
+            (4, vec![0, 1, 2]),
+            (7, vec![]),
+            (1, vec![3, 4]),
+            (9, vec![]),
+        ];
+        let (finished, stored) = mpsc::sync_channel(8);
+        let mut slides = SlideRows::new(&pending, 2);
+        assert!(slides.hand_over(&finished));
+        let values: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        for batch in values.chunks(4) {
+            let mut rest = batch;
+            while !rest.is_empty() {
+                rest = slides.fill(rest).unwrap_or_else(|e| panic!("{e}"));
+                assert!(slides.hand_over(&finished));
+            }
+        }
+        drop(finished);
+        let got: Vec<(usize, Vec<f32>)> = stored.into_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                (4, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+                (7, vec![]),
+                (1, vec![6.0, 7.0, 8.0, 9.0]),
+                (9, vec![]),
+            ]
+        );
+        // One value too many is an error, not a row of a slide that does not exist.
+        assert!(slides.fill(&[1.0]).is_err());
     }
 }
