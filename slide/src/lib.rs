@@ -8,6 +8,7 @@
 //! Deep Zoom tiling ([`deepzoom`]) and thumbnails ([`thumbnail`]). Synthetic test slides are the
 //! `pathfed-synth` crate, which writes through [`tiff::writer`] and [`jpeg`].
 
+mod compose;
 pub mod deepzoom;
 pub mod dicom;
 pub mod error;

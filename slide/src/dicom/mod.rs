@@ -42,6 +42,7 @@ use pathfed_core::SlideLimits;
 use self::dataset::{DataSet, Element};
 use self::frames::Codec;
 use self::series::{Instance, Kind, Layout};
+use crate::compose::{self, TileSource};
 use crate::error::{Result, SlideError};
 use crate::reader::{AssociatedImage, Level, RawTile, SlideProperties, SlideReader};
 use crate::tile_cache::TileCache;
@@ -417,48 +418,48 @@ impl DicomSlide {
         h: u32,
         cached: bool,
     ) -> Result<RgbImage> {
-        let pixels = u64::from(w) * u64::from(h);
-        if pixels > self.limits.max_region_pixels {
-            return Err(SlideError::LimitExceeded {
-                what: "region pixel count",
-                value: pixels,
-                limit: self.limits.max_region_pixels,
-            });
+        let frames = Frames {
+            slide: self,
+            image,
+            cached,
+        };
+        compose::compose(&frames, x, y, w, h, self.limits.max_region_pixels)
+    }
+}
+
+/// One image's frames as tiles to compose, decoded through the slide's cache or not.
+struct Frames<'a> {
+    slide: &'a DicomSlide,
+    image: &'a Image,
+    cached: bool,
+}
+
+impl TileSource for Frames<'_> {
+    fn size(&self) -> (u64, u64) {
+        (self.image.width, self.image.height)
+    }
+
+    fn tile_size(&self) -> (u64, u64) {
+        (u64::from(self.image.tile_w), u64::from(self.image.tile_h))
+    }
+
+    fn has_tile(&self, col: u64, row: u64) -> bool {
+        // A sparse series may leave tiles without a frame: those are glass.
+        self.image.frame_at(col, row).is_some()
+    }
+
+    fn tile(&self, col: u64, row: u64) -> Result<Arc<Vec<u8>>> {
+        let (instance, frame) = self
+            .image
+            .frame_at(col, row)
+            .ok_or_else(|| SlideError::OutOfRange(format!("no frame holds tile ({col}, {row})")))?;
+        if self.cached {
+            self.slide.cached_frame(self.image, instance, frame)
+        } else {
+            Ok(Arc::new(
+                self.slide.decode_frame(self.image, instance, frame)?,
+            ))
         }
-        let mut out = RgbImage::from_pixel(w, h, ::image::Rgb([255, 255, 255]));
-        if w == 0 || h == 0 || x >= image.width || y >= image.height {
-            return Ok(out);
-        }
-        let (tw, th) = (u64::from(image.tile_w), u64::from(image.tile_h));
-        let x_end = x.saturating_add(u64::from(w)).min(image.width);
-        let y_end = y.saturating_add(u64::from(h)).min(image.height);
-        let stride = w as usize * 3;
-        let buffer: &mut [u8] = &mut out;
-        for row in y / th..=(y_end - 1) / th {
-            for col in x / tw..=(x_end - 1) / tw {
-                let Some((instance, frame)) = image.frame_at(col, row) else {
-                    continue;
-                };
-                let tile = if cached {
-                    self.cached_frame(image, instance, frame)?
-                } else {
-                    Arc::new(self.decode_frame(image, instance, frame)?)
-                };
-                // The part of this tile inside the requested rectangle, in image pixels.
-                let (tx0, ty0) = (col * tw, row * th);
-                let ix0 = x.max(tx0);
-                let ix1 = x_end.min(tx0 + tw);
-                let iy0 = y.max(ty0);
-                let iy1 = y_end.min(ty0 + th);
-                let span = (ix1 - ix0) as usize * 3;
-                for py in iy0..iy1 {
-                    let src = ((py - ty0) * tw + (ix0 - tx0)) as usize * 3;
-                    let dst = (py - y) as usize * stride + (ix0 - x) as usize * 3;
-                    buffer[dst..dst + span].copy_from_slice(&tile[src..src + span]);
-                }
-            }
-        }
-        Ok(out)
     }
 }
 

@@ -20,6 +20,7 @@ use pathfed_core::SlideLimits;
 
 use self::file::{TiffFile, tag};
 use self::image::{Compression, Photometric, TiffImage};
+use crate::compose::{self, TileSource};
 use crate::error::{Result, SlideError};
 use crate::reader::{AssociatedImage, Level, RawTile, SlideProperties, SlideReader};
 use crate::tile_cache::TileCache;
@@ -193,53 +194,51 @@ impl TiffSlide {
         h: u32,
         cached: bool,
     ) -> Result<RgbImage> {
-        let pixels = u64::from(w) * u64::from(h);
-        let max = self.tiff.limits().max_region_pixels;
-        if pixels > max {
-            return Err(SlideError::LimitExceeded {
-                what: "region pixel count",
-                value: pixels,
-                limit: max,
-            });
+        let chunks = Chunks {
+            slide: self,
+            image,
+            cached,
+        };
+        compose::compose(&chunks, x, y, w, h, self.tiff.limits().max_region_pixels)
+    }
+}
+
+/// One image's chunks as tiles to compose, decoded through the slide's cache or not.
+struct Chunks<'a> {
+    slide: &'a TiffSlide,
+    image: &'a TiffImage,
+    cached: bool,
+}
+
+impl TileSource for Chunks<'_> {
+    fn size(&self) -> (u64, u64) {
+        (self.image.width, self.image.height)
+    }
+
+    fn tile_size(&self) -> (u64, u64) {
+        (
+            u64::from(self.image.chunk_width),
+            u64::from(self.image.chunk_height),
+        )
+    }
+
+    fn has_tile(&self, _col: u64, _row: u64) -> bool {
+        // Every chunk of a TIFF image is stored; an empty one is an error, not glass.
+        true
+    }
+
+    fn tile(&self, col: u64, row: u64) -> Result<Arc<Vec<u8>>> {
+        let index = (row * self.image.cols + col) as usize;
+        if self.cached {
+            return self.slide.decoded_chunk(self.image, index);
         }
-        let mut out = RgbImage::from_pixel(w, h, ::image::Rgb([255, 255, 255]));
-        if w == 0 || h == 0 || x >= image.width || y >= image.height {
-            return Ok(out);
-        }
-        let (cw, ch) = (u64::from(image.chunk_width), u64::from(image.chunk_height));
-        let x_end = (x + u64::from(w)).min(image.width);
-        let y_end = (y + u64::from(h)).min(image.height);
-        let stride = w as usize * 3;
-        let buffer: &mut [u8] = &mut out;
-        for row in y / ch..=(y_end - 1) / ch {
-            for col in x / cw..=(x_end - 1) / cw {
-                let index = (row * image.cols + col) as usize;
-                let chunk = if cached {
-                    self.decoded_chunk(image, index)?
-                } else {
-                    let data = self.read_chunk_bytes(image, index)?;
-                    Arc::new(codec::decode_chunk(
-                        image,
-                        index,
-                        &data,
-                        self.tiff.limits(),
-                    )?)
-                };
-                // Intersection of this chunk with the requested rectangle, in image pixels.
-                let (cx0, cy0) = (col * cw, row * ch);
-                let ix0 = x.max(cx0);
-                let ix1 = x_end.min(cx0 + cw);
-                let iy0 = y.max(cy0);
-                let iy1 = y_end.min(cy0 + ch);
-                let span = (ix1 - ix0) as usize * 3;
-                for py in iy0..iy1 {
-                    let src = ((py - cy0) * cw + (ix0 - cx0)) as usize * 3;
-                    let dst = (py - y) as usize * stride + (ix0 - x) as usize * 3;
-                    buffer[dst..dst + span].copy_from_slice(&chunk[src..src + span]);
-                }
-            }
-        }
-        Ok(out)
+        let data = self.slide.read_chunk_bytes(self.image, index)?;
+        Ok(Arc::new(codec::decode_chunk(
+            self.image,
+            index,
+            &data,
+            self.slide.tiff.limits(),
+        )?))
     }
 }
 
