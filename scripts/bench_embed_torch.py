@@ -23,8 +23,10 @@ import time
 UNAVAILABLE = 3
 
 
-def build(torch, timm, spec):
+def build(torch, spec):
     """timm's VisionTransformer for the Rust `VitConfig`, without a classifier head."""
+    from functools import partial
+
     from timm.layers import SwiGLUPacked
     from timm.models.vision_transformer import VisionTransformer
 
@@ -45,6 +47,7 @@ def build(torch, timm, spec):
         init_values=1e-5 if vit["layer_scale"] else None,
         num_classes=0,
         global_pool="token",
+        norm_layer=partial(torch.nn.LayerNorm, eps=vit.get("norm_eps", 1e-6)),
         # Another input side resamples the position embeddings, as the Rust side does.
         dynamic_img_size=pre["input_px"] != trained_px,
     )
@@ -69,6 +72,7 @@ def main() -> int:
         import timm
         import torch
         from safetensors.torch import load_file
+        from timm.layers import SwiGLUPacked  # noqa: F401 (timm ≥ 0.9, which has it)
     except ImportError as err:
         print(json.dumps({"unavailable": str(err)}))
         return UNAVAILABLE
@@ -81,7 +85,7 @@ def main() -> int:
         spec = json.load(f)
     vit, side = spec["vit"], spec["preprocess"]["input_px"]
 
-    model = build(torch, timm, spec)
+    model = build(torch, spec)
     try:
         model.load_state_dict(load_file(args.weights), strict=True)
     except RuntimeError as err:

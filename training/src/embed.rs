@@ -178,6 +178,11 @@ impl<'a> SlideRows<'a> {
         Ok(rest)
     }
 
+    /// Whether every slide has gone to the writer.
+    fn all_handed_over(&self) -> bool {
+        self.current >= self.pending.len()
+    }
+
     /// Sends every complete slide to `finished` (slides without patches at once); false when
     /// the receiver is gone.
     fn hand_over(&mut self, finished: &mpsc::SyncSender<(usize, Vec<f32>)>) -> bool {
@@ -312,6 +317,14 @@ pub fn extract(
                     .into_data()
                     .try_into_vec::<f32>()
                     .map_err(|e| TrainError::Invalid(format!("embeddings: {e:?}")))?;
+                // Rows out of step with the patches would be stored under another slide's name.
+                if values.len() != decoded.patches * features {
+                    return Err(TrainError::Invalid(format!(
+                        "the encoder returned {} values for {} patches of {features}",
+                        values.len(),
+                        decoded.patches
+                    )));
+                }
                 let mut values = values.as_slice();
                 while !values.is_empty() {
                     values = slides.fill(values)?;
@@ -320,6 +333,15 @@ pub fn extract(
                         return Ok(());
                     }
                 }
+                if writer.is_finished() {
+                    // It stopped on a store error: no point embedding what it cannot keep.
+                    return Ok(());
+                }
+            }
+            if !slides.all_handed_over() {
+                return Err(TrainError::Invalid(
+                    "the encoder returned fewer embeddings than there are patches".into(),
+                ));
             }
             Ok(())
         })();
@@ -327,8 +349,10 @@ pub fn extract(
         let stored = writer
             .join()
             .map_err(|_| TrainError::Invalid("the embedding writer panicked".into()))?;
+        // A store failure is the cause of whatever the encoder met after it.
+        let stored = stored?;
         encoding?;
-        stored
+        Ok(stored)
     })?;
     report.computed = computed;
     report.encoded = encoded;
@@ -464,6 +488,7 @@ mod tests {
                 (9, vec![]),
             ]
         );
+        assert!(slides.all_handed_over());
         // One value too many is an error, not a row of a slide that does not exist.
         assert!(slides.fill(&[1.0]).is_err());
     }
