@@ -9,7 +9,10 @@
 //! the same compressed tiles, so the same decoding work, and OpenSlide before 4.0 (Debian 12 ships
 //! 3.4) cannot open DICOM at all.
 //!
-//! 1. Aligned 256 px level-0 region reads per second, with 1 and 2 threads.
+//! 1. Aligned 256 px level-0 region reads per second, with 1 and 2 threads. The reads are cut
+//!    into passes that pathfed and OpenSlide take in turn, and the ratio is the passes' median:
+//!    on a shared machine the speed drifts by a fifth within a minute, which moved a ratio taken
+//!    from two back-to-back totals as much.
 //! 2. Deep Zoom tiles per second over a whole pyramid (tiles rendered and JPEG-encoded in
 //!    memory), pathfed's `DeepZoom` against openslide-rs's `DeepZoomGenerator` plus the same
 //!    JPEG encoder.
@@ -341,6 +344,7 @@ fn ensure_synthetic(args: &SlideBenchArgs) -> anyhow::Result<PathBuf> {
 #[cfg(feature = "openslide")]
 mod measure {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
     use anyhow::Context;
@@ -399,26 +403,36 @@ mod measure {
         // A small slide has few distinct regions: repeat the pass with fresh readers (so no pass
         // profits from an earlier one's cache) until about `reads` regions have been read.
         let rounds = reads.div_ceil(positions.len().max(1));
+        let passes = passes(&positions, rounds);
         println!(
-            "-- aligned 256 px level-0 region reads ({} distinct regions x {rounds} rounds, fresh readers each round)",
-            positions.len()
+            "-- aligned 256 px level-0 region reads ({} distinct regions x {rounds} rounds, fresh readers each round; {} interleaved passes, pathfed then OpenSlide, the ratio is their median)",
+            positions.len(),
+            passes.len()
         );
         // Untimed pass so both backends find the file's pages in the page cache.
-        rate(1, &positions, 1, || open_ours(slide, limits, cache))?;
-        rate(1, &positions, 1, || {
-            Ok(Arc::new(OpenSlideReader::open(reference, limits)?) as Arc<dyn SlideReader>)
-        })?;
+        seconds(1, &positions, 1, &|| open_ours(slide, limits, cache))?;
+        let open_theirs =
+            || Ok(Arc::new(OpenSlideReader::open(reference, limits)?) as Arc<dyn SlideReader>);
+        seconds(1, &positions, 1, &open_theirs)?;
         for threads in [1usize, 2] {
-            let fast_rate = rate(rounds, &positions, threads, || {
-                open_ours(slide, limits, cache)
-            })?;
-            let os_rate = rate(rounds, &positions, threads, || {
-                Ok(Arc::new(OpenSlideReader::open(reference, limits)?) as Arc<dyn SlideReader>)
-            })?;
+            let (mut ours, mut theirs, mut ratios) = (0.0, 0.0, Vec::new());
+            // Each pass is read by both right after each other, so a change in the machine's
+            // speed (another tenant, frequency scaling) during the run moves both alike.
+            for &(part, rounds) in &passes {
+                let a = seconds(rounds, part, threads, &|| open_ours(slide, limits, cache))?;
+                let b = seconds(rounds, part, threads, &open_theirs)?;
+                (ours, theirs) = (ours + a, theirs + b);
+                ratios.push(b / a);
+            }
+            let total = passes.iter().map(|(p, r)| p.len() * r).sum::<usize>() as f64;
             println!(
-                "   {threads} thread{}: pathfed {fast_rate:>8.0} reads/s | OpenSlide {os_rate:>8.0} reads/s | ratio {:.2}x (target >= {}x)",
+                "   {threads} thread{}: pathfed {:>8.0} reads/s | OpenSlide {:>8.0} reads/s | ratio {:.2}x (passes {:.2}x to {:.2}x; target >= {}x)",
                 if threads == 1 { " " } else { "s" },
-                fast_rate / os_rate,
+                total / ours,
+                total / theirs,
+                crate::throughput::median(&ratios),
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(0.0, f64::max),
                 targets.reads
             );
         }
@@ -503,23 +517,45 @@ mod measure {
         if b == 0 { a } else { gcd(b, a % b) }
     }
 
-    /// Reads per second over `rounds` passes, each with a reader from `open` (not timed).
-    fn rate(
+    /// How many interleaved passes a measurement is split into.
+    const PASSES: usize = 9;
+
+    /// The measurement's passes as (positions, rounds): the rounds spread over the passes when
+    /// there are several, else the positions cut into slices (each still spread over the slide,
+    /// as `aligned_positions` orders them).
+    fn passes(positions: &[(u64, u64)], rounds: usize) -> Vec<(&[(u64, u64)], usize)> {
+        if rounds >= PASSES {
+            return (0..PASSES)
+                .map(|i| (positions, rounds * (i + 1) / PASSES - rounds * i / PASSES))
+                .collect();
+        }
+        positions
+            .chunks(positions.len().div_ceil(PASSES).max(1))
+            .map(|part| (part, rounds))
+            .collect()
+    }
+
+    /// Seconds to read `positions` `rounds` times, each round with a reader from `open` (opening
+    /// not timed).
+    fn seconds(
         rounds: usize,
         positions: &[(u64, u64)],
         threads: usize,
-        open: impl Fn() -> anyhow::Result<Arc<dyn SlideReader>>,
+        open: &dyn Fn() -> anyhow::Result<Arc<dyn SlideReader>>,
     ) -> anyhow::Result<f64> {
         let mut seconds = 0.0;
         for _ in 0..rounds {
             let slide = open()?;
             seconds += positions.len() as f64 / reads_per_second(&slide, positions, threads)?;
         }
-        Ok((rounds * positions.len()) as f64 / seconds)
+        Ok(seconds)
     }
 
     /// Reads every position once, split over `threads` threads by area (thread `t` takes the
     /// `t`-th horizontal band), as separate viewers looking at different parts of a slide would.
+    /// A thread done with its band goes on with the next one's unread positions, so the figure
+    /// is both threads' throughput: a band with more tissue, whose tiles take longer to decode,
+    /// would otherwise leave the other thread idle at the end.
     fn reads_per_second(
         slide: &Arc<dyn SlideReader>,
         positions: &[(u64, u64)],
@@ -535,15 +571,20 @@ mod measure {
                     .collect()
             })
             .collect();
+        // The next unread position of each band.
+        let cursors: Vec<AtomicUsize> = bands.iter().map(|_| AtomicUsize::new(0)).collect();
         let started = Instant::now();
         std::thread::scope(|scope| {
-            let handles: Vec<_> = bands
-                .iter()
-                .map(|band| {
-                    let slide = Arc::clone(slide);
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (slide, bands, cursors) = (Arc::clone(slide), &bands, &cursors);
                     scope.spawn(move || -> anyhow::Result<()> {
-                        for &(x, y) in band {
-                            slide.read_region(0, x, y, 256, 256)?;
+                        for b in (t..threads).chain(0..t) {
+                            while let Some(&(x, y)) =
+                                bands[b].get(cursors[b].fetch_add(1, Ordering::Relaxed))
+                            {
+                                slide.read_region(0, x, y, 256, 256)?;
+                            }
                         }
                         Ok(())
                     })

@@ -98,6 +98,17 @@ pub struct Step {
     pub seconds: f64,
 }
 
+/// The median of `values` (NaN when there are none): one outlier does not move it.
+pub fn median(values: &[f64]) -> f64 {
+    let mut s = values.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
 /// Timed training steps of one model on one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Throughput {
@@ -110,13 +121,7 @@ pub struct Throughput {
 impl Throughput {
     /// The median step time in seconds.
     pub fn median_step(&self) -> f64 {
-        let mut s = self.step_seconds.clone();
-        s.sort_by(f64::total_cmp);
-        match s.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => s[n / 2],
-            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-        }
+        median(&self.step_seconds)
     }
 
     /// Images per second at the median step time: one slow step (a page fault storm, another

@@ -14,7 +14,8 @@
 //! Colour: the decoder applies the codestream's own multi-component transform (RCT or ICT)
 //! when the codestream signals one. Whether the components it hands back are RGB or YCbCr is
 //! the container's word, given as [`J2kColour`]; YCbCr is converted with OpenSlide's integer
-//! tables, so pixels match OpenSlide's.
+//! tables. The decoder carried in `vendor/` follows OpenJPEG's floating-point arithmetic for the
+//! irreversible 9/7 wavelet, so lossy samples round as OpenSlide's do and the pixels are equal.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::LazyLock;

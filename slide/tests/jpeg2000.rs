@@ -71,19 +71,16 @@ mod against_openslide {
         (max, differing as f64 / a.as_raw().len() as f64)
     }
 
-    /// Each fixture and the largest per-channel difference from OpenSlide it may show. The two
-    /// decoders implement the irreversible 9/7 wavelet differently, so a lossy sample can round
-    /// the other way: 1 LSB in RGB. For 33003 the difference is in Y, Cb or Cr, and the
-    /// YCbCr → RGB step (both readers use the same integer tables) multiplies a chroma
-    /// difference by up to 1.77 in B: measured, at most 3 on 0.05% of the samples of the 4:2:2
-    /// fixture, so not the 1 LSB the RGB variants keep. The reversible 5/3 variants are integer
-    /// throughout and must agree exactly; every variant also bounds the share of differing
-    /// samples at 0.5%.
+    /// Each fixture and the largest per-channel difference from OpenSlide it may show: none.
+    /// OpenSlide decodes with OpenJPEG; pathfed's JPEG 2000 decoder follows OpenJPEG's 9/7
+    /// arithmetic (vendor/hayro-jpeg2000/PATCHES.md), so even lossy samples round alike, and
+    /// 33003's YCbCr goes through the same integer tables. Before that change the lossy 4:2:2
+    /// fixture differed by up to 3 on 0.05% of samples.
     const VARIANTS: [(&str, u8); 4] = [
-        ("ycbcr422-97", 3),
+        ("ycbcr422-97", 0),
         ("ycbcr444-53", 0),
         ("rgb-53", 0),
-        ("rgb-97", 1),
+        ("rgb-97", 0),
     ];
 
     /// The whole level, regions straddling tile borders, and one running past the edge.
@@ -146,9 +143,9 @@ mod against_openslide {
                     let theirs = os.read_region(level, x, y, w, h).unwrap();
                     let (max, share) = difference(&ours, &theirs);
                     assert!(
-                        max <= *tolerance && share <= 0.005,
+                        max <= *tolerance,
                         "{variant} level {level} region ({x}, {y}, {w}, {h}): largest \
-                         difference {max} (allowed {tolerance}), {:.4}% of samples differ",
+                         difference {max} (allowed {tolerance}), {:.6}% of samples differ",
                         share * 100.0
                     );
                     if level == 0 && (x, y) == (0, 0) && w > 1000 {
