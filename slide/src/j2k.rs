@@ -328,8 +328,9 @@ fn decode_wrapped(jp2: &[u8], width: u32, height: u32, colour: J2kColour) -> Res
     Ok(out)
 }
 
-/// A decoded sample as the 8-bit value OpenJPEG gives: rounded half to even (`lrintf`), then
-/// clamped to the component's range.
+/// A decoded sample as an 8-bit value, clamped to the component's range. The decoder already
+/// rounds half to even before its level shift, as OpenJPEG's `lrintf` does; rounding again here
+/// keeps a fractional sample from being truncated should that ever change.
 fn to_u8(sample: f32) -> u8 {
     sample.round_ties_even().clamp(0.0, 255.0) as u8
 }
