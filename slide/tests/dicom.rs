@@ -11,7 +11,6 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -75,17 +74,9 @@ fn fixtures() -> &'static Path {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dicom-wsi");
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom_wsi.py");
-        let output = Command::new(common::tools_python())
-            .arg(&script)
-            .arg(common::real_slide())
-            .arg(&root)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "dicom_wsi.py failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
+        common::run_fixture_script(
+            "dicom_wsi.py",
+            &[common::real_slide().as_os_str(), root.as_os_str()],
         );
         root
     })
@@ -145,52 +136,20 @@ fn raw_rgb(path: &Path, w: u32, h: u32) -> RgbImage {
     RgbImage::from_raw(w, h, std::fs::read(path).unwrap()).unwrap()
 }
 
-fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> u8 {
-    assert_eq!(a.dimensions(), b.dimensions(), "images differ in size");
-    a.as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y))
-        .max()
-        .unwrap_or(0)
-}
-
-/// How close our pixels must be to the oracle's.
-#[derive(Clone, Copy, Debug)]
-enum Tolerance {
-    /// Identical bytes: lossless codecs, raw pixels, and lossy JPEG 2000 (pathfed's decoder
-    /// follows OpenJPEG's 9/7 arithmetic, and wsidicom decodes with OpenJPEG).
-    Exact,
-    /// Mean absolute difference per channel at most this: JPEG, where zune-jpeg and Pillow's
-    /// libjpeg-turbo use different inverse DCTs and chroma upsampling (measured: mean at most
-    /// 0.15, a few samples up to 4 levels apart).
-    Mean(f64),
-}
-
-fn assert_close(ours: &RgbImage, theirs: &RgbImage, tolerance: Tolerance, what: &str) {
+/// Our pixels must be wsidicom's, byte for byte: JPEG frames (pathfed's decoder follows
+/// libjpeg-turbo's arithmetic, and wsidicom decodes them with Pillow, i.e. libjpeg-turbo), JPEG 2000
+/// (pathfed's decoder follows OpenJPEG's, which wsidicom uses), and raw pixels.
+fn assert_same(ours: &RgbImage, theirs: &RgbImage, what: &str) {
     let (mean, max) = (
         common::mean_abs_diff(ours, theirs),
-        max_abs_diff(ours, theirs),
+        common::max_abs_diff(ours, theirs),
     );
-    let ok = match tolerance {
-        Tolerance::Exact => max == 0,
-        Tolerance::Mean(limit) => mean <= limit,
-    };
-    assert!(
-        ok,
-        "{what}: mean abs diff {mean:.3}, max {max} ({tolerance:?})"
-    );
+    assert!(max == 0, "{what}: mean abs diff {mean:.4}, max {max}");
 }
 
 #[test]
 fn levels_properties_and_pixels_match_wsidicom_level_by_level() {
-    for (variant, tolerance) in [
-        ("jpeg-bot", Tolerance::Mean(1.0)),
-        ("j2k-lossless", Tolerance::Exact),
-        ("j2k-lossy", Tolerance::Exact),
-        ("native", Tolerance::Exact),
-        ("sparse", Tolerance::Mean(1.0)),
-    ] {
+    for variant in ["jpeg-bot", "j2k-lossless", "j2k-lossy", "native", "sparse"] {
         let expected = oracle(variant);
         let slide = open(&series(variant));
         let p = slide.properties();
@@ -230,10 +189,9 @@ fn levels_properties_and_pixels_match_wsidicom_level_by_level() {
         for (level, x, y, w, h, file) in &expected.regions {
             let ours = slide.read_region(*level, *x, *y, *w, *h).unwrap();
             let theirs = raw_rgb(file, *w, *h);
-            assert_close(
+            assert_same(
                 &ours,
                 &theirs,
-                tolerance,
                 &format!("{variant} level {level} region ({x},{y},{w},{h})"),
             );
         }
@@ -260,7 +218,7 @@ fn levels_properties_and_pixels_match_wsidicom_level_by_level() {
             );
             if let Some(file) = file {
                 let theirs = raw_rgb(file, *w as u32, *h as u32);
-                assert_close(&image, &theirs, tolerance, &format!("{variant} {name}"));
+                assert_same(&image, &theirs, &format!("{variant} {name}"));
             }
         }
         assert!(matches!(
@@ -307,7 +265,7 @@ fn jpeg_frames_decode_exactly_like_the_tiff_fast_path_and_pass_through_deep_zoom
     let ours = slide.read_region(0, 0, 0, w as u32, h as u32).unwrap();
     let theirs = tiff.read_region(0, 0, 0, w as u32, h as u32).unwrap();
     assert_eq!(
-        max_abs_diff(&ours, &theirs),
+        common::max_abs_diff(&ours, &theirs),
         0,
         "level 0 differs from the SVS"
     );
@@ -381,7 +339,7 @@ fn offset_tables_concatenations_and_fragments_read_the_same_frames() {
         let levels = whole_levels(open(&series(variant)).as_ref());
         assert_eq!(levels.len(), reference.len(), "{variant}");
         for (i, (a, b)) in levels.iter().zip(&reference).enumerate() {
-            assert_eq!(max_abs_diff(a, b), 0, "{variant} level {i}");
+            assert_eq!(common::max_abs_diff(a, b), 0, "{variant} level {i}");
         }
     }
 
@@ -397,8 +355,16 @@ fn offset_tables_concatenations_and_fragments_read_the_same_frames() {
             }
         }
     }
-    assert_eq!(max_abs_diff(&sparse[0], &expected), 0, "sparse level 0");
-    assert_eq!(max_abs_diff(&sparse[1], &reference[1]), 0, "sparse level 1");
+    assert_eq!(
+        common::max_abs_diff(&sparse[0], &expected),
+        0,
+        "sparse level 0"
+    );
+    assert_eq!(
+        common::max_abs_diff(&sparse[1], &reference[1]),
+        0,
+        "sparse level 1"
+    );
     assert!(
         slide.raw_tile(0, 5, 0).unwrap().is_none(),
         "a missing tile has no JPEG"

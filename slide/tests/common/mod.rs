@@ -32,6 +32,35 @@ pub fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
     sum as f64 / a.as_raw().len() as f64
 }
 
+/// The largest per-sample difference between two images of equal size.
+pub fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> u8 {
+    assert_eq!(a.dimensions(), b.dimensions(), "images differ in size");
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Runs `tests/fixtures/{script}` with `args` under the tools' Python, failing the test with
+/// the script's error output if it fails.
+pub fn run_fixture_script(script: &str, args: &[&std::ffi::OsStr]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(script);
+    let output = std::process::Command::new(tools_python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A one-tile (16 × 16, uncompressed) generic TIFF, written with the project's writer after
 /// `edit` has changed its tags.
 pub fn one_tile_tiff(path: &Path, edit: impl FnOnce(&mut Directory)) {
