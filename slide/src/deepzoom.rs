@@ -239,6 +239,8 @@ impl DeepZoom {
             && x1 - x0 == ts
             && y1 - y0 == ts
             && let Some(raw) = self.slide.raw_tile(stored, col, row)?
+            && u64::from(raw.width) == ts
+            && u64::from(raw.height) == ts
         {
             return Ok(Tile {
                 jpeg: raw.jpeg,

@@ -142,6 +142,21 @@ pub fn split_header(data: &[u8]) -> Result<(Vec<Segment<'_>>, &[u8]), String> {
     }
 }
 
+/// The width and height a JPEG stream's frame header (SOFn) declares, or `None` without one.
+pub fn frame_size(data: &[u8]) -> Option<(u32, u32)> {
+    let (segments, _) = split_header(data).ok()?;
+    segments
+        .iter()
+        // SOF0–SOF15, except DHT (C4), JPG (C8) and DAC (CC), which share the range.
+        .find(|s| matches!(s.marker, 0xC0..=0xCF) && !matches!(s.marker, 0xC4 | 0xC8 | 0xCC))
+        .and_then(|s| s.payload.get(1..5))
+        .map(|b| {
+            let height = u16::from_be_bytes([b[0], b[1]]);
+            let width = u16::from_be_bytes([b[2], b[3]]);
+            (u32::from(width), u32::from(height))
+        })
+}
+
 /// Writes one marker segment.
 pub fn push_segment(out: &mut Vec<u8>, marker: u8, payload: &[u8]) {
     out.extend_from_slice(&[0xFF, marker]);
@@ -259,6 +274,15 @@ mod tests {
         let (_, _, back) = decode_rgb(&fixed, 1024).unwrap();
         let mad = mean_abs_diff(&rgb, &back);
         assert!(mad < 2.0, "mean abs diff {mad}");
+    }
+
+    #[test]
+    fn frame_size_is_read_from_the_frame_header() {
+        let jpeg = encode_raw(&gradient(64, 48), 64, 48, 80).unwrap();
+        assert_eq!(frame_size(&jpeg), Some((64, 48)));
+        // Tables only: no frame header.
+        assert_eq!(frame_size(b"\xFF\xD8\xFF\xDA\x00\x02"), None);
+        assert_eq!(frame_size(b"garbage"), None);
     }
 
     #[test]

@@ -535,3 +535,30 @@ fn the_first_bytes_of_an_upload_tell_a_refused_transfer_syntax() {
         Err(SlideError::NotASlide(_))
     ));
 }
+
+#[test]
+fn stored_frames_report_the_size_their_stream_holds() {
+    // wsidicomizer crops the edge frames of the levels it adds. A stored tile that DICOMweb or
+    // Deep Zoom passes through as a whole frame must not be one of those, so a raw tile's size
+    // is its stream's, not the series' frame size.
+    let slide = open(&series("jpeg-bot"));
+    let mut cropped = 0;
+    for (level, info) in slide.properties().levels.iter().enumerate() {
+        let (tw, th) = info.tile_size.unwrap();
+        for row in 0..info.height.div_ceil(u64::from(th)) {
+            for col in 0..info.width.div_ceil(u64::from(tw)) {
+                let tile = slide.raw_tile(level, col, row).unwrap().unwrap();
+                assert_eq!(
+                    pathfed_slide::jpeg::frame_size(&tile.jpeg),
+                    Some((tile.width, tile.height)),
+                    "level {level} tile ({col}, {row})"
+                );
+                cropped += usize::from((tile.width, tile.height) != (tw, th));
+            }
+        }
+    }
+    assert!(
+        cropped > 0,
+        "the fixture has no cropped edge frame to check"
+    );
+}

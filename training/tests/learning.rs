@@ -100,7 +100,17 @@ async fn learns_textures_from_pixels_and_not_from_shuffled_labels() {
         .map(|m| m.value)
         .collect();
     assert_eq!(losses.len(), 4, "{:?}", trained.history);
-    assert!(losses[3] < losses[0], "training loss falls: {losses:?}");
+    // Every epoch's mean loss is far below chance (ln 2 for two balanced classes), and a later
+    // epoch improves on the first. Not "the last below the first": on so easy a task the model
+    // is near its best within the first epoch, and one unlucky batch can lift a later epoch's
+    // mean (measured: 0.055, 0.100, 0.002, 0.059).
+    let chance = std::f64::consts::LN_2;
+    assert!(
+        losses.iter().all(|&loss| loss < chance / 4.0),
+        "training loss stays far below chance ({chance:.3}): {losses:?}"
+    );
+    let best_later = losses[1..].iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(best_later < losses[0], "training loss falls: {losses:?}");
 
     // An attention-MIL head on the frozen model's embeddings, trained from slide labels only,
     // classifies the test slides as well.

@@ -16,15 +16,18 @@
 // Last, on the upload page, the instances of a DICOM whole-slide series chosen together make one
 // upload row, one upload and one slide of format `dicom`; the same instances labelled RLE
 // Lossless are refused in their row, naming the transfer syntax, without an upload being created;
-// and OpenSeadragon, given the DICOM slide's IIIF Image API 3 `info.json`, draws its tiles, all
-// fetched from `/iiif/3/`.
+// OpenSeadragon, given the DICOM slide's IIIF Image API 3 `info.json`, draws its tiles, all
+// fetched from `/iiif/3/`; and dicom-microscopy-viewer (the viewer of Slim, from npm), given the
+// slide's series from DICOMweb, draws its frames, all fetched from `/dicomweb/`.
 //
 // Environment: see web/tests/harness.mjs, and two more that server/tests/it/browser.rs sets:
 //   PATHFED_DICOM_SERIES      the DICOM series' instance files, joined by the path-list separator
 //   PATHFED_DICOM_RLE_SERIES  the same instances labelled RLE Lossless, joined alike
 
+import fs from "node:fs";
 import path from "node:path";
 import {
+  ARTIFACTS,
   SCALE_TEXT,
   T,
   TILES_TIMEOUT_MS,
@@ -158,6 +161,7 @@ async function main() {
   await languageSwitch(base, caseId, password);
   const dicomSlide = await dicomSeries(base, dicom);
   await iiifInOpenSeadragon(base, dicomSlide);
+  await microscopyViewer(base, dicomSlide);
 }
 
 // ---- The ruler ---------------------------------------------------------------------------------
@@ -469,6 +473,134 @@ async function iiifInOpenSeadragon(base, slideId) {
     await screenshot("en-iiif-openseadragon");
   } finally {
     page.off("request", watchIiif);
+  }
+}
+
+/** The files of dicom-microscopy-viewer (and the DICOMweb client it is given) from npm, served by
+ * the test under `/dmv/` on the platform's own origin, so the viewer calls DICOMweb as a page of
+ * the site would, with the session's cookie. Its workers and WebAssembly decoders load from
+ * `dynamic-import/`, which it finds through `window.PUBLIC_LIB_URL`. */
+const DMV_FILES = (() => {
+  const modules = path.resolve("web/node_modules");
+  const dist = path.join(modules, "dicom-microscopy-viewer/dist");
+  const files = {
+    "/dmv/dicomweb-client.js": path.join(modules, "dicomweb-client/build/dicomweb-client.js"),
+    "/dmv/dicomMicroscopyViewer.bundle.min.js": path.join(dist, "dicomMicroscopyViewer.bundle.min.js"),
+  };
+  for (const name of fs.readdirSync(path.join(dist, "dynamic-import"))) {
+    files[`/dmv/${name}`] = path.join(dist, "dynamic-import", name);
+  }
+  return files;
+})();
+
+const DMV_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dicom-microscopy-viewer</title>
+<script>window.PUBLIC_URL = "/"; window.PUBLIC_LIB_URL = "/dmv/";</script>
+<script src="/dmv/dicomweb-client.js"></script>
+<script src="/dmv/dicomMicroscopyViewer.bundle.min.js"></script>
+</head><body style="margin:0"><div id="viewport" style="width:800px;height:600px"></div></body></html>`;
+
+/** The study UID the platform gives a slide: 2.25 and the slide's UUID as a decimal number. */
+function studyUid(slideId) {
+  return `2.25.${BigInt(`0x${slideId.replace(/-/g, "")}`).toString()}`;
+}
+
+/** dicom-microscopy-viewer opens the DICOM slide's series from DICOMweb (QIDO-RS finds it,
+ * WADO-RS gives its metadata and frames, asked for as octet-stream "as stored") and draws it. */
+async function microscopyViewer(base, slideId) {
+  step("dicom-microscopy-viewer opens the DICOM slide through DICOMweb");
+  const context = page.context();
+  const serve = async (route) => {
+    const pathname = new URL(route.request().url()).pathname;
+    if (pathname === "/dmv/viewer.html") return route.fulfill({ contentType: "text/html", body: DMV_PAGE });
+    const file = DMV_FILES[pathname];
+    if (!file) return route.fulfill({ status: 404, body: "not a dicom-microscopy-viewer file" });
+    const type = file.endsWith(".wasm") ? "application/wasm" : "text/javascript";
+    return route.fulfill({ contentType: type, body: fs.readFileSync(file) });
+  };
+  await context.route(`${base}/dmv/**`, serve);
+  const frames = [];
+  const watchFrames = (response) => {
+    const url = new URL(response.url());
+    if (/\/frames\/[0-9,]+$/.test(url.pathname)) frames.push({ path: url.pathname, status: response.status() });
+  };
+  page.on("response", watchFrames);
+  try {
+    await page.goto(`${base}/dmv/viewer.html`);
+    const study = studyUid(slideId);
+    const opened = await page.evaluate(async (studyInstanceUID) => {
+      const client = new window.DICOMwebClient.api.DICOMwebClient({ url: `${location.origin}/dicomweb` });
+      const found = await client.searchForSeries({ studyInstanceUID });
+      const seriesInstanceUID = found[0]["0020000E"].Value[0];
+      const metadata = await client.retrieveSeriesMetadata({ studyInstanceUID, seriesInstanceUID });
+      const dmv = window.dicomMicroscopyViewer;
+      const images = metadata
+        .map((m) => new dmv.metadata.VLWholeSlideMicroscopyImage({ metadata: m }))
+        .filter((image) => image.ImageType[2] === "VOLUME");
+      const state = { started: 0, ended: 0, loaded: 0, errors: [] };
+      const prefix = "dicommicroscopyviewer_";
+      document.addEventListener(`${prefix}frame_loading_started`, () => {
+        state.started += 1;
+      }, true);
+      document.addEventListener(`${prefix}frame_loading_ended`, (event) => {
+        state.ended += 1;
+        if (event.detail && event.detail.payload && event.detail.payload.pixelArray) state.loaded += 1;
+      }, true);
+      document.addEventListener(`${prefix}frame_loading_error`, (event) => {
+        state.errors.push(JSON.stringify(event.detail && event.detail.payload));
+      }, true);
+      document.addEventListener(`${prefix}loading_error`, (event) => {
+        state.errors.push(String(event.detail && event.detail.payload));
+      }, true);
+      const viewer = new dmv.viewer.VolumeImageViewer({ client, metadata: images });
+      viewer.render({ container: document.getElementById("viewport") });
+      window.pathfedDmv = { viewer, state };
+      return { series: found.length, instances: metadata.length, volumes: images.length, seriesInstanceUID };
+    }, study);
+    check(opened.series === 1, `QIDO-RS found ${opened.series} series in the slide's study`);
+    check(opened.volumes === opened.instances && opened.volumes > 1, `the series' ${opened.instances} instances gave ${opened.volumes} VOLUME images`);
+    await waitInPage(
+      "dicom-microscopy-viewer to decode frames",
+      () => {
+        const { errors, started, ended, loaded } = window.pathfedDmv.state;
+        return errors.length > 0 || (loaded > 0 && ended === started);
+      },
+      null,
+      TILES_TIMEOUT_MS,
+    );
+    const state = await page.evaluate(() => window.pathfedDmv.state);
+    check(state.errors.length === 0, `dicom-microscopy-viewer could not load frames: ${state.errors.slice(0, 3).join("; ")}`);
+    // Let the decoded frames reach the screen, then look at what it shows.
+    await sleep(1_000);
+    const shot = await page.locator("#viewport").screenshot({ path: path.join(ARTIFACTS, "en-dicom-microscopy-viewer.png") });
+    const drawn = await page.evaluate(async (png) => {
+      const bitmap = await createImageBitmap(await (await fetch(`data:image/png;base64,${png}`)).blob());
+      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+      const context2d = canvas.getContext("2d");
+      context2d.drawImage(bitmap, 0, 0);
+      const data = context2d.getImageData(0, 0, bitmap.width, bitmap.height).data;
+      let sum = 0;
+      let squares = 0;
+      let tissue = 0;
+      const pixels = data.length / 4;
+      for (let i = 0; i < data.length; i += 4) {
+        const lum = 0.2126 * data[i] + 0.7152 * data[i + 1] + 0.0722 * data[i + 2];
+        sum += lum;
+        squares += lum * lum;
+        if (lum < 220) tissue += 1;
+      }
+      const mean = sum / pixels;
+      return { std: Math.sqrt(Math.max(0, squares / pixels - mean * mean)), tissue: tissue / pixels };
+    }, shot.toString("base64"));
+    const refused = frames.filter((f) => f.status !== 200);
+    check(frames.length > 0 && refused.length === 0, `frame requests: ${frames.length}, refused ${refused.map((f) => `${f.status} ${f.path}`).slice(0, 3).join(", ")}`);
+    const elsewhere = frames.filter((f) => !f.path.startsWith(`/dicomweb/studies/${study}/series/${opened.seriesInstanceUID}/instances/`));
+    check(elsewhere.length === 0, `frames from outside the slide's series: ${elsewhere.slice(0, 3).map((f) => f.path).join(", ")}`);
+    check(drawn.std > 5 && drawn.tissue > 0.01, `the viewer looks blank (luminance std ${drawn.std.toFixed(2)}, ${(100 * drawn.tissue).toFixed(1)}% tissue)`);
+    step(`  ${state.loaded} frames decoded from ${frames.length} WADO-RS requests (e.g. ${frames[0].path}), luminance std ${drawn.std.toFixed(1)}`);
+  } finally {
+    page.off("response", watchFrames);
+    await context.unroute(`${base}/dmv/**`, serve);
   }
 }
 

@@ -655,6 +655,7 @@ fn render(
 ) -> Result<Vec<u8>, ApiError> {
     if let Some((level, col, row)) = plan.stored
         && let Some(tile) = reader.raw_tile(level, col, row).map_err(slide_error)?
+        && (tile.width, tile.height) == (plan.width, plan.height)
     {
         return Ok(tile.jpeg);
     }

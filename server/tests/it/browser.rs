@@ -14,8 +14,9 @@
 //!   language switch and its choice kept on the server; a DICOM series (the project's real
 //!   slide, converted here by wsidicomizer) chosen as its instance files becomes one upload and
 //!   one `dicom` slide, the same instances labelled RLE Lossless are refused by name before any
-//!   upload, and OpenSeadragon draws the DICOM slide from its IIIF Image API 3 `info.json`. The
-//!   instance files reach the script as environment variables (paths joined like `PATH`).
+//!   upload, OpenSeadragon draws the DICOM slide from its IIIF Image API 3 `info.json`, and
+//!   dicom-microscopy-viewer (Slim's viewer, from npm) draws it from DICOMweb. The instance
+//!   files reach the script as environment variables (paths joined like `PATH`).
 //!
 //! The scripts keep screenshots in `target/test-artifacts/` (the English ones prefixed `en-`).
 

@@ -489,15 +489,21 @@ impl SlideReader for DicomSlide {
             return Ok(None);
         };
         let data = self.frame_bytes(instance, frame)?;
-        let jpeg = frames::jpeg_stream(data, rgb).map_err(|message| SlideError::Decode {
+        let fail = |message: String| SlideError::Decode {
             image: instance,
             index: frame,
             message,
-        })?;
+        };
+        let jpeg = frames::jpeg_stream(data, rgb).map_err(fail)?;
+        // What the stream holds, not what the series declares: some writers store edge frames
+        // cropped to the image (wsidicomizer's added levels do), and a caller passing a stored
+        // tile through must not present a cropped one as a whole tile.
+        let (width, height) = crate::jpeg::frame_size(&jpeg)
+            .ok_or_else(|| fail("a JPEG frame without a frame header".into()))?;
         Ok(Some(RawTile {
             jpeg,
-            width: image.tile_w,
-            height: image.tile_h,
+            width,
+            height,
         }))
     }
 

@@ -75,36 +75,62 @@ pub(super) fn json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Frames: `multipart/related; type="image/jpeg"` in JPEG baseline (its default transfer
-/// syntax), or any type.
-pub(super) fn jpeg_frames(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(ranges) = ranges(headers) else {
-        return Ok(());
-    };
-    let acceptable = ranges.iter().filter(|r| r.q > 0.0).any(|r| {
-        if r.essence == "*/*" {
-            return true;
+/// How frames are labelled in a multipart answer; the bytes are the same JPEG either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FramePart {
+    /// `image/jpeg`, the default.
+    Jpeg,
+    /// `application/octet-stream` asked for with `transfer-syntax=*` ("as stored"), which
+    /// dicom-microscopy-viewer (and so Slim) sends; the part's type names the syntax.
+    OctetStream,
+}
+
+impl FramePart {
+    /// The media type inside the multipart answer's `type` parameter.
+    pub(super) fn media_type(self) -> &'static str {
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::OctetStream => "application/octet-stream",
         }
-        // A missing `type` is taken as any type: every frame is a JPEG.
-        let part_type = r.param("type").is_none_or(|t| {
-            matches!(
-                t.to_ascii_lowercase().as_str(),
-                "image/jpeg" | "image/*" | "*/*"
-            )
-        });
-        let syntax = r
-            .param("transfer-syntax")
-            .is_none_or(|ts| ts == "*" || ts == JPEG_BASELINE);
-        r.essence == "multipart/related" && part_type && syntax
-    });
-    if acceptable {
-        Ok(())
-    } else {
-        Err(not_acceptable(
-            "frames are given as multipart/related; type=\"image/jpeg\" in JPEG baseline \
-             (transfer syntax 1.2.840.10008.1.2.4.50) only",
-        ))
     }
+}
+
+/// Frames: `multipart/related; type="image/jpeg"` in JPEG baseline (its default transfer
+/// syntax), `type="application/octet-stream"` with any transfer syntax (`*`), or any type; the
+/// most preferred range the server can answer decides.
+pub(super) fn jpeg_frames(headers: &HeaderMap) -> Result<FramePart, ApiError> {
+    let Some(mut ranges) = ranges(headers) else {
+        return Ok(FramePart::Jpeg);
+    };
+    // Stable: equally preferred ranges keep the client's order.
+    ranges.sort_by(|a, b| b.q.total_cmp(&a.q));
+    let answer = ranges.iter().filter(|r| r.q > 0.0).find_map(|r| {
+        if r.essence == "*/*" {
+            return Some(FramePart::Jpeg);
+        }
+        if r.essence != "multipart/related" {
+            return None;
+        }
+        let syntax = r.param("transfer-syntax");
+        // A missing `type` is taken as any type: every frame is a JPEG.
+        match r.param("type").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("image/jpeg" | "image/*" | "*/*")
+                if syntax.is_none_or(|ts| ts == "*" || ts == JPEG_BASELINE) =>
+            {
+                Some(FramePart::Jpeg)
+            }
+            // Without `*` the octet-stream default is uncompressed little endian, never given.
+            Some("application/octet-stream") if syntax == Some("*") => Some(FramePart::OctetStream),
+            _ => None,
+        }
+    });
+    answer.ok_or_else(|| {
+        not_acceptable(
+            "frames are given as multipart/related; type=\"image/jpeg\" in JPEG baseline \
+             (transfer syntax 1.2.840.10008.1.2.4.50), or as type=\"application/octet-stream\" \
+             with transfer-syntax=* (the same JPEG), only",
+        )
+    })
 }
 
 /// Rendered images: the most preferred of `image/jpeg` and `image/png`; JPEG for any image.
@@ -211,7 +237,7 @@ mod tests {
         headers
     }
 
-    fn refused(result: Result<(), ApiError>) -> bool {
+    fn refused<T>(result: Result<T, ApiError>) -> bool {
         result.is_err_and(|e| {
             e.status == StatusCode::NOT_ACCEPTABLE && e.code == "dicomweb_not_acceptable"
         })
@@ -232,9 +258,31 @@ mod tests {
             "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.1, multipart/related; type=\"image/jpeg\"",
             "*/*",
         ] {
-            assert!(jpeg_frames(&accept(&[frames])).is_ok(), "{frames}");
+            assert_eq!(
+                jpeg_frames(&accept(&[frames])).ok(),
+                Some(FramePart::Jpeg),
+                "{frames}"
+            );
         }
-        assert!(jpeg_frames(&HeaderMap::new()).is_ok());
+        assert_eq!(jpeg_frames(&HeaderMap::new()).ok(), Some(FramePart::Jpeg));
+        // dicom-microscopy-viewer's frame request: octet-stream in the stored syntax; a client
+        // preferring it over JPEG gets it, one preferring JPEG gets JPEG.
+        for (frames, part) in [
+            (
+                "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*",
+                FramePart::OctetStream,
+            ),
+            (
+                "multipart/related; type=\"image/jpeg\"; q=0.5, multipart/related; type=application/octet-stream; transfer-syntax=*",
+                FramePart::OctetStream,
+            ),
+            (
+                "multipart/related; type=application/octet-stream; transfer-syntax=*; q=0.5, multipart/related; type=\"image/jpeg\"",
+                FramePart::Jpeg,
+            ),
+        ] {
+            assert_eq!(jpeg_frames(&accept(&[frames])).ok(), Some(part), "{frames}");
+        }
     }
 
     #[test]
@@ -246,6 +294,7 @@ mod tests {
         assert!(refused(json(&accept(&["application/json;q=0"]))));
         for frames in [
             "multipart/related; type=\"application/octet-stream\"",
+            "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.1",
             "multipart/related; type=\"image/jp2\"; transfer-syntax=1.2.840.10008.1.2.4.90",
             "multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.70",
             "image/jpeg",

@@ -6,7 +6,8 @@
 //!   `studies/{study}/series/{series}/instances` ([`query`] says what is matched).
 //! - **WADO-RS**: metadata of a study, a series or an instance (`application/dicom+json`);
 //!   `…/instances/{instance}/frames/{frames}` (`multipart/related; type="image/jpeg"`, JPEG
-//!   baseline, frames numbered from 1, at most [`frames::MAX_FRAMES`] at once); and rendered
+//!   baseline, or `type="application/octet-stream"` for `transfer-syntax=*` as
+//!   dicom-microscopy-viewer asks; frames numbered from 1, at most [`frames::MAX_FRAMES`] at once); and rendered
 //!   images: `…/instances/{instance}/rendered` (a whole level, when it fits
 //!   [`MAX_RENDERED_SIDE`] and `slide.max_region_pixels`) and `…/frames/{n}/rendered`, as JPEG
 //!   or PNG. Anything else asked for in `Accept` is 406 with the JSON error body.
@@ -599,7 +600,9 @@ async fn instance_metadata(
     responses(
         (status = 200, description = "`multipart/related; type=\"image/jpeg\"; \
             transfer-syntax=1.2.840.10008.1.2.4.50`, one part per frame in the order asked: \
-            the stored JPEG tile itself where it is the frame, else the frame encoded",
+            the stored JPEG tile itself where it is the frame, else the frame encoded; the same \
+            parts as `application/octet-stream` when `Accept` asks for that type with \
+            `transfer-syntax=*`",
             content_type = "multipart/related",
             headers(("ETag" = String, description = "strong; send it back in If-None-Match"))),
         (status = 304, description = "not modified"),
@@ -611,7 +614,8 @@ async fn instance_metadata(
         (status = 404, description = "no such study, series, instance or frame (or not visible \
             to the user)", body = ErrorBody),
         (status = 406, description = "`dicomweb_not_acceptable`: `Accept` asks for another type \
-            or transfer syntax than JPEG baseline", body = ErrorBody),
+            or transfer syntax than JPEG baseline (or octet-stream with `transfer-syntax=*`)",
+            body = ErrorBody),
         (status = 500, description = "server-side failure (the message names a log entry)", body = ErrorBody),
     )
 )]
@@ -622,7 +626,7 @@ async fn retrieve_frames(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // Syntax first: a request that cannot be answered is refused whoever asks.
-    accept::jpeg_frames(&headers)?;
+    let part = accept::jpeg_frames(&headers)?;
     let numbers = frames::parse_frame_list(&list)?;
     let platform = &state.platform;
     let found = visible_instance(&state, &user, &study, &series, &instance).await?;
@@ -645,7 +649,13 @@ async fn retrieve_frames(
     }
     audit_viewing(&state, &user, &found.slide.id, "dicomweb", ACTION).await;
     let quality = platform.config.tiles.jpeg_quality;
-    let etag = image_etag(&found.slide, quality, &tiling, &format!("frames-{list}"));
+    // Each labelling is its own representation of the same bytes.
+    let etag = image_etag(
+        &found.slide,
+        quality,
+        &tiling,
+        &format!("frames-{list}-{}", part.media_type()),
+    );
     let cache = private_cache(
         platform.config.tiles.browser_cache,
         "private, max-age=31536000, immutable",
@@ -654,7 +664,11 @@ async fn retrieve_frames(
     if etag_matches(&headers, &etag) {
         return Ok((
             StatusCode::NOT_MODIFIED,
-            [(header::CACHE_CONTROL, cache), (header::ETAG, etag_value)],
+            [
+                (header::CACHE_CONTROL, cache),
+                (header::ETAG, etag_value),
+                (header::VARY, HeaderValue::from_static("Accept")),
+            ],
         )
             .into_response());
     }
@@ -670,10 +684,11 @@ async fn retrieve_frames(
     .await
     .map_err(ApiError::internal)?
     .map_err(slide_error)?;
-    let part_type = format!("image/jpeg; transfer-syntax={JPEG_BASELINE}");
+    let media_type = part.media_type();
+    let part_type = format!("{media_type}; transfer-syntax={JPEG_BASELINE}");
     let (boundary, body) = frames::multipart(&parts, &part_type);
     let content_type = format!(
-        "multipart/related; type=\"image/jpeg\"; transfer-syntax={JPEG_BASELINE}; \
+        "multipart/related; type=\"{media_type}\"; transfer-syntax={JPEG_BASELINE}; \
          boundary={boundary}"
     );
     Ok((
@@ -684,6 +699,7 @@ async fn retrieve_frames(
             ),
             (header::CACHE_CONTROL, cache),
             (header::ETAG, etag_value),
+            (header::VARY, HeaderValue::from_static("Accept")),
         ],
         body,
     )
