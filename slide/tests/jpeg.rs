@@ -2,7 +2,8 @@
 //! of every chroma sampling, of sizes that are not whole MCUs, progressive, with restart
 //! intervals and as RGB without colour transform, written and decoded by Pillow at test time
 //! (tests/fixtures/jpeg_oracle.py). Each is decoded through the SIMD code this CPU takes and
-//! through the portable code a CPU without AVX2 (or an ARM one) takes.
+//! through the portable code a CPU without AVX2 (or an ARM one) takes (`set_use_unsafe(false)`,
+//! which the vendored decoder honours for every step it patches).
 #![allow(clippy::unwrap_used)]
 
 mod common;

@@ -489,17 +489,18 @@ impl SlideReader for DicomSlide {
             return Ok(None);
         };
         let data = self.frame_bytes(instance, frame)?;
-        let fail = |message: String| SlideError::Decode {
+        let jpeg = frames::jpeg_stream(data, rgb).map_err(|message| SlideError::Decode {
             image: instance,
             index: frame,
             message,
-        };
-        let jpeg = frames::jpeg_stream(data, rgb).map_err(fail)?;
+        })?;
         // What the stream holds, not what the series declares: some writers store edge frames
         // cropped to the image (wsidicomizer's added levels do), and a caller passing a stored
-        // tile through must not present a cropped one as a whole tile.
-        let (width, height) = crate::jpeg::frame_size(&jpeg)
-            .ok_or_else(|| fail("a JPEG frame without a frame header".into()))?;
+        // tile through must not present a cropped one as a whole tile. A header this quick
+        // parse cannot read leaves the frame to the decoder, as a tile without a stored JPEG.
+        let Some((width, height)) = crate::jpeg::frame_size(&jpeg) else {
+            return Ok(None);
+        };
         Ok(Some(RawTile {
             jpeg,
             width,

@@ -67,7 +67,7 @@ pub fn choose_ycbcr_to_rgb_convert_func(
     #[cfg(feature = "x86")]
     {
         use zune_core::log::debug;
-        if options.use_avx2() {
+        if options.use_unsafe() && options.use_avx2() {
             debug!("Using AVX optimised color conversion functions");
 
             // I believe avx2 means sse4 is also available

@@ -93,7 +93,7 @@ mod scalar;
 pub fn choose_horizontal_samp_function(options: &DecoderOptions) -> UpSampler {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     #[cfg(feature = "x86")]
-    if options.use_avx2() {
+    if options.use_unsafe() && options.use_avx2() {
         return |a: &[i16], b: &[i16], c: &[i16], d: &mut [i16], e: &mut [i16]| {
             // SAFETY: `options.use_avx2()` only returns true if avx2 is supported.
             unsafe { avx2::upsample_horizontal_avx2(a, b, c, d, e) }
@@ -106,7 +106,7 @@ pub fn choose_horizontal_samp_function(options: &DecoderOptions) -> UpSampler {
 pub fn choose_hv_samp_function(options: &DecoderOptions) -> UpSampler {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     #[cfg(feature = "x86")]
-    if options.use_avx2() {
+    if options.use_unsafe() && options.use_avx2() {
         return |a: &[i16], b: &[i16], c: &[i16], d: &mut [i16], e: &mut [i16]| {
             // SAFETY: `options.use_avx2()` only returns true if avx2 is supported.
             unsafe { avx2::upsample_hv_avx2(a, b, c, d, e) }
@@ -119,7 +119,7 @@ pub fn choose_hv_samp_function(options: &DecoderOptions) -> UpSampler {
 pub fn choose_v_samp_function(options: &DecoderOptions) -> UpSampler {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     #[cfg(feature = "x86")]
-    if options.use_avx2() {
+    if options.use_unsafe() && options.use_avx2() {
         return |a: &[i16], b: &[i16], c: &[i16], d: &mut [i16], e: &mut [i16]| {
             // SAFETY: `options.use_avx2()` only returns true if avx2 is supported.
             unsafe { avx2::upsample_vertical_avx2(a, b, c, d, e) }
