@@ -136,17 +136,9 @@ fn raw_rgb(path: &Path, w: u32, h: u32) -> RgbImage {
     RgbImage::from_raw(w, h, std::fs::read(path).unwrap()).unwrap()
 }
 
-/// Our pixels must be wsidicom's, byte for byte: JPEG frames (pathfed's decoder follows
-/// libjpeg-turbo's arithmetic, and wsidicom decodes them with Pillow, i.e. libjpeg-turbo), JPEG 2000
-/// (pathfed's decoder follows OpenJPEG's, which wsidicom uses), and raw pixels.
-fn assert_same(ours: &RgbImage, theirs: &RgbImage, what: &str) {
-    let (mean, max) = (
-        common::mean_abs_diff(ours, theirs),
-        common::max_abs_diff(ours, theirs),
-    );
-    assert!(max == 0, "{what}: mean abs diff {mean:.4}, max {max}");
-}
-
+// Our pixels must be wsidicom's, byte for byte: JPEG frames (pathfed's decoder follows
+// libjpeg-turbo's arithmetic, and wsidicom decodes them with Pillow, i.e. libjpeg-turbo), JPEG
+// 2000 (pathfed's decoder follows OpenJPEG's, which wsidicom uses), and raw pixels.
 #[test]
 fn levels_properties_and_pixels_match_wsidicom_level_by_level() {
     for variant in ["jpeg-bot", "j2k-lossless", "j2k-lossy", "native", "sparse"] {
@@ -189,7 +181,7 @@ fn levels_properties_and_pixels_match_wsidicom_level_by_level() {
         for (level, x, y, w, h, file) in &expected.regions {
             let ours = slide.read_region(*level, *x, *y, *w, *h).unwrap();
             let theirs = raw_rgb(file, *w, *h);
-            assert_same(
+            common::assert_same_pixels(
                 &ours,
                 &theirs,
                 &format!("{variant} level {level} region ({x},{y},{w},{h})"),
@@ -218,7 +210,7 @@ fn levels_properties_and_pixels_match_wsidicom_level_by_level() {
             );
             if let Some(file) = file {
                 let theirs = raw_rgb(file, *w as u32, *h as u32);
-                assert_same(&image, &theirs, &format!("{variant} {name}"));
+                common::assert_same_pixels(&image, &theirs, &format!("{variant} {name}"));
             }
         }
         assert!(matches!(

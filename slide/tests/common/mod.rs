@@ -43,6 +43,17 @@ pub fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> u8 {
         .unwrap_or(0)
 }
 
+/// Fails unless `ours` equals `theirs` byte for byte, naming `what` with the mean and largest
+/// difference.
+pub fn assert_same_pixels(ours: &RgbImage, theirs: &RgbImage, what: &str) {
+    let max = max_abs_diff(ours, theirs);
+    assert!(
+        max == 0,
+        "{what}: mean abs diff {:.4}, max {max}",
+        mean_abs_diff(ours, theirs)
+    );
+}
+
 /// Runs `tests/fixtures/{script}` with `args` under the tools' Python, failing the test with
 /// the script's error output if it fails.
 pub fn run_fixture_script(script: &str, args: &[&std::ffi::OsStr]) {
